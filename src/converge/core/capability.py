@@ -1,0 +1,158 @@
+"""Capabilities: what an agent can do, with versions, and the requirements that select them."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from converge.errors import ValidationError
+
+__all__ = ["Capability", "CapabilitySet", "Requirement"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-/]*$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise ValidationError(f"invalid version {text!r}", field="version") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _specifier(text: str) -> SpecifierSet:
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier:
+        raise ValidationError(
+            f"invalid version range {text!r} (use e.g. '>=1.2,<2')", field="versions"
+        ) from None
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValidationError(
+            f"invalid capability name {name!r}: lower-case letters, digits and _ . - /",
+            field="name",
+        )
+
+
+class Capability(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Something an agent can do, such as ``summarize`` version ``1.2.0``."""
+
+    name: str
+    """Lower-case identifier: ``summarize``, ``code.review``, ``gpu/a100``."""
+    version: str = "1.0.0"
+    """A PEP 440 version (semantic versions are valid PEP 440 versions)."""
+    description: str = ""
+    """What it does, for people and for LLM routers."""
+    constraints: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Limits of the offer: ``max_input_tokens``, ``languages``, ``max_concurrency``…"""
+    costs: dict[str, float] = msgspec.field(default_factory=dict)
+    """Prices by unit: ``per_call``, ``per_1k_tokens``, ``per_second``…"""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        _version(self.version)
+
+    @classmethod
+    def parse(cls, text: str) -> Capability:
+        """``"summarize"`` or ``"summarize@1.2.0"``."""
+        name, _, version = text.partition("@")
+        return cls(name.strip(), version.strip() or "1.0.0")
+
+    def satisfies(self, requirement: Requirement | str) -> bool:
+        """Whether this capability meets ``requirement``."""
+        req = Requirement.parse(requirement) if isinstance(requirement, str) else requirement
+        return req.matches(self)
+
+
+class Requirement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A need for a capability: a name and an optional version range (``>=1.2,<2``)."""
+
+    name: str
+    """The capability name."""
+    versions: str = ""
+    """A PEP 440 specifier set; empty accepts any version."""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        _specifier(self.versions)
+
+    @classmethod
+    def parse(cls, text: str) -> Requirement:
+        """``"summarize"``, ``"summarize>=1.2,<2"`` or ``"summarize==1.4.0"``."""
+        m = re.match(r"^\s*([a-z0-9][a-z0-9_.\-/]*)\s*(.*?)\s*$", text)
+        if m is None:
+            raise ValidationError(f"invalid capability requirement {text!r}", field="capability")
+        return cls(m.group(1), m.group(2))
+
+    def matches(self, capability: Capability) -> bool:
+        """Whether ``capability`` has this name and a version in range."""
+        if capability.name != self.name:
+            return False
+        if not self.versions:
+            return True
+        return _specifier(self.versions).contains(_version(capability.version), prereleases=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.versions}"
+
+
+class CapabilitySet:
+    """An agent's capabilities, at most one version per name, looked up by name."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self, capabilities: Iterable[Capability | str] = ()) -> None:
+        self._by_name: dict[str, Capability] = {}
+        for cap in capabilities:
+            self.add(cap)
+
+    def add(self, capability: Capability | str) -> None:
+        """Add (or replace the version of) a capability."""
+        cap = Capability.parse(capability) if isinstance(capability, str) else capability
+        self._by_name[cap.name] = cap
+
+    def get(self, name: str) -> Capability | None:
+        """The capability called ``name``, or None."""
+        return self._by_name.get(name)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The capability names, for indexes."""
+        return frozenset(self._by_name)
+
+    def satisfies(self, requirement: Requirement | str) -> bool:
+        """Whether some capability meets ``requirement``."""
+        req = Requirement.parse(requirement) if isinstance(requirement, str) else requirement
+        cap = self._by_name.get(req.name)
+        return cap is not None and req.matches(cap)
+
+    def satisfies_all(self, requirements: Iterable[Requirement | str]) -> bool:
+        """Whether every requirement is met."""
+        return all(self.satisfies(r) for r in requirements)
+
+    def missing(self, requirements: Iterable[Requirement | str]) -> list[str]:
+        """The requirements not met, as text."""
+        return [str(r) for r in requirements if not self.satisfies(r)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[Capability]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __repr__(self) -> str:
+        caps = ", ".join(f"{c.name}@{c.version}" for c in self)
+        return f"CapabilitySet([{caps}])"

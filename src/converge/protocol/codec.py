@@ -1,0 +1,152 @@
+"""Encoding protocol objects: JSON for people and HTTP, MessagePack for the wire and the store,
+sealed bytes for signed objects in transit, and JSON Schema for all of them.
+
+Decoding is strict: unknown fields are refused, and a bad field raises ``ValidationError``
+naming it; bytes that are not the format at all raise ``ProtocolError``. Nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, overload
+
+import msgspec
+
+from converge.core.message import Message
+from converge.core.signing import Signed, unseal, validation_error
+from converge.errors import ProtocolError, ValidationError
+from converge.protocol.event import Event
+from converge.protocol.objects import (
+    Attestation,
+    Intent,
+    Offer,
+    Receipt,
+    TaskDone,
+    TaskProgress,
+    TaskStart,
+)
+
+__all__ = [
+    "OBJECT_TYPES",
+    "ProtocolObject",
+    "from_json",
+    "from_msgpack",
+    "json_schema",
+    "seal",
+    "to_json",
+    "to_msgpack",
+    "unseal",
+]
+
+ProtocolObject = (
+    Intent | Offer | TaskStart | TaskProgress | TaskDone | Receipt | Attestation | Event | Message
+)
+"""Any protocol object; decoded by its ``type`` tag."""
+
+OBJECT_TYPES: dict[str, type[Any]] = {
+    str(cls.__struct_config__.tag): cls
+    for cls in (
+        Intent,
+        Offer,
+        TaskStart,
+        TaskProgress,
+        TaskDone,
+        Receipt,
+        Attestation,
+        Event,
+        Message,
+    )
+}
+"""Each protocol object class by its tag: ``intent``, ``offer``, ``task_start``… ``message``."""
+
+T = TypeVar("T")
+
+_json_encoder = msgspec.json.Encoder()
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_json_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+_msgpack_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def to_json(obj: Any) -> bytes:
+    """JSON bytes of a protocol object (or any encodable value). Bytes become base64 strings."""
+    try:
+        return _json_encoder.encode(obj)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValidationError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from exc
+
+
+def to_msgpack(obj: Any) -> bytes:
+    """MessagePack bytes of a protocol object (or any encodable value)."""
+    try:
+        return _msgpack_encoder.encode(obj)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValidationError(f"cannot encode {type(obj).__name__}: {exc}") from exc
+
+
+@overload
+def from_json(data: bytes | str, cls: type[T]) -> T: ...
+@overload
+def from_json(data: bytes | str, cls: None = None) -> ProtocolObject: ...
+def from_json(data: bytes | str, cls: type[Any] | None = None) -> Any:
+    """Decode JSON into ``cls``, or into whichever protocol object its ``type`` names."""
+    return _decode(_json_decoders, msgspec.json.Decoder, data, cls, "JSON")
+
+
+@overload
+def from_msgpack(data: bytes, cls: type[T]) -> T: ...
+@overload
+def from_msgpack(data: bytes, cls: None = None) -> ProtocolObject: ...
+def from_msgpack(data: bytes, cls: type[Any] | None = None) -> Any:
+    """Decode MessagePack into ``cls``, or into whichever protocol object its ``type`` names."""
+    return _decode(_msgpack_decoders, msgspec.msgpack.Decoder, data, cls, "MessagePack")
+
+
+def _decode(cache: dict[Any, Any], factory: Any, data: Any, cls: Any, fmt: str) -> Any:
+    target = ProtocolObject if cls is None else cls
+    dec = cache.get(target)
+    if dec is None:
+        dec = cache[target] = factory(target)
+    what = "protocol object" if cls is None else getattr(cls, "__name__", str(cls))
+    try:
+        return dec.decode(data)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc, what) from exc
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed {fmt} for {what}: {exc}") from exc
+
+
+def seal(obj: Signed) -> bytes:
+    """The wire form of a signed object: its canonical body and signatures (see ``unseal``)."""
+    return obj.seal()
+
+
+def json_schema(name: str | None = None) -> dict[str, Any]:
+    """JSON Schema of one protocol object (by tag or class name), or of all of them.
+
+    Raises:
+        ValidationError: ``name`` is not a protocol object (the message lists them).
+    """
+    if name is None:
+        schema, components = msgspec.json.schema_components([ProtocolObject])
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "converge protocol object",
+            **schema[0],
+            "$defs": components,
+        }
+    cls = _lookup(name)
+    result: dict[str, Any] = msgspec.json.schema(cls)
+    result["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return result
+
+
+def _lookup(name: str) -> type[Any]:
+    key = name.strip()
+    if key in OBJECT_TYPES:
+        return OBJECT_TYPES[key]
+    for cls in OBJECT_TYPES.values():
+        if cls.__name__.lower() == key.lower():
+            return cls
+    raise ValidationError(
+        f"unknown protocol object {name!r}; choose one of: {', '.join(sorted(OBJECT_TYPES))}",
+        field="name",
+    )

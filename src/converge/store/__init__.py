@@ -1,0 +1,13 @@
+"""Stores: one async ``Store`` protocol (key-value map, event log, units of work) and backends.
+
+``MemoryStore`` keeps everything in memory; ``SQLiteStore`` is the embedded default, one file on
+disk. Every backend passes the same conformance suite.
+"""
+
+from __future__ import annotations
+
+from converge.store.base import Entry, Store, Transaction
+from converge.store.memory import MemoryStore
+from converge.store.sqlite import SQLiteStore
+
+__all__ = ["Entry", "MemoryStore", "SQLiteStore", "Store", "Transaction"]

@@ -1,0 +1,91 @@
+"""The SQLite schema, its version table and its forward migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from converge.errors import SchemaVersionError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "read_version"]
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "key-value map and event log",
+        [
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                version INTEGER PRIMARY KEY,
+                applied_at REAL NOT NULL,
+                description TEXT NOT NULL
+            )""",
+            """CREATE TABLE kv (
+                key TEXT PRIMARY KEY,
+                value BLOB NOT NULL,
+                version INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            # seq is the rowid: strictly increasing; events are never deleted, so never reused.
+            # body is the MessagePack of the event without its seq; trace_id, kind and at are
+            # copied out of it for the indexes that read() uses.
+            """CREATE TABLE events (
+                seq INTEGER PRIMARY KEY,
+                trace_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                at REAL NOT NULL,
+                body BLOB NOT NULL
+            )""",
+            "CREATE INDEX events_trace ON events (trace_id, seq)",
+            "CREATE INDEX events_kind ON events (kind, seq)",
+        ],
+    ),
+]
+"""Every migration in order: (version, description, statements)."""
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+"""The newest schema version this converge knows."""
+
+
+def read_version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open database (0 for a new one). Reads only."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if row is None:
+        return 0
+    (version,) = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(version)
+
+
+def check_version(conn: sqlite3.Connection, location: str) -> int:
+    """Refuse a database from a newer converge before anything is written to it."""
+    found = read_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(location, found, SCHEMA_VERSION)
+    return found
+
+
+def migrate(conn: sqlite3.Connection, location: str) -> int:
+    """Apply every missing migration in one write transaction; returns the version reached.
+
+    Another process may be migrating at the same moment: the version is read again under the
+    write lock, so each migration is applied exactly once.
+    """
+    if check_version(conn, location) == SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = check_version(conn, location)
+        for version, description, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+                (version, time.time(), description),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION

@@ -1,0 +1,273 @@
+"""The ``Store`` protocol every backend implements, and the pieces backends share.
+
+A store holds two things:
+
+- a **key-value map** of ``str`` keys to ``bytes`` values, each with a version that starts at 1
+  and grows by one on every write (0 means absent), for optimistic concurrency;
+- an **event log**: ``Event``s with sequence numbers the store assigns, strictly increasing and
+  never reused, readable by position, trace and kind, and waitable without polling.
+
+Writes are grouped in a ``Transaction`` (a unit of work): its key-value writes, its preconditions
+(``put_if_absent``, ``compare_and_set``) and its events commit together or not at all. Every
+``await`` that changes state returns only after the change is committed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+import msgspec
+
+from converge.errors import ValidationError
+from converge.protocol.event import EVENT_KIND_PATTERN, Event
+
+__all__ = [
+    "Entry",
+    "Op",
+    "Store",
+    "Transaction",
+    "validate_events",
+    "validate_key",
+    "validate_value",
+]
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """A key-value entry as read from a store."""
+
+    key: str
+    """The key."""
+    value: bytes
+    """The stored bytes."""
+    version: int
+    """1 after the first write, +1 on each later write."""
+
+
+class Op(msgspec.Struct, frozen=True, array_like=True):
+    """One buffered key-value operation of a transaction.
+
+    ``kind`` is ``"put"``, ``"delete"``, ``"put_if_absent"`` or ``"cas"``; ``expected`` is the
+    version a ``"cas"`` requires (0: the key must be absent).
+    """
+
+    kind: str
+    key: str
+    value: bytes | None = None
+    expected: int = 0
+
+
+class Transaction:
+    """A unit of work: buffered writes and events that commit together or not at all.
+
+    Obtain one from ``store.transaction()``; it commits when the ``async with`` block exits
+    normally and is discarded if the block raises. Methods only buffer; nothing is visible to
+    others until the commit, and the commit raises ``ConflictError`` (writing nothing) if a
+    precondition does not hold at that moment.
+    """
+
+    __slots__ = ("_commit", "_done", "events", "ops", "seqs")
+
+    def __init__(self, commit: _Committer) -> None:
+        self._commit = commit
+        self._done = False
+        self.ops: list[Op] = []
+        """The buffered key-value operations, in order."""
+        self.events: list[Event] = []
+        """The buffered events, in order."""
+        self.seqs: list[int] = []
+        """After commit: the sequence numbers assigned to ``events``."""
+
+    def put(self, key: str, value: bytes) -> None:
+        """Write ``value`` under ``key``."""
+        self._check_open()
+        self.ops.append(Op("put", validate_key(key), validate_value(value)))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if absent)."""
+        self._check_open()
+        self.ops.append(Op("delete", validate_key(key)))
+
+    def put_if_absent(self, key: str, value: bytes) -> None:
+        """Write ``value`` under ``key``; the commit fails unless ``key`` is absent."""
+        self._check_open()
+        self.ops.append(Op("put_if_absent", validate_key(key), validate_value(value)))
+
+    def compare_and_set(self, key: str, expected_version: int, value: bytes) -> None:
+        """Write ``value``; the commit fails unless ``key`` is at ``expected_version``.
+
+        ``expected_version=0`` means the key must be absent.
+        """
+        self._check_open()
+        if not isinstance(expected_version, int) or expected_version < 0:
+            raise ValidationError(
+                f"expected_version must be an int >= 0, not {expected_version!r}",
+                field="expected_version",
+            )
+        self.ops.append(Op("cas", validate_key(key), validate_value(value), expected_version))
+
+    def append(self, *events: Event) -> None:
+        """Add events to the log with this transaction."""
+        self._check_open()
+        self.events.extend(validate_events(events))
+
+    async def commit(self) -> list[int]:
+        """Commit now (``async with`` does this for you); returns the events' sequence numbers."""
+        self._check_open()
+        self._done = True
+        if self.ops or self.events:
+            self.seqs = await self._commit(self.ops, self.events)
+        return self.seqs
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise ValidationError("this transaction has already been committed or discarded")
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._done = True
+            return
+        if not self._done:
+            await self.commit()
+
+
+class _Committer(Protocol):
+    async def __call__(self, ops: list[Op], events: list[Event]) -> list[int]: ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every converge store offers. All methods are coroutines except ``transaction``."""
+
+    # -- key-value -------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        """The entry under ``key``, or None."""
+        ...
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write ``value`` under ``key``; returns the new version."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; returns whether it existed."""
+        ...
+
+    async def list(self, prefix: str = "", *, limit: int | None = None) -> builtins.list[Entry]:
+        """Entries whose key starts with ``prefix``, in key order, at most ``limit``."""
+        ...
+
+    async def put_if_absent(self, key: str, value: bytes) -> bool:
+        """Write ``value`` only if ``key`` is absent; returns whether it wrote."""
+        ...
+
+    async def compare_and_set(self, key: str, expected_version: int, value: bytes) -> bool:
+        """Write ``value`` only if ``key`` is at ``expected_version`` (0: absent); returns whether
+        it wrote."""
+        ...
+
+    # -- event log -------------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event]) -> builtins.list[int]:
+        """Append events (their ``seq`` is ignored); returns their assigned sequence numbers."""
+        ...
+
+    async def read(
+        self,
+        *,
+        after_seq: int = 0,
+        trace_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Event]:
+        """Events with ``seq > after_seq``, optionally of one trace and some kinds, in ``seq``
+        order, at most ``limit``."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The highest sequence number in the log (0 if empty)."""
+        ...
+
+    async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
+        """Wait until the log holds an event with ``seq > after_seq``; returns the last seq.
+
+        Returns at once if there already is one; on timeout returns the last seq unchanged.
+        Wakes on this process's commits immediately, without polling.
+        """
+        ...
+
+    def tail(
+        self,
+        *,
+        after_seq: int = 0,
+        trace_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Every matching event after ``after_seq``, then each new one as it is committed."""
+        ...
+
+    # -- units of work ---------------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        """A new unit of work (use with ``async with``)."""
+        ...
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Finish pending writes and release resources; idempotent."""
+        ...
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a non-empty ``str``, else raise ``ValidationError``."""
+    if not isinstance(key, str) or not key:
+        raise ValidationError(f"a store key is a non-empty str, not {key!r}", field="key")
+    return key
+
+
+def validate_value(value: object) -> bytes:
+    """Return ``value`` as ``bytes`` if it is bytes-like, else raise ``ValidationError``."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise ValidationError(
+        f"a store value is bytes, not {type(value).__name__}; encode it first "
+        "(converge.protocol.codec.to_msgpack)",
+        field="value",
+    )
+
+
+_kind_ok = re.compile(EVENT_KIND_PATTERN).match
+_known_kinds: set[str] = set()  # kinds repeat: remember the valid ones (bounded below)
+
+
+def validate_events(events: Sequence[Event]) -> Sequence[Event]:
+    """Return ``events`` if every item is an ``Event`` with a valid kind, else raise."""
+    for i, ev in enumerate(events):
+        if type(ev) is not Event:
+            raise ValidationError(
+                f"events[{i}] is a {type(ev).__name__}, not an Event", field=f"events[{i}]"
+            )
+        if ev.kind in _known_kinds:
+            continue
+        if not (isinstance(ev.kind, str) and _kind_ok(ev.kind)):
+            raise ValidationError(
+                f"events[{i}].kind {ev.kind!r} is not a dotted lower-case name like 'task.claimed'",
+                field=f"events[{i}].kind",
+            )
+        if len(_known_kinds) < 4096:
+            _known_kinds.add(ev.kind)
+    return events

@@ -1,0 +1,207 @@
+"""``MemoryStore``: the whole ``Store`` protocol in process memory, for tests and ephemeral runs."""
+
+from __future__ import annotations
+
+import bisect
+import builtins
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+
+from converge.errors import ConflictError, StoreClosed, ValidationError
+from converge.protocol.event import Event
+from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
+from converge.store.base import (
+    Entry,
+    Op,
+    Transaction,
+    validate_events,
+    validate_key,
+    validate_value,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """A ``Store`` that keeps everything in memory and loses it when the process ends.
+
+    Events are kept as MessagePack, exactly as a persistent store keeps them, so what is read back
+    is a copy: mutating an event's ``data`` after appending it changes nothing stored, and data
+    that a persistent store could not encode is refused here too.
+    """
+
+    def __init__(self) -> None:
+        self._kv: dict[str, tuple[bytes, int]] = {}
+        self._events: builtins.list[
+            tuple[str, str, bytes]
+        ] = []  # (trace_id, kind, body); seq = index + 1
+        self._by_trace: dict[str, builtins.list[int]] = {}
+        self._waiters = EventWaiters()
+        self._closed = False
+
+    # -- key-value -------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        self._check_open()
+        item = self._kv.get(validate_key(key))
+        return None if item is None else Entry(key, item[0], item[1])
+
+    async def put(self, key: str, value: bytes) -> int:
+        self._check_open()
+        await self._commit([Op("put", validate_key(key), validate_value(value))], [])
+        return self._kv[key][1]
+
+    async def delete(self, key: str) -> bool:
+        self._check_open()
+        existed = validate_key(key) in self._kv
+        await self._commit([Op("delete", key)], [])
+        return existed
+
+    async def list(self, prefix: str = "", *, limit: int | None = None) -> builtins.list[Entry]:
+        self._check_open()
+        if not isinstance(prefix, str):
+            raise ValidationError(f"prefix must be a str, not {prefix!r}", field="prefix")
+        keys = sorted(k for k in self._kv if k.startswith(prefix))
+        if limit is not None:
+            keys = keys[: max(limit, 0)]
+        return [Entry(k, *self._kv[k]) for k in keys]
+
+    async def put_if_absent(self, key: str, value: bytes) -> bool:
+        return await self._try([Op("put_if_absent", validate_key(key), validate_value(value))])
+
+    async def compare_and_set(self, key: str, expected_version: int, value: bytes) -> bool:
+        tx = self.transaction()
+        tx.compare_and_set(key, expected_version, value)
+        return await self._try(tx.ops)
+
+    async def _try(self, ops: builtins.list[Op]) -> bool:
+        self._check_open()
+        try:
+            await self._commit(ops, [])
+        except ConflictError:
+            return False
+        return True
+
+    # -- event log -------------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event]) -> builtins.list[int]:
+        self._check_open()
+        return await self._commit([], list(validate_events(events)))
+
+    async def read(
+        self,
+        *,
+        after_seq: int = 0,
+        trace_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Event]:
+        self._check_open()
+        kind_set = _kind_filter(kinds)
+        if trace_id is None:
+            candidates: Sequence[int] = range(max(after_seq, 0) + 1, len(self._events) + 1)
+        else:
+            seqs = self._by_trace.get(trace_id, [])
+            candidates = seqs[bisect.bisect_right(seqs, after_seq) :]
+        out: builtins.list[Event] = []
+        cap = len(self._events) if limit is None else max(limit, 0)
+        for seq in candidates:
+            if len(out) >= cap:
+                break
+            _, kind, body = self._events[seq - 1]
+            if kind_set is None or kind in kind_set:
+                out.append(decode_event(body, seq))
+        return out
+
+    async def last_seq(self) -> int:
+        self._check_open()
+        return len(self._events)
+
+    async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
+        self._check_open()
+        if len(self._events) > after_seq:
+            return len(self._events)
+        await self._waiters.wait(timeout)
+        return len(self._events)
+
+    def tail(
+        self,
+        *,
+        after_seq: int = 0,
+        trace_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> AsyncIterator[Event]:
+        return tail_events(self, after_seq=after_seq, trace_id=trace_id, kinds=kinds)
+
+    # -- units of work ---------------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        return Transaction(self._commit)
+
+    async def _commit(
+        self, ops: builtins.list[Op], events: builtins.list[Event]
+    ) -> builtins.list[int]:
+        self._check_open()
+        bodies = [encode_event(ev, i) for i, ev in enumerate(events)]
+        # Check every precondition against the state as the earlier ops leave it, then apply all:
+        # nothing awaits in between, so the whole unit is atomic.
+        staged: dict[str, tuple[bytes, int] | None] = {}
+        for op in ops:
+            current = staged[op.key] if op.key in staged else self._kv.get(op.key)
+            version = 0 if current is None else current[1]
+            if op.kind == "delete":
+                staged[op.key] = None
+                continue
+            if op.kind == "put_if_absent" and version != 0:
+                raise ConflictError(op.key, 0, version)
+            if op.kind == "cas" and version != op.expected:
+                raise ConflictError(op.key, op.expected, version)
+            assert op.value is not None
+            staged[op.key] = (op.value, version + 1)
+        for key, item in staged.items():
+            if item is None:
+                self._kv.pop(key, None)
+            else:
+                self._kv[key] = item
+        seqs: builtins.list[int] = []
+        for ev, body in zip(events, bodies, strict=True):
+            self._events.append((ev.trace_id, ev.kind, body))
+            seq = len(self._events)
+            self._by_trace.setdefault(ev.trace_id, []).append(seq)
+            seqs.append(seq)
+        if seqs:
+            self._waiters.publish(seqs[-1])
+        return seqs
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("this MemoryStore is closed")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._waiters.publish(len(self._events))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(keys={len(self._kv)}, events={len(self._events)})"
+
+
+def _kind_filter(kinds: Sequence[str] | None) -> frozenset[str] | None:
+    if kinds is None:
+        return None
+    if isinstance(kinds, str):
+        return frozenset((kinds,))
+    return frozenset(kinds)

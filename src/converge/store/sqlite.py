@@ -1,0 +1,489 @@
+"""``SQLiteStore``: the embedded default store, on a single SQLite file.
+
+- **One writer thread** owns the write connection. Callers' units of work queue up while a batch
+  commits and are committed together in the next one (group commit); each caller's ``await``
+  returns once its batch is durable. A unit whose precondition fails is rolled back to its own
+  savepoint and fails alone; the rest of the batch commits.
+- **One reader thread** serves reads on its own connection, so reads run beside writes and the
+  event loop never waits on the disk.
+- **WAL** lets other processes read while one writes; a second writing process waits up to
+  ``busy_timeout`` for the lock. ``synchronous=NORMAL`` (the default) survives a crash of the
+  process; ``FULL`` also survives a power loss, at the price of an fsync per commit.
+- The schema is versioned (table ``schema_version``) and migrated forward on open; a file from a
+  newer converge is refused before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+from converge.errors import ConflictError, StoreClosed, StoreError, ValidationError
+from converge.protocol.event import Event
+from converge.store import _sqlite_schema as schema
+from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
+from converge.store._sqlite_worker import BatchWorker, Job, Outcome
+from converge.store.base import (
+    Entry,
+    Op,
+    Transaction,
+    validate_events,
+    validate_key,
+    validate_value,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+_Row = tuple[str, str, float, bytes]  # trace_id, kind, at, body
+_WAL_AUTOCHECKPOINT_PAGES = 8192
+
+
+class SQLiteStore:
+    """A ``Store`` in one SQLite file. Open it with ``await SQLiteStore.open(path)``."""
+
+    SCHEMA_VERSION = schema.SCHEMA_VERSION
+    """The newest schema version this converge knows."""
+
+    def __init__(
+        self, path: Path, synchronous: Synchronous, busy_timeout: float, create: bool = True
+    ) -> None:
+        self.path = path
+        self._create = create
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._writer: BatchWorker | None = None
+        self._reader: BatchWorker | None = None
+        self._waiters = EventWaiters()
+        self._closed = False
+        self._closing: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout: float = 5.0,
+        create: bool = True,
+    ) -> SQLiteStore:
+        """Open (and with ``create``, create) the store at ``path``, migrating it forward.
+
+        Raises:
+            ValidationError: a bad ``synchronous`` or ``busy_timeout``.
+            SchemaVersionError: the file was written by a newer converge (it is left untouched).
+            StoreError: the file cannot be opened, is not a SQLite database, or (``create=False``)
+                does not exist.
+        """
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValidationError(
+                f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}", field="synchronous"
+            )
+        if not isinstance(busy_timeout, (int, float)) or busy_timeout < 0:
+            raise ValidationError(
+                f"busy_timeout must be a number of seconds >= 0, not {busy_timeout!r}",
+                field="busy_timeout",
+            )
+        store = cls(Path(path), synchronous, float(busy_timeout), create)
+        loop = asyncio.get_running_loop()
+        store._writer = BatchWorker(
+            f"converge-sqlite-writer:{store.path.name}", store._connect_writer, _write_batch, loop
+        )
+        try:
+            await store._writer.submit(("call", _noop))
+            store._reader = BatchWorker(
+                f"converge-sqlite-reader:{store.path.name}",
+                store._connect_reader,
+                _read_batch,
+                loop,
+            )
+            await store._reader.submit(_noop)
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    # -- connections (run on the worker threads) ------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self._create and not self.path.exists():
+            raise StoreError(f"no converge store at {self.path}")
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            location = str(self.path)
+            schema.check_version(conn, location)  # before the first write of any kind
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # Checkpoint every 32 MiB of WAL instead of every 4 MiB: fewer, larger checkpoints
+            # write each hot page once instead of many times.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
+            schema.migrate(conn, location)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, f"cannot open {self.path}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    # -- key-value -------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Entry | None:
+        validate_key(key)
+        row = await self._read(_get, key)
+        return None if row is None else Entry(key, row[0], row[1])
+
+    async def put(self, key: str, value: bytes) -> int:
+        _, version = await self._submit([Op("put", validate_key(key), validate_value(value))], [])
+        return int(version)
+
+    async def delete(self, key: str) -> bool:
+        _, existed = await self._submit([Op("delete", validate_key(key))], [])
+        return bool(existed)
+
+    async def list(self, prefix: str = "", *, limit: int | None = None) -> builtins.list[Entry]:
+        if not isinstance(prefix, str):
+            raise ValidationError(f"prefix must be a str, not {prefix!r}", field="prefix")
+        rows = await self._read(_list, prefix, limit)
+        return [Entry(k, v, ver) for k, v, ver in rows]
+
+    async def put_if_absent(self, key: str, value: bytes) -> bool:
+        return await self._try(Op("put_if_absent", validate_key(key), validate_value(value)))
+
+    async def compare_and_set(self, key: str, expected_version: int, value: bytes) -> bool:
+        tx = self.transaction()
+        tx.compare_and_set(key, expected_version, value)
+        return await self._try(tx.ops[0])
+
+    async def _try(self, op: Op) -> bool:
+        try:
+            await self._submit([op], [])
+        except ConflictError:
+            return False
+        return True
+
+    # -- event log -------------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event]) -> builtins.list[int]:
+        return await self._commit([], validate_events(events))
+
+    async def read(
+        self,
+        *,
+        after_seq: int = 0,
+        trace_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[Event]:
+        if isinstance(kinds, str):
+            kinds = [kinds]
+        return await self._read(_read_events, after_seq, trace_id, kinds, limit)
+
+    async def last_seq(self) -> int:
+        return await self._read(_last_seq)
+
+    async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        last = await self.last_seq()
+        # In-process commits wake us at once; another process's commits are noticed by asking
+        # the file again, with a backoff that grows to a quarter of a second.
+        backoff = 0.005
+        while last <= after_seq:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                break
+            slice_s = backoff if remaining is None else min(backoff, remaining)
+            await self._waiters.wait(slice_s)
+            last = max(self._waiters.last, await self.last_seq())
+            backoff = min(backoff * 2, 0.25)
+        return last
+
+    def tail(
+        self,
+        *,
+        after_seq: int = 0,
+        trace_id: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> AsyncIterator[Event]:
+        return tail_events(self, after_seq=after_seq, trace_id=trace_id, kinds=kinds)
+
+    # -- units of work ---------------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        return Transaction(self._commit)
+
+    async def _commit(self, ops: builtins.list[Op], events: Sequence[Event]) -> builtins.list[int]:
+        seqs, _ = await self._submit(ops, events)
+        return seqs
+
+    async def _submit(
+        self, ops: builtins.list[Op], events: Sequence[Event]
+    ) -> tuple[builtins.list[int], Any]:
+        writer = self._check_open(self._writer)
+        # Encode here, in the caller: a value that cannot be stored fails its own caller only.
+        rows: builtins.list[_Row] = [
+            (ev.trace_id, ev.kind, ev.at, encode_event(ev, i)) for i, ev in enumerate(events)
+        ]
+        seqs, info = await writer.submit(("commit", ops, rows))
+        if seqs:
+            self._waiters.publish(seqs[-1])
+        return seqs, info
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        reader = self._check_open(self._reader)
+        result: T = await reader.submit(lambda conn: fn(conn, *args))
+        return result
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    def _check_open(self, worker: BatchWorker | None) -> BatchWorker:
+        if self._closed or worker is None:
+            raise StoreClosed(f"the store at {self.path} is closed")
+        return worker
+
+    async def aclose(self) -> None:
+        """Commit everything already submitted, then close both connections. Idempotent."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
+        try:
+            for worker in (self._writer, self._reader):
+                if worker is not None:
+                    await worker.stop()
+        finally:
+            self._waiters.publish(self._waiters.last)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous}, {state})"
+
+
+# -- what the threads run ------------------------------------------------------------------------
+
+
+def _noop(conn: sqlite3.Connection) -> None:
+    return None
+
+
+def _translate(exc: sqlite3.Error, what: str) -> StoreError:
+    text = str(exc)
+    busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+        return StoreError(f"{what}: the file is not a SQLite database")
+    return StoreError(f"{what}: {text}", retryable=busy)
+
+
+def _read_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for job in jobs:
+        try:
+            outcomes.append((job.future, None, job.payload(conn)))
+        except sqlite3.Error as exc:
+            outcomes.append((job.future, _translate(exc, "read failed"), None))
+        except Exception as exc:
+            outcomes.append((job.future, exc, None))
+    return outcomes
+
+
+def _write_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    commits: list[Job] = []
+    for job in jobs:
+        if job.payload[0] == "call":
+            try:
+                outcomes.append((job.future, None, job.payload[1](conn)))
+            except Exception as exc:
+                outcomes.append((job.future, exc, None))
+        else:
+            commits.append(job)
+    if commits:
+        outcomes.extend(_commit_batch(conn, commits))
+    return outcomes
+
+
+def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+    """Commit every job's unit of work in one transaction, each unit atomic on its own."""
+    done: list[Outcome] = []
+    failed: list[Outcome] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        next_seq = -1
+        all_rows: list[_Row] = []
+        for job in jobs:
+            _, ops, rows = job.payload
+            # A precondition after another write needs a savepoint to undo that write; a lone
+            # precondition is checked before it writes anything.
+            guarded = len(ops) > 1 and any(op.kind in ("cas", "put_if_absent") for op in ops)
+            if guarded:
+                conn.execute("SAVEPOINT unit")
+            try:
+                info = _apply_ops(conn, ops)
+            except ConflictError as exc:
+                if guarded:
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                failed.append((job.future, exc, None))
+                continue
+            if guarded:
+                conn.execute("RELEASE unit")
+            seqs: list[int] = []
+            if rows:
+                if next_seq < 0:
+                    # We hold the write lock, so nobody else can append until we commit.
+                    next_seq = _last_seq(conn)
+                seqs = list(range(next_seq + 1, next_seq + 1 + len(rows)))
+                next_seq += len(rows)
+                all_rows.extend(rows)
+            done.append((job.future, None, (seqs, info)))
+        if all_rows:
+            # SQLite gives each row max(rowid) + 1; holding the write lock, that is exactly the
+            # run of seqs computed above. Checked below rather than trusted.
+            conn.executemany(
+                "INSERT INTO events (trace_id, kind, at, body) VALUES (?, ?, ?, ?)", all_rows
+            )
+            if _last_seq(conn) != next_seq:
+                raise sqlite3.IntegrityError("event sequence numbers were not contiguous")
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        error = _translate(exc, "write failed; nothing in this batch was committed")
+        return [(job.future, error, None) for job in jobs]
+    return done + failed
+
+
+def _apply_ops(conn: sqlite3.Connection, ops: list[Op]) -> Any:
+    info: Any = None
+    for op in ops:
+        if op.kind == "put":
+            (info,) = conn.execute(
+                "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
+                "RETURNING version",
+                (op.key, op.value),
+            ).fetchone()
+        elif op.kind == "delete":
+            info = conn.execute("DELETE FROM kv WHERE key = ?", (op.key,)).rowcount > 0
+        elif op.kind == "put_if_absent" or (op.kind == "cas" and op.expected == 0):
+            cur = conn.execute(
+                "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
+                "ON CONFLICT (key) DO NOTHING",
+                (op.key, op.value),
+            )
+            if cur.rowcount == 0:
+                raise ConflictError(op.key, 0, _version(conn, op.key))
+            info = 1
+        elif op.kind == "cas":
+            cur = conn.execute(
+                "UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?",
+                (op.value, op.key, op.expected),
+            )
+            if cur.rowcount == 0:
+                raise ConflictError(op.key, op.expected, _version(conn, op.key))
+            info = op.expected + 1
+        else:  # pragma: no cover - Op kinds are fixed by Transaction
+            raise ValidationError(f"unknown operation {op.kind!r}")
+    return info
+
+
+def _version(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _get(conn: sqlite3.Connection, key: str) -> tuple[bytes, int] | None:
+    row = conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _list(conn: sqlite3.Connection, prefix: str, limit: int | None) -> list[tuple[str, bytes, int]]:
+    sql = "SELECT key, value, version FROM kv WHERE key >= ?"
+    params: list[Any] = [prefix]
+    upper = _prefix_upper_bound(prefix)
+    if upper is not None:
+        sql += " AND key < ?"
+        params.append(upper)
+    sql += " ORDER BY key"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(max(limit, 0))
+    return conn.execute(sql, params).fetchall()
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix`` (None: no bound)."""
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip past them
+                nxt = 0xE000
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+def _read_events(
+    conn: sqlite3.Connection,
+    after_seq: int,
+    trace_id: str | None,
+    kinds: Sequence[str] | None,
+    limit: int | None,
+) -> list[Event]:
+    sql = "SELECT seq, body FROM events WHERE seq > ?"
+    params: list[Any] = [after_seq]
+    if trace_id is not None:
+        sql += " AND trace_id = ?"
+        params.append(trace_id)
+    if kinds is not None:
+        kinds = list(kinds)
+        if not kinds:
+            return []
+        sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+        params.extend(kinds)
+    sql += " ORDER BY seq"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(max(limit, 0))
+    return [decode_event(body, seq) for seq, body in conn.execute(sql, params)]
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
