@@ -62,8 +62,8 @@ T = TypeVar("T")
 
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
-_json_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-_msgpack_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+_json_decoders: dict[type[Any] | None, msgspec.json.Decoder[Any]] = {}
+_msgpack_decoders: dict[type[Any] | None, msgspec.msgpack.Decoder[Any]] = {}
 
 
 def to_json(obj: Any) -> bytes:
@@ -88,7 +88,15 @@ def from_json(data: bytes | str, cls: type[T]) -> T: ...
 def from_json(data: bytes | str, cls: None = None) -> ProtocolObject: ...
 def from_json(data: bytes | str, cls: type[Any] | None = None) -> Any:
     """Decode JSON into ``cls``, or into whichever protocol object its ``type`` names."""
-    return _decode(_json_decoders, msgspec.json.Decoder, data, cls, "JSON")
+    dec = _json_decoders.get(cls)
+    if dec is None:
+        dec = _json_decoders[cls] = msgspec.json.Decoder(ProtocolObject if cls is None else cls)
+    try:
+        return dec.decode(data)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc, _name(cls)) from exc
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed JSON for {_name(cls)}: {exc}") from exc
 
 
 @overload
@@ -97,21 +105,20 @@ def from_msgpack(data: bytes, cls: type[T]) -> T: ...
 def from_msgpack(data: bytes, cls: None = None) -> ProtocolObject: ...
 def from_msgpack(data: bytes, cls: type[Any] | None = None) -> Any:
     """Decode MessagePack into ``cls``, or into whichever protocol object its ``type`` names."""
-    return _decode(_msgpack_decoders, msgspec.msgpack.Decoder, data, cls, "MessagePack")
-
-
-def _decode(cache: dict[Any, Any], factory: Any, data: Any, cls: Any, fmt: str) -> Any:
-    target = ProtocolObject if cls is None else cls
-    dec = cache.get(target)
+    dec = _msgpack_decoders.get(cls)
     if dec is None:
-        dec = cache[target] = factory(target)
-    what = "protocol object" if cls is None else getattr(cls, "__name__", str(cls))
+        target = ProtocolObject if cls is None else cls
+        dec = _msgpack_decoders[cls] = msgspec.msgpack.Decoder(target)
     try:
         return dec.decode(data)
     except msgspec.ValidationError as exc:
-        raise validation_error(exc, what) from exc
+        raise validation_error(exc, _name(cls)) from exc
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed {fmt} for {what}: {exc}") from exc
+        raise ProtocolError(f"malformed MessagePack for {_name(cls)}: {exc}") from exc
+
+
+def _name(cls: type[Any] | None) -> str:
+    return "protocol object" if cls is None else getattr(cls, "__name__", str(cls))
 
 
 def seal(obj: Signed) -> bytes:

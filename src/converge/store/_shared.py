@@ -22,7 +22,7 @@ def encode_event(ev: Event, index: int = 0) -> bytes:
     ``ValidationError`` naming ``events[index].data``."""
     try:
         return _encoder.encode(ev)
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+    except (TypeError, ValueError, msgspec.EncodeError, OverflowError) as exc:
         raise ValidationError(
             f"events[{index}] cannot be stored: {exc}", field=f"events[{index}].data"
         ) from exc

@@ -96,7 +96,10 @@ class BatchWorker:
                         assert connect_error is not None
                         outcomes: list[Outcome] = [(j.future, connect_error, None) for j in batch]
                     else:
-                        outcomes = self._run_batch(conn, batch)
+                        try:
+                            outcomes = self._run_batch(conn, batch)
+                        except Exception as exc:  # a bug must fail its batch, not the thread
+                            outcomes = [(j.future, exc, None) for j in batch]
                     self._deliver(outcomes)
                 if stop:
                     break

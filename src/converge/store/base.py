@@ -231,9 +231,15 @@ class Store(Protocol):
 
 
 def validate_key(key: object) -> str:
-    """Return ``key`` if it is a non-empty ``str``, else raise ``ValidationError``."""
+    """Return ``key`` if it is a non-empty ``str`` that UTF-8 can encode, else raise
+    ``ValidationError``."""
     if not isinstance(key, str) or not key:
         raise ValidationError(f"a store key is a non-empty str, not {key!r}", field="key")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(f"store key {key!r} is not valid Unicode", field="key") from None
     return key
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import builtins
 from collections.abc import AsyncIterator, Sequence
@@ -120,9 +121,13 @@ class MemoryStore:
 
     async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
         self._check_open()
-        if len(self._events) > after_seq:
-            return len(self._events)
-        await self._waiters.wait(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while len(self._events) <= after_seq and not self._closed:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                break
+            await self._waiters.wait(remaining)
         return len(self._events)
 
     def tail(

@@ -381,10 +381,12 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
             if _last_seq(conn) != next_seq:
                 raise sqlite3.IntegrityError("event sequence numbers were not contiguous")
         conn.execute("COMMIT")
-    except sqlite3.Error as exc:
+    except Exception as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        error = _translate(exc, "write failed; nothing in this batch was committed")
+        error: Exception = exc
+        if isinstance(exc, sqlite3.Error):
+            error = _translate(exc, "write failed; nothing in this batch was committed")
         return [(job.future, error, None) for job in jobs]
     return done + failed
 

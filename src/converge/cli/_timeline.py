@@ -1,0 +1,87 @@
+"""Render events as a timeline people can read (a table) or as JSON lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from converge.protocol import Event, to_json
+
+__all__ = ["event_json", "names_from", "render_timeline"]
+
+_KIND_STYLE = {
+    "rejected": "bold red",
+    "failed": "red",
+    "accepted": "green",
+    "completed": "green",
+    "verified": "green",
+}
+
+
+def names_from(events: Iterable[Event]) -> dict[str, str]:
+    """Display names for dids, from ``agent.registered`` events (``data.name``)."""
+    names: dict[str, str] = {}
+    for ev in events:
+        if ev.kind == "agent.registered" and isinstance(ev.data.get("name"), str):
+            names[ev.actor] = ev.data["name"]
+    return names
+
+
+def _who(did: str, names: Mapping[str, str]) -> str:
+    if not did:
+        return "-"
+    if did in names:
+        return names[did]
+    return did if len(did) <= 24 else f"{did[:16]}…{did[-6:]}"
+
+
+def _details(data: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    parts = []
+    for key, value in data.items():
+        if key == "name":
+            continue
+        if isinstance(value, str):
+            value = _who(value, names) if value.startswith("did:key:") else value
+            for did, name in names.items():  # dids inside free text read better as names
+                value = value.replace(did, name)
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
+def render_timeline(events: list[Event], console: Console, *, title: str | None = None) -> None:
+    """Print ``events`` as a table: time since the first, seq, actor, kind, subject, details."""
+    names = names_from(events)
+    table = Table(title=title, show_lines=False, header_style="bold")
+    table.add_column("+ms", justify="right", style="dim")
+    table.add_column("seq", justify="right", style="dim")
+    table.add_column("actor")
+    table.add_column("event")
+    table.add_column("subject", style="dim")
+    table.add_column("details", overflow="fold")
+    start = events[0].at if events else 0.0
+    for ev in events:
+        style = next((s for suffix, s in _KIND_STYLE.items() if ev.kind.endswith(suffix)), "")
+        table.add_row(
+            f"{(ev.at - start) * 1000:.1f}",
+            str(ev.seq),
+            Text(_who(ev.actor, names)),
+            Text(ev.kind, style=style),
+            Text(ev.subject[-8:] if len(ev.subject) > 8 else ev.subject),
+            Text(_details(ev.data, names)),
+        )
+    console.print(table)
+    if events:
+        first = dt.datetime.fromtimestamp(events[0].at, tz=dt.UTC).isoformat(timespec="seconds")
+        console.print(f"[dim]{len(events)} events from {first}, trace {events[0].trace_id}[/]")
+
+
+def event_json(ev: Event) -> str:
+    """One event as a line of JSON."""
+    return to_json(ev).decode()

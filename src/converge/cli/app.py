@@ -1,0 +1,218 @@
+"""The ``converge`` command.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad input (arguments, files, keys, a store from
+a newer converge). Errors print one line on stderr, never a traceback. Heavy modules are imported
+inside the commands that need them, so ``converge --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from converge._version import __version__
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="converge",
+    help="Coordinate many agents: signed identities, protocol objects and one event log.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+keys_app = typer.Typer(help="Create and inspect agent key files.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body, turning converge's errors into one line and an exit code."""
+    from converge.errors import (
+        ConvergeError,
+        IdentityError,
+        SchemaVersionError,
+        ValidationError,
+    )
+
+    try:
+        return fn()
+    except (ValidationError, IdentityError, SchemaVersionError) as exc:
+        _fail(str(exc), 2)
+    except ConvergeError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"converge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Coordinate many agents: signed identities, protocol objects and one event log."""
+
+
+@app.command()
+def schema(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="intent, offer, task_start, task_progress, task_done, receipt, …"),
+    ] = None,
+) -> None:
+    """Print the JSON Schema of a protocol object, or of all of them.
+
+    Example: [bold]converge schema offer[/]
+    """
+    from converge.protocol import json_schema
+
+    result = _guard(lambda: json_schema(name))
+    typer.echo(json.dumps(result, indent=2))
+
+
+@keys_app.command("new")
+def keys_new(
+    path: Annotated[Path, typer.Argument(help="Where to write the key (PEM, mode 0600).")],
+    password_env: Annotated[
+        str | None,
+        typer.Option(help="Encrypt the key with the password in this environment variable."),
+    ] = None,
+) -> None:
+    """Create a new Ed25519 identity and print its did.
+
+    Example: [bold]converge keys new agent.pem[/]
+    """
+    from converge.core import Identity
+
+    password = _password(password_env)
+    identity = Identity.generate()
+    _guard(lambda: identity.save(path, password=password))
+    typer.echo(identity.did)
+
+
+@keys_app.command("show")
+def keys_show(
+    path: Annotated[Path, typer.Argument(help="A key file written by 'converge keys new'.")],
+    password_env: Annotated[
+        str | None, typer.Option(help="The environment variable holding the key's password.")
+    ] = None,
+) -> None:
+    """Print the did and fingerprint of a key file (never the key).
+
+    Example: [bold]converge keys show agent.pem[/]
+    """
+    from converge.core import Identity
+
+    password = _password(password_env)
+    identity = _guard(lambda: Identity.load(path, password=password))
+    typer.echo(f"did:         {identity.did}\nfingerprint: {identity.fingerprint}")
+
+
+def _password(env: str | None) -> bytes | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        _fail(f"environment variable {env} is not set or empty", 2)
+    return value.encode()
+
+
+@app.command()
+def events(
+    store: Annotated[Path, typer.Option(help="The SQLite store to read.")],
+    trace: Annotated[str | None, typer.Option(help="Only this trace.")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="Only these kinds (repeatable).")] = None,
+    after: Annotated[int, typer.Option(help="Only events after this seq.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="At most this many events.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print a store's event log as a timeline, or as JSON lines.
+
+    Example: [bold]converge events --store .converge/demo.db --trace 01J…[/]
+    """
+    if not store.exists():
+        _fail(f"no store at {store}", 2)
+
+    from converge.store import SQLiteStore
+
+    async def read() -> list[object]:
+        async with await SQLiteStore.open(store, create=False) as db:
+            found = await db.read(after_seq=after, trace_id=trace, kinds=kind, limit=limit)
+        return list(found)
+
+    found = _guard(lambda: asyncio.run(read()))
+    _print_events(found, as_json, title=f"events in {store}")
+
+
+def _print_events(found: list[object], as_json: bool, *, title: str) -> None:
+    from converge.cli._timeline import event_json, render_timeline
+    from converge.protocol import Event
+
+    evs = [e for e in found if isinstance(e, Event)]
+    if as_json:
+        for ev in evs:
+            typer.echo(event_json(ev))
+        return
+    from rich.console import Console
+
+    if not evs:
+        typer.echo("no events")
+        return
+    render_timeline(evs, Console(emoji=False, highlight=False), title=title)
+
+
+@app.command()
+def demo(
+    store: Annotated[Path, typer.Option(help="The SQLite store to record into.")] = Path(
+        ".converge/demo.db"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines.")] = False,
+) -> None:
+    """Two agents exchange a signed intent and offer; forged copies are rejected; all logged.
+
+    Example: [bold]converge demo --store .converge/demo.db[/]
+    """
+    from converge.cli._demo import run_demo
+
+    result = _guard(lambda: asyncio.run(run_demo(store)))
+    _print_events(
+        list(result.events), as_json, title="intent -> offer, with a tampered and a replayed copy"
+    )
+    if not as_json:
+        typer.echo(
+            f"\nThe log is in {result.store_path}; read it again with:\n"
+            f"  converge events --store {result.store_path} --trace {result.trace_id}"
+        )
+
+
+def main() -> None:
+    """Entry point of the ``converge`` script."""
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `converge events … | head`
+        sys.stderr.close()
+        sys.exit(0)
