@@ -5,8 +5,9 @@ parametrized over ``BACKENDS``. A new backend joins by adding one entry to ``BAC
 factory that returns an open, empty store; the fixture closes it), and the property tests in
 ``test_kv_model.py`` pick it up too.
 
-Seq numbers are only assumed to start at 1 on an empty log and to be strictly increasing and unique;
-no test relies on them being contiguous, so a backend with gaps (a PostgreSQL sequence) still passes.
+Seq numbers are only assumed to start at 1 on an empty log and to be strictly increasing and
+unique; no test relies on them being contiguous, so a backend with gaps (a PostgreSQL sequence)
+still passes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from converge.errors import ConflictError, ConvergeError, StoreClosed, Validatio
 from converge.protocol.event import Event
 from converge.store import Entry, MemoryStore, SQLiteStore, Store
 
-__all__ = ["BACKENDS", "StoreConformance", "make_event"]
+__all__ = ["BACKENDS", "StoreConformance", "make_event", "with_seq"]
 
 
 async def _open_memory(tmp_path: Path) -> Store:
@@ -109,7 +110,7 @@ BAD_CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     ),
 }
 
-# Event data no backend can store faithfully; refused with ValidationError before anything is written.
+# Event data no backend can store faithfully: refused with ValidationError, nothing written.
 UNENCODABLE_DATA: dict[str, Any] = {
     "object": object(),
     "int-too-big": 2**70,
@@ -119,7 +120,7 @@ UNENCODABLE_DATA: dict[str, Any] = {
 ROUND_TRIP_DATA: dict[str, Any] = {
     "none": None,
     "bools": [True, False],
-    "ints": [0, -1, 2**63 - 1, -(2**63)],
+    "ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1],
     "floats": [0.1, -2.5e-300, 1e300, 3.141592653589793],
     "unicode": "日本語 — ünïcödé 😀",
     "bytes": b"\x00\xff\x10binary",
@@ -130,6 +131,9 @@ ROUND_TRIP_DATA: dict[str, Any] = {
 
 class StoreConformance:
     """Tests every backend must pass; subclass it in a test module that defines ``store``."""
+
+    async def test_satisfies_the_store_protocol(self, store: Store) -> None:
+        assert isinstance(store, Store)
 
     # -- key-value --------------------------------------------------------------------------------
 
@@ -495,7 +499,8 @@ class StoreConformance:
             parent_id="01HZZZZZZZZZZZZZZZZZZZZZZZ",
             at=1_700_000_000.123456,
         )
-        plain = make_event("task.created", "trace-2")  # defaults: empty actor/subject/data, no parent
+        # All defaults: empty actor, subject and data, no parent.
+        plain = make_event("task.created", "trace-2")
         seqs = await store.append([ev, plain])
         assert await store.read() == [with_seq(ev, seqs[0]), with_seq(plain, seqs[1])]
         (back,) = await store.read(limit=1)
@@ -582,8 +587,11 @@ class StoreConformance:
 
     async def test_tail_yields_existing_then_new_matching_events(self, store: Store) -> None:
         await store.append(
-            [make_event(trace_id="t", n=0), make_event(trace_id="other", n=1)]
-            + [make_event(trace_id="t", n=2)]
+            [
+                make_event(trace_id="t", n=0),
+                make_event(trace_id="other", n=1),
+                make_event(trace_id="t", n=2),
+            ]
         )
         tail = store.tail(trace_id="t")
         try:

@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -129,7 +130,7 @@ class SQLiteStore:
         try:
             location = str(self.path)
             schema.check_version(conn, location)  # before the first write of any kind
-            conn.execute("PRAGMA journal_mode = WAL")
+            _while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"), self.busy_timeout)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             # Checkpoint every 32 MiB of WAL instead of every 4 MiB: fewer, larger checkpoints
             # write each hot page once instead of many times.
@@ -302,6 +303,26 @@ def _noop(conn: sqlite3.Connection) -> None:
     return None
 
 
+def _while_busy(fn: Callable[[], object], timeout: float) -> None:
+    """Run ``fn``, retrying while the database is locked, for up to ``timeout`` seconds.
+
+    SQLite's busy handler does not cover ``PRAGMA journal_mode``: two processes opening a new
+    file at once would otherwise fail at once instead of waiting for each other.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)  # on the store's own thread, never the event loop
+        delay = min(delay * 2, 0.05)
+
+
 def _translate(exc: sqlite3.Error, what: str) -> StoreError:
     text = str(exc)
     busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
@@ -348,14 +369,16 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
         all_rows: list[_Row] = []
         for job in jobs:
             _, ops, rows = job.payload
-            # A precondition after another write needs a savepoint to undo that write; a lone
-            # precondition is checked before it writes anything.
-            guarded = len(ops) > 1 and any(op.kind in ("cas", "put_if_absent") for op in ops)
+            # A unit of several writes runs in a savepoint so that it can fail alone; a single
+            # statement is atomic by itself and needs none.
+            guarded = len(ops) > 1
             if guarded:
                 conn.execute("SAVEPOINT unit")
             try:
                 info = _apply_ops(conn, ops)
-            except ConflictError as exc:
+            except sqlite3.Error:
+                raise  # the database itself is in trouble: the whole batch fails
+            except Exception as exc:  # ConflictError, or a value SQLite would not take
                 if guarded:
                     conn.execute("ROLLBACK TO unit")
                     conn.execute("RELEASE unit")

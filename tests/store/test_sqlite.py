@@ -1,0 +1,348 @@
+"""What ``SQLiteStore`` promises beyond the conformance suite: durability across reopen and
+SIGKILL, schema versioning, WAL, settings, and several stores (processes) on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converge.errors import SchemaVersionError, StoreError, ValidationError
+from converge.protocol.event import Event
+from converge.store import Entry, SQLiteStore
+from tests.store._crash_child import KIND, payload, payload_bytes
+from tests.store.conformance import make_event, with_seq
+
+WAIT = 10.0
+CHILD = Path(__file__).with_name("_crash_child.py")
+
+
+@asynccontextmanager
+async def open_many(
+    path: Path, count: int, *, concurrently: bool = False, **kwargs: Any
+) -> AsyncIterator[list[SQLiteStore]]:
+    """``count`` stores on one file, as separate processes would hold them.
+
+    With ``concurrently`` all are opened at the same moment (racing to create and migrate the
+    file); otherwise one after the other.
+    """
+    async with AsyncExitStack() as stack:
+        if concurrently:
+            results = await asyncio.gather(
+                *(SQLiteStore.open(path, **kwargs) for _ in range(count)), return_exceptions=True
+            )
+        else:
+            results = [await SQLiteStore.open(path, **kwargs) for _ in range(count)]
+        stores = [r for r in results if isinstance(r, SQLiteStore)]
+        for s in stores:
+            stack.push_async_callback(s.aclose)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        yield stores
+
+
+def _sqlite_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+# -- persistence ----------------------------------------------------------------------------------
+
+
+async def test_reopened_file_has_the_same_kv_and_events(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    events = [make_event("task.created", n=1, nested={"x": [1.5, None, b"\x00"]})]
+    events.append(make_event("task.claimed", "trace-2", n=2))
+    async with await SQLiteStore.open(path) as store:
+        await store.put("k", b"one")
+        await store.put("k", b"two")
+        await store.put("gone", b"x")
+        await store.delete("gone")
+        seqs = await store.append(events)
+    async with await SQLiteStore.open(path) as store:
+        assert await store.list() == [Entry("k", b"two", 2)]
+        assert await store.read() == [with_seq(e, s) for e, s in zip(events, seqs, strict=True)]
+        assert await store.last_seq() == seqs[-1]
+        assert await store.put("k", b"three") == 3
+        (next_seq,) = await store.append([make_event(n=3)])
+        assert next_seq > seqs[-1]
+
+
+async def test_file_is_in_wal_mode_with_a_schema_version_table(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path):
+        pass
+    assert _sqlite_rows(path, "PRAGMA journal_mode") == [("wal",)]
+    columns = _sqlite_rows(path, "PRAGMA table_info(schema_version)")
+    # (name, declared type, not null, primary key)
+    assert [(c[1], c[2].upper(), c[3], c[5]) for c in columns] == [
+        ("version", "INTEGER", 0, 1),
+        ("applied_at", "REAL", 1, 0),
+        ("description", "TEXT", 1, 0),
+    ]
+    rows = _sqlite_rows(path, "SELECT version, applied_at, description FROM schema_version")
+    assert [r[0] for r in rows] == list(range(1, SQLiteStore.SCHEMA_VERSION + 1))
+    assert all(abs(r[1] - time.time()) < 3600 and r[2].strip() for r in rows)
+    async with await SQLiteStore.open(path):
+        pass
+    assert _sqlite_rows(path, "SELECT version, applied_at, description FROM schema_version") == rows
+
+
+async def test_concurrent_first_opens_wait_for_each_other_and_migrate_once(
+    tmp_path: Path,
+) -> None:
+    # Processes started together on a new file race to create it, switch it to WAL and migrate
+    # it; each must wait for the others (busy_timeout), not fail. The race is lost only now and
+    # then, hence the rounds.
+    for round_no in range(40):
+        path = tmp_path / f"s{round_no}.db"
+        async with open_many(path, 2, concurrently=True) as stores:
+            await asyncio.gather(*(s.put(f"k{i}", b"v") for i, s in enumerate(stores)))
+            assert len(await stores[0].list()) == len(stores)
+        versions = _sqlite_rows(path, "SELECT version FROM schema_version ORDER BY version")
+        assert versions == [(v,) for v in range(1, SQLiteStore.SCHEMA_VERSION + 1)]
+
+
+# -- schema versions ------------------------------------------------------------------------------
+
+
+def _make_future_db(path: Path, version: int) -> None:
+    """A database as a newer converge might leave it, in rollback-journal mode."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL, "
+            "description TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO schema_version VALUES (?, ?, ?)", (version, time.time(), "the future")
+        )
+        conn.execute("CREATE TABLE future_things (x BLOB)")
+    conn.close()
+
+
+def _bump_version(path: Path, version: int) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "INSERT INTO schema_version VALUES (?, ?, ?)", (version, time.time(), "the future")
+        )
+    conn.close()
+
+
+@pytest.mark.parametrize("origin", ["hand-made", "written-by-converge"])
+async def test_newer_schema_is_refused_and_the_file_left_untouched(
+    tmp_path: Path, origin: str
+) -> None:
+    path = tmp_path / "s.db"
+    newer = SQLiteStore.SCHEMA_VERSION + 1
+    if origin == "hand-made":
+        _make_future_db(path, newer)
+    else:
+        async with await SQLiteStore.open(path) as store:
+            await store.put("k", b"v")
+            await store.append([make_event()])
+        _bump_version(path, newer)
+    before = _files(tmp_path)
+
+    with pytest.raises(SchemaVersionError) as caught:
+        await SQLiteStore.open(path)
+
+    assert isinstance(caught.value, StoreError)
+    assert (caught.value.found, caught.value.supported) == (newer, SQLiteStore.SCHEMA_VERSION)
+    after = _files(tmp_path)
+    assert after[path.name] == before[path.name]
+    # In WAL mode a write would sit in the -wal file before reaching the database file.
+    assert after.get(f"{path.name}-wal", b"") == before.get(f"{path.name}-wal", b"")
+    assert _sqlite_rows(path, "SELECT max(version) FROM schema_version") == [(newer,)]
+
+
+# -- settings -------------------------------------------------------------------------------------
+
+
+async def test_synchronous_full_stores_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path, synchronous="FULL", busy_timeout=1.0) as store:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(store.append([make_event(n=i)])) for i in range(20)]
+        assert await store.put("k", b"v") == 1
+    async with await SQLiteStore.open(path) as store:
+        assert await store.get("k") == Entry("k", b"v", 1)
+        events = await store.read()
+        assert {e.seq: e.data["n"] for e in events} == {
+            t.result()[0]: i for i, t in enumerate(tasks)
+        }
+
+
+@pytest.mark.parametrize("synchronous", ["OFF", "EXTRA", "", "FULL; DROP TABLE kv", None, 2])
+async def test_bad_synchronous_is_a_validation_error(tmp_path: Path, synchronous: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await SQLiteStore.open(tmp_path / "s.db", synchronous=synchronous)
+    assert caught.value.field == "synchronous"
+
+
+# -- several stores on one file -------------------------------------------------------------------
+
+
+async def test_two_stores_on_one_file_lose_no_writes(tmp_path: Path) -> None:
+    writers_per_store = 80
+    increments_per_store = 15
+
+    async with open_many(tmp_path / "s.db", 2, busy_timeout=WAIT) as (a, b):
+        await a.put("counter", b"0")
+
+        async def write(store: SQLiteStore, name: str, i: int) -> list[int]:
+            if i % 4 == 0:
+                return await store.append(
+                    [make_event(who=name, i=i, part=0), make_event(who=name, i=i, part=1)]
+                )
+            return await store.append([make_event(who=name, i=i, part=0)])
+
+        async def increment(store: SQLiteStore) -> None:
+            for _ in range(500):
+                entry = await store.get("counter")
+                assert entry is not None
+                if await store.compare_and_set(
+                    "counter", entry.version, str(int(entry.value) + 1).encode()
+                ):
+                    return
+            pytest.fail("compare_and_set never succeeded")
+
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+            appends = {
+                (name, i): tg.create_task(write(store, name, i))
+                for i in range(writers_per_store)
+                for name, store in (("a", a), ("b", b))
+            }
+            for _ in range(increments_per_store):
+                tg.create_task(increment(a))
+                tg.create_task(increment(b))
+
+        acknowledged = [seq for t in appends.values() for seq in t.result()]
+        assert len(acknowledged) == len(set(acknowledged))
+        events_a = await a.read()
+        assert await b.read() == events_a
+        assert [e.seq for e in events_a] == sorted(acknowledged)
+        by_seq = {e.seq: (e.data["who"], e.data["i"], e.data["part"]) for e in events_a}
+        for (name, i), task in appends.items():
+            assert [by_seq[s] for s in task.result()] == [
+                (name, i, part) for part in range(len(task.result()))
+            ]
+        total = 2 * increments_per_store
+        assert await a.get("counter") == Entry("counter", str(total).encode(), total + 1)
+
+
+async def test_wait_for_events_sees_commits_of_another_store(tmp_path: Path) -> None:
+    async with open_many(tmp_path / "s.db", 2) as (a, b):
+        base = await a.last_seq()
+        async with asyncio.timeout(WAIT), asyncio.TaskGroup() as tg:
+            waiter = tg.create_task(a.wait_for_events(base, timeout=WAIT * 3))
+            done, _ = await asyncio.wait({waiter}, timeout=0.05)
+            assert not done
+            seqs = await b.append([make_event()])
+        assert waiter.result() == seqs[-1]
+        tail = a.tail(after_seq=seqs[-1])
+
+        async def next_event() -> Event:
+            return await anext(tail)
+
+        try:
+            async with asyncio.timeout(WAIT), asyncio.TaskGroup() as tg:
+                nxt = tg.create_task(next_event())
+                more = await b.append([make_event(n=7)])
+            assert nxt.result().seq == more[0]
+        finally:
+            await tail.aclose()  # type: ignore[attr-defined]
+
+
+# -- crash safety ---------------------------------------------------------------------------------
+
+
+Ack = tuple[int, int, str]
+"""One acknowledged event as the child reports it: (seq, n, mode)."""
+
+
+async def _run_child_until_killed(path: Path, first_n: int, min_acks: int) -> list[Ack]:
+    """Run the child appender, SIGKILL it after ``min_acks`` acknowledgements, return them all."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CHILD),
+        str(path),
+        str(first_n),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    lines: list[bytes] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(lines) < min_acks:
+                line = await proc.stdout.readline()
+                if not line:
+                    break  # the child ended by itself; reported below
+                lines.append(line)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+        rest, err = await proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, (
+        f"child exited with {proc.returncode} before it was killed:\n{err.decode()}"
+    )
+    # Lines the child wrote before it died were acknowledged too; a torn last line was not.
+    lines += rest.splitlines(keepends=True)
+    acks = []
+    for line in lines:
+        if line.endswith(b"\n"):
+            seq, n, mode = line.decode().split()
+            acks.append((int(seq), int(n), mode))
+    return acks
+
+
+async def _check_acknowledged(path: Path, acks: list[Ack]) -> None:
+    assert _sqlite_rows(path, "PRAGMA integrity_check") == [("ok",)]
+    async with await SQLiteStore.open(path) as store:
+        events = await store.read()
+        by_seq = {e.seq: e for e in events}
+        assert len(by_seq) == len(events)
+        # Nothing was written twice, acknowledged or not.
+        assert max(Counter(e.data["n"] for e in events if e.kind == KIND).values()) == 1
+        for seq, n, mode in acks:
+            ev = by_seq.get(seq)
+            assert ev is not None, f"acknowledged event {n} at seq {seq} ({mode}) is lost"
+            assert (ev.kind, ev.subject, ev.trace_id) == (KIND, str(n), f"trace-{n % 3}")
+            assert ev.data == payload(n)
+            if mode == "tx":
+                assert await store.get(f"crash/{n}") == Entry(f"crash/{n}", payload_bytes(n), 1)
+        new = await store.append([Event(kind="crash.recovered", trace_id="after")])
+        assert new[0] > max(by_seq)
+        assert (await store.read(after_seq=new[0] - 1))[0].kind == "crash.recovered"
+
+
+@pytest.mark.slow
+async def test_sigkill_while_appending_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    all_acks: list[Ack] = []
+    for round_no in range(2):
+        acks = await _run_child_until_killed(path, first_n=round_no * 1_000_000, min_acks=400)
+        assert len(acks) >= 400
+        assert {mode for _, _, mode in acks} == {"batch", "single", "tx"}
+        all_acks += acks
+        assert len({seq for seq, _, _ in all_acks}) == len(all_acks)
+        await _check_acknowledged(path, all_acks)
