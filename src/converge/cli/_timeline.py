@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from converge.errors import ValidationError
 from converge.protocol import Event, to_json
 
 __all__ = ["event_json", "names_from", "render_timeline"]
@@ -83,5 +87,19 @@ def render_timeline(events: list[Event], console: Console, *, title: str | None 
 
 
 def event_json(ev: Event) -> str:
-    """One event as a line of JSON."""
-    return to_json(ev).decode()
+    """One event as a line of JSON; a NaN or an infinity in its data (which MessagePack stores
+    but JSON cannot hold) is written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    try:
+        return to_json(ev).decode()
+    except ValidationError:
+        return json.dumps(_finite(msgspec.to_builtins(ev)), ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -12,6 +12,8 @@ import asyncio
 import time
 from typing import Protocol, runtime_checkable
 
+from converge.errors import ValidationError
+
 __all__ = ["Clock", "ManualClock", "SystemClock", "system_clock"]
 
 
@@ -64,14 +66,14 @@ class ManualClock:
     def set(self, value: float) -> None:
         """Jump to ``value``; time never moves backwards."""
         if value < self._now:
-            raise ValueError(f"ManualClock cannot move backwards ({value} < {self._now})")
+            raise ValidationError(f"ManualClock cannot move backwards ({value} < {self._now})")
         self._now = float(value)
         self._wake()
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake every sleeper whose deadline has passed."""
         if seconds < 0:
-            raise ValueError(f"ManualClock cannot move backwards (advance by {seconds})")
+            raise ValidationError(f"ManualClock cannot move backwards (advance by {seconds})")
         self.set(self._now + seconds)
 
     async def sleep(self, seconds: float) -> None:

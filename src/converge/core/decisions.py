@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from converge.core.signing import validation_error
+from converge.core._codec_errors import validation_error
 from converge.errors import ValidationError
 
 __all__ = [
@@ -63,7 +63,10 @@ class SendMessage(_Decision, frozen=True, tag="send_message"):
 
     def __post_init__(self) -> None:
         if (self.recipient is None) == (self.topic is None):
-            raise ValidationError("SendMessage needs exactly one of `recipient` and `topic`")
+            raise ValidationError(
+                "SendMessage needs exactly one of `recipient` and `topic`",
+                field="recipient" if self.recipient is not None else "topic",
+            )
 
 
 class JoinPool(_Decision, frozen=True, tag="join_pool"):

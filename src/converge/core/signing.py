@@ -15,14 +15,29 @@ object that never left this process re-derives the body with the same encoder, w
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
 
+from converge.core._codec_errors import (
+    DECODE_ERRORS,
+    ENCODE_ERRORS,
+    decode_error,
+    encode_error,
+    validation_error,
+)
 from converge.core.identity import Identity
 from converge.errors import IdentityError, ProtocolError, SignatureError, ValidationError
 
-__all__ = ["Signed", "canonical_encode", "check_finite", "unseal"]
+__all__ = [
+    "Signed",
+    "canonical_encode",
+    "check_finite",
+    "decode_body",
+    "maybe_nonfinite",
+    "unseal",
+]
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
 _envelope_decoder = msgspec.msgpack.Decoder(list[bytes])
@@ -30,13 +45,20 @@ _envelope_decoder = msgspec.msgpack.Decoder(list[bytes])
 S = TypeVar("S", bound="Signed")
 
 
+# One regex pass is about 4x cheaper than two `bytes.__contains__` calls here.
+maybe_nonfinite = re.compile(rb"\xcb[\x7f\xff]").search
+
+
 def canonical_encode(obj: Any) -> bytes:
     """MessagePack with sorted map keys; refuses NaN and infinities."""
-    data = _encoder.encode(obj)
+    try:
+        data = _encoder.encode(obj)
+    except ENCODE_ERRORS as exc:
+        raise encode_error(exc, type(obj).__name__) from exc
     # msgspec writes every float as float 64 (0xcb); a NaN or an infinity has all exponent bits
     # set, so its first byte is 0x7f or 0xff. Scanning for those pairs is far cheaper than walking
     # the object; only on a hit (which may be inside a string) do we walk it exactly.
-    if b"\xcb\x7f" in data or b"\xcb\xff" in data:
+    if maybe_nonfinite(data):
         check_finite(obj)
     return data
 
@@ -162,8 +184,8 @@ def unseal(data: bytes, cls: type[S], *, require_all: bool = True) -> S:
     """
     try:
         parts = _envelope_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"not a sealed {cls.__name__}: {exc}") from exc
+    except DECODE_ERRORS as exc:
+        raise decode_error(exc, f"sealed {cls.__name__}") from exc
     if not parts:
         raise ProtocolError(f"not a sealed {cls.__name__}: empty envelope")
     body, sigs = parts[0], parts[1:]
@@ -198,26 +220,9 @@ def decode_body(body: bytes, cls: type[S]) -> S:
         obj: S = dec.decode(body)
     except msgspec.ValidationError as exc:
         raise validation_error(exc, cls.__name__) from exc
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed {cls.__name__}: {exc}") from exc
+    except DECODE_ERRORS as exc:
+        raise decode_error(exc, cls.__name__) from exc
     return obj
-
-
-def validation_error(exc: msgspec.ValidationError, what: str) -> ValidationError:
-    """Turn msgspec's ``… - at `$.a.b``` into a ``ValidationError`` with ``field="a.b"``."""
-    text = str(exc)
-    field = None
-    marker = " - at `$"
-    at = text.rfind(marker)
-    if at != -1:
-        field = text[at + len(marker) :].rstrip("`").lstrip(".") or None
-        text = text[:at]
-    unknown = "unknown field `"
-    start = text.find(unknown)
-    if start != -1:
-        name = text[start + len(unknown) :].split("`", 1)[0]
-        field = f"{field}.{name}" if field else name
-    return ValidationError(f"invalid {what}: {text}", field=field)
 
 
 def _verify_chain(obj: Signed, body: bytes, sigs: list[bytes | None], require_all: bool) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from converge.core.signing import validation_error
+from converge.core._codec_errors import validation_error
 from converge.errors import ValidationError
 
 __all__ = ["FunctionTool", "Tool", "ToolRegistry"]

@@ -11,9 +11,16 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
+from converge.core._codec_errors import (
+    DECODE_ERRORS,
+    ENCODE_ERRORS,
+    decode_error,
+    encode_error,
+    validation_error,
+)
 from converge.core.message import Message
-from converge.core.signing import Signed, unseal, validation_error
-from converge.errors import ProtocolError, ValidationError
+from converge.core.signing import Signed, check_finite, maybe_nonfinite, unseal
+from converge.errors import ValidationError
 from converge.protocol.event import Event
 from converge.protocol.objects import (
     Attestation,
@@ -67,19 +74,27 @@ _msgpack_decoders: dict[type[Any] | None, msgspec.msgpack.Decoder[Any]] = {}
 
 
 def to_json(obj: Any) -> bytes:
-    """JSON bytes of a protocol object (or any encodable value). Bytes become base64 strings."""
+    """JSON bytes of a protocol object (or any encodable value). Bytes become base64 strings.
+
+    Raises:
+        ValidationError: the value cannot be encoded, or holds a NaN or an infinity, which JSON
+            cannot represent (it would silently become ``null``).
+    """
     try:
-        return _json_encoder.encode(obj)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise ValidationError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from exc
+        data = _json_encoder.encode(obj)
+        if b"null" in data and maybe_nonfinite(_msgpack_encoder.encode(obj)):
+            check_finite(obj)
+    except ENCODE_ERRORS as exc:
+        raise encode_error(exc, type(obj).__name__) from exc
+    return data
 
 
 def to_msgpack(obj: Any) -> bytes:
     """MessagePack bytes of a protocol object (or any encodable value)."""
     try:
         return _msgpack_encoder.encode(obj)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise ValidationError(f"cannot encode {type(obj).__name__}: {exc}") from exc
+    except ENCODE_ERRORS as exc:
+        raise encode_error(exc, type(obj).__name__) from exc
 
 
 @overload
@@ -95,8 +110,8 @@ def from_json(data: bytes | str, cls: type[Any] | None = None) -> Any:
         return dec.decode(data)
     except msgspec.ValidationError as exc:
         raise validation_error(exc, _name(cls)) from exc
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed JSON for {_name(cls)}: {exc}") from exc
+    except DECODE_ERRORS as exc:
+        raise decode_error(exc, f"JSON for {_name(cls)}") from exc
 
 
 @overload
@@ -113,8 +128,8 @@ def from_msgpack(data: bytes, cls: type[Any] | None = None) -> Any:
         return dec.decode(data)
     except msgspec.ValidationError as exc:
         raise validation_error(exc, _name(cls)) from exc
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed MessagePack for {_name(cls)}: {exc}") from exc
+    except DECODE_ERRORS as exc:
+        raise decode_error(exc, f"MessagePack for {_name(cls)}") from exc
 
 
 def _name(cls: type[Any] | None) -> str:

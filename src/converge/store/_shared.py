@@ -8,7 +8,7 @@ from typing import Protocol
 
 import msgspec
 
-from converge.errors import ValidationError
+from converge.core._codec_errors import ENCODE_ERRORS, encode_error
 from converge.protocol.event import Event
 
 __all__ = ["EventWaiters", "decode_event", "encode_event", "tail_events"]
@@ -22,10 +22,8 @@ def encode_event(ev: Event, index: int = 0) -> bytes:
     ``ValidationError`` naming ``events[index].data``."""
     try:
         return _encoder.encode(ev)
-    except (TypeError, ValueError, msgspec.EncodeError, OverflowError) as exc:
-        raise ValidationError(
-            f"events[{index}] cannot be stored: {exc}", field=f"events[{index}].data"
-        ) from exc
+    except ENCODE_ERRORS as exc:
+        raise encode_error(exc, f"events[{index}]", field=f"events[{index}].data") from exc
 
 
 def decode_event(body: bytes, seq: int) -> Event:

@@ -29,6 +29,7 @@ from converge.errors import ConflictError, StoreClosed, StoreError, ValidationEr
 from converge.protocol.event import Event
 from converge.store import _sqlite_schema as schema
 from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
+from converge.store._sqlite_checkpoint import Checkpointer
 from converge.store._sqlite_worker import BatchWorker, Job, Outcome
 from converge.store.base import (
     Entry,
@@ -44,7 +45,6 @@ __all__ = ["SQLiteStore"]
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
 _Row = tuple[str, str, float, bytes]  # trace_id, kind, at, body
-_WAL_AUTOCHECKPOINT_PAGES = 8192
 
 
 class SQLiteStore:
@@ -61,6 +61,7 @@ class SQLiteStore:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self._writer: BatchWorker | None = None
+        self._checkpointer: Checkpointer | None = None
         self._reader: BatchWorker | None = None
         self._waiters = EventWaiters()
         self._closed = False
@@ -95,10 +96,16 @@ class SQLiteStore:
         store = cls(Path(path), synchronous, float(busy_timeout), create)
         loop = asyncio.get_running_loop()
         store._writer = BatchWorker(
-            f"converge-sqlite-writer:{store.path.name}", store._connect_writer, _write_batch, loop
+            f"converge-sqlite-writer:{store.path.name}",
+            store._connect_writer,
+            store._write_batch,
+            loop,
         )
         try:
             await store._writer.submit(("call", _noop))
+            store._checkpointer = Checkpointer(
+                f"converge-sqlite-checkpoint:{store.path.name}", store._connect
+            )
             store._reader = BatchWorker(
                 f"converge-sqlite-reader:{store.path.name}",
                 store._connect_reader,
@@ -132,9 +139,8 @@ class SQLiteStore:
             schema.check_version(conn, location)  # before the first write of any kind
             _while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"), self.busy_timeout)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            # Checkpoint every 32 MiB of WAL instead of every 4 MiB: fewer, larger checkpoints
-            # write each hot page once instead of many times.
-            conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
+            # The checkpointer thread copies the WAL into the database, off the commit path.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             schema.migrate(conn, location)
         except sqlite3.Error as exc:
             conn.close()
@@ -143,6 +149,14 @@ class SQLiteStore:
             conn.close()
             raise
         return conn
+
+    def _write_batch(
+        self, conn: sqlite3.Connection, jobs: builtins.list[Job]
+    ) -> builtins.list[Outcome]:
+        outcomes = _write_batch(conn, jobs)
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
+        return outcomes
 
     def _connect_reader(self) -> sqlite3.Connection:
         conn = self._connect()
@@ -277,6 +291,8 @@ class SQLiteStore:
             for worker in (self._writer, self._reader):
                 if worker is not None:
                     await worker.stop()
+            if self._checkpointer is not None:
+                await asyncio.to_thread(self._checkpointer.stop)
         finally:
             self._waiters.publish(self._waiters.last)
 

@@ -1,0 +1,60 @@
+"""A thread that checkpoints the WAL off the commit path.
+
+SQLite's automatic checkpoint runs inside the commit that crosses the threshold, so one unlucky
+caller waits for the whole WAL to be copied into the database and synced (100+ ms). Here the
+writer connection's automatic checkpoint is off; after each commit the writer pokes this thread,
+which runs a ``PASSIVE`` checkpoint on its own connection (it never blocks writers or readers)
+at most every ``interval`` seconds while writes keep coming.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+
+__all__ = ["Checkpointer"]
+
+
+class Checkpointer:
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` after ``poke()``, at most every ``interval`` s."""
+
+    def __init__(
+        self, name: str, connect: Callable[[], sqlite3.Connection], interval: float = 0.2
+    ) -> None:
+        self._connect = connect
+        self._interval = interval
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Ask for a checkpoint soon (cheap; called after every commit)."""
+        self._wanted.set()
+
+    def stop(self) -> None:
+        """End the thread after a last checkpoint (blocks briefly; call off the event loop)."""
+        self._stopping.set()
+        self._wanted.set()
+        self._thread.join()
+
+    def _main(self) -> None:
+        try:
+            conn = self._connect()
+        except Exception:
+            return  # the writer reports open errors; its auto-checkpoint-free WAL stays valid
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # busy or locked: the next poke tries again; nothing is lost
+                if self._stopping.is_set():
+                    return
+                # Let writes accumulate: fewer, larger checkpoints write each page once.
+                self._stopping.wait(self._interval)
+        finally:
+            conn.close()

@@ -1,0 +1,125 @@
+"""Capabilities, requirements with version ranges, and capability sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from converge.core import Capability, CapabilitySet, Requirement
+from converge.errors import ValidationError
+
+
+def test_parse_capability_with_and_without_version() -> None:
+    assert Capability.parse("summarize") == Capability("summarize", "1.0.0")
+    assert Capability.parse("summarize@1.2.3") == Capability("summarize", "1.2.3")
+    assert Capability.parse(" code.review @ 2.0 ") == Capability("code.review", "2.0")
+
+
+def test_parse_requirement() -> None:
+    req = Requirement.parse("summarize>=1.2,<2")
+    assert req == Requirement("summarize", ">=1.2,<2")
+    assert str(req) == "summarize>=1.2,<2"
+    assert Requirement.parse("gpu/a100") == Requirement("gpu/a100")
+    assert Requirement.parse("summarize == 1.4.0") == Requirement("summarize", "== 1.4.0")
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("1.2", True),
+        ("1.2.0", True),
+        ("1.9.9", True),
+        ("1.10", True),
+        ("1.1.9", False),
+        ("2.0", False),
+        ("2.0.1", False),
+        ("0.9", False),
+    ],
+)
+def test_version_range(version: str, expected: bool) -> None:
+    cap = Capability("summarize", version)
+    assert cap.satisfies("summarize>=1.2,<2") is expected
+    assert Requirement("summarize", ">=1.2,<2").matches(cap) is expected
+
+
+def test_requirement_without_range_accepts_any_version_but_not_another_name() -> None:
+    assert Capability("summarize", "0.0.1").satisfies("summarize")
+    assert Capability("summarize", "99.0").satisfies(Requirement("summarize"))
+    assert not Capability("summarise", "1.0").satisfies("summarize")
+
+
+def test_semantic_versions_are_accepted() -> None:
+    assert Capability("x", "1.2.3rc1").satisfies("x>=1.2")
+    assert Capability("x", "1.2.3+build.5").satisfies("x==1.2.3")
+
+
+@pytest.mark.parametrize("name", ["", "Summarize", "-x", "_x", "a b", "a@b", "ü"])
+def test_invalid_capability_name(name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Capability(name)
+    assert info.value.field == "name"
+    with pytest.raises(ValidationError) as info:
+        Requirement(name)
+    assert info.value.field == "name"
+
+
+@pytest.mark.parametrize("version", ["", "abc", "1.2.x", "v 1", "1..2"])
+def test_invalid_version(version: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Capability("summarize", version)
+    assert info.value.field == "version"
+    assert repr(version) in str(info.value)
+
+
+@pytest.mark.parametrize("versions", ["1.2", "=>1", ">=abc", "~1", ">=1.2;<2", "< 2 >"])
+def test_invalid_version_range(versions: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Requirement("summarize", versions)
+    assert info.value.field == "versions"
+
+
+@pytest.mark.parametrize("text", ["summarize=>1", "summarize>=abc", "summarize ~1", "x @1.2"])
+def test_requirement_with_invalid_range_does_not_parse(text: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Requirement.parse(text)
+    assert info.value.field == "versions"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "Summarize>=1", ">=1.2"])
+def test_unparseable_requirement(text: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Requirement.parse(text)
+    assert info.value.field == "capability"
+
+
+def test_capability_set_lookup_and_matching() -> None:
+    caps = CapabilitySet(["summarize@1.4.0", Capability("translate", "2.1")])
+    assert len(caps) == 2
+    assert "summarize" in caps
+    assert "review" not in caps
+    assert caps.names == frozenset({"summarize", "translate"})
+    assert caps.get("translate") == Capability("translate", "2.1")
+    assert caps.get("review") is None
+    assert caps.satisfies("summarize>=1.2,<2")
+    assert not caps.satisfies("summarize>=2")
+    assert not caps.satisfies("review")
+    assert caps.satisfies_all(["summarize", "translate>=2"])
+    assert not caps.satisfies_all(["summarize", "review"])
+    assert caps.satisfies_all([])
+    assert caps.missing(["summarize>=1", "review", Requirement("translate", "<2")]) == [
+        "review",
+        "translate<2",
+    ]
+    assert sorted(c.name for c in caps) == ["summarize", "translate"]
+
+
+def test_capability_set_keeps_one_version_per_name() -> None:
+    caps = CapabilitySet(["summarize@1.0"])
+    caps.add("summarize@2.0")
+    assert len(caps) == 1
+    assert caps.satisfies("summarize>=2")
+    assert "summarize@2.0" in repr(caps)
+
+
+def test_capability_set_refuses_invalid_entries() -> None:
+    with pytest.raises(ValidationError):
+        CapabilitySet(["Bad@1"])
