@@ -11,7 +11,7 @@ Two messages, because the absolute rate depends mostly on the message's size:
   msgspec does about 1.3M round trips/s. Target (issue 2): >= 700,000 round trips/s.
 - ``signed``: a signed offer-sized message (sender and recipient dids, 64-byte signature, a
   four-key payload, trace and parent ids), 480 bytes. Informational: raw msgspec itself does about
-  0.65–0.8M/s on it here, so the figure that matters is the ratio to raw.
+  0.65 to 0.8M/s on it here, so the figure that matters is the ratio to raw.
 
 JSON round trips (``to_json`` / ``from_json``) are reported for information.
 
