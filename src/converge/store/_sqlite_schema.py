@@ -25,13 +25,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 version INTEGER NOT NULL
             ) WITHOUT ROWID""",
             # seq is the rowid: strictly increasing; events are never deleted, so never reused.
-            # body is the MessagePack of the event without its seq; trace_id, kind and at are
-            # copied out of it for the indexes that read() uses.
+            # body is the MessagePack of the event without its seq; trace_id and kind are copied
+            # out of it for the indexes that read() uses.
             """CREATE TABLE events (
                 seq INTEGER PRIMARY KEY,
                 trace_id TEXT NOT NULL,
                 kind TEXT NOT NULL,
-                at REAL NOT NULL,
                 body BLOB NOT NULL
             )""",
             "CREATE INDEX events_trace ON events (trace_id, seq)",

@@ -44,7 +44,7 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
-_Row = tuple[str, str, float, bytes]  # trace_id, kind, at, body
+_Row = tuple[str, str, bytes]  # trace_id, kind, body
 
 
 class SQLiteStore:
@@ -260,7 +260,7 @@ class SQLiteStore:
         writer = self._check_open(self._writer)
         # Encode here, in the caller: a value that cannot be stored fails its own caller only.
         rows: builtins.list[_Row] = [
-            (ev.trace_id, ev.kind, ev.at, encode_event(ev, i)) for i, ev in enumerate(events)
+            (ev.trace_id, ev.kind, encode_event(ev, i)) for i, ev in enumerate(events)
         ]
         seqs, info = await writer.submit(("commit", ops, rows))
         if seqs:
@@ -415,7 +415,7 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
             # SQLite gives each row max(rowid) + 1; holding the write lock, that is exactly the
             # run of seqs computed above. Checked below rather than trusted.
             conn.executemany(
-                "INSERT INTO events (trace_id, kind, at, body) VALUES (?, ?, ?, ?)", all_rows
+                "INSERT INTO events (trace_id, kind, body) VALUES (?, ?, ?)", all_rows
             )
             if _last_seq(conn) != next_seq:
                 raise sqlite3.IntegrityError("event sequence numbers were not contiguous")
