@@ -385,23 +385,15 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
         all_rows: list[_Row] = []
         for job in jobs:
             _, ops, rows = job.payload
-            # A unit of several writes runs in a savepoint so that it can fail alone; a single
-            # statement is atomic by itself and needs none.
-            guarded = len(ops) > 1
-            if guarded:
-                conn.execute("SAVEPOINT unit")
-            try:
-                info = _apply_ops(conn, ops)
-            except sqlite3.Error:
-                raise  # the database itself is in trouble: the whole batch fails
-            except Exception as exc:  # ConflictError, or a value SQLite would not take
-                if guarded:
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
-                failed.append((job.future, exc, None))
-                continue
-            if guarded:
-                conn.execute("RELEASE unit")
+            info = None
+            if ops:
+                try:
+                    info = _apply_unit(conn, ops)
+                except sqlite3.Error:
+                    raise  # the database itself is in trouble: the whole batch fails
+                except Exception as exc:  # ConflictError, or a value SQLite would not take
+                    failed.append((job.future, exc, None))
+                    continue
             seqs: list[int] = []
             if rows:
                 if next_seq < 0:
@@ -414,9 +406,7 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
         if all_rows:
             # SQLite gives each row max(rowid) + 1; holding the write lock, that is exactly the
             # run of seqs computed above. Checked below rather than trusted.
-            conn.executemany(
-                "INSERT INTO events (trace_id, kind, body) VALUES (?, ?, ?)", all_rows
-            )
+            conn.executemany("INSERT INTO events (trace_id, kind, body) VALUES (?, ?, ?)", all_rows)
             if _last_seq(conn) != next_seq:
                 raise sqlite3.IntegrityError("event sequence numbers were not contiguous")
         conn.execute("COMMIT")
@@ -428,6 +418,21 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
             error = _translate(exc, "write failed; nothing in this batch was committed")
         return [(job.future, error, None) for job in jobs]
     return done + failed
+
+
+def _apply_unit(conn: sqlite3.Connection, ops: list[Op]) -> Any:
+    """Apply one unit's operations; on any error, none of them stays applied."""
+    if len(ops) == 1:  # a single statement is atomic by itself
+        return _apply_ops(conn, ops)
+    conn.execute("SAVEPOINT unit")
+    try:
+        info = _apply_ops(conn, ops)
+    except BaseException:
+        conn.execute("ROLLBACK TO unit")
+        conn.execute("RELEASE unit")
+        raise
+    conn.execute("RELEASE unit")
+    return info
 
 
 def _apply_ops(conn: sqlite3.Connection, ops: list[Op]) -> Any:
