@@ -20,6 +20,7 @@ TREE = [
     (e.PolicyViolation, e.ConvergeError, PermissionError),
     (e.StoreError, e.ConvergeError, None),
     (e.ConflictError, e.StoreError, None),
+    (e.TaskConflict, e.ConflictError, None),
     (e.SchemaVersionError, e.StoreError, None),
     (e.StoreClosed, e.StoreError, None),
     (e.TransportError, e.ConvergeError, ConnectionError),

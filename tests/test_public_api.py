@@ -81,6 +81,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "unseal",
     ],
     "converge.store": ["Entry", "MemoryStore", "SQLiteStore", "Store", "Transaction"],
+    "converge.coordination": ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"],
     "converge.errors": [
         "AgentModeError",
         "ConflictError",
@@ -97,6 +98,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "StateError",
         "StoreClosed",
         "StoreError",
+        "TaskConflict",
         "TransportError",
         "ValidationError",
     ],
@@ -118,7 +120,9 @@ def test_every_exported_name_is_importable(module: str) -> None:
         exec(f"from {module} import {name}", {})
 
 
-@pytest.mark.parametrize("module", ["converge.core", "converge.protocol", "converge.store"])
+@pytest.mark.parametrize(
+    "module", ["converge.core", "converge.protocol", "converge.store", "converge.coordination"]
+)
 def test_exported_names_are_documented(module: str) -> None:
     mod = importlib.import_module(module)
     for name in mod.__all__:

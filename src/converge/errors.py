@@ -15,6 +15,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     ├── PolicyViolation        (PermissionError) refused by admission, safety or budget policy
     ├── StoreError                            the store failed or refused an operation
     │   ├── ConflictError                     an optimistic-concurrency precondition failed
+    │   │   └── TaskConflict                  a task was not in the state the caller read
     │   ├── SchemaVersionError                a store written by a newer converge
     │   └── StoreClosed                       an operation on a closed store
     ├── TransportError         (ConnectionError) a transport could not deliver
@@ -43,6 +44,7 @@ __all__ = [
     "StateError",
     "StoreClosed",
     "StoreError",
+    "TaskConflict",
     "TransportError",
     "ValidationError",
 ]
@@ -194,6 +196,46 @@ class ConflictError(StoreError):
         self.key = key
         self.expected_version = expected_version
         self.actual_version = actual_version
+
+
+class TaskConflict(ConflictError):
+    """A task operation found the task in another state (or attempt) than the caller expected.
+
+    Attributes:
+        task_id: the task.
+        expected_state: the state the caller read (None: the task had to be new).
+        actual_state: the state found (None: no such task).
+        expected_attempts: the attempt number the caller read.
+        actual_attempts: the attempt number found.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        expected_state: str | None,
+        actual_state: str | None,
+        expected_attempts: int = 0,
+        actual_attempts: int = 0,
+    ) -> None:
+        StoreError.__init__(
+            self,
+            f"task {task_id} is {_describe(actual_state, actual_attempts)}, not "
+            f"{_describe(expected_state, expected_attempts, new=True)}; nothing was written",
+        )
+        self.key = task_id
+        self.task_id = task_id
+        self.expected_state = expected_state
+        self.actual_state = actual_state
+        self.expected_attempts = expected_attempts
+        self.actual_attempts = actual_attempts
+        self.expected_version = expected_attempts
+        self.actual_version = actual_attempts
+
+
+def _describe(state: str | None, attempts: int, *, new: bool = False) -> str:
+    if state is None:
+        return "new" if new else "missing"
+    return f"{state} (attempt {attempts})"
 
 
 class SchemaVersionError(StoreError):

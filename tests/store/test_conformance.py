@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from converge.store import Store
+from tests.store.board_conformance import BoardConformance
 from tests.store.conformance import BACKENDS, StoreConformance
 
 
@@ -26,3 +27,7 @@ def test_memory_and_sqlite_are_in_the_suite() -> None:
 
 class TestStoreConformance(StoreConformance):
     """The suite, once per backend."""
+
+
+class TestBoardConformance(BoardConformance):
+    """The task-board part of the suite, once per backend."""

@@ -37,6 +37,29 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX events_kind ON events (kind, seq)",
         ],
     ),
+    (
+        2,
+        "task board",
+        [
+            # body is the MessagePack of the whole task; the other columns are copied out of it
+            # for the compare-and-set of updates (state, attempts) and for the indexes.
+            """CREATE TABLE tasks (
+                id TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                pool_key TEXT NOT NULL,
+                index_cap TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                lease_expires_at REAL,
+                body BLOB NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE INDEX tasks_pending ON tasks (pool_key, index_cap, priority DESC, id)
+                WHERE state = 'pending'""",
+            "CREATE INDEX tasks_pending_all ON tasks (priority DESC, id) WHERE state = 'pending'",
+            """CREATE INDEX tasks_leases ON tasks (lease_expires_at, id)
+                WHERE state IN ('claimed', 'running')""",
+        ],
+    ),
 ]
 """Every migration in order: (version, description, statements)."""
 

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 
+from converge.core.task import Task, TaskState
 from converge.errors import ValidationError
 from converge.protocol.event import EVENT_KIND_PATTERN, Event
+from converge.store._board import TaskOp, encode_task
 
 __all__ = [
     "Entry",
     "Op",
     "Store",
+    "TaskOp",
     "Transaction",
     "validate_events",
     "validate_key",
@@ -74,8 +77,8 @@ class Transaction:
     def __init__(self, commit: _Committer) -> None:
         self._commit = commit
         self._done = False
-        self.ops: list[Op] = []
-        """The buffered key-value operations, in order."""
+        self.ops: list[Op | TaskOp] = []
+        """The buffered key-value and task operations, in order."""
         self.events: list[Event] = []
         """The buffered events, in order."""
         self.seqs: list[int] = []
@@ -108,6 +111,25 @@ class Transaction:
                 field="expected_version",
             )
         self.ops.append(Op("cas", validate_key(key), validate_value(value), expected_version))
+
+    def put_task(self, task: Task) -> None:
+        """Add a new task to the board; the commit fails if its id is taken."""
+        self._check_open()
+        self.ops.append(TaskOp("put", _check_task(task), encode_task(task)))
+
+    def update_task(self, task: Task, expected_state: TaskState, expected_attempts: int) -> None:
+        """Replace the stored task by ``task``; the commit fails unless the stored one is still
+        in ``expected_state`` with ``expected_attempts`` attempts."""
+        self._check_open()
+        self.ops.append(
+            TaskOp(
+                "update",
+                _check_task(task),
+                encode_task(task),
+                TaskState(expected_state),
+                expected_attempts,
+            )
+        )
 
     def append(self, *events: Event) -> None:
         """Add events to the log with this transaction."""
@@ -143,7 +165,7 @@ class Transaction:
 
 
 class _Committer(Protocol):
-    async def __call__(self, ops: list[Op], events: list[Event]) -> list[int]: ...
+    async def __call__(self, ops: list[Op | TaskOp], events: list[Event]) -> list[int]: ...
 
 
 @runtime_checkable
@@ -217,6 +239,36 @@ class Store(Protocol):
         """Every matching event after ``after_seq``, then each new one as it is committed."""
         ...
 
+    # -- task board ------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task with ``task_id``, or None."""
+        ...
+
+    async def pending_tasks(
+        self,
+        *,
+        pools: Collection[str | None] | None = None,
+        capabilities: Collection[str | None] | None = None,
+        limit: int = 100,
+        after: tuple[int, str] | None = None,
+    ) -> builtins.list[Task]:
+        """PENDING tasks, highest priority first (then by id), at most ``limit``.
+
+        Args:
+            pools: only tasks in these pools (None in the collection: tasks without a pool);
+                None: every pool.
+            capabilities: only tasks whose index capability (see ``converge.store._board``) is
+                one of these names (None in the collection: tasks requiring nothing); None: any.
+            limit: the most tasks returned.
+            after: resume after this (priority, id), from the last task of a previous page.
+        """
+        ...
+
+    async def expiring_tasks(self, before: float, *, limit: int = 1000) -> builtins.list[Task]:
+        """CLAIMED or RUNNING tasks whose lease expires at or before ``before``, earliest first."""
+        ...
+
     # -- units of work ---------------------------------------------------------------------------
 
     def transaction(self) -> Transaction:
@@ -228,6 +280,12 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Finish pending writes and release resources; idempotent."""
         ...
+
+
+def _check_task(task: object) -> Task:
+    if not isinstance(task, Task):
+        raise ValidationError(f"expected a Task, not {type(task).__name__}", field="task")
+    return task
 
 
 def validate_key(key: object) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
+from converge.core.task import Task
 from converge.errors import ConflictError, StoreClosed, ValidationError
 from converge.protocol.event import Event
+from converge.store._board import TaskOp
+from converge.store._memory_board import MemoryBoard
 from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
 from converge.store.base import (
     Entry,
@@ -38,6 +41,7 @@ class MemoryStore:
             tuple[str, str, bytes]
         ] = []  # (trace_id, kind, body); seq = index + 1
         self._by_trace: dict[str, builtins.list[int]] = {}
+        self._board = MemoryBoard()
         self._waiters = EventWaiters()
         self._closed = False
 
@@ -76,7 +80,7 @@ class MemoryStore:
         tx.compare_and_set(key, expected_version, value)
         return await self._try(tx.ops)
 
-    async def _try(self, ops: builtins.list[Op]) -> bool:
+    async def _try(self, ops: builtins.list[Op | TaskOp]) -> bool:
         self._check_open()
         try:
             await self._commit(ops, [])
@@ -139,20 +143,45 @@ class MemoryStore:
     ) -> AsyncIterator[Event]:
         return tail_events(self, after_seq=after_seq, trace_id=trace_id, kinds=kinds)
 
+    # -- task board ------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        self._check_open()
+        return self._board.tasks.get(task_id)
+
+    async def pending_tasks(
+        self,
+        *,
+        pools: Collection[str | None] | None = None,
+        capabilities: Collection[str | None] | None = None,
+        limit: int = 100,
+        after: tuple[int, str] | None = None,
+    ) -> builtins.list[Task]:
+        self._check_open()
+        return self._board.pending(pools, capabilities, limit, after)
+
+    async def expiring_tasks(self, before: float, *, limit: int = 1000) -> builtins.list[Task]:
+        self._check_open()
+        return self._board.expiring(before, limit)
+
     # -- units of work ---------------------------------------------------------------------------
 
     def transaction(self) -> Transaction:
         return Transaction(self._commit)
 
     async def _commit(
-        self, ops: builtins.list[Op], events: builtins.list[Event]
+        self, ops: builtins.list[Op | TaskOp], events: builtins.list[Event]
     ) -> builtins.list[int]:
         self._check_open()
         bodies = [encode_event(ev, i) for i, ev in enumerate(events)]
         # Check every precondition against the state as the earlier ops leave it, then apply all:
         # nothing awaits in between, so the whole unit is atomic.
         staged: dict[str, tuple[bytes, int] | None] = {}
+        staged_tasks: dict[str, Task | None] = {}
         for op in ops:
+            if isinstance(op, TaskOp):
+                self._board.stage(op, staged_tasks)
+                continue
             current = staged[op.key] if op.key in staged else self._kv.get(op.key)
             version = 0 if current is None else current[1]
             if op.kind == "delete":
@@ -169,6 +198,8 @@ class MemoryStore:
                 self._kv.pop(key, None)
             else:
                 self._kv[key] = item
+        if staged_tasks:
+            self._board.apply(staged_tasks)
         seqs: builtins.list[int] = []
         for ev, body in zip(events, bodies, strict=True):
             self._events.append((ev.trace_id, ev.kind, body))
@@ -201,7 +232,10 @@ class MemoryStore:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"MemoryStore(keys={len(self._kv)}, events={len(self._events)})"
+        return (
+            f"MemoryStore(keys={len(self._kv)}, tasks={len(self._board.tasks)}, "
+            f"events={len(self._events)})"
+        )
 
 
 def _kind_filter(kinds: Sequence[str] | None) -> frozenset[str] | None:

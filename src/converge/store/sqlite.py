@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import heapq
+import itertools
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from converge.errors import ConflictError, StoreClosed, StoreError, ValidationError
+from converge.core.task import Task
+from converge.errors import ConflictError, StoreClosed, StoreError, TaskConflict, ValidationError
 from converge.protocol.event import Event
 from converge.store import _sqlite_schema as schema
+from converge.store._board import TaskOp, index_capability, pool_key, task_decoder
 from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
 from converge.store._sqlite_checkpoint import Checkpointer
 from converge.store._sqlite_worker import BatchWorker, Job, Outcome
@@ -192,7 +196,7 @@ class SQLiteStore:
         tx.compare_and_set(key, expected_version, value)
         return await self._try(tx.ops[0])
 
-    async def _try(self, op: Op) -> bool:
+    async def _try(self, op: Op | TaskOp) -> bool:
         try:
             await self._submit([op], [])
         except ConflictError:
@@ -245,17 +249,39 @@ class SQLiteStore:
     ) -> AsyncIterator[Event]:
         return tail_events(self, after_seq=after_seq, trace_id=trace_id, kinds=kinds)
 
+    # -- task board ------------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        return await self._read(_get_task, task_id)
+
+    async def pending_tasks(
+        self,
+        *,
+        pools: Collection[str | None] | None = None,
+        capabilities: Collection[str | None] | None = None,
+        limit: int = 100,
+        after: tuple[int, str] | None = None,
+    ) -> builtins.list[Task]:
+        pool_keys = None if pools is None else sorted({pool_key(p) for p in pools})
+        cap_keys = None if capabilities is None else sorted({c or "" for c in capabilities})
+        return await self._read(_pending_tasks, pool_keys, cap_keys, max(limit, 0), after)
+
+    async def expiring_tasks(self, before: float, *, limit: int = 1000) -> builtins.list[Task]:
+        return await self._read(_expiring_tasks, before, max(limit, 0))
+
     # -- units of work ---------------------------------------------------------------------------
 
     def transaction(self) -> Transaction:
         return Transaction(self._commit)
 
-    async def _commit(self, ops: builtins.list[Op], events: Sequence[Event]) -> builtins.list[int]:
+    async def _commit(
+        self, ops: builtins.list[Op | TaskOp], events: Sequence[Event]
+    ) -> builtins.list[int]:
         seqs, _ = await self._submit(ops, events)
         return seqs
 
     async def _submit(
-        self, ops: builtins.list[Op], events: Sequence[Event]
+        self, ops: builtins.list[Op | TaskOp], events: Sequence[Event]
     ) -> tuple[builtins.list[int], Any]:
         writer = self._check_open(self._writer)
         # Encode here, in the caller: a value that cannot be stored fails its own caller only.
@@ -420,7 +446,7 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
     return done + failed
 
 
-def _apply_unit(conn: sqlite3.Connection, ops: list[Op]) -> Any:
+def _apply_unit(conn: sqlite3.Connection, ops: list[Op | TaskOp]) -> Any:
     """Apply one unit's operations; on any error, none of them stays applied."""
     if len(ops) == 1:  # a single statement is atomic by itself
         return _apply_ops(conn, ops)
@@ -435,10 +461,12 @@ def _apply_unit(conn: sqlite3.Connection, ops: list[Op]) -> Any:
     return info
 
 
-def _apply_ops(conn: sqlite3.Connection, ops: list[Op]) -> Any:
+def _apply_ops(conn: sqlite3.Connection, ops: list[Op | TaskOp]) -> Any:
     info: Any = None
     for op in ops:
-        if op.kind == "put":
+        if isinstance(op, TaskOp):
+            _apply_task_op(conn, op)
+        elif op.kind == "put":
             (info,) = conn.execute(
                 "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
@@ -467,6 +495,91 @@ def _apply_ops(conn: sqlite3.Connection, ops: list[Op]) -> Any:
         else:  # pragma: no cover - Op kinds are fixed by Transaction
             raise ValidationError(f"unknown operation {op.kind!r}")
     return info
+
+
+def _apply_task_op(conn: sqlite3.Connection, op: TaskOp) -> None:
+    task = op.task
+    columns = (
+        task.state.value,
+        task.attempts,
+        pool_key(task.pool_id),
+        index_capability(task),
+        task.priority,
+        task.lease_expires_at,
+        op.body,
+    )
+    if op.kind == "put":
+        cur = conn.execute(
+            "INSERT INTO tasks (state, attempts, pool_key, index_cap, priority, lease_expires_at, "
+            "body, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (*columns, task.id),
+        )
+        expected_state = None
+    else:
+        assert op.expected_state is not None
+        cur = conn.execute(
+            "UPDATE tasks SET state = ?, attempts = ?, pool_key = ?, index_cap = ?, priority = ?, "
+            "lease_expires_at = ?, body = ? WHERE id = ? AND state = ? AND attempts = ?",
+            (*columns, task.id, op.expected_state.value, op.expected_attempts),
+        )
+        expected_state = op.expected_state.value
+    if cur.rowcount == 0:
+        row = conn.execute("SELECT state, attempts FROM tasks WHERE id = ?", (task.id,)).fetchone()
+        actual_state, actual_attempts = (None, 0) if row is None else (row[0], row[1])
+        raise TaskConflict(
+            task.id, expected_state, actual_state, op.expected_attempts, actual_attempts
+        )
+
+
+def _get_task(conn: sqlite3.Connection, task_id: str) -> Task | None:
+    row = conn.execute("SELECT body FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else task_decoder.decode(row[0])
+
+
+_PENDING_ORDER = " ORDER BY priority DESC, id LIMIT ?"
+_AFTER = " AND (priority < ? OR (priority = ? AND id > ?))"
+
+
+def _pending_tasks(
+    conn: sqlite3.Connection,
+    pool_keys: list[str] | None,
+    cap_keys: list[str] | None,
+    limit: int,
+    after: tuple[int, str] | None,
+) -> list[Task]:
+    after_params: list[Any] = [] if after is None else [after[0], after[0], after[1]]
+    after_sql = "" if after is None else _AFTER
+    if pool_keys is not None and cap_keys is not None:
+        # One ordered range of the index per (pool, capability) key, merged here: bounded by
+        # keys x limit rows, where a single query would sort every matching task.
+        ranges = [
+            conn.execute(
+                "SELECT priority, id, body FROM tasks WHERE state = 'pending' AND pool_key = ? "
+                "AND index_cap = ?" + after_sql + _PENDING_ORDER,
+                (p, c, *after_params, limit),
+            ).fetchall()
+            for p in pool_keys
+            for c in cap_keys
+        ]
+        merged = heapq.merge(*ranges, key=lambda row: (-row[0], row[1]))
+        return [task_decoder.decode(body) for _, _, body in itertools.islice(merged, limit)]
+    sql = "SELECT body FROM tasks WHERE state = 'pending'"
+    params: list[Any] = []
+    for column, keys in (("pool_key", pool_keys), ("index_cap", cap_keys)):
+        if keys is not None:
+            sql += f" AND {column} IN ({', '.join('?' * len(keys))})"
+            params.extend(keys)
+    rows = conn.execute(sql + after_sql + _PENDING_ORDER, (*params, *after_params, limit))
+    return [task_decoder.decode(body) for (body,) in rows]
+
+
+def _expiring_tasks(conn: sqlite3.Connection, before: float, limit: int) -> list[Task]:
+    rows = conn.execute(
+        "SELECT body FROM tasks WHERE state IN ('claimed', 'running') AND lease_expires_at <= ? "
+        "ORDER BY lease_expires_at, id LIMIT ?",
+        (before, limit),
+    )
+    return [task_decoder.decode(body) for (body,) in rows]
 
 
 def _version(conn: sqlite3.Connection, key: str) -> int:

@@ -1,0 +1,14 @@
+"""Coordination: the task board (and, as they land, pools, bidding, consensus, negotiation,
+delegation and teams). Module paths named by the seeds are public:
+``converge.coordination.task_manager``."""
+
+from __future__ import annotations
+
+from converge.coordination.task_manager import (
+    CapabilityDirectory,
+    LeaseLost,
+    Membership,
+    TaskManager,
+)
+
+__all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]

@@ -1,0 +1,449 @@
+"""The task board: submit, claim under a lease, start, heartbeat, report, fail, cancel.
+
+Every change is one unit of work in the store: the task's new state (a compare-and-set on the
+state and attempt number it was read in) and its event commit together or not at all. A claim
+takes a lease of ``claim_ttl_sec`` and returns a **fencing token** (the attempt number); only the
+current holder with the current token may start, heartbeat or report, so a worker that lost its
+lease (stopped, partitioned, slow) can never overwrite the work of the one that took over.
+
+Leases read the manager's clock (wall-clock by default), so they mean the same after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import msgspec
+
+from converge.core.capability import Capability, CapabilitySet, Requirement
+from converge.core.clock import Clock, system_clock
+from converge.core.task import TERMINAL_STATES, Task, TaskState
+from converge.errors import (
+    InvalidTransition,
+    PolicyViolation,
+    StateError,
+    TaskConflict,
+    ValidationError,
+)
+from converge.protocol.event import Event
+from converge.store.base import Store
+
+__all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]
+
+_HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
+_CLOCK_SKEW_LIMIT_S = 30 * 86400.0
+
+
+class LeaseLost(StateError):
+    """The caller does not hold the task's current lease (another agent, or an older attempt).
+
+    Attributes:
+        task_id: the task.
+        agent_id: who asked.
+        token: the token they presented.
+        holder: who holds the task now (None if nobody).
+        attempt: the task's current attempt number.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        agent_id: str,
+        token: int | None,
+        holder: str | None,
+        attempt: int,
+        task: Task | None = None,
+    ) -> None:
+        if task is not None and task.is_terminal:
+            by = f" by {task.assigned_to}" if task.assigned_to else ""
+            what = f"it is {task.state.value} (attempt {attempt}{by})"
+        elif holder == agent_id:
+            what = f"token {token} is stale: the task is at attempt {attempt}"
+        elif holder is None:
+            what = "nobody holds it"
+        else:
+            what = f"it is held by {holder} (attempt {attempt})"
+        super().__init__(f"{agent_id} does not hold task {task_id}: {what}")
+        self.task_id = task_id
+        self.agent_id = agent_id
+        self.token = token
+        self.holder = holder
+        self.attempt = attempt
+
+
+class Membership(Protocol):
+    """Who is in which pool (``PoolManager`` implements it)."""
+
+    async def get_pools_for_agent(self, agent_id: str) -> list[str]:
+        """The ids of the pools ``agent_id`` has joined."""
+        ...
+
+
+class CapabilityDirectory(Protocol):
+    """What an agent can do (discovery implements it)."""
+
+    async def capabilities_of(self, agent_id: str) -> CapabilitySet | None:
+        """The agent's capabilities, or None if it is unknown."""
+        ...
+
+
+class TaskManager:
+    """The durable task board over a ``Store``.
+
+    Args:
+        store: where tasks and their events live.
+        claim_ttl_sec: the lease a claim (or heartbeat) grants.
+        clock: the time source for leases (wall-clock by default; persisted values need it).
+        membership: where to look up an agent's pools when a claim does not say.
+        directory: where to look up an agent's capabilities when a claim does not say.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        claim_ttl_sec: float = 30.0,
+        clock: Clock = system_clock,
+        membership: Membership | None = None,
+        directory: CapabilityDirectory | None = None,
+    ) -> None:
+        if not claim_ttl_sec > 0:
+            raise ValidationError(
+                f"claim_ttl_sec must be > 0, not {claim_ttl_sec!r}", field="claim_ttl_sec"
+            )
+        self.store = store
+        self.claim_ttl_sec = float(claim_ttl_sec)
+        self.clock = clock
+        self.membership = membership
+        self.directory = directory
+
+    # -- submitting --------------------------------------------------------------------------------
+
+    async def submit(self, task: Task, *, actor: str = "") -> Task:
+        """Put a new PENDING task on the board; returns it as stored (with its trace id).
+
+        Raises:
+            ValidationError: a bad requirement, or a task that is not new and PENDING.
+            TaskConflict: a task with this id exists.
+        """
+        if task.state is not TaskState.PENDING or task.attempts or task.assigned_to:
+            raise ValidationError(
+                f"a submitted task must be new and pending, not {task.state.value}", field="state"
+            )
+        for req in task.required_capabilities:
+            Requirement.parse(req)
+        now = self.clock.now()
+        stored = msgspec.structs.replace(
+            task, trace_id=task.trace_id or task.id, created_at=now, updated_at=now
+        )
+        async with self.store.transaction() as tx:
+            tx.put_task(stored)
+            tx.append(
+                self._event(
+                    "task.submitted",
+                    stored,
+                    actor,
+                    objective=stored.objective,
+                    pool_id=stored.pool_id,
+                    priority=stored.priority,
+                    required_capabilities=list(stored.required_capabilities),
+                )
+            )
+        return stored
+
+    # -- claiming and holding ----------------------------------------------------------------------
+
+    async def claim(
+        self,
+        agent_id: str,
+        task_id: str,
+        *,
+        pool_ids: Iterable[str] | None = None,
+        capabilities: CapabilitySet | Iterable[Capability | str] | None = None,
+    ) -> int:
+        """Claim a PENDING task for ``agent_id`` under a lease; returns the fencing token.
+
+        The agent's pools and capabilities are taken from the arguments, else from the
+        manager's ``membership`` and ``directory``, else as none at all: a task that needs a pool
+        or a capability is never claimed by an agent nobody vouches for.
+
+        Raises:
+            PolicyViolation: the task is not visible to the agent (pool or capability).
+            InvalidTransition: the task is not PENDING.
+            TaskConflict: another agent claimed it first.
+            ValidationError: no such task.
+        """
+        task = await self._get(task_id)
+        if task.state is not TaskState.PENDING:
+            raise InvalidTransition(task.state, TaskState.CLAIMED, subject=task_id)
+        pools = await self._pools(agent_id, pool_ids)
+        caps = await self._capabilities(agent_id, capabilities)
+        refusal = _invisibility(task, pools, caps)
+        if refusal:
+            raise PolicyViolation(f"{agent_id} may not claim task {task_id}: {refusal}")
+        now = self.clock.now()
+        lease = now + self.claim_ttl_sec
+        claimed = task.transition(
+            TaskState.CLAIMED,
+            at=now,
+            attempts=task.attempts + 1,
+            assigned_to=agent_id,
+            lease_expires_at=lease,
+        )
+        await self._write(
+            claimed, task, "task.claimed", agent_id, attempt=claimed.attempts, lease=lease
+        )
+        return claimed.attempts
+
+    async def start(self, agent_id: str, task_id: str, token: int) -> Task:
+        """Mark a held task RUNNING (the holder began work)."""
+        task = await self._held(agent_id, task_id, token)
+        if task.state is TaskState.RUNNING:
+            return task
+        running = task.transition(TaskState.RUNNING, at=self.clock.now())
+        await self._write(running, task, "task.started", agent_id, attempt=token)
+        return running
+
+    async def heartbeat(self, agent_id: str, task_id: str, token: int) -> float:
+        """Extend the holder's lease by ``claim_ttl_sec`` from now; returns the new expiry."""
+        task = await self._held(agent_id, task_id, token)
+        now = self.clock.now()
+        lease = now + self.claim_ttl_sec
+        renewed = msgspec.structs.replace(task, lease_expires_at=lease, updated_at=now)
+        await self._write(renewed, task, "task.heartbeat", agent_id, attempt=token, lease=lease)
+        return lease
+
+    async def report(self, agent_id: str, task_id: str, result: Any, token: int) -> Task:
+        """Complete a held task with ``result``.
+
+        Reporting the same result again (same agent, same token) is a no-op that returns the
+        task; any other report on a finished task is refused.
+
+        Raises:
+            LeaseLost: the agent does not hold the current lease.
+            StateError: the task was already completed with a different result.
+            InvalidTransition: the task failed or was cancelled.
+        """
+        task = await self._get(task_id)
+        if task.state is TaskState.COMPLETED:
+            if task.assigned_to != agent_id or task.attempts != token:
+                raise LeaseLost(task_id, agent_id, token, None, task.attempts, task)
+            if task.result == result:
+                return task
+            raise StateError(
+                f"task {task_id} was already completed by {task.assigned_to} "
+                f"(attempt {task.attempts}); a different report is refused"
+            )
+        if task.state in TERMINAL_STATES:
+            raise InvalidTransition(task.state, TaskState.COMPLETED, subject=task_id)
+        self._check_holder(task, agent_id, token)
+        done = task.transition(
+            TaskState.COMPLETED, at=self.clock.now(), result=result, lease_expires_at=None
+        )
+        await self._write(done, task, "task.completed", agent_id, attempt=token)
+        return done
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    async def fail_task(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        agent_id: str | None = None,
+        token: int | None = None,
+    ) -> Task:
+        """Move a task to FAILED with ``reason``.
+
+        With ``agent_id`` the caller must hold the task (and, with ``token``, its current
+        lease); without, it is an administrative failure of any unfinished task.
+        """
+        task = await self._get(task_id)
+        if task.state is TaskState.FAILED:
+            return task
+        if agent_id is not None:
+            if task.state in TERMINAL_STATES:
+                raise InvalidTransition(task.state, TaskState.FAILED, subject=task_id)
+            self._check_holder(task, agent_id, task.attempts if token is None else token)
+        failed = task.transition(
+            TaskState.FAILED, at=self.clock.now(), error=reason, lease_expires_at=None
+        )
+        await self._write(failed, task, "task.failed", agent_id or "", reason=reason)
+        return failed
+
+    async def cancel_task(self, task_id: str, reason: str = "", *, actor: str = "") -> Task:
+        """Withdraw an unfinished task (CANCELLED); cancelling it again is a no-op."""
+        task = await self._get(task_id)
+        if task.state is TaskState.CANCELLED:
+            return task
+        cancelled = task.transition(
+            TaskState.CANCELLED, at=self.clock.now(), error=reason or None, lease_expires_at=None
+        )
+        await self._write(cancelled, task, "task.cancelled", actor, reason=reason)
+        return cancelled
+
+    async def release_expired_claims(self, now: float | None = None) -> list[Task]:
+        """Return tasks whose lease expired to PENDING, or FAIL those out of attempts.
+
+        Args:
+            now: the time to judge leases by; the manager's clock by default. A value from
+                another clock (``time.monotonic()`` for a wall-clock manager) is refused.
+
+        Returns:
+            The tasks changed, as stored after the change.
+        """
+        now = self._check_now(now)
+        changed: list[Task] = []
+        for task in await self.store.expiring_tasks(now, limit=1000):
+            if task.attempts >= task.max_attempts:
+                reason = f"lease expired on attempt {task.attempts} of {task.max_attempts}"
+                new = task.transition(TaskState.FAILED, at=now, error=reason, lease_expires_at=None)
+                kind, data = "task.failed", {"reason": reason, "attempt": task.attempts}
+            else:
+                new = task.transition(
+                    TaskState.PENDING, at=now, assigned_to=None, lease_expires_at=None
+                )
+                kind = "task.released"
+                data = {"attempt": task.attempts, "holder": task.assigned_to, "reason": "expired"}
+            try:
+                await self._write(new, task, kind, "", **data)
+            except TaskConflict:
+                continue  # the holder reported or heartbeat just in time: its move stands
+            changed.append(new)
+        return changed
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        """The task, or None."""
+        return await self.store.get_task(task_id)
+
+    async def list_pending_tasks(self, limit: int = 100) -> list[Task]:
+        """PENDING tasks in priority order, at most ``limit``."""
+        return await self.store.pending_tasks(limit=limit)
+
+    async def list_pending_tasks_for_agent(
+        self,
+        agent_id: str,
+        pool_ids: Iterable[str],
+        capabilities: CapabilitySet | Iterable[Capability | str],
+        limit: int = 100,
+    ) -> list[Task]:
+        """PENDING tasks ``agent_id`` may claim, in priority order, at most ``limit``.
+
+        A task is visible iff its pool is unset or among ``pool_ids`` and every requirement is
+        met by ``capabilities``. Served from the (pool, capability) index, never a full scan.
+        """
+        caps = _as_capability_set(capabilities)
+        pools = frozenset(pool_ids)
+        keys_pools: list[str | None] = [None, *pools]
+        keys_caps: list[str | None] = [None, *caps.names]
+        found: list[Task] = []
+        after: tuple[int, str] | None = None
+        page = max(limit, 1)
+        while len(found) < limit:
+            batch = await self.store.pending_tasks(
+                pools=keys_pools, capabilities=keys_caps, limit=page, after=after
+            )
+            found.extend(t for t in batch if not _invisibility(t, pools, caps))
+            if len(batch) < page:
+                break
+            after = (batch[-1].priority, batch[-1].id)
+        return found[:limit]
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Wait until the task is COMPLETED, FAILED or CANCELLED, and return it.
+
+        Raises:
+            TimeoutError: it did not finish within ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            seen = await self.store.last_seq()
+            while True:
+                task = await self._get(task_id)
+                if task.is_terminal:
+                    return task
+                seen = await self.store.wait_for_events(seen)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    async def _get(self, task_id: str) -> Task:
+        task = await self.store.get_task(task_id)
+        if task is None:
+            raise ValidationError(f"no task {task_id!r} on the board", field="task_id")
+        return task
+
+    async def _held(self, agent_id: str, task_id: str, token: int) -> Task:
+        task = await self._get(task_id)
+        if task.state not in _HELD:
+            raise InvalidTransition(task.state, TaskState.RUNNING, subject=task_id)
+        self._check_holder(task, agent_id, token)
+        return task
+
+    @staticmethod
+    def _check_holder(task: Task, agent_id: str, token: int) -> None:
+        if task.state not in _HELD or task.assigned_to != agent_id or task.attempts != token:
+            holder = task.assigned_to if task.state in _HELD else None
+            raise LeaseLost(task.id, agent_id, token, holder, task.attempts, task)
+
+    async def _write(self, new: Task, old: Task, kind: str, actor: str, **data: Any) -> None:
+        async with self.store.transaction() as tx:
+            tx.update_task(new, old.state, old.attempts)
+            tx.append(self._event(kind, new, actor, **data))
+
+    def _event(self, kind: str, task: Task, actor: str, **data: Any) -> Event:
+        return Event(
+            kind=kind,
+            trace_id=task.trace_id or task.id,
+            actor=actor,
+            subject=task.id,
+            data={k: v for k, v in data.items() if v is not None},
+            at=task.updated_at,
+        )
+
+    async def _pools(self, agent_id: str, given: Iterable[str] | None) -> frozenset[str]:
+        if given is not None:
+            return frozenset(given)
+        if self.membership is not None:
+            return frozenset(await self.membership.get_pools_for_agent(agent_id))
+        return frozenset()
+
+    async def _capabilities(
+        self, agent_id: str, given: CapabilitySet | Iterable[Capability | str] | None
+    ) -> CapabilitySet:
+        if given is not None:
+            return _as_capability_set(given)
+        if self.directory is not None:
+            found = await self.directory.capabilities_of(agent_id)
+            if found is not None:
+                return found
+        return CapabilitySet()
+
+    def _check_now(self, now: float | None) -> float:
+        clock_now = self.clock.now()
+        if now is None:
+            return clock_now
+        if abs(now - clock_now) > _CLOCK_SKEW_LIMIT_S:
+            raise ValidationError(
+                f"now={now!r} is {abs(now - clock_now) / 86400:.0f} days from this manager's "
+                f"clock ({clock_now!r}); it looks like a value from another clock "
+                "(time.monotonic()?). Leases are in the manager's clock: omit `now` or use it.",
+                field="now",
+            )
+        return now
+
+
+def _as_capability_set(caps: CapabilitySet | Iterable[Capability | str]) -> CapabilitySet:
+    return caps if isinstance(caps, CapabilitySet) else CapabilitySet(caps)
+
+
+def _invisibility(task: Task, pools: frozenset[str], caps: CapabilitySet) -> str:
+    """Why ``task`` is not visible to an agent with ``pools`` and ``caps`` ('' if it is)."""
+    if task.pool_id is not None and task.pool_id not in pools:
+        return f"not a member of pool {task.pool_id}"
+    missing = caps.missing(task.required_capabilities)
+    if missing:
+        return f"missing capabilities {', '.join(missing)}"
+    return ""

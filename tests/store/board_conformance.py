@@ -1,0 +1,217 @@
+"""The task-board part of the store conformance suite (see ``converge.store._board``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from converge.core.task import Task, TaskState
+from converge.errors import TaskConflict, ValidationError
+from converge.protocol.event import Event
+from converge.store import Store
+
+__all__ = ["BoardConformance"]
+
+
+def task(objective: str = "work", **fields: object) -> Task:
+    return Task(objective=objective, **fields)  # type: ignore[arg-type]
+
+
+async def put(store: Store, *tasks: Task) -> None:
+    async with store.transaction() as tx:
+        for t in tasks:
+            tx.put_task(t)
+
+
+def claimed(t: Task, agent: str = "agent-1", lease: float = 100.0) -> Task:
+    return t.transition(
+        TaskState.CLAIMED,
+        at=1.0,
+        attempts=t.attempts + 1,
+        assigned_to=agent,
+        lease_expires_at=lease,
+    )
+
+
+class BoardConformance:
+    """Tests every backend's task board must pass (uses the ``store`` fixture)."""
+
+    async def test_put_and_get_round_trip_every_field(self, store: Store) -> None:
+        t = task(
+            inputs={"n": 1, "nested": {"a": [1.5, None, b"x"]}},
+            pool_id="pool-a",
+            required_capabilities=("summarize>=1.0", "translate"),
+            priority=7,
+            max_attempts=5,
+            trace_id="trace-9",
+        )
+        await put(store, t)
+        assert await store.get_task(t.id) == t
+        assert await store.get_task("missing") is None
+
+    async def test_put_with_a_taken_id_conflicts_and_writes_nothing(self, store: Store) -> None:
+        t = task()
+        await put(store, t)
+        with pytest.raises(TaskConflict) as info:
+            async with store.transaction() as tx:
+                tx.put("kv-key", b"v")
+                tx.put_task(msgspec.structs.replace(t, objective="other"))
+                tx.append(Event(kind="task.submitted", trace_id="t"))
+        assert info.value.task_id == t.id
+        assert info.value.expected_state is None
+        assert info.value.actual_state == "pending"
+        assert (await store.get_task(t.id)) == t
+        assert await store.get("kv-key") is None
+        assert await store.last_seq() == 0
+
+    async def test_update_is_a_compare_and_set_on_state_and_attempts(self, store: Store) -> None:
+        t = task()
+        await put(store, t)
+        first = claimed(t, "a")
+        async with store.transaction() as tx:
+            tx.update_task(first, TaskState.PENDING, 0)
+            tx.append(Event(kind="task.claimed", trace_id="t", actor="a", subject=t.id))
+        assert await store.get_task(t.id) == first
+        # a second claimer read the same PENDING task: it loses, and nothing it wrote lands
+        with pytest.raises(TaskConflict) as info:
+            async with store.transaction() as tx:
+                tx.update_task(claimed(t, "b"), TaskState.PENDING, 0)
+                tx.append(Event(kind="task.claimed", trace_id="t", actor="b", subject=t.id))
+        err = info.value
+        assert (err.expected_state, err.actual_state) == ("pending", "claimed")
+        assert (err.expected_attempts, err.actual_attempts) == (0, 1)
+        assert await store.get_task(t.id) == first
+        assert [e.actor for e in await store.read(kinds=["task.claimed"])] == ["a"]
+
+    async def test_update_of_a_missing_task_conflicts(self, store: Store) -> None:
+        t = task()
+        with pytest.raises(TaskConflict) as info:
+            async with store.transaction() as tx:
+                tx.update_task(claimed(t), TaskState.PENDING, 0)
+        assert info.value.actual_state is None
+
+    async def test_racing_claimers_exactly_one_wins(self, store: Store) -> None:
+        t = task()
+        await put(store, t)
+
+        async def claim(agent: str) -> bool:
+            try:
+                async with store.transaction() as tx:
+                    tx.update_task(claimed(t, agent), TaskState.PENDING, 0)
+            except TaskConflict:
+                return False
+            return True
+
+        wins = await asyncio.gather(*(claim(f"agent-{i}") for i in range(20)))
+        assert sum(wins) == 1
+        winner = await store.get_task(t.id)
+        assert winner is not None
+        assert winner.assigned_to == f"agent-{wins.index(True)}"
+
+    async def test_pending_is_in_priority_order_then_by_id(self, store: Store) -> None:
+        tasks = [task(f"t{i}", priority=p) for i, p in enumerate([1, 5, 3, 5, 0])]
+        await put(store, *tasks)
+        got = await store.pending_tasks(limit=10)
+        want = sorted(tasks, key=lambda t: (-t.priority, t.id))
+        assert [t.id for t in got] == [t.id for t in want]
+        assert [t.id for t in await store.pending_tasks(limit=2)] == [t.id for t in want[:2]]
+        assert await store.pending_tasks(limit=0) == []
+
+    async def test_pending_pages_with_after(self, store: Store) -> None:
+        tasks = [task(f"t{i}", priority=i % 3) for i in range(25)]
+        await put(store, *tasks)
+        seen: list[str] = []
+        after = None
+        while True:
+            page = await store.pending_tasks(limit=7, after=after)
+            if not page:
+                break
+            seen.extend(t.id for t in page)
+            after = (page[-1].priority, page[-1].id)
+        assert seen == [t.id for t in sorted(tasks, key=lambda t: (-t.priority, t.id))]
+
+    async def test_pending_by_pool_and_capability_keys(self, store: Store) -> None:
+        free = task("free")
+        pooled = task("pooled", pool_id="p1")
+        other_pool = task("other", pool_id="p2")
+        needs_sum = task("sum", required_capabilities=("summarize>=1",))
+        needs_two = task("two", pool_id="p1", required_capabilities=("translate", "summarize"))
+        await put(store, free, pooled, other_pool, needs_sum, needs_two)
+
+        async def ids(**kw: object) -> set[str]:
+            return {t.objective for t in await store.pending_tasks(limit=100, **kw)}  # type: ignore[arg-type]
+
+        # an agent in p1 with `summarize`: index keys (p1|none) x (summarize|none)
+        assert await ids(pools=[None, "p1"], capabilities=[None, "summarize"]) == {
+            "free",
+            "pooled",
+            "sum",
+            "two",  # indexed under its smallest capability name; the caller checks the rest
+        }
+        assert await ids(pools=[None], capabilities=[None]) == {"free"}
+        assert await ids(pools=["p2"], capabilities=[None]) == {"other"}
+        assert await ids(pools=[None, "p1"], capabilities=[None, "translate"]) == {"free", "pooled"}
+        assert await ids(pools=["p1"]) == {"pooled", "two"}
+        assert await ids(capabilities=["summarize"]) == {"sum", "two"}
+        assert await ids() == {"free", "pooled", "other", "sum", "two"}
+
+    async def test_a_task_leaves_and_rejoins_pending_as_its_state_changes(
+        self, store: Store
+    ) -> None:
+        t = task()
+        await put(store, t)
+        c = claimed(t, lease=50.0)
+        async with store.transaction() as tx:
+            tx.update_task(c, TaskState.PENDING, 0)
+        assert await store.pending_tasks() == []
+        assert [x.id for x in await store.expiring_tasks(50.0)] == [t.id]
+        back = c.transition(TaskState.PENDING, at=2.0, assigned_to=None, lease_expires_at=None)
+        async with store.transaction() as tx:
+            tx.update_task(back, TaskState.CLAIMED, 1)
+        assert [x.id for x in await store.pending_tasks()] == [t.id]
+        assert await store.expiring_tasks(1e12) == []
+
+    async def test_expiring_tasks_by_lease_time(self, store: Store) -> None:
+        tasks = [task(f"t{i}") for i in range(5)]
+        await put(store, *tasks)
+        leases = [30.0, 10.0, 20.0, 40.0, 10.0]
+        async with store.transaction() as tx:
+            for t, lease in zip(tasks, leases, strict=True):
+                tx.update_task(claimed(t, lease=lease), TaskState.PENDING, 0)
+        running = claimed(tasks[3], lease=40.0).transition(TaskState.RUNNING, at=2.0)
+        async with store.transaction() as tx:
+            tx.update_task(running, TaskState.CLAIMED, 1)
+        got = await store.expiring_tasks(20.0)
+        want = sorted(
+            (t for t, lease in zip(tasks, leases, strict=True) if lease <= 20.0),
+            key=lambda t: (leases[tasks.index(t)], t.id),
+        )
+        assert [t.id for t in got] == [t.id for t in want]
+        assert [t.id for t in await store.expiring_tasks(40.0, limit=1)] == [want[0].id]
+        assert tasks[3].id in {t.id for t in await store.expiring_tasks(40.0)}  # RUNNING counts
+        done = running.transition(TaskState.COMPLETED, at=3.0, result="ok", lease_expires_at=None)
+        async with store.transaction() as tx:
+            tx.update_task(done, TaskState.RUNNING, 1)
+        assert tasks[3].id not in {t.id for t in await store.expiring_tasks(1e12)}
+
+    async def test_stored_tasks_are_copies(self, store: Store) -> None:
+        inputs = {"items": [1, 2]}
+        t = task(inputs=inputs)
+        await put(store, t)
+        inputs["items"].append(3)
+        stored = await store.get_task(t.id)
+        assert stored is not None
+        assert stored.inputs == {"items": [1, 2]}
+
+    async def test_unstorable_task_is_refused_before_anything_is_written(
+        self, store: Store
+    ) -> None:
+        tx = store.transaction()
+        with pytest.raises(ValidationError) as info:
+            tx.put_task(task(inputs={"x": object()}))
+        assert info.value.field == "inputs"
+        with pytest.raises(ValidationError):
+            tx.put_task("not a task")  # type: ignore[arg-type]
+        assert await store.pending_tasks() == []
