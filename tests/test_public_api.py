@@ -81,7 +81,14 @@ PUBLIC_API: dict[str, list[str]] = {
         "unseal",
     ],
     "converge.store": ["Entry", "MemoryStore", "SQLiteStore", "Store", "Transaction"],
-    "converge.coordination": ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"],
+    "converge.coordination": [
+        "CapabilityDirectory",
+        "LeaseLost",
+        "Membership",
+        "PoolManager",
+        "TaskManager",
+        "TrustSource",
+    ],
     "converge.errors": [
         "AgentModeError",
         "ConflictError",

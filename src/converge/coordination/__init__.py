@@ -4,6 +4,7 @@ delegation and teams). Module paths named by the seeds are public:
 
 from __future__ import annotations
 
+from converge.coordination.pool_manager import PoolManager, TrustSource
 from converge.coordination.task_manager import (
     CapabilityDirectory,
     LeaseLost,
@@ -11,4 +12,11 @@ from converge.coordination.task_manager import (
     TaskManager,
 )
 
-__all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]
+__all__ = [
+    "CapabilityDirectory",
+    "LeaseLost",
+    "Membership",
+    "PoolManager",
+    "TaskManager",
+    "TrustSource",
+]

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
+from sortedcontainers import SortedDict
+
 from converge.core.task import Task
 from converge.errors import ConflictError, StoreClosed, ValidationError
 from converge.protocol.event import Event
@@ -36,7 +38,8 @@ class MemoryStore:
     """
 
     def __init__(self) -> None:
-        self._kv: dict[str, tuple[bytes, int]] = {}
+        # Sorted, so that list(prefix) is a range, not a scan of every key.
+        self._kv: SortedDict[str, tuple[bytes, int]] = SortedDict()
         self._events: builtins.list[
             tuple[str, str, bytes]
         ] = []  # (trace_id, kind, body); seq = index + 1
@@ -67,10 +70,14 @@ class MemoryStore:
         self._check_open()
         if not isinstance(prefix, str):
             raise ValidationError(f"prefix must be a str, not {prefix!r}", field="prefix")
-        keys = sorted(k for k in self._kv if k.startswith(prefix))
-        if limit is not None:
-            keys = keys[: max(limit, 0)]
-        return [Entry(k, *self._kv[k]) for k in keys]
+        keys = self._kv.irange(minimum=prefix)
+        out: builtins.list[Entry] = []
+        cap = len(self._kv) if limit is None else max(limit, 0)
+        for key in keys:
+            if len(out) >= cap or not key.startswith(prefix):
+                break
+            out.append(Entry(key, *self._kv[key]))
+        return out
 
     async def put_if_absent(self, key: str, value: bytes) -> bool:
         return await self._try([Op("put_if_absent", validate_key(key), validate_value(value))])
