@@ -13,6 +13,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     │   └── ReplayedMessage                   a nonce seen before
     ├── IdentityError                         an unusable key or key file
     ├── PolicyViolation        (PermissionError) refused by admission, safety or budget policy
+    │   └── (converge.policy.safety.DecisionsRefused: carries the safety violations)
     ├── StoreError                            the store failed or refused an operation
     │   ├── ConflictError                     an optimistic-concurrency precondition failed
     │   │   └── TaskConflict                  a task was not in the state the caller read
