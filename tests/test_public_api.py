@@ -81,6 +81,44 @@ PUBLIC_API: dict[str, list[str]] = {
         "unseal",
     ],
     "converge.store": ["Entry", "MemoryStore", "SQLiteStore", "Store", "Transaction"],
+    "converge.policy": [
+        "ActionPolicy",
+        "AdmissionPolicy",
+        "AdmissionRequest",
+        "AdmissionResult",
+        "AgentUsage",
+        "AllOf",
+        "Allowlist",
+        "AnyOf",
+        "DecisionsRefused",
+        "Democratic",
+        "Dictatorial",
+        "DisputeOutcome",
+        "GovernanceModel",
+        "MinTrust",
+        "OpenAdmission",
+        "Outcome",
+        "ResourceLimits",
+        "SafetyViolation",
+        "Threshold",
+        "TokenAdmission",
+        "TrustModel",
+        "TrustPolicy",
+        "TrustRecord",
+        "TrustWeighted",
+        "TrustWeights",
+        "accepted",
+        "admission_spec",
+        "admit",
+        "decide",
+        "governance_spec",
+        "parse_admission",
+        "parse_governance",
+        "raise_for",
+        "token_admission",
+        "validate_safety",
+    ],
+    "converge.network": ["Inbox", "LocalNetwork"],
     "converge.coordination": [
         "CapabilityDirectory",
         "LeaseLost",
@@ -128,7 +166,15 @@ def test_every_exported_name_is_importable(module: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["converge.core", "converge.protocol", "converge.store", "converge.coordination"]
+    "module",
+    [
+        "converge.core",
+        "converge.protocol",
+        "converge.store",
+        "converge.coordination",
+        "converge.policy",
+        "converge.network",
+    ],
 )
 def test_exported_names_are_documented(module: str) -> None:
     mod = importlib.import_module(module)

@@ -1,4 +1,8 @@
-"""Policy: who may join a pool (admission) and how its disputes are decided (governance)."""
+"""Policy: who may join a pool (admission), how its disputes are decided (governance), how
+far each agent is trusted (trust), and what an agent may do and consume (safety).
+
+Module paths named by the seeds are public: ``converge.policy.trust``, ``converge.policy.safety``.
+"""
 
 from __future__ import annotations
 
@@ -28,28 +32,58 @@ from converge.policy.governance import (
     governance_spec,
     parse_governance,
 )
+from converge.policy.safety import (
+    ActionPolicy,
+    AgentUsage,
+    DecisionsRefused,
+    ResourceLimits,
+    SafetyViolation,
+    accepted,
+    raise_for,
+    validate_safety,
+)
+from converge.policy.trust import (
+    Outcome,
+    TrustModel,
+    TrustPolicy,
+    TrustRecord,
+    TrustWeights,
+)
 
 __all__ = [
+    "ActionPolicy",
     "AdmissionPolicy",
     "AdmissionRequest",
     "AdmissionResult",
+    "AgentUsage",
     "AllOf",
     "Allowlist",
     "AnyOf",
+    "DecisionsRefused",
     "Democratic",
     "Dictatorial",
     "DisputeOutcome",
     "GovernanceModel",
     "MinTrust",
     "OpenAdmission",
+    "Outcome",
+    "ResourceLimits",
+    "SafetyViolation",
     "Threshold",
     "TokenAdmission",
+    "TrustModel",
+    "TrustPolicy",
+    "TrustRecord",
     "TrustWeighted",
+    "TrustWeights",
+    "accepted",
     "admission_spec",
     "admit",
     "decide",
     "governance_spec",
     "parse_admission",
     "parse_governance",
+    "raise_for",
     "token_admission",
+    "validate_safety",
 ]
