@@ -119,6 +119,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "validate_safety",
     ],
     "converge.network": ["Inbox", "LocalNetwork"],
+    "converge.runtime": ["AgentRuntime", "StandardExecutor", "sign_and_send"],
     "converge.coordination": [
         "CapabilityDirectory",
         "LeaseLost",
@@ -174,6 +175,7 @@ def test_every_exported_name_is_importable(module: str) -> None:
         "converge.coordination",
         "converge.policy",
         "converge.network",
+        "converge.runtime",
     ],
 )
 def test_exported_names_are_documented(module: str) -> None:

@@ -12,7 +12,7 @@ Leases read the manager's clock (wall-clock by default), so they mean the same a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -118,6 +118,18 @@ class TaskManager:
         self.clock = clock
         self.membership = membership
         self.directory = directory
+        self._watchers: list[Callable[[Task], None]] = []
+
+    def watch(self, callback: Callable[[Task], None]) -> Callable[[], None]:
+        """Call ``callback(task)`` whenever this manager makes a task PENDING (a submit, or a
+        lease returned); returns the function that stops watching. Runtimes wake on it instead of
+        polling the board."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
+
+    def _pending(self, task: Task) -> None:
+        for callback in list(self._watchers):
+            callback(task)
 
     # -- submitting --------------------------------------------------------------------------------
 
@@ -136,7 +148,11 @@ class TaskManager:
             Requirement.parse(req)
         now = self.clock.now()
         stored = msgspec.structs.replace(
-            task, trace_id=task.trace_id or task.id, created_at=now, updated_at=now
+            task,
+            trace_id=task.trace_id or task.id,
+            submitted_by=task.submitted_by or actor or None,
+            created_at=now,
+            updated_at=now,
         )
         async with self.store.transaction() as tx:
             tx.put_task(stored)
@@ -151,6 +167,7 @@ class TaskManager:
                     required_capabilities=list(stored.required_capabilities),
                 )
             )
+        self._pending(stored)
         return stored
 
     # -- claiming and holding ----------------------------------------------------------------------
@@ -312,6 +329,8 @@ class TaskManager:
             except TaskConflict:
                 continue  # the holder reported or heartbeat just in time: its move stands
             changed.append(new)
+            if new.state is TaskState.PENDING:
+                self._pending(new)
         return changed
 
     # -- reading -----------------------------------------------------------------------------------

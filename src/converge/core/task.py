@@ -84,6 +84,8 @@ class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
     """Why it FAILED or was CANCELLED."""
     trace_id: str | None = None
     """The trace this task belongs to."""
+    submitted_by: str | None = None
+    """The did of the agent that submitted it (None: submitted by the system)."""
     created_at: float = msgspec.field(default_factory=time.time)
     """When it was submitted."""
     updated_at: float = msgspec.field(default_factory=time.time)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from converge.core.message import Message
 from converge.core.topic import Topic
@@ -24,9 +25,10 @@ class Inbox:
 
     Args:
         maxsize: the most messages held; ``put`` waits while it is full.
+        notify: called after each message is added (a runtime's wake-up).
     """
 
-    def __init__(self, maxsize: int = 1000) -> None:
+    def __init__(self, maxsize: int = 1000, notify: Callable[[], None] | None = None) -> None:
         if maxsize < 1:
             raise ValidationError(f"inbox size must be >= 1, not {maxsize}", field="maxsize")
         self.maxsize = maxsize
@@ -34,6 +36,7 @@ class Inbox:
         self._not_full = asyncio.Event()
         self._not_full.set()
         self._not_empty = asyncio.Event()
+        self._notify = notify
         self._closed = False
 
     def __len__(self) -> int:
@@ -59,6 +62,8 @@ class Inbox:
             raise TransportError("the recipient's inbox is closed")
         self._items.append(message)
         self._not_empty.set()
+        if self._notify is not None:
+            self._notify()
 
     def drain(self, limit: int) -> list[Message]:
         """Take up to ``limit`` messages, oldest first, without waiting."""

@@ -1,0 +1,9 @@
+"""The decentralized runtime: ``AgentRuntime`` runs an agent's decide loop, and the
+``StandardExecutor`` applies its decisions (seed 000)."""
+
+from __future__ import annotations
+
+from converge.runtime.agent_runtime import AgentRuntime
+from converge.runtime.executor import StandardExecutor, sign_and_send
+
+__all__ = ["AgentRuntime", "StandardExecutor", "sign_and_send"]

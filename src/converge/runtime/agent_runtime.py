@@ -1,0 +1,347 @@
+"""``AgentRuntime``: runs one agent of the decentralized model (seed 000).
+
+The runtime sleeps until something happens — a message arrives in the agent's inbox, or the
+board makes a task PENDING that the agent might see — never on a polling tick. Then it hands the
+agent every queued message (up to ``max_batch``) and the tasks visible to it, passes what the
+agent decides through ``validate_safety``, and has the executor apply the accepted decisions.
+
+- One agent never runs two ``decide()`` calls at once; different agents' runtimes run
+  concurrently.
+- Incoming messages are verified and replay-checked; a bad one is dropped with a
+  ``message.rejected`` event.
+- A refused decision is a ``decision.refused`` event (its rule and why), a failed one a
+  ``decision.failed`` event; the runtime goes on with the next decision either way.
+- An agent that exhausts a budget (wall time, tokens, cost) is stopped with ``runtime.stopped``.
+- Without an executor, seed 000's fallback applies: messages are signed and sent, every other
+  decision is refused with an event.
+- The runtime also returns expired leases to the board, on a timer set to the earliest lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from converge.coordination.pool_manager import PoolManager
+from converge.coordination.task_manager import TaskManager
+from converge.core.agent import Agent
+from converge.core.clock import Clock, system_clock
+from converge.core.decisions import Decision, JoinPool, LeavePool, SendMessage
+from converge.core.message import Message, ReplayGuard
+from converge.core.task import Task
+from converge.errors import ConvergeError, ValidationError
+from converge.network.local import Inbox, LocalNetwork
+from converge.policy.safety import (
+    ActionPolicy,
+    AgentUsage,
+    ResourceLimits,
+    SafetyViolation,
+    accepted,
+    validate_safety,
+)
+from converge.protocol.event import Event
+from converge.runtime.executor import StandardExecutor, sign_and_send
+from converge.store.base import Store
+
+__all__ = ["AgentRuntime"]
+
+_BUDGETS = frozenset({"max_wall_time_s", "max_tokens", "max_cost"})
+
+
+class AgentRuntime:
+    """Runs ``agent`` until ``shutdown()``; use ``async with`` or ``await run()``.
+
+    Args:
+        agent: the agent; its identity signs what it sends.
+        network: where it receives and sends messages.
+        store: where the runtime's events go (default: the board's store).
+        tasks: the board whose visible tasks the agent is shown.
+        pools: the pools, for the agent's memberships.
+        executor: applies accepted decisions; None: only messages are sent (seed 000 fallback).
+        limits: the agent's resource limits.
+        policy: the decisions and tools it may use (everything by default).
+        max_batch: the most messages (and visible tasks) per ``decide()`` call.
+        inbox_size: the inbox bound; senders wait while it is full.
+        replay_guard: rejects stale and replayed messages (one per runtime by default).
+        clock: the time source.
+        reap_leases: whether this runtime returns expired leases to the board.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        network: LocalNetwork,
+        store: Store | None = None,
+        tasks: TaskManager | None = None,
+        pools: PoolManager | None = None,
+        executor: StandardExecutor | None = None,
+        limits: ResourceLimits | None = None,
+        policy: ActionPolicy | None = None,
+        max_batch: int = 100,
+        inbox_size: int = 1000,
+        replay_guard: ReplayGuard | None = None,
+        clock: Clock = system_clock,
+        reap_leases: bool = True,
+    ) -> None:
+        if not agent.supports_decide:
+            raise ValidationError(
+                f"agent {agent.name!r} does not implement decide(), so it cannot run in the "
+                "decentralized runtime",
+                field="agent",
+            )
+        events = store or (tasks.store if tasks else None) or (pools.store if pools else None)
+        if events is None:
+            raise ValidationError("a runtime needs a store for its events", field="store")
+        if max_batch < 1:
+            raise ValidationError(f"max_batch must be >= 1, not {max_batch}", field="max_batch")
+        self.agent = agent
+        self.network = network
+        self.store = events
+        self.tasks = tasks
+        self.pools = pools
+        self.executor = executor
+        self.limits = limits or ResourceLimits()
+        self.policy = policy or ActionPolicy.allow_all()
+        self.max_batch = max_batch
+        self.clock = clock
+        self.reap_leases = reap_leases and tasks is not None
+        self.guard = replay_guard or ReplayGuard(clock=clock)
+        self._wake = asyncio.Event()
+        self.inbox = Inbox(inbox_size, notify=self._wake.set)
+        self.usage = AgentUsage(clock.now())
+        self.stop_reason: str | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unwatch: Any = None
+        self._attached = False
+        self._pool_ids: list[str] = []
+        self.decide_calls = 0
+        """How many times ``decide()`` has been called."""
+
+    @property
+    def did(self) -> str:
+        """The agent's did."""
+        return self.agent.did
+
+    # -- lifetime ----------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    def start(self) -> None:
+        """Start ``run()`` in the background (the runtime owns the task; ``shutdown`` ends it).
+
+        The agent is on the network as soon as this returns: messages sent to it are queued.
+        """
+        if self._task is None:
+            self._attach()
+            self._task = asyncio.ensure_future(self.run())
+
+    def _attach(self) -> None:
+        if self._attached:
+            return
+        self._attached = True
+        self.network.register(self.did, self.inbox)
+        for topic in self.agent.topics:
+            self.network.subscribe(self.did, topic)
+        if self.tasks is not None:
+            self._unwatch = self.tasks.watch(self._on_pending)
+        self._wake.set()  # look at the board once at start
+
+    async def shutdown(self, reason: str = "shutdown") -> None:
+        """Stop after the current ``decide()`` and its decisions; idempotent."""
+        self._request_stop(reason)
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    def _request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run the agent until ``shutdown()`` or until it exhausts a budget."""
+        self._attach()
+        try:
+            await self.agent.on_start()
+            await self._record("runtime.started", name=self.agent.name)
+            async with asyncio.TaskGroup() as group:
+                loop = group.create_task(self._loop())
+                if self.reap_leases:
+                    reaper = group.create_task(self._reaper())
+                    await loop
+                    reaper.cancel()
+        finally:
+            if self._unwatch is not None:
+                self._unwatch()
+            self.inbox.close()
+            self.network.unregister(self.did)
+            # Work that must finish survives cancellation: the agent hears it stopped, and the
+            # log says so.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.agent.on_stop())
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self._record("runtime.stopped", reason=self.stop_reason or "cancelled")
+                )
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            # Yield once per round even when already woken: an agent that keeps itself busy (in
+            # memory nothing else suspends) must not starve the other agents of the loop.
+            await asyncio.sleep(0)
+            if self._stopping.is_set():
+                return
+            messages = await self._accept(self.inbox.drain(self.max_batch))
+            tasks = await self._visible_tasks()
+            if not messages and not tasks:
+                continue
+            self.decide_calls += 1
+            try:
+                decisions = await self.agent.decide(messages, tasks)
+            except Exception as exc:  # the agent's bug: record it and go on
+                await self._record("decide.failed", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(Exception):
+                    await self.agent.on_error(exc)
+                continue
+            if len(self.inbox):
+                self._wake.set()
+            trace = next((m.trace_id for m in messages if m.trace_id), None)
+            await self._apply(list(decisions), trace)
+
+    async def _apply(self, decisions: list[Decision], trace_id: str | None) -> None:
+        now = self.clock.now()
+        violations = validate_safety(
+            decisions, limits=self.limits, policy=self.policy, usage=self.usage, now=now
+        )
+        for v in violations:
+            await self._refused(v, trace_id)
+        if any(v.rule in _BUDGETS for v in violations):
+            rule = next(v.rule for v in violations if v.rule in _BUDGETS)
+            self._request_stop(f"budget exhausted: {rule}")
+            return
+        for decision in accepted(decisions, violations):
+            tag = type(decision).__struct_config__.tag
+            try:
+                if self.executor is not None:
+                    await self.executor.execute(self.agent, decision, trace_id=trace_id)
+                elif isinstance(decision, SendMessage):
+                    await sign_and_send(self.agent, decision, self.network, trace_id, self.clock)
+                else:
+                    await self._record(
+                        "decision.refused",
+                        trace_id,
+                        type=tag,
+                        rule="no_executor",
+                        detail="without an executor only messages are sent",
+                    )
+                    continue
+            except ConvergeError as exc:
+                await self._record(
+                    "decision.failed",
+                    trace_id,
+                    type=tag,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
+                continue
+            self.usage.apply(decision, self.clock.now())
+            if isinstance(decision, (JoinPool, LeavePool)):
+                self._pool_ids = []  # memberships changed: read them again
+
+    async def _accept(self, messages: Sequence[Message]) -> list[Message]:
+        good: list[Message] = []
+        for message in messages:
+            try:
+                message.verify()
+                self.guard.check(message)
+            except ConvergeError as exc:
+                await self._record(
+                    "message.rejected",
+                    message.trace_id,
+                    sender=message.sender,
+                    message_id=message.id,
+                    reason=getattr(exc, "reason", type(exc).__name__),
+                    error=str(exc),
+                )
+                continue
+            good.append(message)
+        return good
+
+    async def _visible_tasks(self) -> list[Task]:
+        if self.tasks is None:
+            return []
+        if self.pools is not None and not self._pool_ids:
+            self._pool_ids = await self.pools.get_pools_for_agent(self.did)
+        return await self.tasks.list_pending_tasks_for_agent(
+            self.did, self._pool_ids, self.agent.capabilities, limit=self.max_batch
+        )
+
+    def _on_pending(self, task: Task) -> None:
+        # Cheap pre-check; the query on waking applies the full visibility rules.
+        if task.pool_id is None or not self._pool_ids or task.pool_id in self._pool_ids:
+            self._wake.set()
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    async def _reaper(self) -> None:
+        tasks = self.tasks
+        assert tasks is not None
+        while not self._stopping.is_set():
+            try:
+                soonest = await tasks.store.expiring_tasks(float("inf"), limit=1)
+                now = self.clock.now()
+                lease = soonest[0].lease_expires_at if soonest else None
+                # Sleep to the earliest lease, or one lease length if none is out: a claim made
+                # meanwhile cannot expire sooner than that.
+                delay = tasks.claim_ttl_sec if lease is None else max(lease - now, 0.0)
+                if delay > 0:
+                    await self.clock.sleep(delay)
+                await tasks.release_expired_claims()
+            except ConvergeError as exc:
+                await self._record("runtime.reaper_failed", error=str(exc))
+                await self.clock.sleep(tasks.claim_ttl_sec)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    async def _refused(self, violation: SafetyViolation, trace_id: str | None) -> None:
+        await self._record(
+            "decision.refused",
+            trace_id,
+            type=violation.decision_type,
+            rule=violation.rule,
+            detail=violation.detail,
+            index=violation.index,
+        )
+
+    async def _record(self, kind: str, trace_id: str | None = None, **data: Any) -> None:
+        await self.store.append(
+            [
+                Event(
+                    kind=kind,
+                    trace_id=trace_id or self.did,
+                    actor=self.did,
+                    subject=self.did,
+                    data={k: v for k, v in data.items() if v is not None},
+                    at=self.clock.now(),
+                )
+            ]
+        )

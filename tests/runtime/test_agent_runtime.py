@@ -1,0 +1,349 @@
+"""The decentralized runtime: wake-ups without polling, batching, safety, hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import pytest
+
+from converge.coordination import PoolManager, TaskManager
+from converge.core import (
+    Agent,
+    ClaimTask,
+    Decision,
+    Identity,
+    JoinPool,
+    Message,
+    ReportTask,
+    SendMessage,
+    SubmitBid,
+    Task,
+    TaskState,
+)
+from converge.core.clock import ManualClock
+from converge.core.pool import Pool
+from converge.network import LocalNetwork
+from converge.policy import ActionPolicy, ResourceLimits
+from converge.runtime import AgentRuntime, StandardExecutor
+from converge.store import Store
+
+WAIT = 10.0
+
+
+class Scripted(Agent):
+    """An agent whose decide() is a function of what it is shown."""
+
+    def __init__(
+        self, decide: Callable[[Sequence[Message], Sequence[Task]], list[Decision]], **kw: Any
+    ):
+        super().__init__(**kw)
+        self._decide = decide
+        self.seen: list[Message] = []
+        self.batches: list[int] = []
+
+    async def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        self.seen.extend(messages)
+        self.batches.append(len(messages))
+        return self._decide(messages, tasks)
+
+
+def worker(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+    """Claims the first visible task and reports it done in the same call."""
+    if not tasks:
+        return []
+    task = tasks[0]
+    return [
+        ClaimTask(task_id=task.id),
+        ReportTask(task_id=task.id, result={"done": task.objective}),
+    ]
+
+
+def quiet(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+    return []
+
+
+async def eventually(check: Callable[[], Any], timeout: float = WAIT) -> None:
+    """Wait until ``check()`` holds (STYLE rule 19's assert_eventually), failing on timeout."""
+    async with asyncio.timeout(timeout):
+        while not await _call(check):  # noqa: ASYNC110 - a test's bounded wait for a condition
+            await asyncio.sleep(0.005)
+
+
+async def _call(check: Callable[[], Any]) -> Any:
+    result = check()
+    return await result if asyncio.iscoroutine(result) else result
+
+
+async def kinds(store: Store, kind: str) -> list[dict[str, Any]]:
+    return [e.data for e in await store.read(kinds=[kind])]
+
+
+async def test_an_idle_runtime_claims_a_submitted_task(store: Store, clock: ManualClock) -> None:
+    net = LocalNetwork()
+    board = TaskManager(store, clock=clock)
+    agent = Scripted(worker)
+    executor = StandardExecutor(network=net, tasks=board, clock=clock)
+    async with AgentRuntime(agent, network=net, tasks=board, executor=executor, clock=clock) as rt:
+        await eventually(lambda: rt.decide_calls == 0 and agent.batches == [])
+        task = await board.submit(Task(objective="hello"))
+        done = await board.wait(task.id, timeout=WAIT)
+    assert (done.state, done.result, done.assigned_to) == (
+        TaskState.COMPLETED,
+        {"done": "hello"},
+        agent.did,
+    )
+    assert [e.kind for e in await store.read(trace_id=agent.did)] == [
+        "runtime.started",
+        "runtime.stopped",
+    ]
+
+
+async def test_messages_are_batched_and_decide_never_overlaps(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    class Slow(Agent):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[int] = []
+
+        async def decide(
+            self, messages: Sequence[Message], tasks: Sequence[Task]
+        ) -> list[Decision]:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            self.calls.append(len(messages))
+            await release.wait()
+            running -= 1
+            return []
+
+    slow = Slow()
+    sender = Identity.generate()
+    async with AgentRuntime(slow, network=net, store=store, clock=clock) as rt:
+        for i in range(100):
+            msg = Message(kind="ping", payload=i, recipient=slow.did, created_at=clock.now())
+            await net.send(msg.sign(sender))
+        await eventually(lambda: sum(slow.calls) >= 1)
+        release.set()
+        await eventually(lambda: sum(slow.calls) == 100)
+        assert rt.decide_calls == len(slow.calls)
+    assert peak == 1
+    assert len(slow.calls) <= 3  # 100 messages in a handful of calls, not 100
+
+
+async def test_forged_and_replayed_messages_are_rejected_with_a_reason(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    agent = Scripted(quiet)
+    alice, mallory = Identity.generate(), Identity.generate()
+    async with AgentRuntime(agent, network=net, store=store, clock=clock):
+        genuine = Message(kind="hi", recipient=agent.did, created_at=clock.now()).sign(alice)
+        forged = msgspec.structs.replace(
+            Message(kind="hi", recipient=agent.did, created_at=clock.now()).sign(mallory),
+            sender=alice.did,
+        )
+        stale = Message(kind="hi", recipient=agent.did, created_at=clock.now() - 3600).sign(alice)
+        for msg in (genuine, forged, genuine, stale):
+            await net.send(msg)
+        await eventually(lambda: kinds(store, "message.rejected"), WAIT)
+        await eventually(lambda: _count(store, "message.rejected", 3))
+    assert [m.id for m in agent.seen] == [genuine.id]
+    reasons = [d["reason"] for d in await kinds(store, "message.rejected")]
+    assert sorted(reasons) == ["bad_signature", "replayed", "stale"]
+
+
+async def _count(store: Store, kind: str, n: int) -> bool:
+    return len(await store.read(kinds=[kind])) >= n
+
+
+async def test_agents_talk_over_topics_and_reply(store: Store, clock: ManualClock) -> None:
+    net = LocalNetwork()
+
+    def answer(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        return [
+            SendMessage(kind="pong", payload=m.payload, recipient=m.sender, parent_id=m.id)
+            for m in messages
+            if m.kind == "ping"
+        ]
+
+    responder = Scripted(answer, topics=["market.*"])
+    asker = Scripted(quiet)
+    executor = StandardExecutor(network=net, clock=clock)
+    async with (
+        AgentRuntime(responder, network=net, store=store, executor=executor, clock=clock),
+        AgentRuntime(asker, network=net, store=store, executor=executor, clock=clock) as a,
+    ):
+        await eventually(
+            lambda: (
+                net.recipients(Message(kind="x", topic="market.gpu", sender=asker.did))
+                == [responder.did]
+            )
+        )
+        await executor.execute(asker, SendMessage(kind="ping", payload=7, topic="market.gpu"))
+        await eventually(lambda: len(asker.seen) == 1)
+        assert a.stop_reason is None
+    [pong] = asker.seen
+    assert (pong.kind, pong.payload, pong.sender) == ("pong", 7, responder.did)
+    pong.verify()
+
+
+async def test_a_runaway_agent_is_stopped_by_its_limits(store: Store, clock: ManualClock) -> None:
+    net = LocalNetwork()
+
+    def chatter(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        # answers every message (and the start) with two more messages to itself
+        return [SendMessage(kind="again", recipient=me.did) for _ in range(2)]
+
+    me = Scripted(chatter)
+    limits = ResourceLimits(max_messages_per_second=20)
+    executor = StandardExecutor(network=net, clock=clock)
+    messages_before = 0
+    async with AgentRuntime(
+        me, network=net, store=store, executor=executor, limits=limits, clock=clock
+    ) as rt:
+        me._decide = chatter
+        await executor.execute(me, SendMessage(kind="start", recipient=me.did))
+        await eventually(lambda: _count(store, "decision.refused", 1))
+        await asyncio.sleep(0.05)  # give a runaway every chance to keep going
+        messages_before = len(me.seen)
+        calls = rt.decide_calls
+        await asyncio.sleep(0.05)
+        assert rt.decide_calls == calls  # it stopped: nothing wakes it any more
+    assert messages_before <= 21
+    assert {d["rule"] for d in await kinds(store, "decision.refused")} == {
+        "max_messages_per_second"
+    }
+
+
+async def test_an_exhausted_budget_stops_the_runtime(store: Store, clock: ManualClock) -> None:
+    net = LocalNetwork()
+    me = Scripted(lambda m, t: [SendMessage(kind="x", recipient=me.did)])
+    rt = AgentRuntime(
+        me,
+        network=net,
+        store=store,
+        executor=StandardExecutor(network=net, clock=clock),
+        limits=ResourceLimits(max_wall_time_s=60),
+        clock=clock,
+    )
+    async with rt:
+        await rt.executor.execute(me, SendMessage(kind="start", recipient=me.did))  # type: ignore[union-attr]
+        await eventually(lambda: rt.decide_calls >= 3)
+        clock.advance(61)
+        await eventually(lambda: rt.stop_reason is not None)
+    assert rt.stop_reason == "budget exhausted: max_wall_time_s"
+    [stopped] = await kinds(store, "runtime.stopped")
+    assert stopped["reason"] == "budget exhausted: max_wall_time_s"
+
+
+async def test_without_an_executor_only_messages_are_sent(store: Store, clock: ManualClock) -> None:
+    net = LocalNetwork()
+    board = TaskManager(store, clock=clock)
+    other = Scripted(quiet)
+
+    def both(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        if not tasks:
+            return []
+        return [ClaimTask(task_id=tasks[0].id), SendMessage(kind="note", recipient=other.did)]
+
+    agent = Scripted(both)
+    async with (
+        AgentRuntime(other, network=net, store=store, clock=clock),
+        AgentRuntime(agent, network=net, tasks=board, clock=clock),
+    ):
+        task = await board.submit(Task(objective="x"))
+        await eventually(lambda: len(other.seen) == 1)
+        await eventually(lambda: _count(store, "decision.refused", 1))
+    [refused] = await kinds(store, "decision.refused")
+    assert (refused["type"], refused["rule"]) == ("claim_task", "no_executor")
+    assert (await board.get(task.id)).state is TaskState.PENDING  # type: ignore[union-attr]
+
+
+async def test_refused_and_failed_decisions_are_events_and_the_loop_goes_on(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    board = TaskManager(store, clock=clock)
+    pools = PoolManager(store, clock=clock)
+    await pools.create_pool(
+        Pool(name="gpu", id="gpu", admission={"kind": "allowlist", "members": []})
+    )
+    outside = await board.submit(Task(objective="gpu job", pool_id="gpu"))
+    tried: list[str] = []
+
+    def hostile(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        if tried:
+            return []
+        tried.append("x")
+        return [
+            JoinPool(pool_id="gpu"),  # not on the allowlist
+            ClaimTask(task_id=outside.id),  # outside its pools
+            ReportTask(task_id=outside.id, result="forged", token=1),  # holds nothing
+            SubmitBid(auction_id="a", amount=1.0),  # no protocol configured
+        ]
+
+    agent = Scripted(hostile)
+    executor = StandardExecutor(network=net, tasks=board, pools=pools, clock=clock)
+    policy = ActionPolicy(deny_decisions=frozenset({"invoke_tool"}))
+    async with AgentRuntime(
+        agent, network=net, tasks=board, pools=pools, executor=executor, policy=policy, clock=clock
+    ):
+        await board.submit(Task(objective="visible, to wake it"))
+        await eventually(lambda: _count(store, "decision.failed", 4))
+    failures = await kinds(store, "decision.failed")
+    assert [f["type"] for f in failures] == ["join_pool", "claim_task", "report_task", "submit_bid"]
+    assert [f["error_type"] for f in failures] == [
+        "PolicyViolation",
+        "PolicyViolation",
+        "LeaseLost",
+        "PolicyViolation",
+    ]
+    assert (await board.get(outside.id)).state is TaskState.PENDING  # type: ignore[union-attr]
+    assert await pools.members("gpu") == []
+
+
+async def test_the_runtime_returns_expired_leases(store: Store, clock: ManualClock) -> None:
+    net = LocalNetwork()
+    board = TaskManager(store, claim_ttl_sec=30, clock=clock)
+    grabbed: list[str] = []
+
+    def grab_and_vanish(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        fresh = [t for t in tasks if t.id not in grabbed]
+        if not fresh:
+            return []
+        grabbed.append(fresh[0].id)
+        return [ClaimTask(task_id=fresh[0].id)]  # and never reports
+
+    flaky = Scripted(grab_and_vanish)
+    executor = StandardExecutor(network=net, tasks=board, clock=clock)
+    async with AgentRuntime(flaky, network=net, tasks=board, executor=executor, clock=clock):
+        task = await board.submit(Task(objective="x", max_attempts=3))
+        await eventually(lambda: _state(board, task.id, TaskState.CLAIMED))
+        await eventually(lambda: clock.sleepers >= 1)  # the reaper sleeps until the lease ends
+        clock.advance(31)
+        await eventually(lambda: _count(store, "task.released", 1))
+    released = await kinds(store, "task.released")
+    assert released[0]["holder"] == flaky.did
+
+
+async def _state(board: TaskManager, task_id: str, state: TaskState) -> bool:
+    task = await board.get(task_id)
+    return task is not None and task.state is state
+
+
+async def test_an_agent_without_decide_is_refused(store: Store) -> None:
+    class Node(Agent):
+        async def run(self, inputs: Any, ctx: Any) -> Any:
+            return None
+
+    with pytest.raises(Exception, match="decide"):
+        AgentRuntime(Node(), network=LocalNetwork(), store=store)
