@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -347,3 +348,26 @@ async def test_an_agent_without_decide_is_refused(store: Store) -> None:
 
     with pytest.raises(Exception, match="decide"):
         AgentRuntime(Node(), network=LocalNetwork(), store=store)
+
+
+async def test_a_task_put_on_the_board_by_another_process_wakes_the_runtime(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Two stores on one file stand for two processes: one submits, the other's agent works."""
+    from converge.store import SQLiteStore
+
+    path = tmp_path / "shared.db"
+    async with await SQLiteStore.open(path) as here, await SQLiteStore.open(path) as there:
+        net = LocalNetwork()
+        board_here = TaskManager(here, clock=clock)
+        board_there = TaskManager(there, clock=clock)
+        agent = Scripted(worker)
+        executor = StandardExecutor(network=net, tasks=board_here, clock=clock)
+        async with AgentRuntime(
+            agent, network=net, tasks=board_here, executor=executor, clock=clock
+        ):
+            await eventually(lambda: agent.batches == [] and board_here._follow_task is not None)
+            task = await board_there.submit(Task(objective="from afar"))
+            done = await board_there.wait(task.id, timeout=WAIT)
+        assert (done.state, done.assigned_to) == (TaskState.COMPLETED, agent.did)
+        assert board_here._follow_task is None  # the last runtime out stopped the follower

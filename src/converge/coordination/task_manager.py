@@ -12,7 +12,8 @@ Leases read the manager's clock (wall-clock by default), so they mean the same a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -33,6 +34,7 @@ from converge.store.base import Store
 __all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]
 
 _HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
+_PENDING_KINDS = ("task.submitted", "task.released")
 _CLOCK_SKEW_LIMIT_S = 30 * 86400.0
 
 
@@ -119,6 +121,9 @@ class TaskManager:
         self.membership = membership
         self.directory = directory
         self._watchers: list[Callable[[Task], None]] = []
+        self._followers = 0
+        self._follow_task: asyncio.Task[None] | None = None
+        self._own_events: set[str] = set()
 
     def watch(self, callback: Callable[[Task], None]) -> Callable[[], None]:
         """Call ``callback(task)`` whenever this manager makes a task PENDING (a submit, or a
@@ -130,6 +135,38 @@ class TaskManager:
     def _pending(self, task: Task) -> None:
         for callback in list(self._watchers):
             callback(task)
+
+    @contextlib.asynccontextmanager
+    async def following(self) -> AsyncIterator[None]:
+        """While inside, watchers also hear of tasks made PENDING by *other* processes.
+
+        One follower per manager tails the store's ``task.submitted`` and ``task.released``
+        events, however many runtimes enter; it starts with the first and stops with the last.
+        Across processes it is as prompt as the store's event wake-up (SQLite: within 250 ms).
+        """
+        self._followers += 1
+        if self._follow_task is None:
+            start = await self.store.last_seq()
+            self._follow_task = asyncio.ensure_future(self._follow(start))
+        try:
+            yield
+        finally:
+            self._followers -= 1
+            if self._followers == 0 and self._follow_task is not None:
+                task, self._follow_task = self._follow_task, None
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                self._own_events.clear()
+
+    async def _follow(self, after_seq: int) -> None:
+        async for event in self.store.tail(after_seq=after_seq, kinds=_PENDING_KINDS):
+            if event.id in self._own_events:
+                self._own_events.discard(event.id)  # ours: watchers heard already
+                continue
+            task = await self.store.get_task(event.subject)
+            if task is not None and task.state is TaskState.PENDING:
+                self._pending(task)
 
     # -- submitting --------------------------------------------------------------------------------
 
@@ -413,7 +450,7 @@ class TaskManager:
             tx.append(self._event(kind, new, actor, **data))
 
     def _event(self, kind: str, task: Task, actor: str, **data: Any) -> Event:
-        return Event(
+        event = Event(
             kind=kind,
             trace_id=task.trace_id or task.id,
             actor=actor,
@@ -421,6 +458,9 @@ class TaskManager:
             data={k: v for k, v in data.items() if v is not None},
             at=task.updated_at,
         )
+        if self._followers and kind in _PENDING_KINDS:
+            self._own_events.add(event.id)
+        return event
 
     async def _pools(self, agent_id: str, given: Iterable[str] | None) -> frozenset[str]:
         if given is not None:

@@ -15,6 +15,8 @@ agent decides through ``validate_safety``, and has the executor apply the accept
 - Without an executor, seed 000's fallback applies: messages are signed and sent, every other
   decision is refused with an event.
 - The runtime also returns expired leases to the board, on a timer set to the earliest lease.
+- Tasks that another process puts on the board wake it too, through the board's follower of
+  the store's event log.
 """
 
 from __future__ import annotations
@@ -179,12 +181,15 @@ class AgentRuntime:
         try:
             await self.agent.on_start()
             await self._record("runtime.started", name=self.agent.name)
-            async with asyncio.TaskGroup() as group:
-                loop = group.create_task(self._loop())
-                if self.reap_leases:
-                    reaper = group.create_task(self._reaper())
-                    await loop
-                    reaper.cancel()
+            async with contextlib.AsyncExitStack() as stack:
+                if self.tasks is not None:
+                    await stack.enter_async_context(self.tasks.following())
+                async with asyncio.TaskGroup() as group:
+                    loop = group.create_task(self._loop())
+                    if self.reap_leases:
+                        reaper = group.create_task(self._reaper())
+                        await loop
+                        reaper.cancel()
         finally:
             if self._unwatch is not None:
                 self._unwatch()
