@@ -121,7 +121,10 @@ PUBLIC_API: dict[str, list[str]] = {
     "converge.network": ["Inbox", "LocalNetwork"],
     "converge.runtime": ["AgentRuntime", "StandardExecutor", "sign_and_send"],
     "converge.coordination": [
+        "REGISTER_KIND",
+        "AgentDescriptor",
         "CapabilityDirectory",
+        "DiscoveryService",
         "LeaseLost",
         "Membership",
         "PoolManager",

@@ -371,3 +371,29 @@ async def test_a_task_put_on_the_board_by_another_process_wakes_the_runtime(
             done = await board_there.wait(task.id, timeout=WAIT)
         assert (done.state, done.assigned_to) == (TaskState.COMPLETED, agent.did)
         assert board_here._follow_task is None  # the last runtime out stopped the follower
+
+
+async def test_the_runtime_registers_heartbeats_and_unregisters(
+    store: Store, clock: ManualClock
+) -> None:
+    from converge.coordination import DiscoveryService
+
+    discovery = DiscoveryService(store, ttl_s=30, clock=clock)
+    agent = Scripted(quiet, capabilities=["summarize@1.2.0"], topics=["market.*"])
+    async with AgentRuntime(
+        agent, network=LocalNetwork(), store=store, discovery=discovery, clock=clock
+    ):
+        await eventually(lambda: discovery.get(agent.did))
+        [found] = await discovery.find(capability="summarize>=1")
+        assert (found.did, found.topics, found.endpoint) == (agent.did, ("market.*",), "local:")
+        for _ in range(6):  # three minutes of heartbeats keep it alive past its 30 s ttl
+            await eventually(lambda: clock.sleepers >= 1)
+            clock.advance(10)
+            await eventually(lambda: _expires_after(discovery, agent.did, clock.now()))
+        assert await discovery.get(agent.did) is not None
+    assert await discovery.get(agent.did) is None
+
+
+async def _expires_after(discovery: Any, did: str, now: float) -> bool:
+    found = await discovery.get(did)
+    return found is not None and found.expires_at > now + 20

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from converge.coordination.discovery import AgentDescriptor, DiscoveryService
 from converge.coordination.pool_manager import PoolManager
 from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
@@ -62,6 +63,7 @@ class AgentRuntime:
         store: where the runtime's events go (default: the board's store).
         tasks: the board whose visible tasks the agent is shown.
         pools: the pools, for the agent's memberships.
+        discovery: where the agent is registered while it runs (and heartbeats).
         executor: applies accepted decisions; None: only messages are sent (seed 000 fallback).
         limits: the agent's resource limits.
         policy: the decisions and tools it may use (everything by default).
@@ -80,6 +82,7 @@ class AgentRuntime:
         store: Store | None = None,
         tasks: TaskManager | None = None,
         pools: PoolManager | None = None,
+        discovery: DiscoveryService | None = None,
         executor: StandardExecutor | None = None,
         limits: ResourceLimits | None = None,
         policy: ActionPolicy | None = None,
@@ -105,6 +108,7 @@ class AgentRuntime:
         self.store = events
         self.tasks = tasks
         self.pools = pools
+        self.discovery = discovery
         self.executor = executor
         self.limits = limits or ResourceLimits()
         self.policy = policy or ActionPolicy.allow_all()
@@ -180,16 +184,21 @@ class AgentRuntime:
         self._attach()
         try:
             await self.agent.on_start()
+            await self._register()
             await self._record("runtime.started", name=self.agent.name)
             async with contextlib.AsyncExitStack() as stack:
                 if self.tasks is not None:
                     await stack.enter_async_context(self.tasks.following())
                 async with asyncio.TaskGroup() as group:
                     loop = group.create_task(self._loop())
+                    helpers = []
                     if self.reap_leases:
-                        reaper = group.create_task(self._reaper())
-                        await loop
-                        reaper.cancel()
+                        helpers.append(group.create_task(self._reaper()))
+                    if self.discovery is not None:
+                        helpers.append(group.create_task(self._heartbeats(self.discovery)))
+                    await loop
+                    for helper in helpers:
+                        helper.cancel()
         finally:
             if self._unwatch is not None:
                 self._unwatch()
@@ -197,6 +206,9 @@ class AgentRuntime:
             self.network.unregister(self.did)
             # Work that must finish survives cancellation: the agent hears it stopped, and the
             # log says so.
+            if self.discovery is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.discovery.unregister(self.did))
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.agent.on_stop())
             with contextlib.suppress(Exception):
@@ -304,6 +316,32 @@ class AgentRuntime:
         # Cheap pre-check; the query on waking applies the full visibility rules.
         if task.pool_id is None or not self._pool_ids or task.pool_id in self._pool_ids:
             self._wake.set()
+
+    # -- discovery ---------------------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        if self.discovery is None:
+            return
+        pools = await self.pools.get_pools_for_agent(self.did) if self.pools else []
+        await self.discovery.register(
+            AgentDescriptor(
+                did=self.did,
+                name=self.agent.name,
+                capabilities=tuple(self.agent.capabilities),
+                topics=tuple(t.name for t in self.agent.topics),
+                pools=tuple(pools),
+                endpoint="local:",
+            )
+        )
+
+    async def _heartbeats(self, discovery: DiscoveryService) -> None:
+        # Three heartbeats per time-to-live: one lost beat does not make the agent vanish.
+        while not self._stopping.is_set():
+            await self.clock.sleep(discovery.ttl_s / 3)
+            try:
+                await discovery.heartbeat(self.did)
+            except ConvergeError:
+                await self._register()  # lapsed (a long pause): register again
 
     # -- leases ------------------------------------------------------------------------------------
 
