@@ -1,24 +1,10 @@
-"""A fresh store per test, on each backend, and a manual clock."""
+"""A manual clock at a fixed time (the ``store`` fixture comes from tests/conftest.py)."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from converge.core.clock import ManualClock
-from converge.store import Store
-from tests.store.conformance import BACKENDS
-
-
-@pytest.fixture(params=list(BACKENDS))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await BACKENDS[request.param](tmp_path)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The conformance suite every ``Store`` backend passes.
 
-``StoreConformance`` holds the tests; ``test_conformance.py`` runs them through a ``store`` fixture
-parametrized over ``BACKENDS``. A new backend joins by adding one entry to ``BACKENDS`` (an async
-factory that returns an open, empty store; the fixture closes it), and the property tests in
-``test_kv_model.py`` pick it up too.
+``StoreConformance`` holds the tests; ``test_conformance.py`` runs them through the ``store``
+fixture (tests/conftest.py) parametrized over ``BACKENDS``. A new backend joins by adding one
+entry to ``BACKENDS`` (an async factory that returns an open, empty store; the fixture closes
+it), and the property tests in ``test_kv_model.py`` pick it up too.
 
 Seq numbers are only assumed to start at 1 on an empty log and to be strictly increasing and
 unique; no test relies on them being contiguous, so a backend with gaps (a PostgreSQL sequence)
