@@ -6,19 +6,22 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     ├── ValidationError        (ValueError)   bad input: names the field, and for files the line
     │   └── AgentModeError     (NotImplementedError) an agent used in a mode it was not built for
     ├── StateError                            an operation the current state does not allow
-    │   └── InvalidTransition                 a task moved between two states the table forbids
+    │   ├── InvalidTransition                 a task moved between two states the table forbids
+    │   └── (coordination.negotiation.ProposalSuperseded: answered a proposal already replaced)
     ├── ProtocolError                         a malformed or untrustworthy protocol object
     │   ├── SignatureError                    missing, bad or mismatched signature
     │   ├── StaleMessage                      timestamp outside the accepted window
     │   └── ReplayedMessage                   a nonce seen before
     ├── IdentityError                         an unusable key or key file
     ├── PolicyViolation        (PermissionError) refused by admission, safety or budget policy
-    │   └── (converge.policy.safety.DecisionsRefused: carries the safety violations)
+    │   ├── (converge.policy.safety.DecisionsRefused: carries the safety violations)
+    │   └── (coordination.negotiation.NegotiationRefused: a party acting out of turn)
     ├── StoreError                            the store failed or refused an operation
     │   ├── ConflictError                     an optimistic-concurrency precondition failed
     │   │   └── TaskConflict                  a task was not in the state the caller read
     │   ├── SchemaVersionError                a store written by a newer converge
     │   └── StoreClosed                       an operation on a closed store
+    ├── (coordination.resolution.ResolutionFailed: no answer could be picked from results)
     ├── TransportError         (ConnectionError) a transport could not deliver
     └── OrchestrationError                    a graph run failed
 

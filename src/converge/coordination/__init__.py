@@ -1,11 +1,28 @@
-"""Coordination: the task board, pools and discovery (and, as they land, bidding, consensus,
-negotiation, delegation and teams). Module paths named by the seeds are public:
-``converge.coordination.task_manager``, ``converge.coordination.pool_manager``."""
+"""Coordination: the task board, pools, discovery, negotiation and result resolution (and, as
+they land, bidding, consensus, delegation and teams). Module paths named by the seeds are public:
+``converge.coordination.{task_manager,pool_manager,negotiation}``."""
 
 from __future__ import annotations
 
 from converge.coordination.discovery import REGISTER_KIND, AgentDescriptor, DiscoveryService
+from converge.coordination.negotiation import (
+    NEGOTIATION_TRANSITIONS,
+    NegotiationProtocol,
+    NegotiationRefused,
+    NegotiationSession,
+    NegotiationState,
+    Proposal,
+    ProposalSuperseded,
+)
 from converge.coordination.pool_manager import PoolManager, TrustSource
+from converge.coordination.resolution import (
+    AgentResult,
+    ConflictStrategy,
+    Resolution,
+    ResolutionFailed,
+    normalize_text,
+    resolve,
+)
 from converge.coordination.task_manager import (
     CapabilityDirectory,
     LeaseLost,
@@ -14,13 +31,26 @@ from converge.coordination.task_manager import (
 )
 
 __all__ = [
+    "NEGOTIATION_TRANSITIONS",
     "REGISTER_KIND",
     "AgentDescriptor",
+    "AgentResult",
     "CapabilityDirectory",
+    "ConflictStrategy",
     "DiscoveryService",
     "LeaseLost",
     "Membership",
+    "NegotiationProtocol",
+    "NegotiationRefused",
+    "NegotiationSession",
+    "NegotiationState",
     "PoolManager",
+    "Proposal",
+    "ProposalSuperseded",
+    "Resolution",
+    "ResolutionFailed",
     "TaskManager",
     "TrustSource",
+    "normalize_text",
+    "resolve",
 ]

@@ -4,16 +4,17 @@ The executor acts *for* an agent whose identity the runtime holds: outgoing mess
 with that identity, claims and reports carry its did. It never decides anything itself; the
 runtime has already passed every decision through ``validate_safety``.
 
-Coordination decisions (bids, votes, proposals, delegations) run only when the executor is given
-the matching protocol (seed 001: ``bidding_protocols``, ``negotiation_protocol``,
-``delegation_protocol``, ``votes_store``); until then they are refused with a clear reason, never
-silently dropped.
+Coordination decisions run only when the executor is given the matching protocol (seed 001:
+``negotiation_protocol`` for ``Propose``/``AcceptProposal``/``RejectProposal``; bidding, votes
+and delegation as they land); without it they are refused with a clear reason, never silently
+dropped.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from converge.coordination.negotiation import NegotiationProtocol
 from converge.coordination.pool_manager import PoolManager
 from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
@@ -89,6 +90,7 @@ class StandardExecutor:
         tasks: the board, for task decisions.
         pools: the pools, for pool decisions (and the claimer's memberships).
         tools: the tools ``InvokeTool`` may call.
+        negotiation_protocol: runs ``Propose``, ``AcceptProposal`` and ``RejectProposal``.
         clock: the time source (message timestamps).
     """
 
@@ -99,9 +101,11 @@ class StandardExecutor:
         tasks: TaskManager | None = None,
         pools: PoolManager | None = None,
         tools: ToolRegistry | None = None,
+        negotiation_protocol: NegotiationProtocol | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.network = network
+        self.negotiation_protocol = negotiation_protocol
         self.clock = clock
         self.tasks = tasks
         self.pools = pools
@@ -190,6 +194,10 @@ class StandardExecutor:
         if isinstance(decision, InvokeTool):
             tools = _need(self.tools, "a tool registry")
             return await tools.invoke(decision.tool, decision.arguments)
+        if isinstance(decision, (Propose, AcceptProposal, RejectProposal)) and (
+            self.negotiation_protocol is not None
+        ):
+            return await self._negotiate(self.negotiation_protocol, did, decision, trace_id)
         if isinstance(decision, _COORDINATION):
             tag = type(decision).__struct_config__.tag
             raise PolicyViolation(
@@ -197,6 +205,29 @@ class StandardExecutor:
                 "configure one to let agents use them"
             )
         raise ValidationError(f"not a decision: {type(decision).__name__}")
+
+    async def _negotiate(
+        self,
+        protocol: NegotiationProtocol,
+        did: str,
+        decision: Propose | AcceptProposal | RejectProposal,
+        trace_id: str | None,
+    ) -> Any:
+        if isinstance(decision, AcceptProposal):
+            return await protocol.accept(did, decision.session_id, decision.proposal_id)
+        if isinstance(decision, RejectProposal):
+            return await protocol.reject(
+                did, decision.session_id, decision.proposal_id, decision.reason
+            )
+        if decision.parties and await protocol.get(decision.session_id) is None:
+            return await protocol.open(
+                did,
+                decision.parties,
+                decision.terms,
+                session_id=decision.session_id,
+                trace_id=trace_id,
+            )
+        return await protocol.propose(did, decision.session_id, decision.terms)
 
     def forget(self, agent_id: str, task_id: str) -> None:
         """Drop a remembered claim (its lease expired or another agent took over)."""

@@ -1,0 +1,40 @@
+"""The executor applies coordination decisions through the protocols it is given."""
+
+from __future__ import annotations
+
+import pytest
+
+from converge.coordination import NegotiationProtocol, NegotiationRefused, NegotiationState
+from converge.core import AcceptProposal, Agent, Propose, RejectProposal
+from converge.core.clock import ManualClock
+from converge.errors import PolicyViolation
+from converge.runtime import StandardExecutor
+from converge.store import Store
+
+
+async def test_negotiation_decisions_run_through_the_protocol(
+    store: Store, clock: ManualClock
+) -> None:
+    protocol = NegotiationProtocol(store, clock=clock)
+    executor = StandardExecutor(negotiation_protocol=protocol, clock=clock)
+    buyer, seller = Agent(name="buyer"), Agent(name="seller")
+    opened = await executor.execute(
+        buyer, Propose(session_id="deal-1", terms={"price": 10}, parties=(seller.did,))
+    )
+    assert opened.parties == (buyer.did, seller.did)
+    await executor.execute(seller, Propose(session_id="deal-1", terms={"price": 14}))
+    with pytest.raises(NegotiationRefused):  # one's own counter-proposal
+        await executor.execute(seller, AcceptProposal(session_id="deal-1"))
+    agreed = await executor.execute(buyer, AcceptProposal(session_id="deal-1"))
+    assert (agreed.state, agreed.agreed_terms) == (NegotiationState.AGREED, {"price": 14})
+    await executor.execute(
+        buyer, Propose(session_id="deal-2", terms={"price": 1}, parties=(seller.did,))
+    )
+    rejected = await executor.execute(seller, RejectProposal(session_id="deal-2", reason="too low"))
+    assert rejected.state is NegotiationState.REJECTED
+
+
+async def test_without_the_protocol_negotiation_decisions_are_refused(store: Store) -> None:
+    executor = StandardExecutor()
+    with pytest.raises(PolicyViolation, match="no coordination protocol"):
+        await executor.execute(Agent(), Propose(session_id="s", terms={}, parties=("x",)))
