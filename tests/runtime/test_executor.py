@@ -38,3 +38,19 @@ async def test_without_the_protocol_negotiation_decisions_are_refused(store: Sto
     executor = StandardExecutor()
     with pytest.raises(PolicyViolation, match="no coordination protocol"):
         await executor.execute(Agent(), Propose(session_id="s", terms={}, parties=("x",)))
+
+
+async def test_vote_decisions_are_cast_on_the_votes_store(store: Store, clock: ManualClock) -> None:
+    from converge.coordination import BallotRefused, Consensus
+    from converge.core import Vote
+
+    ballots = Consensus(store, clock=clock)
+    a, b, c = Agent(), Agent(), Agent()
+    ballot = await ballots.open(a.did, "ship?", ("yes", "no"), (a.did, b.did, c.did))
+    executor = StandardExecutor(votes_store=ballots, clock=clock)
+    await executor.execute(a, Vote(ballot_id=ballot.id, choice="yes"))
+    with pytest.raises(BallotRefused):  # voting twice is refused by default
+        await executor.execute(a, Vote(ballot_id=ballot.id, choice="no"))
+    await executor.execute(b, Vote(ballot_id=ballot.id, choice="yes"))
+    result = await ballots.result(ballot.id)
+    assert (result.decided, result.winner) == (True, "yes")

@@ -1,9 +1,19 @@
-"""Coordination: the task board, pools, discovery, negotiation and result resolution (and, as
-they land, bidding, consensus, delegation and teams). Module paths named by the seeds are public:
-``converge.coordination.{task_manager,pool_manager,negotiation}``."""
+"""Coordination: the task board, pools, discovery, negotiation, consensus and result resolution
+(and, as they land, bidding, delegation and teams). Module paths named by the seeds are public:
+``converge.coordination.{task_manager,pool_manager,negotiation,consensus}``."""
 
 from __future__ import annotations
 
+from converge.coordination.consensus import (
+    Ballot,
+    BallotRefused,
+    BallotResult,
+    BallotState,
+    Consensus,
+    VoteAfterDeadline,
+    majority,
+    plurality,
+)
 from converge.coordination.discovery import REGISTER_KIND, AgentDescriptor, DiscoveryService
 from converge.coordination.negotiation import (
     NEGOTIATION_TRANSITIONS,
@@ -35,8 +45,13 @@ __all__ = [
     "REGISTER_KIND",
     "AgentDescriptor",
     "AgentResult",
+    "Ballot",
+    "BallotRefused",
+    "BallotResult",
+    "BallotState",
     "CapabilityDirectory",
     "ConflictStrategy",
+    "Consensus",
     "DiscoveryService",
     "LeaseLost",
     "Membership",
@@ -51,6 +66,9 @@ __all__ = [
     "ResolutionFailed",
     "TaskManager",
     "TrustSource",
+    "VoteAfterDeadline",
+    "majority",
     "normalize_text",
+    "plurality",
     "resolve",
 ]

@@ -5,15 +5,16 @@ with that identity, claims and reports carry its did. It never decides anything 
 runtime has already passed every decision through ``validate_safety``.
 
 Coordination decisions run only when the executor is given the matching protocol (seed 001:
-``negotiation_protocol`` for ``Propose``/``AcceptProposal``/``RejectProposal``; bidding, votes
-and delegation as they land); without it they are refused with a clear reason, never silently
-dropped.
+``negotiation_protocol`` for ``Propose``/``AcceptProposal``/``RejectProposal``, ``votes_store``
+for ``Vote``; bidding and delegation as they land); without it they are refused with a clear
+reason, never silently dropped.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from converge.coordination.consensus import Consensus
 from converge.coordination.negotiation import NegotiationProtocol
 from converge.coordination.pool_manager import PoolManager
 from converge.coordination.task_manager import TaskManager
@@ -91,6 +92,7 @@ class StandardExecutor:
         pools: the pools, for pool decisions (and the claimer's memberships).
         tools: the tools ``InvokeTool`` may call.
         negotiation_protocol: runs ``Propose``, ``AcceptProposal`` and ``RejectProposal``.
+        votes_store: the ballots ``Vote`` decisions are cast on.
         clock: the time source (message timestamps).
     """
 
@@ -102,10 +104,12 @@ class StandardExecutor:
         pools: PoolManager | None = None,
         tools: ToolRegistry | None = None,
         negotiation_protocol: NegotiationProtocol | None = None,
+        votes_store: Consensus | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.network = network
         self.negotiation_protocol = negotiation_protocol
+        self.votes_store = votes_store
         self.clock = clock
         self.tasks = tasks
         self.pools = pools
@@ -198,6 +202,8 @@ class StandardExecutor:
             self.negotiation_protocol is not None
         ):
             return await self._negotiate(self.negotiation_protocol, did, decision, trace_id)
+        if isinstance(decision, Vote) and self.votes_store is not None:
+            return await self.votes_store.vote(did, decision.ballot_id, decision.choice)
         if isinstance(decision, _COORDINATION):
             tag = type(decision).__struct_config__.tag
             raise PolicyViolation(
