@@ -58,7 +58,6 @@ agent's word for who it is.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -84,8 +83,9 @@ from converge.coordination._consensus_rules import (
     plurality,
     tally,
 )
+from converge.coordination._due import due_key, due_prefix
 from converge.coordination.pool_manager import TrustSource
-from converge.core.clock import Clock, system_clock
+from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.ids import new_id
 from converge.errors import (
     ConflictError,
@@ -120,7 +120,6 @@ _decoder = msgspec.msgpack.Decoder(Ballot)
 _MAX_RETRIES = 32
 _PAGE = 256
 _DUE = "ballot-due/"
-_CLOCK_SKEW_LIMIT_S = 30 * 86400.0
 
 
 class Consensus:
@@ -369,7 +368,7 @@ class Consensus:
             The results of the ballots this call closed, earliest deadline first.
         """
         now = self._check_now(now)
-        horizon = _due_prefix(now)
+        horizon = due_prefix(_DUE, now)
         closed: list[BallotResult] = []
         seen: set[str] = set()
         while True:
@@ -464,17 +463,7 @@ class Consensus:
         )
 
     def _check_now(self, now: float | None) -> float:
-        clock_now = self.clock.now()
-        if now is None:
-            return clock_now
-        if abs(now - clock_now) > _CLOCK_SKEW_LIMIT_S:
-            raise ValidationError(
-                f"now={now!r} is {abs(now - clock_now) / 86400:.0f} days from this manager's "
-                f"clock ({clock_now!r}); it looks like a value from another clock. Deadlines "
-                "are in the manager's clock: omit `now` or use it.",
-                field="now",
-            )
-        return now
+        return on_clock(now, self.clock, what="deadlines")
 
 
 def _code(exc: ConvergeError) -> str:
@@ -517,11 +506,6 @@ def _key(ballot_id: str) -> str:
     return f"ballot/{ballot_id}"
 
 
-def _due_prefix(at: float) -> str:
-    # Big-endian IEEE 754 bytes of a float >= 0 sort like the numbers; hex keeps that order.
-    return f"{_DUE}{struct.pack('>d', max(float(at), 0.0)).hex()}/"
-
-
 def _due_key(ballot: Ballot) -> str:
     assert ballot.deadline is not None
-    return f"{_due_prefix(ballot.deadline)}{ballot.id}"
+    return due_key(_DUE, ballot.deadline, ballot.id)

@@ -37,7 +37,7 @@ import msgspec
 from converge.coordination.pool_manager import TrustSource
 from converge.core._codec_errors import validation_error
 from converge.core.capability import Capability, CapabilitySet, Requirement
-from converge.core.clock import Clock, system_clock
+from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.identity import public_key_from_did
 from converge.core.message import Message, ReplayGuard
 from converge.core.topic import Topic
@@ -59,7 +59,6 @@ REGISTER_KIND = "discovery.register"
 
 _AGENTS = "agent/"
 _MAX_RETRIES = 32
-_CLOCK_SKEW_LIMIT_S = 30 * 86400.0
 T = TypeVar("T")
 
 
@@ -398,16 +397,7 @@ class DiscoveryService:
         return Event(kind=kind, trace_id=did, actor=actor, subject=did, data=data, at=at)
 
     def _check_now(self, now: float | None) -> float:
-        clock_now = self.clock.now()
-        if now is None:
-            return clock_now
-        if not _is_number(now) or abs(now - clock_now) > _CLOCK_SKEW_LIMIT_S:
-            raise ValidationError(
-                f"now={now!r} is not a time on this service's clock ({clock_now!r}); a value from "
-                "another clock (time.monotonic()?) would prune nothing: omit it or use the clock",
-                field="now",
-            )
-        return float(now)
+        return on_clock(now, self.clock, what="expiries")
 
 
 async def _retry(once: Callable[[], Awaitable[T]]) -> T:

@@ -44,13 +44,13 @@ whoever the caller authenticated; the manager never takes an agent's word for wh
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from converge.coordination import _negotiation_core as core
+from converge.coordination._due import due_key, due_prefix
 from converge.coordination._negotiation_core import (
     NEGOTIATION_TRANSITIONS,
     TERMINAL_NEGOTIATION_STATES,
@@ -61,7 +61,7 @@ from converge.coordination._negotiation_core import (
     Proposal,
     ProposalSuperseded,
 )
-from converge.core.clock import Clock, system_clock
+from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.ids import new_id
 from converge.errors import ConflictError, ValidationError
 from converge.store.base import Store
@@ -82,7 +82,6 @@ _decoder = msgspec.msgpack.Decoder(NegotiationSession)
 _MAX_RETRIES = 32
 _PAGE = 256
 _DUE = "negotiation-due/"
-_CLOCK_SKEW_LIMIT_S = 30 * 86400.0
 
 
 class NegotiationProtocol:
@@ -288,7 +287,7 @@ class NegotiationProtocol:
             The ids of the sessions this call expired, earliest deadline first.
         """
         now = self._check_now(now)
-        horizon = _due_key_prefix(now)
+        horizon = due_prefix(_DUE, now)
         expired: list[str] = []
         seen: set[str] = set()
         while True:
@@ -372,28 +371,13 @@ class NegotiationProtocol:
             tx.append(*outcome.events)
 
     def _check_now(self, now: float | None) -> float:
-        clock_now = self.clock.now()
-        if now is None:
-            return clock_now
-        if abs(now - clock_now) > _CLOCK_SKEW_LIMIT_S:
-            raise ValidationError(
-                f"now={now!r} is {abs(now - clock_now) / 86400:.0f} days from this manager's "
-                f"clock ({clock_now!r}); it looks like a value from another clock. Deadlines "
-                "are in the manager's clock: omit `now` or use it.",
-                field="now",
-            )
-        return now
+        return on_clock(now, self.clock, what="deadlines")
 
 
 def _key(session_id: str) -> str:
     return f"negotiation/{session_id}"
 
 
-def _due_key_prefix(at: float) -> str:
-    # Big-endian IEEE 754 bytes of a float >= 0 sort like the numbers; hex keeps that order.
-    return f"{_DUE}{struct.pack('>d', max(float(at), 0.0)).hex()}/"
-
-
 def _due_key(session: NegotiationSession) -> str:
     assert session.deadline is not None
-    return f"{_due_key_prefix(session.deadline)}{session.id}"
+    return due_key(_DUE, session.deadline, session.id)

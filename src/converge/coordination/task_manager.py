@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import msgspec
 
 from converge.core.capability import Capability, CapabilitySet, Requirement
-from converge.core.clock import Clock, system_clock
+from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.task import TERMINAL_STATES, Task, TaskState
 from converge.errors import (
     InvalidTransition,
@@ -35,7 +35,6 @@ __all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]
 
 _HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 _PENDING_KINDS = ("task.submitted", "task.released")
-_CLOCK_SKEW_LIMIT_S = 30 * 86400.0
 
 
 class LeaseLost(StateError):
@@ -481,17 +480,7 @@ class TaskManager:
         return CapabilitySet()
 
     def _check_now(self, now: float | None) -> float:
-        clock_now = self.clock.now()
-        if now is None:
-            return clock_now
-        if abs(now - clock_now) > _CLOCK_SKEW_LIMIT_S:
-            raise ValidationError(
-                f"now={now!r} is {abs(now - clock_now) / 86400:.0f} days from this manager's "
-                f"clock ({clock_now!r}); it looks like a value from another clock "
-                "(time.monotonic()?). Leases are in the manager's clock: omit `now` or use it.",
-                field="now",
-            )
-        return now
+        return on_clock(now, self.clock, what="leases")
 
 
 def _as_capability_set(caps: CapabilitySet | Iterable[Capability | str]) -> CapabilitySet:

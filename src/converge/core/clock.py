@@ -9,12 +9,16 @@ Durations that are only measured, never stored, use ``time.perf_counter()`` dire
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Protocol, runtime_checkable
 
 from converge.errors import ValidationError
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "system_clock"]
+__all__ = ["CLOCK_SKEW_LIMIT_S", "Clock", "ManualClock", "SystemClock", "on_clock", "system_clock"]
+
+CLOCK_SKEW_LIMIT_S = 30 * 86400.0
+"""A ``now`` further than this from a component's clock is taken to come from another clock."""
 
 
 @runtime_checkable
@@ -102,3 +106,31 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self._now!r})"
+
+
+def on_clock(now: float | None, clock: Clock, *, what: str = "times") -> float:
+    """``now`` checked against ``clock`` (``clock.now()`` when None).
+
+    Leases, deadlines and expiries are stored in the clock's time (wall-clock seconds by
+    default). A caller passing ``time.monotonic()`` instead would silently expire nothing, so a
+    value more than ``CLOCK_SKEW_LIMIT_S`` away from the clock is refused.
+
+    Raises:
+        ValidationError: ``now`` is not a finite number, or comes from another clock.
+    """
+    clock_now = clock.now()
+    if now is None:
+        return clock_now
+    if (
+        isinstance(now, bool)
+        or not isinstance(now, (int, float))
+        or not math.isfinite(now)
+        or abs(now - clock_now) > CLOCK_SKEW_LIMIT_S
+    ):
+        raise ValidationError(
+            f"now={now!r} is not a time on this clock (it reads {clock_now!r}); it looks like a "
+            f"value from another clock (time.monotonic()?). The {what} are in this clock's "
+            "time: omit `now` or use the clock.",
+            field="now",
+        )
+    return float(now)
