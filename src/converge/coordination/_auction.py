@@ -1,0 +1,590 @@
+"""The contract-net auction, pure: an ``Auction``, an already signature-verified ``Offer`` and
+``now`` in; the new auction (and, on close, the ``Award``) out. No I/O, no clock, no store.
+
+``open_auction`` starts one for a verified ``Intent``; ``receive`` validates each offer as it
+arrives and records it in ``offers`` or, with a machine-readable reason, in ``rejected`` (an
+offer's fault never raises: only a caller's mistake does); ``close`` picks the winner by the
+auction's named strategy. ``BiddingProtocol`` drives this over the store, the runtime and
+receipts.
+
+Choices this module makes, each a rule a caller can rely on:
+
+* **One binding offer per provider.** A provider's first *accepted* offer stands; a later one
+  is rejected as ``duplicate``. An offer is a signed commitment the requester may already have
+  acted on, and on an open bus a revisable bid lets a provider undercut rivals it has seen by a
+  cent at the last moment; a single sealed bid is also what makes second-price bidding
+  truthful. An offer that was *rejected* does not bind, so its provider may bid again.
+* **The bid window is half-open**, ``[created_at, closes_at)``: an offer at ``closes_at`` is
+  late (``window_closed``), and ``close`` is allowed from ``closes_at`` on. Closing earlier
+  needs ``force=True`` — the requester has enough offers, or must act now — so a driver that
+  closes early by mistake is an error, not a silently shorter window.
+* **Offers are re-checked at close**: one that expired, or whose promised latency no longer
+  reaches the deadline, moves to ``rejected`` (``expired``, ``too_slow``) and cannot win.
+* **Weighted score.** Each criterion (cost, latency, quality, reliability, trust) is min-max
+  normalised over the offers still valid at close: ``(v - lo) / (hi - lo)``, or
+  ``(hi - v) / (hi - lo)`` for cost and latency where lower is better, so the best offer on a
+  criterion gets 1 and the worst 0. When every stated value is equal the criterion gives each
+  stating offer 1. A value an offer leaves out (latency, quality, reliability, or a provider
+  missing from the trust map) scores 0 on that criterion — the worst, so silence never beats a
+  stated figure. The score is ``sum(w * n) / sum(w)`` in [0, 1], with the weights of
+  ``intent.utility`` (empty: 1 each).
+* **Ties break deterministically**, independent of arrival order: by the strategy's score
+  (best first), then lower cost, then offer id, then provider did.
+* **Prices.** ``second_price`` pays the winner (the lowest cost) the second-lowest cost; with a
+  single offer it pays the winner's own price — the requester never pays more than some bidder
+  asked, and ``max_cost`` is a ceiling, not a bid. Every other strategy pays the winner's own
+  price (``first_price`` and ``lowest_cost`` pick the same winner at the same price; the names
+  say which payment rule the requester announced).
+* **Resource limits** are not checked here: ``Constraints`` carries no resource bounds yet, so
+  an offer's ``resource_limits`` are recorded in the award for the executor to hold it to.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+import msgspec
+
+from converge.core.capability import Capability, CapabilitySet, Requirement
+from converge.errors import InvalidTransition, SignatureError, StateError, ValidationError
+from converge.protocol.objects import Intent, Offer
+
+__all__ = [
+    "AUCTION_TRANSITIONS",
+    "CRITERIA",
+    "STRATEGIES",
+    "Auction",
+    "AuctionClosed",
+    "AuctionState",
+    "Award",
+    "BidWindowOpen",
+    "RankedOffer",
+    "RejectReason",
+    "Rejection",
+    "Strategy",
+    "close",
+    "open_auction",
+    "receive",
+]
+
+Strategy = Literal["lowest_cost", "highest_quality", "weighted", "first_price", "second_price"]
+"""How ``close`` picks the winner and what it pays."""
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+
+RejectReason = Literal[
+    "window_closed",
+    "wrong_intent",
+    "not_admitted",
+    "untrusted",
+    "duplicate",
+    "currency",
+    "capability",
+    "over_budget",
+    "low_quality",
+    "expired",
+    "too_slow",
+]
+"""Why an offer was refused (``Rejection.reason``)."""
+
+CRITERIA = ("cost", "latency", "quality", "reliability", "trust")
+"""The criteria of the weighted score, the keys ``intent.utility`` may weight."""
+_LOWER_IS_BETTER = frozenset({"cost", "latency"})
+
+
+class AuctionState(enum.StrEnum):
+    """Where an auction is in its life."""
+
+    OPEN = "open"
+    """Taking offers."""
+    CLOSED_AWARDED = "closed_awarded"
+    """Closed with a winner (``Auction.award``). Terminal."""
+    CLOSED_FAILED = "closed_failed"
+    """Closed without a valid offer (``Auction.failure_reason``). Terminal."""
+
+
+_S = AuctionState
+AUCTION_TRANSITIONS: dict[AuctionState, frozenset[AuctionState]] = {
+    _S.OPEN: frozenset({_S.CLOSED_AWARDED, _S.CLOSED_FAILED}),
+    _S.CLOSED_AWARDED: frozenset(),
+    _S.CLOSED_FAILED: frozenset(),
+}
+"""Every allowed move: ``AUCTION_TRANSITIONS[a]`` is the set of states ``a`` may move to."""
+
+
+class BidWindowOpen(StateError):
+    """``close`` was called before the bid window ended, without ``force=True``.
+
+    Attributes:
+        auction_id: the auction.
+        closes_at: when its window ends.
+        now: when close was attempted.
+    """
+
+    def __init__(self, auction_id: str, closes_at: float, now: float) -> None:
+        super().__init__(
+            f"auction {auction_id} takes offers until {closes_at} (now {now}); "
+            "pass force=True to close it early"
+        )
+        self.auction_id = auction_id
+        self.closes_at = closes_at
+        self.now = now
+
+
+class AuctionClosed(StateError):
+    """``close`` was called on an auction that is already closed.
+
+    Attributes:
+        auction_id: the auction.
+        state: its (terminal) state.
+    """
+
+    def __init__(self, auction_id: str, state: AuctionState) -> None:
+        super().__init__(f"auction {auction_id} is already {state.value}")
+        self.auction_id = auction_id
+        self.state = state
+
+
+class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """An offer the auction refused, and why."""
+
+    offer_id: str
+    """The offer."""
+    provider: str
+    """Its provider's did."""
+    reason: RejectReason
+    """Machine-readable reason."""
+    detail: str = ""
+    """The same for people: the figures compared."""
+
+
+class RankedOffer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True):
+    """One row of an award's ranking."""
+
+    offer_id: str
+    """The offer."""
+    score: float
+    """Its score under the strategy (see ``Award.score``)."""
+
+
+class Award(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The outcome of a closed auction with a winner."""
+
+    auction_id: str
+    """The auction."""
+    intent_id: str
+    """The intent awarded."""
+    offer: Offer
+    """The winning offer (as verified on arrival, signature included)."""
+    provider: str
+    """The winner's did."""
+    price: float
+    """What the requester pays (the second-lowest cost under ``second_price``)."""
+    currency: str
+    """The currency of ``price``."""
+    strategy: Strategy
+    """The strategy that picked it."""
+    score: float
+    """The winner's score: its cost for the cost strategies (lower is better), its quality for
+    ``highest_quality``, its weighted score in [0, 1] for ``weighted``."""
+    ranking: tuple[RankedOffer, ...]
+    """Every valid offer, best first."""
+    reason: str
+    """Why it won, for people."""
+
+
+class Auction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A contract-net auction for one intent. Change it only through this module's functions."""
+
+    id: str
+    """Unique id (the intent's id unless the opener named one)."""
+    intent: Intent
+    """The intent put out to bid, already verified."""
+    strategy: Strategy
+    """How the winner is picked and paid."""
+    weights: dict[str, float]
+    """The weighted strategy's weights by criterion, from ``intent.utility`` (empty: 1 each)."""
+    opened_at: float
+    """When it was opened."""
+    currency: str = "USD"
+    """The currency offers must be priced in; costs in others are not comparable."""
+    admitted: frozenset[str] | None = None
+    """The providers allowed to bid; None: anyone."""
+    min_trust: float | None = None
+    """The least trust a provider needs to bid (checked when ``receive`` is given trust)."""
+    state: AuctionState = AuctionState.OPEN
+    """Where it is in its life."""
+    offers: tuple[Offer, ...] = ()
+    """The offers accepted so far, in arrival order."""
+    bidders: frozenset[str] = frozenset()
+    """The providers in ``offers`` (kept so the one-offer rule is a set lookup)."""
+    rejected: tuple[Rejection, ...] = ()
+    """The offers refused, with their reasons, in arrival order."""
+    closed_at: float | None = None
+    """When it closed."""
+    award: Award | None = None
+    """The outcome, once CLOSED_AWARDED."""
+    failure_reason: str | None = None
+    """Why it failed, once CLOSED_FAILED: ``no_offers`` or ``no_valid_offers``."""
+
+    @property
+    def closes_at(self) -> float:
+        """When the bid window ends."""
+        return self.intent.closes_at
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether it is CLOSED_AWARDED or CLOSED_FAILED."""
+        return self.state is not _S.OPEN
+
+
+def open_auction(
+    intent: Intent,
+    *,
+    now: float,
+    strategy: Strategy = "weighted",
+    admitted: frozenset[str] | None = None,
+    min_trust: float | None = None,
+    currency: str = "USD",
+    auction_id: str | None = None,
+) -> Auction:
+    """An open auction for ``intent`` (already verified by the caller).
+
+    Raises:
+        ValidationError: an unknown strategy, a bad weight in ``intent.utility``, a bad time.
+    """
+    if strategy not in STRATEGIES:
+        raise ValidationError(
+            f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}", field="strategy"
+        )
+    _requirement(intent.capability)  # a malformed requirement is the opener's mistake
+    return Auction(
+        id=auction_id or intent.id,
+        intent=intent,
+        strategy=strategy,
+        weights=_weights(intent.utility),
+        opened_at=_check_time(now, "now"),
+        currency=currency,
+        admitted=None if admitted is None else frozenset(admitted),
+        min_trust=None if min_trust is None else _check_time(min_trust, "min_trust"),
+    )
+
+
+def receive(
+    auction: Auction,
+    offer: Offer,
+    *,
+    now: float,
+    trust: Mapping[str, float] | None = None,
+    provider_capabilities: CapabilitySet | None = None,
+) -> Auction:
+    """``auction`` with ``offer`` accepted, or recorded in ``rejected`` with its reason.
+
+    Args:
+        auction: the auction.
+        offer: an offer whose signature the caller has verified (``unseal``).
+        now: the current time.
+        trust: trust by provider did, for ``auction.min_trust`` (a provider missing counts 0).
+        provider_capabilities: what discovery lists for the provider; when given, the offered
+            capability must be among them and they must meet ``required_capabilities``
+            (without it, the offered capability alone must meet them).
+
+    Raises:
+        SignatureError: the offer is unsigned (the caller skipped verification).
+        ValidationError: ``now`` is not a finite time.
+    """
+    _check_time(now, "now")
+    if not isinstance(offer, Offer):
+        raise ValidationError(f"expected an Offer, not {type(offer).__name__}", field="offer")
+    if offer.signature is None:
+        raise SignatureError(
+            f"offer {offer.id} is unsigned; verify offers (unseal) before receive()",
+            field="signature",
+            reason="unsigned",
+        )
+    refusal = _refusal(auction, offer, now, trust, provider_capabilities)
+    if refusal is not None:
+        reason, detail = refusal
+        rejection = Rejection(offer.id, offer.provider, reason, detail)
+        return msgspec.structs.replace(auction, rejected=(*auction.rejected, rejection))
+    return msgspec.structs.replace(
+        auction,
+        offers=(*auction.offers, offer),
+        bidders=auction.bidders | {offer.provider},
+    )
+
+
+def close(
+    auction: Auction,
+    *,
+    now: float,
+    trust: Mapping[str, float] | None = None,
+    force: bool = False,
+) -> tuple[Auction, Award | None]:
+    """Close ``auction`` and pick the winner by its strategy.
+
+    Args:
+        auction: an open auction.
+        now: the current time.
+        trust: trust by provider did, for the weighted score (missing: scores 0 on trust).
+        force: close before the bid window ends.
+
+    Returns:
+        The closed auction and its award; ``(failed auction, None)`` when no offer is valid.
+
+    Raises:
+        AuctionClosed: the auction is already closed.
+        BidWindowOpen: the window is still open and ``force`` is false.
+        ValidationError: ``now`` or a trust value is not finite.
+    """
+    _check_time(now, "now")
+    if auction.state is not _S.OPEN:
+        raise AuctionClosed(auction.id, auction.state)
+    if now < auction.closes_at and not force:
+        raise BidWindowOpen(auction.id, auction.closes_at, now)
+
+    deadline = auction.intent.constraints.deadline
+    live: list[Offer] = []
+    lapsed: list[Rejection] = []
+    for o in auction.offers:
+        late = _lapse(o, now, deadline)
+        if late is None:
+            live.append(o)
+        else:
+            lapsed.append(Rejection(o.id, o.provider, late[0], f"at close: {late[1]}"))
+    rejected = (*auction.rejected, *lapsed)
+
+    if not live:
+        reason = "no_offers" if not auction.offers and not auction.rejected else "no_valid_offers"
+        failed = _move(auction, _S.CLOSED_FAILED, now, rejected=rejected, failure_reason=reason)
+        return failed, None
+
+    ranked, scores = _rank(auction, live, trust)
+    winner = ranked[0]
+    price = winner.cost
+    if auction.strategy == "second_price" and len(ranked) > 1:
+        price = ranked[1].cost
+    award = Award(
+        auction_id=auction.id,
+        intent_id=auction.intent.id,
+        offer=winner,
+        provider=winner.provider,
+        price=price,
+        currency=auction.currency,
+        strategy=auction.strategy,
+        score=scores[0],
+        ranking=tuple(RankedOffer(o.id, s) for o, s in zip(ranked, scores, strict=True)),
+        reason=_why(auction.strategy, scores[0], price, len(ranked)),
+    )
+    done = _move(auction, _S.CLOSED_AWARDED, now, rejected=rejected, award=award)
+    return done, award
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _refusal(
+    auction: Auction,
+    offer: Offer,
+    now: float,
+    trust: Mapping[str, float] | None,
+    caps: CapabilitySet | None,
+) -> tuple[RejectReason, str] | None:
+    """The first rule ``offer`` breaks, with the figures, or None if it is acceptable."""
+    intent = auction.intent
+    c = intent.constraints
+    if auction.state is not _S.OPEN:
+        return "window_closed", f"the auction is {auction.state.value}"
+    if now >= intent.closes_at:
+        return "window_closed", f"arrived at {now}, the window closed at {intent.closes_at}"
+    if offer.intent_id != intent.id or offer.trace_id != intent.trace_id:
+        return "wrong_intent", (
+            f"for intent {offer.intent_id} trace {offer.trace_id!r}, "
+            f"not {intent.id} trace {intent.trace_id!r}"
+        )
+    if auction.admitted is not None and offer.provider not in auction.admitted:
+        return "not_admitted", f"{offer.provider} is not admitted to bid"
+    if auction.min_trust is not None and trust is not None:
+        t = trust.get(offer.provider, 0.0)
+        if not t >= auction.min_trust:  # `not >=` also refuses a NaN
+            return "untrusted", f"trust {t} < min_trust {auction.min_trust}"
+    if offer.provider in auction.bidders:
+        return "duplicate", f"{offer.provider} already has an offer in this auction"
+    if offer.currency != auction.currency:
+        return "currency", f"priced in {offer.currency}, the auction is in {auction.currency}"
+    missing = _capability_gap(intent, offer.capability, caps)
+    if missing is not None:
+        return "capability", missing
+    if c.max_cost is not None and offer.cost > c.max_cost:
+        return "over_budget", f"cost {offer.cost} > max_cost {c.max_cost}"
+    if c.min_quality is not None and offer.quality is not None and offer.quality < c.min_quality:
+        return "low_quality", f"quality {offer.quality} < min_quality {c.min_quality}"
+    return _lapse(offer, now, c.deadline)
+
+
+def _lapse(offer: Offer, now: float, deadline: float | None) -> tuple[RejectReason, str] | None:
+    """Why ``offer`` can no longer be taken at ``now`` (expired, or too slow), or None."""
+    if offer.expires_at is not None and offer.expires_at <= now:
+        return "expired", f"expired at {offer.expires_at}, now {now}"
+    if deadline is not None:
+        finish = now + (offer.latency_s or 0.0)
+        if finish > deadline:
+            return "too_slow", f"done at {finish} at best, the deadline is {deadline}"
+    return None
+
+
+def _capability_gap(intent: Intent, offered_text: str, caps: CapabilitySet | None) -> str | None:
+    """Why the offered capability does not meet the intent, or None."""
+    try:
+        offered = _capability(offered_text)
+    except ValidationError:
+        return f"offered capability {offered_text!r} is malformed"
+    need = _requirement(intent.capability)
+    if not need.matches(offered):
+        return f"offered {offered_text}, the intent needs {need}"
+    if caps is not None:
+        if not caps.satisfies(Requirement(offered.name, f"=={offered.version}")):
+            return f"the provider does not list {offered_text} among its capabilities"
+        gaps = caps.missing(intent.constraints.required_capabilities)
+    else:
+        gaps = [
+            r
+            for r in intent.constraints.required_capabilities
+            if not _requirement(r).matches(offered)
+        ]
+    if gaps:
+        return f"the provider does not meet {', '.join(gaps)}"
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _requirement(text: str) -> Requirement:
+    return Requirement.parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _capability(text: str) -> Capability:
+    return Capability.parse(text)
+
+
+# -- selection -----------------------------------------------------------------------------------
+
+
+def _rank(
+    auction: Auction, live: list[Offer], trust: Mapping[str, float] | None
+) -> tuple[list[Offer], list[float]]:
+    """``live`` best first under the auction's strategy, and each one's score."""
+    strategy = auction.strategy
+    costs = [o.cost for o in live]
+    if strategy == "weighted":
+        scores = _weighted(auction.weights, live, costs, trust)
+        keys = [(-s, c, o.id, o.provider) for s, c, o in zip(scores, costs, live, strict=True)]
+    elif strategy == "highest_quality":
+        # A missing quality ranks below a stated 0 (key -1), and reports as score 0.
+        qs = [-1.0 if o.quality is None else o.quality for o in live]
+        scores = [max(q, 0.0) for q in qs]
+        keys = [(-q, c, o.id, o.provider) for q, c, o in zip(qs, costs, live, strict=True)]
+    else:  # lowest_cost, first_price, second_price: the cheapest wins
+        scores = costs
+        keys = [(c, 0.0, o.id, o.provider) for c, o in zip(costs, live, strict=True)]
+    order = sorted(range(len(live)), key=keys.__getitem__)
+    return [live[i] for i in order], [scores[i] for i in order]
+
+
+def _weighted(
+    weights: Mapping[str, float],
+    live: list[Offer],
+    costs: list[float],
+    trust: Mapping[str, float] | None,
+) -> list[float]:
+    """Each offer's weighted score in [0, 1] (see the module docstring)."""
+    total = sum(weights.values())
+    scores = [0.0] * len(live)
+    for name in CRITERIA:  # a fixed order, so the float sums do not depend on arrival order
+        w = weights.get(name, 0.0)
+        if not w:
+            continue
+        if name == "cost":
+            values: list[float | None] = list(costs)
+        elif name == "latency":
+            values = [o.latency_s for o in live]
+        elif name == "quality":
+            values = [o.quality for o in live]
+        elif name == "reliability":
+            values = [o.reliability for o in live]
+        else:
+            tmap = trust or {}
+            values = [tmap.get(o.provider) for o in live]
+            if not all(v is None or math.isfinite(v) for v in values):
+                raise ValidationError("trust values must be finite numbers", field="trust")
+        norm = _normalise(values, lower_is_better=name in _LOWER_IS_BETTER)
+        scores = [s + w * n for s, n in zip(scores, norm, strict=True)]
+    return [s / total for s in scores]
+
+
+def _normalise(values: list[float | None], *, lower_is_better: bool) -> list[float]:
+    """Min-max over the stated values: best 1, worst 0; a missing value 0."""
+    stated = [v for v in values if v is not None]
+    if not stated:
+        return [0.0] * len(values)
+    lo, hi = min(stated), max(stated)
+    span = hi - lo
+    if span <= 0:
+        return [0.0 if v is None else 1.0 for v in values]
+    if lower_is_better:
+        return [0.0 if v is None else (hi - v) / span for v in values]
+    return [0.0 if v is None else (v - lo) / span for v in values]
+
+
+def _why(strategy: Strategy, score: float, price: float, n: int) -> str:
+    of = f"of {n} valid offer{'s' if n != 1 else ''}"
+    if strategy == "weighted":
+        return f"best weighted score {score:.4g} {of}"
+    if strategy == "highest_quality":
+        return f"highest quality {score:.4g} {of}"
+    if strategy == "second_price":
+        paid = "the second-lowest cost" if n > 1 else "its own price (the only offer)"
+        return f"lowest cost {score:.6g} {of}, paid {paid}: {price:.6g}"
+    return f"lowest cost {score:.6g} {of}, paid its own price"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _move(auction: Auction, target: AuctionState, now: float, **changes: object) -> Auction:
+    """``auction`` moved to ``target``; the one place a state changes, checked by the table."""
+    if target not in AUCTION_TRANSITIONS[auction.state]:
+        raise InvalidTransition(auction.state, target, subject=auction.id)
+    return msgspec.structs.replace(auction, state=target, closed_at=now, **changes)
+
+
+def _weights(utility: Mapping[str, float]) -> dict[str, float]:
+    """The weighted strategy's weights: ``utility`` checked, or 1 for every criterion."""
+    if not utility:
+        return dict.fromkeys(CRITERIA, 1.0)
+    unknown = sorted(set(utility) - set(CRITERIA))
+    if unknown:
+        raise ValidationError(
+            f"unknown utility criteria {unknown}; use {', '.join(CRITERIA)}", field="utility"
+        )
+    weights: dict[str, float] = {}
+    for name in CRITERIA:
+        w = utility.get(name, 0.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ValidationError(
+                f"utility weight {name!r} must be a finite number >= 0, not {w!r}",
+                field=f"utility.{name}",
+            )
+        weights[name] = float(w)
+    if not any(weights.values()):
+        raise ValidationError("utility weights are all 0: nothing to score", field="utility")
+    return weights
+
+
+def _check_time(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationError(f"{field} must be a finite number, not {value!r}", field=field)
+    return float(value)
