@@ -54,3 +54,27 @@ async def test_vote_decisions_are_cast_on_the_votes_store(store: Store, clock: M
     await executor.execute(b, Vote(ballot_id=ballot.id, choice="yes"))
     result = await ballots.result(ballot.id)
     assert (result.decided, result.winner) == (True, "yes")
+
+
+async def test_with_delegation_every_decision_needs_authority(
+    store: Store, clock: ManualClock
+) -> None:
+    from converge.coordination import DelegationProtocol, OutOfScope
+    from converge.core import Delegate, RevokeDelegation, SendMessage
+    from converge.network import LocalNetwork
+
+    boss, helper = Agent(name="boss"), Agent(name="helper")
+    net = LocalNetwork()
+    from converge.network import Inbox
+
+    net.register(boss.did, Inbox())
+    delegation = DelegationProtocol(store, clock=clock, root_scopes={boss.did: ["send_message"]})
+    executor = StandardExecutor(network=net, delegation_protocol=delegation, clock=clock)
+    note = SendMessage(kind="note", recipient=boss.did)
+    with pytest.raises(OutOfScope):  # no authority of its own
+        await executor.execute(helper, note)
+    grant = await executor.execute(boss, Delegate(to=helper.did, scope=("send_message",)))
+    await executor.execute(helper, note)  # now it acts under the grant
+    await executor.execute(boss, RevokeDelegation(delegation_id=grant.id))
+    with pytest.raises(OutOfScope):  # and not after revocation
+        await executor.execute(helper, note)

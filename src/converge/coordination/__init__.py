@@ -1,6 +1,6 @@
-"""Coordination: the task board, pools, discovery, negotiation, consensus and result resolution
-(and, as they land, bidding, delegation and teams). Module paths named by the seeds are public:
-``converge.coordination.{task_manager,pool_manager,negotiation,consensus}``."""
+"""Coordination: the task board, pools, discovery, negotiation, consensus, result resolution and
+delegation (and, as they land, bidding and teams). Module paths named by the seeds are public:
+``converge.coordination.{task_manager,pool_manager,negotiation,consensus,delegation}``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ from converge.coordination.consensus import (
     VoteAfterDeadline,
     majority,
     plurality,
+)
+from converge.coordination.delegation import (
+    DelegationCycle,
+    DelegationGrant,
+    DelegationProtocol,
+    DelegationRefused,
+    GrantRecord,
+    OutOfScope,
+    ScopeExceeded,
 )
 from converge.coordination.discovery import REGISTER_KIND, AgentDescriptor, DiscoveryService
 from converge.coordination.negotiation import (
@@ -52,18 +61,25 @@ __all__ = [
     "CapabilityDirectory",
     "ConflictStrategy",
     "Consensus",
+    "DelegationCycle",
+    "DelegationGrant",
+    "DelegationProtocol",
+    "DelegationRefused",
     "DiscoveryService",
+    "GrantRecord",
     "LeaseLost",
     "Membership",
     "NegotiationProtocol",
     "NegotiationRefused",
     "NegotiationSession",
     "NegotiationState",
+    "OutOfScope",
     "PoolManager",
     "Proposal",
     "ProposalSuperseded",
     "Resolution",
     "ResolutionFailed",
+    "ScopeExceeded",
     "TaskManager",
     "TrustSource",
     "VoteAfterDeadline",

@@ -6,7 +6,8 @@ runtime has already passed every decision through ``validate_safety``.
 
 Coordination decisions run only when the executor is given the matching protocol (seed 001:
 ``negotiation_protocol`` for ``Propose``/``AcceptProposal``/``RejectProposal``, ``votes_store``
-for ``Vote``; bidding and delegation as they land); without it they are refused with a clear
+for ``Vote``, ``delegation_protocol`` for ``Delegate``/``RevokeDelegation`` and the authority
+check before everything else; bidding as it lands); without it they are refused with a clear
 reason, never silently dropped.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from converge.coordination.consensus import Consensus
+from converge.coordination.delegation import DelegationProtocol
 from converge.coordination.negotiation import NegotiationProtocol
 from converge.coordination.pool_manager import PoolManager
 from converge.coordination.task_manager import TaskManager
@@ -93,6 +95,9 @@ class StandardExecutor:
         tools: the tools ``InvokeTool`` may call.
         negotiation_protocol: runs ``Propose``, ``AcceptProposal`` and ``RejectProposal``.
         votes_store: the ballots ``Vote`` decisions are cast on.
+        delegation_protocol: runs ``Delegate``/``RevokeDelegation``; when given, every other
+            decision needs the agent's authority for it (``require(did, action)``), where the
+            action is the decision's tag (``invoke_tool:<tool>`` for tools).
         clock: the time source (message timestamps).
     """
 
@@ -105,9 +110,11 @@ class StandardExecutor:
         tools: ToolRegistry | None = None,
         negotiation_protocol: NegotiationProtocol | None = None,
         votes_store: Consensus | None = None,
+        delegation_protocol: DelegationProtocol | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.network = network
+        self.delegation_protocol = delegation_protocol
         self.negotiation_protocol = negotiation_protocol
         self.votes_store = votes_store
         self.clock = clock
@@ -130,6 +137,15 @@ class StandardExecutor:
                 on with the next one).
         """
         did = agent.did
+        delegation = self.delegation_protocol
+        if delegation is not None:
+            if isinstance(decision, Delegate):
+                return await delegation.delegate(
+                    agent.identity, decision.to, decision.scope, expires_at=decision.expires_at
+                )
+            if isinstance(decision, RevokeDelegation):
+                return await delegation.revoke(did, decision.delegation_id)
+            await delegation.require(did, _action(decision), trace_id=trace_id)
         if isinstance(decision, SendMessage):
             network = _need(self.network, "a network")
             return await sign_and_send(agent, decision, network, trace_id, self.clock)
@@ -246,6 +262,12 @@ class StandardExecutor:
         if token is None:
             raise PolicyViolation(f"{did} has no claim on task {task_id} through this executor")
         return token
+
+
+def _action(decision: Decision) -> str:
+    """The action a decision is, as scopes name it: its tag, ``invoke_tool:<tool>`` for tools."""
+    tag = str(type(decision).__struct_config__.tag)
+    return f"{tag}:{decision.tool}" if isinstance(decision, InvokeTool) else tag
 
 
 def _need(part: T | None, what: str) -> T:
