@@ -1,6 +1,7 @@
 """Negotiation: sessions in which named parties propose, counter, accept and reject terms.
 
-``NegotiationProtocol`` drives the pure state machine of ``_negotiation_core`` over a store.
+``NegotiationProtocol`` drives the pure state machine of ``_negotiation_core`` (its data types
+in ``_negotiation_types``) over a store.
 Keys:
 
 - ``negotiation/<session id>``: the ``NegotiationSession`` (MessagePack), changed only by a
@@ -51,7 +52,7 @@ import msgspec
 
 from converge.coordination import _negotiation_core as core
 from converge.coordination._due import due_key, due_prefix
-from converge.coordination._negotiation_core import (
+from converge.coordination._negotiation_types import (
     NEGOTIATION_TRANSITIONS,
     TERMINAL_NEGOTIATION_STATES,
     NegotiationRefused,
