@@ -16,7 +16,9 @@ from typing import Literal
 
 import msgspec
 
+from converge.coordination._due import due_key
 from converge.errors import (
+    ConvergeError,
     InvalidTransition,
     PolicyViolation,
     StaleMessage,
@@ -25,6 +27,7 @@ from converge.errors import (
 
 __all__ = [
     "BALLOT_TRANSITIONS",
+    "DUE_PREFIX",
     "REVOTE_POLICIES",
     "RULES",
     "Ballot",
@@ -38,10 +41,14 @@ __all__ = [
     "Tally",
     "TieBreak",
     "VoteAfterDeadline",
+    "ballot_key",
     "cast",
+    "check_ballot_id",
     "check_ballot_transition",
     "close",
+    "due_ballot_key",
     "open_ballot",
+    "refusal_code",
 ]
 
 Rule = Literal["majority", "plurality", "trust_weighted", "quorum", "unanimity"]
@@ -60,6 +67,8 @@ RULES: frozenset[str] = frozenset(
 """Every rule."""
 REVOTE_POLICIES: frozenset[str] = frozenset(("replace", "refuse"))
 """Every revote policy."""
+DUE_PREFIX = "ballot-due/"
+"""The prefix of the deadline index (``ballot-due/<deadline>/<ballot id>``)."""
 
 
 class BallotState(enum.StrEnum):
@@ -131,6 +140,17 @@ class VoteAfterDeadline(StaleMessage):
         self.agent_id = agent_id
         self.deadline = deadline
         self.at = at
+
+
+def refusal_code(exc: ConvergeError) -> str:
+    """The machine-readable code of a refusal."""
+    if isinstance(exc, (BallotRefused, VoteAfterDeadline)):
+        return exc.reason
+    if isinstance(exc, InvalidTransition):
+        return "closed"
+    if isinstance(exc, ValidationError):
+        return "unknown_option" if exc.field == "option" else f"invalid_{exc.field or 'input'}"
+    return "refused"  # pragma: no cover - cast raises only the errors above
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -439,3 +459,24 @@ def _deadline(deadline: object, now: float) -> float:
     if value <= now:
         raise ValidationError(f"deadline {value} is not after now ({now})", field="deadline")
     return value
+
+
+def check_ballot_id(ballot_id: object) -> str:
+    """``ballot_id`` if it is a non-empty str, else raise ``ValidationError``."""
+    if not isinstance(ballot_id, str) or not ballot_id:
+        raise ValidationError(f"invalid ballot id {ballot_id!r}", field="ballot_id")
+    return ballot_id
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def ballot_key(ballot_id: str) -> str:
+    """Where a ballot is stored."""
+    return f"ballot/{ballot_id}"
+
+
+def due_ballot_key(ballot: Ballot) -> str:
+    """The deadline index key of a ballot that has a deadline."""
+    assert ballot.deadline is not None
+    return due_key(DUE_PREFIX, ballot.deadline, ballot.id)

@@ -10,18 +10,24 @@ is special: there is no bare ``"*"``, and ``"*"`` may appear only as a wildcard'
 
 A **chain** is a grant followed by its ancestors, parent first, ending with a root grant
 (``parent_id`` None) issued by an agent on its own authority.
+
+The rest of what the driver needs and that does no I/O lives here too: each agent's root scopes
+as a function (``root_scope_reader``), a grant's stored form (``StoredGrant``, read back through
+``read_record``), its store keys and its events.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import msgspec
 
-from converge.core.signing import Signed
-from converge.errors import PolicyViolation, ValidationError
+from converge.core.signing import Signed, unseal
+from converge.errors import ConvergeError, PolicyViolation, ProtocolError, ValidationError
+from converge.protocol.event import Event
 
 __all__ = [
     "DelegationCycle",
@@ -29,16 +35,32 @@ __all__ = [
     "DelegationRefused",
     "GrantRecord",
     "OutOfScope",
+    "RootScopes",
     "ScopeExceeded",
+    "StoredGrant",
     "allows",
     "chain_allows",
     "chain_live",
     "check_issue",
     "check_name",
+    "child_key",
     "covers",
+    "decode_stored",
+    "delegation_event",
+    "describe_grant",
+    "encode_stored",
+    "grant_key",
     "normalize_scope",
+    "open_grant",
+    "read_record",
+    "refused_event",
+    "root_scope_reader",
+    "to_key",
     "uncovered",
 ]
+
+RootScopes = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]]
+"""Each agent's own authority: did -> actions, as a mapping or a function (read at every use)."""
 
 _WILDCARD = ":*"
 
@@ -251,6 +273,26 @@ def allows(scope: Iterable[str], action: str) -> bool:
     return any(covers(h, action) for h in scope)
 
 
+def root_scope_reader(root_scopes: RootScopes | None) -> Callable[[str], Iterable[str]]:
+    """``root_scopes`` as a function from did to actions: a mapping is normalized once, here
+    (an agent it does not name has none); None: no agent has any.
+
+    Raises:
+        ValidationError: ``root_scopes`` is neither a mapping nor a function, or a scope in the
+            mapping is invalid.
+    """
+    if root_scopes is None:
+        return lambda _did: ()
+    if isinstance(root_scopes, Mapping):
+        table = {did: normalize_scope(scope) for did, scope in root_scopes.items()}
+        return lambda did: table.get(did, ())
+    if callable(root_scopes):
+        return root_scopes
+    raise ValidationError(
+        f"root_scopes is a mapping or a function, not {root_scopes!r}", field="root_scopes"
+    )
+
+
 # -- issuing -----------------------------------------------------------------------------------
 
 
@@ -338,4 +380,113 @@ def chain_allows(
         chain_live(chain, now)
         and all(allows(r.grant.scope, action) for r in chain)
         and allows(root_scope, action)
+    )
+
+
+# -- storing and logging -----------------------------------------------------------------------
+
+
+class StoredGrant(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A grant as stored: its sealed bytes (verified on every read) and its revocation."""
+
+    sealed: bytes
+    """The sealed (signed, encoded) grant."""
+    revoked_at: float | None = None
+    """When it was revoked; None: it was not."""
+    revoked_by: str = ""
+    """The did that revoked it."""
+    cascade_from: str | None = None
+    """The grant whose revocation revoked this one; None: revoked directly, or not revoked."""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(StoredGrant)
+
+
+def encode_stored(stored: StoredGrant) -> bytes:
+    """``stored`` as the bytes kept under ``grant_key``."""
+    return _encoder.encode(stored)
+
+
+def decode_stored(value: bytes) -> StoredGrant:
+    """The ``StoredGrant`` in ``value`` (raises ``msgspec.DecodeError`` if it is none)."""
+    return _decoder.decode(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def open_grant(sealed: bytes) -> DelegationGrant:
+    """Verify and decode a sealed grant. Cached by its exact bytes: bytes that differ in any
+    way (a tampered scope) miss the cache and are verified afresh; failures are not cached."""
+    return unseal(sealed, DelegationGrant)
+
+
+def read_record(value: bytes) -> GrantRecord:
+    """The grant stored as ``value``, verified, with its revocation (``ProtocolError``: it does
+    not decode; ``SignatureError``: it does not verify)."""
+    try:
+        stored = _decoder.decode(value)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"a stored delegation grant does not decode: {exc}") from exc
+    return GrantRecord(
+        open_grant(stored.sealed),
+        revoked_at=stored.revoked_at,
+        revoked_by=stored.revoked_by,
+        cascade_from=stored.cascade_from,
+    )
+
+
+def describe_grant(sealed: bytes) -> dict[str, Any]:
+    """A revoked grant's parties and scope for its event ({} if it no longer verifies)."""
+    try:
+        grant = open_grant(sealed)
+    except ConvergeError:
+        return {}
+    return {"delegator": grant.delegator, "delegate": grant.delegate, "scope": list(grant.scope)}
+
+
+def grant_key(grant_id: str) -> str:
+    """Where a grant is stored."""
+    return f"delegation/{grant_id}"
+
+
+def to_key(delegate: str, grant_id: str) -> str:
+    """The index key of a grant under its delegate."""
+    return f"delegation-to/{delegate}/{grant_id}"
+
+
+def child_key(parent_id: str, grant_id: str) -> str:
+    """The index key of a grant under its parent."""
+    return f"delegation-child/{parent_id}/{grant_id}"
+
+
+def delegation_event(
+    kind: str, trace_id: str, actor: str, subject: str, at: float, **data: Any
+) -> Event:
+    """An event of the delegation protocol (``data`` as given)."""
+    return Event(kind=kind, trace_id=trace_id, actor=actor, subject=subject, data=data, at=at)
+
+
+def refused_event(
+    exc: ConvergeError, act: str, actor: str, subject: str, trace_id: str, at: float, **data: Any
+) -> Event:
+    """The ``delegation.refused`` event recording ``exc``: its reason, class and message, and
+    ``extra`` (``ScopeExceeded``) or ``chain`` (``DelegationCycle``), plus ``data``."""
+    reason = getattr(exc, "reason", "refused")
+    if isinstance(exc, ScopeExceeded):
+        data["extra"] = list(exc.extra)
+    elif isinstance(exc, DelegationCycle):
+        data["chain"] = list(exc.chain)
+    elif isinstance(exc, OutOfScope):
+        reason = "out_of_scope"
+    return delegation_event(
+        "delegation.refused",
+        trace_id,
+        actor,
+        subject,
+        at,
+        act=act,
+        reason=reason,
+        error=type(exc).__name__,
+        message=exc.message,
+        **data,
     )

@@ -66,6 +66,7 @@ import msgspec
 from converge.coordination import _consensus_core as core
 from converge.coordination._consensus_core import (
     BALLOT_TRANSITIONS,
+    DUE_PREFIX,
     Ballot,
     BallotRefused,
     BallotResult,
@@ -74,7 +75,11 @@ from converge.coordination._consensus_core import (
     Rule,
     Tally,
     VoteAfterDeadline,
+    ballot_key,
     cast,
+    check_ballot_id,
+    due_ballot_key,
+    refusal_code,
 )
 from converge.coordination._consensus_rules import (
     DEFAULT_TRUST,
@@ -83,16 +88,11 @@ from converge.coordination._consensus_rules import (
     plurality,
     tally,
 )
-from converge.coordination._due import due_key, due_prefix
+from converge.coordination._due import due_prefix
 from converge.coordination.pool_manager import TrustSource
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.ids import new_id
-from converge.errors import (
-    ConflictError,
-    ConvergeError,
-    InvalidTransition,
-    ValidationError,
-)
+from converge.errors import ConflictError, ConvergeError, ValidationError
 from converge.protocol.event import Event
 from converge.store.base import Store
 
@@ -119,7 +119,6 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Ballot)
 _MAX_RETRIES = 32
 _PAGE = 256
-_DUE = "ballot-due/"
 
 
 class Consensus:
@@ -219,9 +218,9 @@ class Consensus:
             tie_break=ballot.tie_break,
         )
         async with self.store.transaction() as tx:
-            tx.put_if_absent(_key(ballot.id), _encoder.encode(ballot))
+            tx.put_if_absent(ballot_key(ballot.id), _encoder.encode(ballot))
             if ballot.deadline is not None:
-                tx.put(_due_key(ballot), ballot.id.encode())
+                tx.put(due_ballot_key(ballot), ballot.id.encode())
             tx.append(event)
         return ballot
 
@@ -243,7 +242,7 @@ class Consensus:
             InvalidTransition: the ballot is closed.
             VoteAfterDeadline: the deadline has passed.
         """
-        key = _key(_ballot_id(ballot_id))
+        key = ballot_key(check_ballot_id(ballot_id))
         scores: dict[str, float] | None = None
         conflicts = 0
         while True:
@@ -293,7 +292,7 @@ class Consensus:
 
     async def get(self, ballot_id: str) -> Ballot | None:
         """The ballot, or None."""
-        entry = await self.store.get(_key(_ballot_id(ballot_id)))
+        entry = await self.store.get(ballot_key(check_ballot_id(ballot_id)))
         return None if entry is None else _decoder.decode(entry.value)
 
     async def result(self, ballot_id: str) -> BallotResult:
@@ -320,7 +319,7 @@ class Consensus:
             ValidationError: no such ballot.
             BallotRefused: ``actor`` is not the opener (``reason="not_opener"``).
         """
-        key = _key(_ballot_id(ballot_id))
+        key = ballot_key(check_ballot_id(ballot_id))
         conflicts = 0
         while True:
             entry = await self.store.get(key)
@@ -368,11 +367,11 @@ class Consensus:
             The results of the ballots this call closed, earliest deadline first.
         """
         now = self._check_now(now)
-        horizon = due_prefix(_DUE, now)
+        horizon = due_prefix(DUE_PREFIX, now)
         closed: list[BallotResult] = []
         seen: set[str] = set()
         while True:
-            page = await self.store.list(_DUE, limit=_PAGE)
+            page = await self.store.list(DUE_PREFIX, limit=_PAGE)
             due = [e for e in page if e.key[: len(horizon)] <= horizon]
             fresh = [e for e in due if e.key not in seen]
             for entry in fresh:
@@ -389,7 +388,7 @@ class Consensus:
 
     async def _close_due(self, ballot_id: str, now: float) -> BallotResult | None:
         for _ in range(_MAX_RETRIES):
-            entry = await self.store.get(_key(ballot_id))
+            entry = await self.store.get(ballot_key(ballot_id))
             if entry is None:  # pragma: no cover - the index is written and deleted with it
                 return None
             ballot = _decoder.decode(entry.value)
@@ -429,9 +428,9 @@ class Consensus:
 
     async def _write(self, ballot: Ballot, version: int, events: Sequence[Event]) -> None:
         async with self.store.transaction() as tx:
-            tx.compare_and_set(_key(ballot.id), version, _encoder.encode(ballot))
+            tx.compare_and_set(ballot_key(ballot.id), version, _encoder.encode(ballot))
             if ballot.is_closed and ballot.deadline is not None:
-                tx.delete(_due_key(ballot))
+                tx.delete(due_ballot_key(ballot))
             tx.append(*events)
 
     async def _refuse(
@@ -456,7 +455,7 @@ class Consensus:
                     act=act,
                     option=option if isinstance(option, str) or option is None else repr(option),
                     reason=str(exc),
-                    code=_code(exc),
+                    code=refusal_code(exc),
                     error=type(exc).__name__,
                 )
             ]
@@ -464,17 +463,6 @@ class Consensus:
 
     def _check_now(self, now: float | None) -> float:
         return on_clock(now, self.clock, what="deadlines")
-
-
-def _code(exc: ConvergeError) -> str:
-    """The machine-readable code of a refusal."""
-    if isinstance(exc, (BallotRefused, VoteAfterDeadline)):
-        return exc.reason
-    if isinstance(exc, InvalidTransition):
-        return "closed"
-    if isinstance(exc, ValidationError):
-        return "unknown_option" if exc.field == "option" else f"invalid_{exc.field or 'input'}"
-    return "refused"  # pragma: no cover - cast raises only the errors above
 
 
 def _event(ballot: Ballot, kind: str, actor: str, now: float, **data: Any) -> Event:
@@ -494,18 +482,3 @@ def _closed_event(ballot: Ballot, actor: str) -> Event:
     return _event(
         ballot, "ballot.closed", actor, ballot.closed_at, cause=ballot.close_cause, result=result
     )
-
-
-def _ballot_id(ballot_id: object) -> str:
-    if not isinstance(ballot_id, str) or not ballot_id:
-        raise ValidationError(f"invalid ballot id {ballot_id!r}", field="ballot_id")
-    return ballot_id
-
-
-def _key(ballot_id: str) -> str:
-    return f"ballot/{ballot_id}"
-
-
-def _due_key(ballot: Ballot) -> str:
-    assert ballot.deadline is not None
-    return due_key(_DUE, ballot.deadline, ballot.id)

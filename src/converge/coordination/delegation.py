@@ -43,8 +43,7 @@ scope, did or expiry, an unknown grant to revoke) is a ``ValidationError`` and r
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -55,27 +54,31 @@ from converge.coordination._delegation_core import (
     DelegationRefused,
     GrantRecord,
     OutOfScope,
+    RootScopes,
     ScopeExceeded,
+    StoredGrant,
     allows,
     chain_allows,
     check_issue,
     check_name,
+    child_key,
     covers,
+    decode_stored,
+    delegation_event,
+    describe_grant,
+    encode_stored,
+    grant_key,
     normalize_scope,
+    read_record,
+    refused_event,
+    root_scope_reader,
+    to_key,
     uncovered,
 )
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.identity import Identity
 from converge.core.ids import new_id
-from converge.core.signing import unseal
-from converge.errors import (
-    ConflictError,
-    ConvergeError,
-    ProtocolError,
-    SignatureError,
-    ValidationError,
-)
-from converge.protocol.event import Event
+from converge.errors import ConflictError, ConvergeError, SignatureError, ValidationError
 from converge.store.base import Entry, Store
 
 __all__ = [
@@ -92,23 +95,7 @@ __all__ = [
     "uncovered",
 ]
 
-RootScopes = Mapping[str, Iterable[str]] | Callable[[str], Iterable[str]]
-"""Each agent's own authority: did -> actions, as a mapping or a function (read at every use)."""
-
 _MAX_RETRIES = 32
-
-
-class _Stored(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
-    """A grant as stored: its sealed bytes (verified on every read) and its revocation."""
-
-    sealed: bytes
-    revoked_at: float | None = None
-    revoked_by: str = ""
-    cascade_from: str | None = None
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Stored)
 
 
 class DelegationProtocol:
@@ -140,19 +127,7 @@ class DelegationProtocol:
         self.clock = clock
         self.id_factory = id_factory
         self.max_depth = max_depth
-        self._roots: Callable[[str], Iterable[str]]
-        if root_scopes is None:
-            self._roots = lambda _did: ()
-        elif isinstance(root_scopes, Mapping):
-            table = {did: normalize_scope(scope) for did, scope in root_scopes.items()}
-            self._roots = lambda did: table.get(did, ())
-        elif callable(root_scopes):
-            self._roots = root_scopes
-        else:
-            raise ValidationError(
-                f"root_scopes is a mapping or a function, not {root_scopes!r}",
-                field="root_scopes",
-            )
+        self._roots = root_scope_reader(root_scopes)
 
     def root_scope(self, agent: str) -> tuple[str, ...]:
         """What ``agent`` may do on its own authority (empty for an agent not named)."""
@@ -221,11 +196,11 @@ class DelegationProtocol:
         conflict: ConflictError | None = None
         for _ in range(_MAX_RETRIES):
             now = self.clock.now()
-            entry = await self.store.get(_key(grant.id))
+            entry = await self.store.get(grant_key(grant.id))
             if entry is not None:
-                if _decoder.decode(entry.value).sealed == sealed:
+                if decode_stored(entry.value).sealed == sealed:
                     return grant
-                raise ConflictError(_key(grant.id), 0, entry.version)
+                raise ConflictError(grant_key(grant.id), 0, entry.version)
             parents = await self._parents(grant)
             links = [record for record, _ in parents or ()]
             trace = links[-1].grant.id if links else grant.id
@@ -244,16 +219,16 @@ class DelegationProtocol:
                 ) from None
             try:
                 async with self.store.transaction() as tx:
-                    tx.put_if_absent(_key(grant.id), _encoder.encode(_Stored(sealed)))
-                    tx.put(_to_key(grant.delegate, grant.id), grant.id.encode())
+                    tx.put_if_absent(grant_key(grant.id), encode_stored(StoredGrant(sealed)))
+                    tx.put(to_key(grant.delegate, grant.id), grant.id.encode())
                     if parents:
                         parent, read = parents[0]
                         # Rewrite the parent as it was read: a revocation that commits first
                         # changes its version, so this grant cannot hang off a revoked parent.
                         tx.compare_and_set(read.key, read.version, read.value)
-                        tx.put(_child_key(parent.grant.id, grant.id), grant.id.encode())
+                        tx.put(child_key(parent.grant.id, grant.id), grant.id.encode())
                     tx.append(
-                        _event(
+                        delegation_event(
                             "delegation.granted",
                             trace,
                             grant.delegator,
@@ -297,10 +272,10 @@ class DelegationProtocol:
         conflict: ConflictError | None = None
         for _ in range(_MAX_RETRIES):
             now = self.clock.now()
-            entry = await self.store.get(_key(grant_id))
+            entry = await self.store.get(grant_key(grant_id))
             if entry is None:
                 raise ValidationError(f"no delegation grant {grant_id!r}", field="grant_id")
-            target = _record(entry.value)
+            target = read_record(entry.value)
             ancestors = await self._chain(target.grant.parent_id, strict=False)
             chain = [target, *(r for r, _ in ancestors)]
             trace = chain[-1].grant.id
@@ -315,7 +290,7 @@ class DelegationProtocol:
                 raise await self._refused(refusal, "revoke", revoker, grant_id, trace)
             if target.revoked:
                 return []
-            doomed = await self._subtree(grant_id, _decoder.decode(entry.value), entry.version)
+            doomed = await self._subtree(grant_id, decode_stored(entry.value), entry.version)
             try:
                 async with self.store.transaction() as tx:
                     for gid, stored, version in doomed:
@@ -323,9 +298,9 @@ class DelegationProtocol:
                         revoked = msgspec.structs.replace(
                             stored, revoked_at=now, revoked_by=revoker, cascade_from=cascade
                         )
-                        tx.compare_and_set(_key(gid), version, _encoder.encode(revoked))
+                        tx.compare_and_set(grant_key(gid), version, encode_stored(revoked))
                         tx.append(
-                            _event(
+                            delegation_event(
                                 "delegation.revoked",
                                 trace,
                                 revoker,
@@ -333,7 +308,7 @@ class DelegationProtocol:
                                 now,
                                 revoked_by=revoker,
                                 cascade_from=cascade,
-                                **_describe(stored.sealed),
+                                **describe_grant(stored.sealed),
                             )
                         )
             except ConflictError as exc:
@@ -396,19 +371,19 @@ class DelegationProtocol:
         Raises:
             SignatureError: the stored grant does not verify (it was tampered with).
         """
-        entry = await self.store.get(_key(check_name(grant_id, "grant_id")))
-        return None if entry is None else _record(entry.value)
+        entry = await self.store.get(grant_key(check_name(grant_id, "grant_id")))
+        return None if entry is None else read_record(entry.value)
 
     async def grants_of(self, agent: str) -> list[GrantRecord]:
         """Every grant made to ``agent``, live or not, in id order; grants whose stored bytes do
         not verify are left out (``get`` raises for them)."""
         out: list[GrantRecord] = []
         for entry in await self.store.list(f"delegation-to/{check_name(agent, 'agent')}/"):
-            grant_entry = await self.store.get(_key(entry.key.rsplit("/", 1)[1]))
+            grant_entry = await self.store.get(grant_key(entry.key.rsplit("/", 1)[1]))
             if grant_entry is None:  # pragma: no cover - written together
                 continue
             try:
-                record = _record(grant_entry.value)
+                record = read_record(grant_entry.value)
             except ConvergeError:
                 continue
             if record.grant.delegate == agent:
@@ -450,11 +425,11 @@ class DelegationProtocol:
             try:
                 if len(out) >= self.max_depth:
                     raise _BrokenChain(gid, missing=False)
-                entry = await self.store.get(_key(gid))
+                entry = await self.store.get(grant_key(gid))
                 if entry is None:
                     raise _BrokenChain(gid, missing=True)
                 try:
-                    record = _record(entry.value)
+                    record = read_record(entry.value)
                 except ConvergeError:
                     raise _BrokenChain(gid, missing=False) from None
                 if record.grant.id != gid:  # stored under another grant's key
@@ -468,8 +443,8 @@ class DelegationProtocol:
         return out
 
     async def _subtree(
-        self, grant_id: str, stored: _Stored, version: int
-    ) -> list[tuple[str, _Stored, int]]:
+        self, grant_id: str, stored: StoredGrant, version: int
+    ) -> list[tuple[str, StoredGrant, int]]:
         """``grant_id`` and every grant derived from it that is not revoked yet, breadth first,
         read through the parent index."""
         found = [(grant_id, stored, version)]
@@ -480,11 +455,11 @@ class DelegationProtocol:
             i += 1
             for child in await self.store.list(f"delegation-child/{parent}/"):
                 cid = child.key.rsplit("/", 1)[1]
-                entry = None if cid in seen else await self.store.get(_key(cid))
+                entry = None if cid in seen else await self.store.get(grant_key(cid))
                 seen.add(cid)
                 if entry is None:
                     continue
-                child_stored = _decoder.decode(entry.value)
+                child_stored = decode_stored(entry.value)
                 if child_stored.revoked_at is None:
                     found.append((cid, child_stored, entry.version))
         return found
@@ -499,25 +474,7 @@ class DelegationProtocol:
         **data: Any,
     ) -> ConvergeError:
         """Record ``exc`` as a ``delegation.refused`` event and return it, to be raised."""
-        reason = getattr(exc, "reason", "refused")
-        if isinstance(exc, ScopeExceeded):
-            data["extra"] = list(exc.extra)
-        elif isinstance(exc, DelegationCycle):
-            data["chain"] = list(exc.chain)
-        elif isinstance(exc, OutOfScope):
-            reason = "out_of_scope"
-        event = _event(
-            "delegation.refused",
-            trace_id,
-            actor,
-            subject,
-            self.clock.now(),
-            act=act,
-            reason=reason,
-            error=type(exc).__name__,
-            message=exc.message,
-            **data,
-        )
+        event = refused_event(exc, act, actor, subject, trace_id, self.clock.now(), **data)
         await self.store.append([event])
         return exc
 
@@ -526,48 +483,3 @@ class _BrokenChain(Exception):  # control flow inside this module, never raised 
     def __init__(self, grant_id: str, *, missing: bool) -> None:
         self.grant_id = grant_id
         self.missing = missing
-
-
-@functools.lru_cache(maxsize=4096)
-def _open(sealed: bytes) -> DelegationGrant:
-    """Verify and decode a sealed grant. Cached by its exact bytes: bytes that differ in any
-    way (a tampered scope) miss the cache and are verified afresh; failures are not cached."""
-    return unseal(sealed, DelegationGrant)
-
-
-def _record(value: bytes) -> GrantRecord:
-    try:
-        stored = _decoder.decode(value)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"a stored delegation grant does not decode: {exc}") from exc
-    return GrantRecord(
-        _open(stored.sealed),
-        revoked_at=stored.revoked_at,
-        revoked_by=stored.revoked_by,
-        cascade_from=stored.cascade_from,
-    )
-
-
-def _describe(sealed: bytes) -> dict[str, Any]:
-    """A revoked grant's parties and scope for its event ({} if it no longer verifies)."""
-    try:
-        grant = _open(sealed)
-    except ConvergeError:
-        return {}
-    return {"delegator": grant.delegator, "delegate": grant.delegate, "scope": list(grant.scope)}
-
-
-def _event(kind: str, trace_id: str, actor: str, subject: str, at: float, **data: Any) -> Event:
-    return Event(kind=kind, trace_id=trace_id, actor=actor, subject=subject, data=data, at=at)
-
-
-def _key(grant_id: str) -> str:
-    return f"delegation/{grant_id}"
-
-
-def _to_key(delegate: str, grant_id: str) -> str:
-    return f"delegation-to/{delegate}/{grant_id}"
-
-
-def _child_key(parent_id: str, grant_id: str) -> str:
-    return f"delegation-child/{parent_id}/{grant_id}"
