@@ -1,0 +1,124 @@
+"""How ``close`` ranks an auction's valid offers and prices the winner, pure: the strategies'
+scores, the weighted score's normalisation, the tie-breaks and the payment rules.
+
+Rules a caller can rely on:
+
+* **Weighted score.** Each criterion (cost, latency, quality, reliability, trust) is min-max
+  normalised over the offers still valid at close: ``(v - lo) / (hi - lo)``, or
+  ``(hi - v) / (hi - lo)`` for cost and latency where lower is better, so the best offer on a
+  criterion gets 1 and the worst 0. When every stated value is equal the criterion gives each
+  stating offer 1. A value an offer leaves out (latency, quality, reliability, or a provider
+  missing from the trust map) scores 0 on that criterion — the worst, so silence never beats a
+  stated figure. The score is ``sum(w * n) / sum(w)`` in [0, 1], with the weights of
+  ``intent.utility`` (empty: 1 each).
+* **Ties break deterministically**, independent of arrival order: by the strategy's score
+  (best first), then lower cost, then offer id, then provider did.
+* **Prices.** ``second_price`` pays the winner (the lowest cost) the second-lowest cost; with a
+  single offer it pays the winner's own price — the requester never pays more than some bidder
+  asked, and ``max_cost`` is a ceiling, not a bid. Every other strategy pays the winner's own
+  price (``first_price`` and ``lowest_cost`` pick the same winner at the same price; the names
+  say which payment rule the requester announced).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from converge.errors import ValidationError
+
+if TYPE_CHECKING:  # _auction imports this module at run time
+    from converge.coordination._auction import Auction, Strategy
+    from converge.protocol.objects import Offer
+
+__all__ = ["CRITERIA", "award_reason", "price_of", "rank"]
+
+CRITERIA = ("cost", "latency", "quality", "reliability", "trust")
+"""The criteria of the weighted score, the keys ``intent.utility`` may weight."""
+_LOWER_IS_BETTER = frozenset({"cost", "latency"})
+
+
+def rank(
+    auction: Auction, live: list[Offer], trust: Mapping[str, float] | None
+) -> tuple[list[Offer], list[float]]:
+    """``live`` best first under the auction's strategy, and each one's score."""
+    strategy = auction.strategy
+    costs = [o.cost for o in live]
+    if strategy == "weighted":
+        scores = _weighted(auction.weights, live, costs, trust)
+        keys = [(-s, c, o.id, o.provider) for s, c, o in zip(scores, costs, live, strict=True)]
+    elif strategy == "highest_quality":
+        # A missing quality ranks below a stated 0 (key -1), and reports as score 0.
+        qs = [-1.0 if o.quality is None else o.quality for o in live]
+        scores = [max(q, 0.0) for q in qs]
+        keys = [(-q, c, o.id, o.provider) for q, c, o in zip(qs, costs, live, strict=True)]
+    else:  # lowest_cost, first_price, second_price: the cheapest wins
+        scores = costs
+        keys = [(c, 0.0, o.id, o.provider) for c, o in zip(costs, live, strict=True)]
+    order = sorted(range(len(live)), key=keys.__getitem__)
+    return [live[i] for i in order], [scores[i] for i in order]
+
+
+def _weighted(
+    weights: Mapping[str, float],
+    live: list[Offer],
+    costs: list[float],
+    trust: Mapping[str, float] | None,
+) -> list[float]:
+    """Each offer's weighted score in [0, 1] (see the module docstring)."""
+    total = sum(weights.values())
+    scores = [0.0] * len(live)
+    for name in CRITERIA:  # a fixed order, so the float sums do not depend on arrival order
+        w = weights.get(name, 0.0)
+        if not w:
+            continue
+        if name == "cost":
+            values: list[float | None] = list(costs)
+        elif name == "latency":
+            values = [o.latency_s for o in live]
+        elif name == "quality":
+            values = [o.quality for o in live]
+        elif name == "reliability":
+            values = [o.reliability for o in live]
+        else:
+            tmap = trust or {}
+            values = [tmap.get(o.provider) for o in live]
+            if not all(v is None or math.isfinite(v) for v in values):
+                raise ValidationError("trust values must be finite numbers", field="trust")
+        norm = _normalise(values, lower_is_better=name in _LOWER_IS_BETTER)
+        scores = [s + w * n for s, n in zip(scores, norm, strict=True)]
+    return [s / total for s in scores]
+
+
+def _normalise(values: list[float | None], *, lower_is_better: bool) -> list[float]:
+    """Min-max over the stated values: best 1, worst 0; a missing value 0."""
+    stated = [v for v in values if v is not None]
+    if not stated:
+        return [0.0] * len(values)
+    lo, hi = min(stated), max(stated)
+    span = hi - lo
+    if span <= 0:
+        return [0.0 if v is None else 1.0 for v in values]
+    if lower_is_better:
+        return [0.0 if v is None else (hi - v) / span for v in values]
+    return [0.0 if v is None else (v - lo) / span for v in values]
+
+
+def price_of(strategy: Strategy, ranked: list[Offer]) -> float:
+    """What the winner, ``ranked[0]``, is paid (see the module docstring)."""
+    if strategy == "second_price" and len(ranked) > 1:
+        return ranked[1].cost
+    return ranked[0].cost
+
+
+def award_reason(strategy: Strategy, score: float, price: float, n: int) -> str:
+    of = f"of {n} valid offer{'s' if n != 1 else ''}"
+    if strategy == "weighted":
+        return f"best weighted score {score:.4g} {of}"
+    if strategy == "highest_quality":
+        return f"highest quality {score:.4g} {of}"
+    if strategy == "second_price":
+        paid = "the second-lowest cost" if n > 1 else "its own price (the only offer)"
+        return f"lowest cost {score:.6g} {of}, paid {paid}: {price:.6g}"
+    return f"lowest cost {score:.6g} {of}, paid its own price"
