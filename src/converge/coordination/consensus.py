@@ -88,7 +88,7 @@ from converge.coordination._consensus_rules import (
     plurality,
     tally,
 )
-from converge.coordination._due import due_prefix
+from converge.coordination._due import due_entries
 from converge.coordination.pool_manager import TrustSource
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.ids import new_id
@@ -118,7 +118,6 @@ __all__ = [
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Ballot)
 _MAX_RETRIES = 32
-_PAGE = 256
 
 
 class Consensus:
@@ -367,22 +366,12 @@ class Consensus:
             The results of the ballots this call closed, earliest deadline first.
         """
         now = self._check_now(now)
-        horizon = due_prefix(DUE_PREFIX, now)
         closed: list[BallotResult] = []
-        seen: set[str] = set()
-        while True:
-            page = await self.store.list(DUE_PREFIX, limit=_PAGE)
-            due = [e for e in page if e.key[: len(horizon)] <= horizon]
-            fresh = [e for e in due if e.key not in seen]
-            for entry in fresh:
-                seen.add(entry.key)
-                result = await self._close_due(entry.value.decode(), now)
-                if result is not None:
-                    closed.append(result)
-            # A full page of due keys: more may follow. Keys seen before mean a ballot that
-            # could not be closed now (a lost race, repeatedly): stop rather than spin.
-            if len(due) < len(page) or len(page) < _PAGE or not fresh:
-                return closed
+        async for _, ballot_id in due_entries(self.store, DUE_PREFIX, now):
+            result = await self._close_due(ballot_id, now)
+            if result is not None:
+                closed.append(result)
+        return closed
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from typing import Any
 import msgspec
 
 from converge.coordination import _negotiation_core as core
-from converge.coordination._due import due_key, due_prefix
+from converge.coordination._due import due_entries, due_key
 from converge.coordination._negotiation_types import (
     NEGOTIATION_TRANSITIONS,
     TERMINAL_NEGOTIATION_STATES,
@@ -81,7 +81,6 @@ __all__ = [
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(NegotiationSession)
 _MAX_RETRIES = 32
-_PAGE = 256
 _DUE = "negotiation-due/"
 
 
@@ -288,22 +287,11 @@ class NegotiationProtocol:
             The ids of the sessions this call expired, earliest deadline first.
         """
         now = self._check_now(now)
-        horizon = due_prefix(_DUE, now)
         expired: list[str] = []
-        seen: set[str] = set()
-        while True:
-            page = await self.store.list(_DUE, limit=_PAGE)
-            due = [e for e in page if e.key[: len(horizon)] <= horizon]
-            fresh = [e for e in due if e.key not in seen]
-            for entry in fresh:
-                seen.add(entry.key)
-                session_id = entry.value.decode()
-                if await self._expire(session_id, entry.key, now):
-                    expired.append(session_id)
-            # A full page of due keys: more may follow. Keys seen before mean a session that
-            # could not be settled now (a lost race, repeatedly): stop rather than spin.
-            if len(due) < len(page) or len(page) < _PAGE or not fresh:
-                return expired
+        async for key, session_id in due_entries(self.store, _DUE, now):
+            if await self._expire(session_id, key, now):
+                expired.append(session_id)
+        return expired
 
     # -- internals ---------------------------------------------------------------------------------
 
