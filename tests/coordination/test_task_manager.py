@@ -333,3 +333,73 @@ async def test_the_board_survives_a_reopen_from_disk(tmp_path: object, clock: Ma
         assert released.id == held.id
         with pytest.raises(LeaseLost):
             await board.report(B, held.id, "late", token)
+
+
+# -- a manager's own copies never outvote the store ------------------------------------------------
+
+
+async def test_a_stale_copy_never_wins_over_another_managers_writes(
+    store: Store, clock: ManualClock
+) -> None:
+    # Two managers on one store (two processes, in effect): `here` remembers the task as it
+    # last wrote it; `there` moves it on behind its back.
+    here = TaskManager(store, claim_ttl_sec=10.0, clock=clock)
+    there = TaskManager(store, claim_ttl_sec=10.0, clock=clock)
+    task = await here.submit(Task(objective="x"))
+    token = await here.claim(A, task.id)
+    await here.start(A, task.id, token)
+    clock.advance(11)
+    assert [t.id for t in await there.release_expired_claims()] == [task.id]
+    assert await there.claim(B, task.id) == 2
+    # A's old lease: every act through `here` is judged by the store, not by its copy
+    with pytest.raises(LeaseLost) as lost:
+        await here.report(A, task.id, "late", token)
+    assert lost.value.holder == B
+    with pytest.raises(LeaseLost):
+        await here.heartbeat(A, task.id, token)
+    with pytest.raises(LeaseLost):
+        await here.start(A, task.id, token)
+    # and the rightful holder reports through `here`, which has never seen its claim
+    done = await here.report(B, task.id, "on time", 2)
+    assert (done.state, done.result, done.assigned_to) == (TaskState.COMPLETED, "on time", B)
+    assert await here.report(B, task.id, "on time", 2) == done  # idempotent, from the store
+    stored = await store.get_task(task.id)
+    assert stored is not None and stored.result == "on time"
+
+
+async def test_a_claim_from_a_stale_copy_gets_the_stores_answer(
+    store: Store, clock: ManualClock
+) -> None:
+    here = TaskManager(store, clock=clock)
+    there = TaskManager(store, clock=clock)
+    cancelled = await here.submit(Task(objective="withdrawn"))
+    await there.cancel_task(cancelled.id, "no longer needed")
+    with pytest.raises(InvalidTransition) as info:
+        await here.claim(A, cancelled.id)
+    assert info.value.from_state == TaskState.CANCELLED
+    taken = await here.submit(Task(objective="contested"))
+    await there.claim(B, taken.id)
+    with pytest.raises(InvalidTransition):
+        await here.claim(A, taken.id)
+    # a task released elsewhere is claimable again through a manager whose copy says CLAIMED
+    mine = await here.submit(Task(objective="mine"))
+    assert await here.claim(A, mine.id) == 1
+    clock.advance(3600)
+    await there.release_expired_claims()
+    assert await here.claim(B, mine.id) == 2
+
+
+async def test_start_on_a_remembered_running_task_asks_the_store(
+    store: Store, clock: ManualClock
+) -> None:
+    here = TaskManager(store, claim_ttl_sec=10.0, clock=clock)
+    there = TaskManager(store, claim_ttl_sec=10.0, clock=clock)
+    task = await here.submit(Task(objective="x"))
+    token = await here.claim(A, task.id)
+    await here.start(A, task.id, token)
+    assert (await here.start(A, task.id, token)).state is TaskState.RUNNING
+    clock.advance(11)
+    await there.release_expired_claims()
+    with pytest.raises(InvalidTransition) as info:  # the store's answer: it is PENDING again
+        await here.start(A, task.id, token)
+    assert info.value.from_state == TaskState.PENDING

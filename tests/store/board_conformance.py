@@ -215,3 +215,134 @@ class BoardConformance:
         with pytest.raises(ValidationError):
             tx.put_task("not a task")  # type: ignore[arg-type]
         assert await store.pending_tasks() == []
+
+    # -- write_task: one task and its event --------------------------------------------------------
+
+    async def test_write_task_puts_and_updates_with_its_event(self, store: Store) -> None:
+        t = task(inputs={"n": [1]})
+        stored = await store.write_task(
+            t, Event(kind="task.submitted", trace_id="tr", subject=t.id)
+        )
+        assert stored == t
+        assert await store.get_task(t.id) == t
+        first = claimed(t, "a")
+        await store.write_task(
+            first,
+            Event(kind="task.claimed", trace_id="tr", actor="a", subject=t.id),
+            expected_state=TaskState.PENDING,
+            expected_attempts=0,
+        )
+        assert await store.get_task(t.id) == first
+        assert [t.id for t in await store.pending_tasks()] == []
+        events = await store.read(trace_id="tr")
+        assert [(e.kind, e.seq) for e in events] == [("task.submitted", 1), ("task.claimed", 2)]
+
+    async def test_write_task_conflict_writes_neither_task_nor_event(self, store: Store) -> None:
+        t = task()
+        await store.write_task(t, Event(kind="task.submitted", trace_id="tr"))
+        with pytest.raises(TaskConflict) as info:
+            await store.write_task(t, Event(kind="task.submitted", trace_id="tr"))
+        assert info.value.expected_state is None
+        with pytest.raises(TaskConflict) as info:
+            await store.write_task(
+                claimed(t),
+                Event(kind="task.claimed", trace_id="tr"),
+                expected_state=TaskState.CLAIMED,
+                expected_attempts=1,
+            )
+        assert (info.value.actual_state, info.value.actual_attempts) == ("pending", 0)
+        with pytest.raises(TaskConflict):
+            missing = task()
+            await store.write_task(
+                claimed(missing),
+                Event(kind="task.claimed", trace_id="tr"),
+                expected_state="pending",  # type: ignore[arg-type]
+            )
+        assert await store.get_task(t.id) == t
+        assert await store.last_seq() == 1
+
+    async def test_write_task_refuses_bad_input_before_writing(self, store: Store) -> None:
+        ok = Event(kind="task.submitted", trace_id="tr")
+        with pytest.raises(ValidationError) as info:
+            await store.write_task(task(inputs={"x": object()}), ok)
+        assert info.value.field == "inputs"
+        with pytest.raises(ValidationError):
+            await store.write_task("not a task", ok)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            await store.write_task(task(), "not an event")  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            await store.write_task(
+                task(), Event(kind="task.submitted", trace_id="tr", data={"x": object()})
+            )
+        with pytest.raises(ValidationError) as info:
+            await store.write_task(task(), ok, expected_state="nonsense")  # type: ignore[arg-type]
+        assert info.value.field == "expected_state"
+        assert await store.pending_tasks() == []
+        assert await store.last_seq() == 0
+
+    async def test_write_task_keeps_its_own_copy(self, store: Store) -> None:
+        inputs = {"items": [1]}
+        t = task(inputs=inputs)
+        await store.write_task(t, Event(kind="task.submitted", trace_id="tr"))
+        inputs["items"].append(2)
+        stored = await store.get_task(t.id)
+        assert stored is not None and stored.inputs == {"items": [1]}
+        # an update derived from what the store returned, with a result of the caller's
+        result = {"out": [1]}
+        held = stored.transition(TaskState.CLAIMED, at=1.0, attempts=1, assigned_to="a")
+        held = await store.write_task(
+            held, Event(kind="task.claimed", trace_id="tr"), expected_state=TaskState.PENDING
+        )
+        final = held.transition(TaskState.COMPLETED, at=2.0, result=result)
+        await store.write_task(
+            final,
+            Event(kind="task.completed", trace_id="tr"),
+            expected_state=TaskState.CLAIMED,
+            expected_attempts=1,
+        )
+        result["out"].append(2)
+        stored = await store.get_task(t.id)
+        assert stored is not None
+        assert stored.inputs == {"items": [1]}
+        assert stored.result == {"out": [1]}
+
+    async def test_concurrent_writes_each_succeed_or_fail_alone(self, store: Store) -> None:
+        # Many single-task units at once (one batch in a store that groups commits): racing
+        # claimers of one task, claims of distinct tasks, and a put of a taken id.
+        contested = task("contested")
+        others = [task(f"t{i}") for i in range(30)]
+        for t in [contested, *others]:
+            await store.write_task(t, Event(kind="task.submitted", trace_id="tr", subject=t.id))
+
+        async def claim(t: Task, agent: str) -> str | None:
+            try:
+                await store.write_task(
+                    claimed(t, agent),
+                    Event(kind="task.claimed", trace_id="tr", actor=agent, subject=t.id),
+                    expected_state=TaskState.PENDING,
+                )
+            except TaskConflict:
+                return None
+            return agent
+
+        async def put_taken() -> str | None:
+            try:
+                await store.write_task(others[0], Event(kind="task.submitted", trace_id="tr"))
+            except TaskConflict:
+                return None
+            return "put"
+
+        results = await asyncio.gather(
+            *(claim(t, f"owner-{i}") for i, t in enumerate(others)),
+            *(claim(contested, f"racer-{i}") for i in range(10)),
+            put_taken(),
+        )
+        assert results[: len(others)] == [f"owner-{i}" for i in range(len(others))]
+        racers = [r for r in results[len(others) : -1] if r is not None]
+        assert len(racers) == 1
+        assert results[-1] is None
+        winner = await store.get_task(contested.id)
+        assert winner is not None and winner.assigned_to == racers[0]
+        claims = await store.read(kinds=["task.claimed"])
+        assert len(claims) == len(others) + 1
+        assert [e.seq for e in claims] == sorted(e.seq for e in claims)

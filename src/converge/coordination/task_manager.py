@@ -35,6 +35,7 @@ __all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]
 
 _HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 _PENDING_KINDS = ("task.submitted", "task.released")
+_KNOWN_MAX = 10_000  # tasks a manager remembers as it last wrote them
 
 
 class LeaseLost(StateError):
@@ -123,6 +124,10 @@ class TaskManager:
         self._followers = 0
         self._follow_task: asyncio.Task[None] | None = None
         self._own_events: set[str] = set()
+        # Tasks as this manager last wrote them: the fast path of claim, start, heartbeat and
+        # report reads here instead of the store. Every write is a compare-and-set on (state,
+        # attempts), so a stale copy can never win; any refusal or conflict reads the store again.
+        self._known: dict[str, Task] = {}
 
     def watch(self, callback: Callable[[Task], None]) -> Callable[[], None]:
         """Call ``callback(task)`` whenever this manager makes a task PENDING (a submit, or a
@@ -132,8 +137,9 @@ class TaskManager:
         return lambda: self._watchers.remove(callback) if callback in self._watchers else None
 
     def _pending(self, task: Task) -> None:
-        for callback in list(self._watchers):
-            callback(task)
+        if self._watchers:
+            for callback in list(self._watchers):
+                callback(task)
 
     @contextlib.asynccontextmanager
     async def following(self) -> AsyncIterator[None]:
@@ -190,19 +196,14 @@ class TaskManager:
             created_at=now,
             updated_at=now,
         )
-        async with self.store.transaction() as tx:
-            tx.put_task(stored)
-            tx.append(
-                self._event(
-                    "task.submitted",
-                    stored,
-                    actor,
-                    objective=stored.objective,
-                    pool_id=stored.pool_id,
-                    priority=stored.priority,
-                    required_capabilities=list(stored.required_capabilities),
-                )
-            )
+        data: dict[str, Any] = {"objective": stored.objective, "priority": stored.priority}
+        if stored.pool_id is not None:
+            data["pool_id"] = stored.pool_id
+        if stored.required_capabilities:
+            data["required_capabilities"] = list(stored.required_capabilities)
+        self._remember(
+            await self.store.write_task(stored, self._event("task.submitted", stored, actor, data))
+        )
         self._pending(stored)
         return stored
 
@@ -228,44 +229,72 @@ class TaskManager:
             TaskConflict: another agent claimed it first.
             ValidationError: no such task.
         """
-        task = await self._get(task_id)
-        if task.state is not TaskState.PENDING:
-            raise InvalidTransition(task.state, TaskState.CLAIMED, subject=task_id)
         pools = await self._pools(agent_id, pool_ids)
         caps = await self._capabilities(agent_id, capabilities)
+        known = self._known.get(task_id)
+        if known is not None and known.state is TaskState.PENDING:
+            try:
+                return await self._claim(agent_id, known, pools, caps)
+            except TaskConflict:
+                pass  # our copy was stale: judge again by the store's
+        return await self._claim(agent_id, await self._get(task_id), pools, caps)
+
+    async def _claim(
+        self, agent_id: str, task: Task, pools: frozenset[str], caps: CapabilitySet
+    ) -> int:
+        if task.state is not TaskState.PENDING:
+            raise InvalidTransition(task.state, TaskState.CLAIMED, subject=task.id)
         refusal = _invisibility(task, pools, caps)
         if refusal:
-            raise PolicyViolation(f"{agent_id} may not claim task {task_id}: {refusal}")
+            raise PolicyViolation(f"{agent_id} may not claim task {task.id}: {refusal}")
         now = self.clock.now()
         lease = now + self.claim_ttl_sec
+        attempt = task.attempts + 1
         claimed = task.transition(
             TaskState.CLAIMED,
             at=now,
-            attempts=task.attempts + 1,
+            attempts=attempt,
             assigned_to=agent_id,
             lease_expires_at=lease,
         )
         await self._write(
-            claimed, task, "task.claimed", agent_id, attempt=claimed.attempts, lease=lease
+            claimed, task, "task.claimed", agent_id, {"attempt": attempt, "lease": lease}
         )
-        return claimed.attempts
+        return attempt
 
     async def start(self, agent_id: str, task_id: str, token: int) -> Task:
         """Mark a held task RUNNING (the holder began work)."""
-        task = await self._held(agent_id, task_id, token)
-        if task.state is TaskState.RUNNING:
-            return task
+        try:
+            return await self._start(await self._held(agent_id, task_id, token), agent_id, token)
+        except TaskConflict:  # judged by a stale copy, or raced: judge again by the store's
+            task = await self._held(agent_id, task_id, token, fresh=True)
+            return await self._start(task, agent_id, token)
+
+    async def _start(self, task: Task, agent_id: str, token: int) -> Task:
+        if task.state is TaskState.RUNNING:  # nothing to write: say so only if the store agrees
+            fresh = await self._held(agent_id, task.id, token, fresh=True)
+            if fresh.state is TaskState.RUNNING:
+                return fresh
+            task = fresh
         running = task.transition(TaskState.RUNNING, at=self.clock.now())
-        await self._write(running, task, "task.started", agent_id, attempt=token)
+        await self._write(running, task, "task.started", agent_id, {"attempt": token})
         return running
 
     async def heartbeat(self, agent_id: str, task_id: str, token: int) -> float:
         """Extend the holder's lease by ``claim_ttl_sec`` from now; returns the new expiry."""
-        task = await self._held(agent_id, task_id, token)
+        try:
+            return await self._renew(await self._held(agent_id, task_id, token), agent_id, token)
+        except TaskConflict:  # judged by a stale copy, or raced: judge again by the store's
+            task = await self._held(agent_id, task_id, token, fresh=True)
+            return await self._renew(task, agent_id, token)
+
+    async def _renew(self, task: Task, agent_id: str, token: int) -> float:
         now = self.clock.now()
         lease = now + self.claim_ttl_sec
         renewed = msgspec.structs.replace(task, lease_expires_at=lease, updated_at=now)
-        await self._write(renewed, task, "task.heartbeat", agent_id, attempt=token, lease=lease)
+        await self._write(
+            renewed, task, "task.heartbeat", agent_id, {"attempt": token, "lease": lease}
+        )
         return lease
 
     async def report(self, agent_id: str, task_id: str, result: Any, token: int) -> Task:
@@ -279,6 +308,12 @@ class TaskManager:
             StateError: the task was already completed with a different result.
             InvalidTransition: the task failed or was cancelled.
         """
+        known = self._known.get(task_id)
+        if known is not None and _holds(known, agent_id, token):
+            try:
+                return await self._complete(known, agent_id, result, token)
+            except TaskConflict:
+                pass  # our copy was stale: judge again by the store's
         task = await self._get(task_id)
         if task.state is TaskState.COMPLETED:
             if task.assigned_to != agent_id or task.attempts != token:
@@ -292,10 +327,13 @@ class TaskManager:
         if task.state in TERMINAL_STATES:
             raise InvalidTransition(task.state, TaskState.COMPLETED, subject=task_id)
         self._check_holder(task, agent_id, token)
+        return await self._complete(task, agent_id, result, token)
+
+    async def _complete(self, task: Task, agent_id: str, result: Any, token: int) -> Task:
         done = task.transition(
             TaskState.COMPLETED, at=self.clock.now(), result=result, lease_expires_at=None
         )
-        await self._write(done, task, "task.completed", agent_id, attempt=token)
+        await self._write(done, task, "task.completed", agent_id, {"attempt": token})
         return done
 
     # -- ending ------------------------------------------------------------------------------------
@@ -323,7 +361,7 @@ class TaskManager:
         failed = task.transition(
             TaskState.FAILED, at=self.clock.now(), error=reason, lease_expires_at=None
         )
-        await self._write(failed, task, "task.failed", agent_id or "", reason=reason)
+        await self._write(failed, task, "task.failed", agent_id or "", {"reason": reason})
         return failed
 
     async def cancel_task(self, task_id: str, reason: str = "", *, actor: str = "") -> Task:
@@ -334,7 +372,7 @@ class TaskManager:
         cancelled = task.transition(
             TaskState.CANCELLED, at=self.clock.now(), error=reason or None, lease_expires_at=None
         )
-        await self._write(cancelled, task, "task.cancelled", actor, reason=reason)
+        await self._write(cancelled, task, "task.cancelled", actor, {"reason": reason})
         return cancelled
 
     async def release_expired_claims(self, now: float | None = None) -> list[Task]:
@@ -353,15 +391,18 @@ class TaskManager:
             if task.attempts >= task.max_attempts:
                 reason = f"lease expired on attempt {task.attempts} of {task.max_attempts}"
                 new = task.transition(TaskState.FAILED, at=now, error=reason, lease_expires_at=None)
-                kind, data = "task.failed", {"reason": reason, "attempt": task.attempts}
+                kind = "task.failed"
+                data: dict[str, Any] = {"reason": reason, "attempt": task.attempts}
             else:
                 new = task.transition(
                     TaskState.PENDING, at=now, assigned_to=None, lease_expires_at=None
                 )
                 kind = "task.released"
-                data = {"attempt": task.attempts, "holder": task.assigned_to, "reason": "expired"}
+                data = {"attempt": task.attempts, "reason": "expired"}
+                if task.assigned_to is not None:
+                    data["holder"] = task.assigned_to
             try:
-                await self._write(new, task, kind, "", **data)
+                await self._write(new, task, kind, "", data)
             except TaskConflict:
                 continue  # the holder reported or heartbeat just in time: its move stands
             changed.append(new)
@@ -430,7 +471,10 @@ class TaskManager:
             raise ValidationError(f"no task {task_id!r} on the board", field="task_id")
         return task
 
-    async def _held(self, agent_id: str, task_id: str, token: int) -> Task:
+    async def _held(self, agent_id: str, task_id: str, token: int, fresh: bool = False) -> Task:
+        known = None if fresh else self._known.get(task_id)
+        if known is not None and _holds(known, agent_id, token):
+            return known  # the write that follows is a compare-and-set: a stale copy loses
         task = await self._get(task_id)
         if task.state not in _HELD:
             raise InvalidTransition(task.state, TaskState.RUNNING, subject=task_id)
@@ -443,18 +487,37 @@ class TaskManager:
             holder = task.assigned_to if task.state in _HELD else None
             raise LeaseLost(task.id, agent_id, token, holder, task.attempts, task)
 
-    async def _write(self, new: Task, old: Task, kind: str, actor: str, **data: Any) -> None:
-        async with self.store.transaction() as tx:
-            tx.update_task(new, old.state, old.attempts)
-            tx.append(self._event(kind, new, actor, **data))
+    async def _write(
+        self, new: Task, old: Task, kind: str, actor: str, data: dict[str, Any]
+    ) -> None:
+        try:
+            stored = await self.store.write_task(
+                new,
+                self._event(kind, new, actor, data),
+                expected_state=old.state,
+                expected_attempts=old.attempts,
+            )
+        except TaskConflict:
+            self._known.pop(new.id, None)
+            raise
+        self._remember(stored)
 
-    def _event(self, kind: str, task: Task, actor: str, **data: Any) -> Event:
+    def _remember(self, task: Task) -> None:
+        known = self._known
+        if task.state in TERMINAL_STATES:
+            known.pop(task.id, None)
+            return
+        known[task.id] = task
+        if len(known) > _KNOWN_MAX:
+            del known[next(iter(known))]  # the oldest entry: dicts keep insertion order
+
+    def _event(self, kind: str, task: Task, actor: str, data: dict[str, Any]) -> Event:
         event = Event(
             kind=kind,
             trace_id=task.trace_id or task.id,
             actor=actor,
             subject=task.id,
-            data={k: v for k, v in data.items() if v is not None},
+            data=data,
             at=task.updated_at,
         )
         if self._followers and kind in _PENDING_KINDS:
@@ -481,6 +544,10 @@ class TaskManager:
 
     def _check_now(self, now: float | None) -> float:
         return on_clock(now, self.clock, what="leases")
+
+
+def _holds(task: Task, agent_id: str, token: int) -> bool:
+    return task.state in _HELD and task.assigned_to == agent_id and task.attempts == token
 
 
 def _as_capability_set(caps: CapabilitySet | Iterable[Capability | str]) -> CapabilitySet:

@@ -13,6 +13,8 @@ from converge.errors import InvalidTransition, ValidationError
 
 __all__ = ["TERMINAL_STATES", "TRANSITIONS", "Task", "TaskState", "check_transition"]
 
+_replace = msgspec.structs.replace
+
 
 class TaskState(enum.StrEnum):
     """Where a task is in its life."""
@@ -53,7 +55,7 @@ def check_transition(current: TaskState, target: TaskState, subject: str | None 
         raise InvalidTransition(current, target, subject=subject)
 
 
-class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """A unit of work on the board. Change it with ``transition``, which enforces the table."""
 
     objective: str
@@ -111,5 +113,6 @@ class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
         Raises:
             InvalidTransition: the table does not allow ``self.state -> target``.
         """
-        check_transition(self.state, target, self.id)
-        return msgspec.structs.replace(self, state=target, updated_at=at, **changes)
+        if target not in TRANSITIONS[self.state]:
+            raise InvalidTransition(self.state, target, subject=self.id)
+        return _replace(self, state=target, updated_at=at, **changes)

@@ -24,6 +24,7 @@ class Event(
     forbid_unknown_fields=True,
     tag_field="type",
     tag="event",
+    gc=False,
 ):
     """Something that happened, as recorded in a store's event log.
 

@@ -1,4 +1,13 @@
-"""The task board of ``MemoryStore``: tasks in a dict, indexes in sorted lists."""
+"""The task board of ``MemoryStore``: tasks in a dict, the pending index in sorted lists, the
+lease index in a heap.
+
+The pending index must be read in order and paged (``after``), so it is kept exact: a task
+leaves its sorted list the moment it stops being PENDING. The lease index is only ever read
+from its earliest end, so it is a heap with lazy deletion: an entry ``(lease, id)`` counts only
+while the task is still CLAIMED or RUNNING with that very lease; stale entries are dropped when
+they reach the top, and the heap is rebuilt from its live entries once most of it is stale, so
+a lease costs one push, never a search.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +23,11 @@ from converge.store._board import TaskOp, index_capability, pool_key, task_decod
 
 __all__ = ["MemoryBoard"]
 
+_PENDING = TaskState.PENDING
 _LEASED = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 _Key = tuple[int, str]  # (-priority, id): ascending order is the board's order
+# Values a caller cannot change after handing them over: the board may keep them as they are.
+_IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _order(task: Task) -> _Key:
@@ -23,15 +35,28 @@ def _order(task: Task) -> _Key:
 
 
 class MemoryBoard:
-    """Tasks and their pending and lease indexes, changed only by ``stage`` then ``apply``."""
+    """Tasks and their indexes, changed by ``write`` (one op) or ``stage`` then ``apply``."""
 
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
         self._pending: dict[tuple[str, str], SortedList[_Key]] = {}
         self._pending_all: SortedList[_Key] = SortedList()
-        self._leases: SortedList[tuple[float, str]] = SortedList()
+        self._leases: list[tuple[float, str]] = []  # a heap; see the module docstring
+        self._leased = 0  # tasks that hold a lease now (live entries of the heap)
 
     # -- writes ------------------------------------------------------------------------------------
+
+    def write(self, op: TaskOp) -> Task:
+        """Check ``op`` against the stored task and apply it; returns the task as stored.
+
+        Raises:
+            TaskConflict: the precondition does not hold (nothing changes).
+        """
+        current = self.tasks.get(op.task.id)
+        _check(op, current)
+        new = _owned(op, current)
+        self._replace(current, new)
+        return new
 
     def stage(self, op: TaskOp, staged: dict[str, Task | None]) -> None:
         """Check ``op`` against the task as the unit's earlier ops leave it, and stage it.
@@ -41,54 +66,49 @@ class MemoryBoard:
         """
         task_id = op.task.id
         current = staged[task_id] if task_id in staged else self.tasks.get(task_id)
-        if op.kind == "put":
-            if current is not None:
-                raise TaskConflict(task_id, None, current.state, 0, current.attempts)
-        elif current is None or (current.state, current.attempts) != (
-            op.expected_state,
-            op.expected_attempts,
-        ):
-            raise TaskConflict(
-                task_id,
-                op.expected_state,
-                None if current is None else current.state,
-                op.expected_attempts,
-                0 if current is None else current.attempts,
-            )
-        # The board keeps its own copy: a caller's later change to inputs or result is not ours.
-        staged[task_id] = task_decoder.decode(op.body)
+        _check(op, current)
+        staged[task_id] = _owned(op, current)
 
     def apply(self, staged: dict[str, Task | None]) -> None:
         """Make staged tasks current and keep the indexes in step."""
         for task_id, new in staged.items():
             assert new is not None
-            old = self.tasks.get(task_id)
-            if old is not None:
-                self._unindex(old)
-            self.tasks[task_id] = new
-            self._index(new)
+            self._replace(self.tasks.get(task_id), new)
 
-    def _index(self, task: Task) -> None:
-        if task.state is TaskState.PENDING:
-            key = (pool_key(task.pool_id), index_capability(task))
-            bucket = self._pending.get(key)
-            if bucket is None:
-                bucket = self._pending[key] = SortedList()
-            bucket.add(_order(task))
-            self._pending_all.add(_order(task))
-        elif task.state in _LEASED and task.lease_expires_at is not None:
-            self._leases.add((task.lease_expires_at, task.id))
-
-    def _unindex(self, task: Task) -> None:
-        if task.state is TaskState.PENDING:
-            key = (pool_key(task.pool_id), index_capability(task))
+    def _replace(self, old: Task | None, new: Task) -> None:
+        self.tasks[new.id] = new
+        was_leased = old is not None and old.state in _LEASED and old.lease_expires_at is not None
+        if old is not None and old.state is _PENDING:
+            key = (pool_key(old.pool_id), index_capability(old))
             bucket = self._pending[key]
-            bucket.remove(_order(task))
+            bucket.remove(_order(old))
             if not bucket:
                 del self._pending[key]
-            self._pending_all.remove(_order(task))
-        elif task.state in _LEASED and task.lease_expires_at is not None:
-            self._leases.remove((task.lease_expires_at, task.id))
+            self._pending_all.remove(_order(old))
+        if new.state is _PENDING:
+            key = (pool_key(new.pool_id), index_capability(new))
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = SortedList()
+            pending.add(_order(new))
+            self._pending_all.add(_order(new))
+        lease = new.lease_expires_at
+        leased = new.state in _LEASED and lease is not None
+        self._leased += leased - was_leased
+        if leased and not (was_leased and old is not None and old.lease_expires_at == lease):
+            assert lease is not None
+            heapq.heappush(self._leases, (lease, new.id))
+            if len(self._leases) > 2 * self._leased + 1024:
+                self._compact_leases()
+
+    def _compact_leases(self) -> None:
+        live = {entry for entry in self._leases if self._holds(entry)}
+        self._leases = list(live)
+        heapq.heapify(self._leases)
+
+    def _holds(self, entry: tuple[float, str]) -> bool:
+        task = self.tasks.get(entry[1])
+        return task is not None and task.state in _LEASED and task.lease_expires_at == entry[0]
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -132,8 +152,50 @@ class MemoryBoard:
             yield key
 
     def expiring(self, before: float, limit: int) -> list[Task]:
-        found = self._leases.irange(maximum=(before, "\U0010ffff"))
-        return [self.tasks[task_id] for _, task_id in itertools.islice(found, max(limit, 0))]
+        """Leased tasks whose lease is at or before ``before``, earliest first (then by id)."""
+        heap = self._leases
+        found: list[Task] = []
+        kept: list[tuple[float, str]] = []
+        while heap and heap[0][0] <= before and len(found) < limit:
+            entry = heapq.heappop(heap)
+            if self._holds(entry) and (not kept or kept[-1] != entry):
+                kept.append(entry)
+                found.append(self.tasks[entry[1]])
+        for entry in kept:  # still leased: they stay indexed until their task moves on
+            heapq.heappush(heap, entry)
+        return found
+
+
+def _check(op: TaskOp, current: Task | None) -> None:
+    if op.kind == "put":
+        if current is not None:
+            raise TaskConflict(op.task.id, None, current.state, 0, current.attempts)
+    elif (
+        current is None
+        or current.state is not op.expected_state
+        or current.attempts != op.expected_attempts
+    ):
+        raise TaskConflict(
+            op.task.id,
+            op.expected_state,
+            None if current is None else current.state,
+            op.expected_attempts,
+            0 if current is None else current.attempts,
+        )
+
+
+def _owned(op: TaskOp, current: Task | None) -> Task:
+    """The task the board keeps for ``op``: a copy of whatever the caller could still change.
+
+    A task derived from the stored one shares its (already owned) inputs; a result of an
+    immutable type cannot be changed by anyone. Anything else is decoded from the op's bytes.
+    """
+    task = op.task
+    result_owned = type(task.result) in _IMMUTABLE or (
+        current is not None and task.result is current.result
+    )
+    inputs_owned = current is not None and task.inputs is current.inputs
+    return task if result_owned and inputs_owned else task_decoder.decode(op.body)
 
 
 def _from(bucket: SortedList[_Key], start: _Key | None) -> Iterator[_Key]:

@@ -46,6 +46,8 @@ class EventWaiters:
         """Record that the log reached ``last_seq`` and wake every waiter."""
         if last_seq > self.last:
             self.last = last_seq
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():

@@ -33,6 +33,7 @@ __all__ = [
     "Store",
     "TaskOp",
     "Transaction",
+    "task_op",
     "validate_events",
     "validate_key",
     "validate_value",
@@ -115,21 +116,13 @@ class Transaction:
     def put_task(self, task: Task) -> None:
         """Add a new task to the board; the commit fails if its id is taken."""
         self._check_open()
-        self.ops.append(TaskOp("put", _check_task(task), encode_task(task)))
+        self.ops.append(task_op(task, None, 0))
 
     def update_task(self, task: Task, expected_state: TaskState, expected_attempts: int) -> None:
         """Replace the stored task by ``task``; the commit fails unless the stored one is still
         in ``expected_state`` with ``expected_attempts`` attempts."""
         self._check_open()
-        self.ops.append(
-            TaskOp(
-                "update",
-                _check_task(task),
-                encode_task(task),
-                TaskState(expected_state),
-                expected_attempts,
-            )
-        )
+        self.ops.append(task_op(task, expected_state, expected_attempts))
 
     def append(self, *events: Event) -> None:
         """Add events to the log with this transaction."""
@@ -269,6 +262,26 @@ class Store(Protocol):
         """CLAIMED or RUNNING tasks whose lease expires at or before ``before``, earliest first."""
         ...
 
+    async def write_task(
+        self,
+        task: Task,
+        event: Event,
+        *,
+        expected_state: TaskState | None = None,
+        expected_attempts: int = 0,
+    ) -> Task:
+        """One task and its event as a unit of work; returns the task as the store keeps it.
+
+        The board's everyday write, with none of a ``Transaction``'s bookkeeping: with
+        ``expected_state`` None it adds a new task (the id must be free), else it replaces the
+        stored task if that is still in ``expected_state`` with ``expected_attempts``.
+
+        Raises:
+            TaskConflict: the precondition does not hold (nothing is written).
+            ValidationError: the task or the event cannot be stored.
+        """
+        ...
+
     # -- units of work ---------------------------------------------------------------------------
 
     def transaction(self) -> Transaction:
@@ -282,10 +295,31 @@ class Store(Protocol):
         ...
 
 
-def _check_task(task: object) -> Task:
+def task_op(task: object, expected_state: TaskState | None, expected_attempts: int) -> TaskOp:
+    """The ``TaskOp`` that puts (``expected_state`` None) or updates ``task``, encoded and checked.
+
+    Raises:
+        ValidationError: ``task`` is not a ``Task``, or holds a value no store can keep.
+    """
     if not isinstance(task, Task):
         raise ValidationError(f"expected a Task, not {type(task).__name__}", field="task")
-    return task
+    if expected_state is None:
+        return TaskOp("put", task, encode_task(task))
+    if type(expected_state) is not TaskState:
+        try:
+            expected_state = TaskState(expected_state)
+        except ValueError:
+            states = ", ".join(s.value for s in TaskState)
+            raise ValidationError(
+                f"expected_state must be one of {states}, not {expected_state!r}",
+                field="expected_state",
+            ) from None
+    if type(expected_attempts) is not int or expected_attempts < 0:
+        raise ValidationError(
+            f"expected_attempts must be an int >= 0, not {expected_attempts!r}",
+            field="expected_attempts",
+        )
+    return TaskOp("update", task, encode_task(task), expected_state, expected_attempts)
 
 
 def validate_key(key: object) -> str:

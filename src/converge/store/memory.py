@@ -11,7 +11,7 @@ from typing import Self
 
 from sortedcontainers import SortedDict
 
-from converge.core.task import Task
+from converge.core.task import Task, TaskState
 from converge.errors import ConflictError, StoreClosed, ValidationError
 from converge.protocol.event import Event
 from converge.store._board import TaskOp
@@ -21,6 +21,7 @@ from converge.store.base import (
     Entry,
     Op,
     Transaction,
+    task_op,
     validate_events,
     validate_key,
     validate_value,
@@ -171,6 +172,21 @@ class MemoryStore:
         self._check_open()
         return self._board.expiring(before, limit)
 
+    async def write_task(
+        self,
+        task: Task,
+        event: Event,
+        *,
+        expected_state: TaskState | None = None,
+        expected_attempts: int = 0,
+    ) -> Task:
+        self._check_open()
+        op = task_op(task, expected_state, expected_attempts)
+        body = encode_event(validate_events((event,))[0])
+        stored = self._board.write(op)
+        self._waiters.publish(self._log(event.trace_id, event.kind, body))
+        return stored
+
     # -- units of work ---------------------------------------------------------------------------
 
     def transaction(self) -> Transaction:
@@ -207,15 +223,20 @@ class MemoryStore:
                 self._kv[key] = item
         if staged_tasks:
             self._board.apply(staged_tasks)
-        seqs: builtins.list[int] = []
-        for ev, body in zip(events, bodies, strict=True):
-            self._events.append((ev.trace_id, ev.kind, body))
-            seq = len(self._events)
-            self._by_trace.setdefault(ev.trace_id, []).append(seq)
-            seqs.append(seq)
+        seqs = [self._log(ev.trace_id, ev.kind, b) for ev, b in zip(events, bodies, strict=True)]
         if seqs:
             self._waiters.publish(seqs[-1])
         return seqs
+
+    def _log(self, trace_id: str, kind: str, body: bytes) -> int:
+        self._events.append((trace_id, kind, body))
+        seq = len(self._events)
+        seqs = self._by_trace.get(trace_id)
+        if seqs is None:
+            self._by_trace[trace_id] = [seq]
+        else:
+            seqs.append(seq)
+        return seq
 
     # -- lifetime --------------------------------------------------------------------------------
 

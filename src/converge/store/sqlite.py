@@ -27,18 +27,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from converge.core.task import Task
-from converge.errors import ConflictError, StoreClosed, StoreError, TaskConflict, ValidationError
+from converge.core.task import Task, TaskState
+from converge.errors import ConflictError, StoreClosed, StoreError, ValidationError
 from converge.protocol.event import Event
 from converge.store import _sqlite_schema as schema
-from converge.store._board import TaskOp, index_capability, pool_key, task_decoder
+from converge.store._board import TaskOp, pool_key, task_decoder
 from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
 from converge.store._sqlite_checkpoint import Checkpointer
 from converge.store._sqlite_worker import BatchWorker, Job, Outcome
+from converge.store._sqlite_write import last_seq, translate, write_batch
 from converge.store.base import (
     Entry,
     Op,
     Transaction,
+    task_op,
     validate_events,
     validate_key,
     validate_value,
@@ -148,7 +150,7 @@ class SQLiteStore:
             schema.migrate(conn, location)
         except sqlite3.Error as exc:
             conn.close()
-            raise _translate(exc, f"cannot open {self.path}") from exc
+            raise translate(exc, f"cannot open {self.path}") from exc
         except BaseException:
             conn.close()
             raise
@@ -157,7 +159,7 @@ class SQLiteStore:
     def _write_batch(
         self, conn: sqlite3.Connection, jobs: builtins.list[Job]
     ) -> builtins.list[Outcome]:
-        outcomes = _write_batch(conn, jobs)
+        outcomes = write_batch(conn, jobs)
         if self._checkpointer is not None:
             self._checkpointer.poke()
         return outcomes
@@ -221,7 +223,7 @@ class SQLiteStore:
         return await self._read(_read_events, after_seq, trace_id, kinds, limit)
 
     async def last_seq(self) -> int:
-        return await self._read(_last_seq)
+        return await self._read(last_seq)
 
     async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
         loop = asyncio.get_running_loop()
@@ -268,6 +270,21 @@ class SQLiteStore:
 
     async def expiring_tasks(self, before: float, *, limit: int = 1000) -> builtins.list[Task]:
         return await self._read(_expiring_tasks, before, max(limit, 0))
+
+    async def write_task(
+        self,
+        task: Task,
+        event: Event,
+        *,
+        expected_state: TaskState | None = None,
+        expected_attempts: int = 0,
+    ) -> Task:
+        op = task_op(task, expected_state, expected_attempts)
+        body = encode_event(validate_events((event,))[0])
+        row = (event.trace_id, event.kind, body)
+        seqs, _ = await self._check_open(self._writer).submit(("commit", [op], [row]))
+        self._waiters.publish(seqs[0])
+        return op.task  # stored as bytes: the caller's later changes do not reach it
 
     # -- units of work ---------------------------------------------------------------------------
 
@@ -365,170 +382,16 @@ def _while_busy(fn: Callable[[], object], timeout: float) -> None:
         delay = min(delay * 2, 0.05)
 
 
-def _translate(exc: sqlite3.Error, what: str) -> StoreError:
-    text = str(exc)
-    busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
-    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-        return StoreError(f"{what}: the file is not a SQLite database")
-    return StoreError(f"{what}: {text}", retryable=busy)
-
-
 def _read_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for job in jobs:
         try:
             outcomes.append((job.future, None, job.payload(conn)))
         except sqlite3.Error as exc:
-            outcomes.append((job.future, _translate(exc, "read failed"), None))
+            outcomes.append((job.future, translate(exc, "read failed"), None))
         except Exception as exc:
             outcomes.append((job.future, exc, None))
     return outcomes
-
-
-def _write_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    commits: list[Job] = []
-    for job in jobs:
-        if job.payload[0] == "call":
-            try:
-                outcomes.append((job.future, None, job.payload[1](conn)))
-            except Exception as exc:
-                outcomes.append((job.future, exc, None))
-        else:
-            commits.append(job)
-    if commits:
-        outcomes.extend(_commit_batch(conn, commits))
-    return outcomes
-
-
-def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
-    """Commit every job's unit of work in one transaction, each unit atomic on its own."""
-    done: list[Outcome] = []
-    failed: list[Outcome] = []
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        next_seq = -1
-        all_rows: list[_Row] = []
-        for job in jobs:
-            _, ops, rows = job.payload
-            info = None
-            if ops:
-                try:
-                    info = _apply_unit(conn, ops)
-                except sqlite3.Error:
-                    raise  # the database itself is in trouble: the whole batch fails
-                except Exception as exc:  # ConflictError, or a value SQLite would not take
-                    failed.append((job.future, exc, None))
-                    continue
-            seqs: list[int] = []
-            if rows:
-                if next_seq < 0:
-                    # We hold the write lock, so nobody else can append until we commit.
-                    next_seq = _last_seq(conn)
-                seqs = list(range(next_seq + 1, next_seq + 1 + len(rows)))
-                next_seq += len(rows)
-                all_rows.extend(rows)
-            done.append((job.future, None, (seqs, info)))
-        if all_rows:
-            # SQLite gives each row max(rowid) + 1; holding the write lock, that is exactly the
-            # run of seqs computed above. Checked below rather than trusted.
-            conn.executemany("INSERT INTO events (trace_id, kind, body) VALUES (?, ?, ?)", all_rows)
-            if _last_seq(conn) != next_seq:
-                raise sqlite3.IntegrityError("event sequence numbers were not contiguous")
-        conn.execute("COMMIT")
-    except Exception as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        error: Exception = exc
-        if isinstance(exc, sqlite3.Error):
-            error = _translate(exc, "write failed; nothing in this batch was committed")
-        return [(job.future, error, None) for job in jobs]
-    return done + failed
-
-
-def _apply_unit(conn: sqlite3.Connection, ops: list[Op | TaskOp]) -> Any:
-    """Apply one unit's operations; on any error, none of them stays applied."""
-    if len(ops) == 1:  # a single statement is atomic by itself
-        return _apply_ops(conn, ops)
-    conn.execute("SAVEPOINT unit")
-    try:
-        info = _apply_ops(conn, ops)
-    except BaseException:
-        conn.execute("ROLLBACK TO unit")
-        conn.execute("RELEASE unit")
-        raise
-    conn.execute("RELEASE unit")
-    return info
-
-
-def _apply_ops(conn: sqlite3.Connection, ops: list[Op | TaskOp]) -> Any:
-    info: Any = None
-    for op in ops:
-        if isinstance(op, TaskOp):
-            _apply_task_op(conn, op)
-        elif op.kind == "put":
-            (info,) = conn.execute(
-                "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
-                "RETURNING version",
-                (op.key, op.value),
-            ).fetchone()
-        elif op.kind == "delete":
-            info = conn.execute("DELETE FROM kv WHERE key = ?", (op.key,)).rowcount > 0
-        elif op.kind == "put_if_absent" or (op.kind == "cas" and op.expected == 0):
-            cur = conn.execute(
-                "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
-                "ON CONFLICT (key) DO NOTHING",
-                (op.key, op.value),
-            )
-            if cur.rowcount == 0:
-                raise ConflictError(op.key, 0, _version(conn, op.key))
-            info = 1
-        elif op.kind == "cas":
-            cur = conn.execute(
-                "UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?",
-                (op.value, op.key, op.expected),
-            )
-            if cur.rowcount == 0:
-                raise ConflictError(op.key, op.expected, _version(conn, op.key))
-            info = op.expected + 1
-        else:  # pragma: no cover - Op kinds are fixed by Transaction
-            raise ValidationError(f"unknown operation {op.kind!r}")
-    return info
-
-
-def _apply_task_op(conn: sqlite3.Connection, op: TaskOp) -> None:
-    task = op.task
-    columns = (
-        task.state.value,
-        task.attempts,
-        pool_key(task.pool_id),
-        index_capability(task),
-        task.priority,
-        task.lease_expires_at,
-        op.body,
-    )
-    if op.kind == "put":
-        cur = conn.execute(
-            "INSERT INTO tasks (state, attempts, pool_key, index_cap, priority, lease_expires_at, "
-            "body, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (*columns, task.id),
-        )
-        expected_state = None
-    else:
-        assert op.expected_state is not None
-        cur = conn.execute(
-            "UPDATE tasks SET state = ?, attempts = ?, pool_key = ?, index_cap = ?, priority = ?, "
-            "lease_expires_at = ?, body = ? WHERE id = ? AND state = ? AND attempts = ?",
-            (*columns, task.id, op.expected_state.value, op.expected_attempts),
-        )
-        expected_state = op.expected_state.value
-    if cur.rowcount == 0:
-        row = conn.execute("SELECT state, attempts FROM tasks WHERE id = ?", (task.id,)).fetchone()
-        actual_state, actual_attempts = (None, 0) if row is None else (row[0], row[1])
-        raise TaskConflict(
-            task.id, expected_state, actual_state, op.expected_attempts, actual_attempts
-        )
 
 
 def _get_task(conn: sqlite3.Connection, task_id: str) -> Task | None:
@@ -580,11 +443,6 @@ def _expiring_tasks(conn: sqlite3.Connection, before: float, limit: int) -> list
         (before, limit),
     )
     return [task_decoder.decode(body) for (body,) in rows]
-
-
-def _version(conn: sqlite3.Connection, key: str) -> int:
-    row = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
-    return 0 if row is None else int(row[0])
 
 
 def _get(conn: sqlite3.Connection, key: str) -> tuple[bytes, int] | None:
@@ -642,7 +500,3 @@ def _read_events(
         sql += " LIMIT ?"
         params.append(max(limit, 0))
     return [decode_event(body, seq) for seq, body in conn.execute(sql, params)]
-
-
-def _last_seq(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])

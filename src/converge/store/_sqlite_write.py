@@ -1,0 +1,239 @@
+"""The writer thread's side of ``SQLiteStore``: committing batches of units of work.
+
+A batch is one SQLite transaction. Each unit in it is atomic on its own (a savepoint when it
+has several statements) and fails alone when its precondition does not hold; the others commit.
+The board's everyday unit — one task write with its event — is applied for the whole batch in
+two ``executemany`` calls when that cannot change any outcome (see ``_apply_board_writes``).
+Events of the batch are inserted in one ``executemany``, their sequence numbers assigned under
+the write lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from converge.errors import ConflictError, StoreError, TaskConflict, ValidationError
+from converge.store._board import TaskOp, index_capability, pool_key
+from converge.store._sqlite_worker import Job, Outcome
+from converge.store.base import Op
+
+__all__ = ["last_seq", "translate", "write_batch"]
+
+_Row = tuple[str, str, bytes]  # trace_id, kind, body
+
+
+def translate(exc: sqlite3.Error, what: str) -> StoreError:
+    text = str(exc)
+    busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+        return StoreError(f"{what}: the file is not a SQLite database")
+    return StoreError(f"{what}: {text}", retryable=busy)
+
+
+def _version(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+
+def write_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    commits: list[Job] = []
+    for job in jobs:
+        if job.payload[0] == "call":
+            try:
+                outcomes.append((job.future, None, job.payload[1](conn)))
+            except Exception as exc:
+                outcomes.append((job.future, exc, None))
+        else:
+            commits.append(job)
+    if commits:
+        outcomes.extend(_commit_batch(conn, commits))
+    return outcomes
+
+
+def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+    """Commit every job's unit of work in one transaction, each unit atomic on its own."""
+    done: list[Outcome] = []
+    failed: list[Outcome] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        next_seq = -1
+        all_rows: list[_Row] = []
+        applied = _apply_board_writes(conn, jobs)
+        for job in jobs:
+            _, ops, rows = job.payload
+            info = None
+            if ops and job not in applied:
+                try:
+                    info = _apply_unit(conn, ops)
+                except sqlite3.Error:
+                    raise  # the database itself is in trouble: the whole batch fails
+                except Exception as exc:  # ConflictError, or a value SQLite would not take
+                    failed.append((job.future, exc, None))
+                    continue
+            seqs: list[int] = []
+            if rows:
+                if next_seq < 0:
+                    # We hold the write lock, so nobody else can append until we commit.
+                    next_seq = last_seq(conn)
+                seqs = list(range(next_seq + 1, next_seq + 1 + len(rows)))
+                next_seq += len(rows)
+                all_rows.extend(rows)
+            done.append((job.future, None, (seqs, info)))
+        if all_rows:
+            # SQLite gives each row max(rowid) + 1; holding the write lock, that is exactly the
+            # run of seqs computed above. Checked below rather than trusted.
+            conn.executemany("INSERT INTO events (trace_id, kind, body) VALUES (?, ?, ?)", all_rows)
+            if last_seq(conn) != next_seq:
+                raise sqlite3.IntegrityError("event sequence numbers were not contiguous")
+        conn.execute("COMMIT")
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        error: Exception = exc
+        if isinstance(exc, sqlite3.Error):
+            error = translate(exc, "write failed; nothing in this batch was committed")
+        return [(job.future, error, None) for job in jobs]
+    return done + failed
+
+
+def _apply_unit(conn: sqlite3.Connection, ops: list[Op | TaskOp]) -> Any:
+    """Apply one unit's operations; on any error, none of them stays applied."""
+    if len(ops) == 1:  # a single statement is atomic by itself
+        return _apply_ops(conn, ops)
+    conn.execute("SAVEPOINT unit")
+    try:
+        info = _apply_ops(conn, ops)
+    except BaseException:
+        conn.execute("ROLLBACK TO unit")
+        conn.execute("RELEASE unit")
+        raise
+    conn.execute("RELEASE unit")
+    return info
+
+
+def _apply_ops(conn: sqlite3.Connection, ops: list[Op | TaskOp]) -> Any:
+    info: Any = None
+    for op in ops:
+        if isinstance(op, TaskOp):
+            _apply_task_op(conn, op)
+        elif op.kind == "put":
+            (info,) = conn.execute(
+                "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
+                "RETURNING version",
+                (op.key, op.value),
+            ).fetchone()
+        elif op.kind == "delete":
+            info = conn.execute("DELETE FROM kv WHERE key = ?", (op.key,)).rowcount > 0
+        elif op.kind == "put_if_absent" or (op.kind == "cas" and op.expected == 0):
+            cur = conn.execute(
+                "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
+                "ON CONFLICT (key) DO NOTHING",
+                (op.key, op.value),
+            )
+            if cur.rowcount == 0:
+                raise ConflictError(op.key, 0, _version(conn, op.key))
+            info = 1
+        elif op.kind == "cas":
+            cur = conn.execute(
+                "UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?",
+                (op.value, op.key, op.expected),
+            )
+            if cur.rowcount == 0:
+                raise ConflictError(op.key, op.expected, _version(conn, op.key))
+            info = op.expected + 1
+        else:  # pragma: no cover - Op kinds are fixed by Transaction
+            raise ValidationError(f"unknown operation {op.kind!r}")
+    return info
+
+
+def _apply_task_op(conn: sqlite3.Connection, op: TaskOp) -> None:
+    if op.kind == "put":
+        cur = conn.execute(_INSERT_TASK, _task_row(op))
+        expected_state = None
+    else:
+        assert op.expected_state is not None
+        cur = conn.execute(_UPDATE_TASK, _task_row(op))
+        expected_state = op.expected_state.value
+    if cur.rowcount == 0:
+        task = op.task
+        row = conn.execute("SELECT state, attempts FROM tasks WHERE id = ?", (task.id,)).fetchone()
+        actual_state, actual_attempts = (None, 0) if row is None else (row[0], row[1])
+        raise TaskConflict(
+            task.id, expected_state, actual_state, op.expected_attempts, actual_attempts
+        )
+
+
+_INSERT_TASK = (
+    "INSERT INTO tasks (state, attempts, pool_key, index_cap, priority, lease_expires_at, "
+    "body, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+_UPDATE_TASK = (
+    "UPDATE tasks SET state = ?, attempts = ?, pool_key = ?, index_cap = ?, priority = ?, "
+    "lease_expires_at = ?, body = ? WHERE id = ? AND state = ? AND attempts = ?"
+)
+
+
+def _task_row(op: TaskOp) -> tuple[Any, ...]:
+    """The parameters of ``_INSERT_TASK`` (a put) or ``_UPDATE_TASK`` (an update) for ``op``."""
+    task = op.task
+    row = (
+        task.state.value,
+        task.attempts,
+        pool_key(task.pool_id),
+        index_capability(task),
+        task.priority,
+        task.lease_expires_at,
+        op.body,
+        task.id,
+    )
+    if op.kind == "put":
+        return row
+    assert op.expected_state is not None
+    return (*row, op.expected_state.value, op.expected_attempts)
+
+
+def _apply_board_writes(conn: sqlite3.Connection, jobs: list[Job]) -> set[Job]:
+    """Apply every unit that is a single task write in two ``executemany`` calls; returns the
+    jobs applied (none if the batch does not allow it or a precondition failed).
+
+    Each statement changes at most one row (the id is the key), so the units all held iff the
+    rows changed add up to their number. Writes to distinct tasks commute, so inserts may run
+    before updates; a batch that touches one task twice keeps the order of its units and goes
+    unit by unit, as does a batch where any precondition failed (rolled back here first), so
+    each unit still fails alone and with its own ``TaskConflict``.
+    """
+    single: list[Job] = []
+    seen: set[str] = set()
+    for job in jobs:
+        ops = job.payload[1]
+        ids = [op.task.id for op in ops if isinstance(op, TaskOp)]
+        if not seen.isdisjoint(ids) or len(set(ids)) != len(ids):
+            return set()
+        seen.update(ids)
+        if len(ops) == 1 and ids:
+            single.append(job)
+    if len(single) < 2:
+        return set()
+    puts = [_task_row(job.payload[1][0]) for job in single if job.payload[1][0].kind == "put"]
+    updates = [_task_row(job.payload[1][0]) for job in single if job.payload[1][0].kind != "put"]
+    conn.execute("SAVEPOINT board")
+    changed = -1
+    try:
+        changed = conn.executemany(_INSERT_TASK, puts).rowcount if puts else 0
+        if updates:
+            changed += conn.executemany(_UPDATE_TASK, updates).rowcount
+    except Exception:  # a value SQLite would not take: unit by unit, it fails alone
+        changed = -1
+    if changed != len(single):
+        conn.execute("ROLLBACK TO board")
+        conn.execute("RELEASE board")
+        return set()
+    conn.execute("RELEASE board")
+    return set(single)

@@ -1,0 +1,50 @@
+"""The memory board's lease heap: lazy deletion stays correct and bounded."""
+
+from __future__ import annotations
+
+from converge.core.task import Task, TaskState
+from converge.store._memory_board import MemoryBoard
+from converge.store.base import task_op
+
+
+def _claim(board: MemoryBoard, task: Task, lease: float) -> Task:
+    held = task.transition(
+        TaskState.CLAIMED,
+        at=0.0,
+        attempts=task.attempts + 1,
+        assigned_to="a",
+        lease_expires_at=lease,
+    )
+    return board.write(task_op(held, task.state, task.attempts))
+
+
+def test_finished_leases_leave_the_heap_bounded_and_unseen() -> None:
+    board = MemoryBoard()
+    kept: list[Task] = []
+    for i in range(5000):
+        task = board.write(task_op(Task(objective=f"t{i}"), None, 0))
+        held = _claim(board, task, lease=100.0 + i)
+        if i % 2000 == 0:
+            kept.append(held)
+            continue
+        done = held.transition(TaskState.COMPLETED, at=1.0, lease_expires_at=None)
+        board.write(task_op(done, held.state, held.attempts))
+    assert len(board._leases) <= 2 * len(kept) + 1024 + 1
+    assert [t.id for t in board.expiring(1e9, limit=100)] == [t.id for t in kept]
+    assert [t.id for t in board.expiring(100.0, limit=100)] == [kept[0].id]
+
+
+def test_a_lease_renewed_or_retaken_at_the_same_time_is_listed_once() -> None:
+    board = MemoryBoard()
+    task = board.write(task_op(Task(objective="t"), None, 0))
+    held = _claim(board, task, lease=50.0)
+    renewed = held.transition(TaskState.RUNNING, at=1.0)  # same lease, new state
+    renewed = board.write(task_op(renewed, held.state, held.attempts))
+    released = renewed.transition(
+        TaskState.PENDING, at=2.0, assigned_to=None, lease_expires_at=None
+    )
+    released = board.write(task_op(released, renewed.state, renewed.attempts))
+    again = _claim(board, released, lease=50.0)  # the same expiry as the first lease
+    found = board.expiring(60.0, limit=10)
+    assert [(t.id, t.attempts) for t in found] == [(again.id, 2)]
+    assert board.expiring(60.0, limit=10) == found  # reading does not consume
