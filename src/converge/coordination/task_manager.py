@@ -229,24 +229,30 @@ class TaskManager:
             TaskConflict: another agent claimed it first.
             ValidationError: no such task.
         """
-        pools = await self._pools(agent_id, pool_ids)
-        caps = await self._capabilities(agent_id, capabilities)
         known = self._known.get(task_id)
         if known is not None and known.state is TaskState.PENDING:
             try:
-                return await self._claim(agent_id, known, pools, caps)
+                return await self._claim(agent_id, known, pool_ids, capabilities)
             except TaskConflict:
                 pass  # our copy was stale: judge again by the store's
-        return await self._claim(agent_id, await self._get(task_id), pools, caps)
+        return await self._claim(agent_id, await self._get(task_id), pool_ids, capabilities)
 
     async def _claim(
-        self, agent_id: str, task: Task, pools: frozenset[str], caps: CapabilitySet
+        self,
+        agent_id: str,
+        task: Task,
+        pool_ids: Iterable[str] | None,
+        capabilities: CapabilitySet | Iterable[Capability | str] | None,
     ) -> int:
         if task.state is not TaskState.PENDING:
             raise InvalidTransition(task.state, TaskState.CLAIMED, subject=task.id)
-        refusal = _invisibility(task, pools, caps)
-        if refusal:
-            raise PolicyViolation(f"{agent_id} may not claim task {task.id}: {refusal}")
+        if task.pool_id is not None or task.required_capabilities:
+            # Only a task that asks for a pool or a capability needs the agent's.
+            pools = await self._pools(agent_id, pool_ids)
+            caps = await self._capabilities(agent_id, capabilities)
+            refusal = _invisibility(task, pools, caps)
+            if refusal:
+                raise PolicyViolation(f"{agent_id} may not claim task {task.id}: {refusal}")
         now = self.clock.now()
         lease = now + self.claim_ttl_sec
         attempt = task.attempts + 1

@@ -34,6 +34,7 @@ __all__ = [
     "TaskOp",
     "Transaction",
     "task_op",
+    "validate_event",
     "validate_events",
     "validate_key",
     "validate_value",
@@ -350,6 +351,13 @@ def validate_value(value: object) -> bytes:
 
 _kind_ok = re.compile(EVENT_KIND_PATTERN).match
 _known_kinds: set[str] = set()  # kinds repeat: remember the valid ones (bounded below)
+
+
+def validate_event(event: Event) -> Event:
+    """Return ``event`` if it is an ``Event`` with a valid kind, else raise ``ValidationError``."""
+    if type(event) is Event and event.kind in _known_kinds:
+        return event
+    return validate_events((event,))[0]
 
 
 def validate_events(events: Sequence[Event]) -> Sequence[Event]:

@@ -22,6 +22,7 @@ from converge.store.base import (
     Op,
     Transaction,
     task_op,
+    validate_event,
     validate_events,
     validate_key,
     validate_value,
@@ -182,7 +183,7 @@ class MemoryStore:
     ) -> Task:
         self._check_open()
         op = task_op(task, expected_state, expected_attempts)
-        body = encode_event(validate_events((event,))[0])
+        body = encode_event(validate_event(event))
         stored = self._board.write(op)
         self._waiters.publish(self._log(event.trace_id, event.kind, body))
         return stored

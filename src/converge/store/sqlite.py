@@ -41,6 +41,7 @@ from converge.store.base import (
     Op,
     Transaction,
     task_op,
+    validate_event,
     validate_events,
     validate_key,
     validate_value,
@@ -280,7 +281,7 @@ class SQLiteStore:
         expected_attempts: int = 0,
     ) -> Task:
         op = task_op(task, expected_state, expected_attempts)
-        body = encode_event(validate_events((event,))[0])
+        body = encode_event(validate_event(event))
         row = (event.trace_id, event.kind, body)
         seqs, _ = await self._check_open(self._writer).submit(("commit", [op], [row]))
         self._waiters.publish(seqs[0])
