@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 
 from sortedcontainers import SortedList
 
@@ -40,7 +40,6 @@ class MemoryBoard:
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
         self._pending: dict[tuple[str, str], SortedList[_Key]] = {}
-        self._pending_all: SortedList[_Key] = SortedList()
         self._leases: list[tuple[float, str]] = []  # a heap; see the module docstring
         self._leased = 0  # tasks that hold a lease now (live entries of the heap)
 
@@ -84,14 +83,12 @@ class MemoryBoard:
             bucket.remove(_order(old))
             if not bucket:
                 del self._pending[key]
-            self._pending_all.remove(_order(old))
         if new.state is _PENDING:
             key = (pool_key(new.pool_id), index_capability(new))
             pending = self._pending.get(key)
             if pending is None:
                 pending = self._pending[key] = SortedList()
             pending.add(_order(new))
-            self._pending_all.add(_order(new))
         lease = new.lease_expires_at
         leased = new.state in _LEASED and lease is not None
         self._leased += leased - was_leased
@@ -119,37 +116,27 @@ class MemoryBoard:
         limit: int,
         after: tuple[int, str] | None,
     ) -> list[Task]:
-        start = None if after is None else (-after[0], after[1])
-        if pools is not None and capabilities is not None:
-            pool_keys = {pool_key(p) for p in pools}
-            cap_keys = {c or "" for c in capabilities}
-            buckets = [
-                self._pending[k]
-                for k in itertools.product(pool_keys, cap_keys)
-                if k in self._pending
-            ]
-            keys: Iterable[_Key] = heapq.merge(*(_from(b, start) for b in buckets))
-        else:
-            keys = _from(self._pending_all, start)
-            if pools is not None or capabilities is not None:
-                keys = self._matching(keys, pools, capabilities)
-        return [self.tasks[task_id] for _, task_id in itertools.islice(keys, max(limit, 0))]
+        """PENDING tasks under the given index keys (None: any), in board order.
 
-    def _matching(
-        self,
-        keys: Iterable[_Key],
-        pools: Collection[str | None] | None,
-        capabilities: Collection[str | None] | None,
-    ) -> Iterator[_Key]:
+        Each index key's list is already in order, so the answer is a merge of the keys asked
+        for: O(keys) to start, then O(log keys) per task. There is no list of every pending task
+        to keep in step on each write; a read over all pools or all capabilities merges every
+        key that has pending tasks.
+        """
+        start = None if after is None else (-after[0], after[1])
         pool_keys = None if pools is None else {pool_key(p) for p in pools}
         cap_keys = None if capabilities is None else {c or "" for c in capabilities}
-        for key in keys:
-            task = self.tasks[key[1]]
-            if pool_keys is not None and pool_key(task.pool_id) not in pool_keys:
-                continue
-            if cap_keys is not None and index_capability(task) not in cap_keys:
-                continue
-            yield key
+        if pool_keys is not None and cap_keys is not None:
+            wanted = [k for k in itertools.product(pool_keys, cap_keys) if k in self._pending]
+        else:
+            wanted = [
+                k
+                for k in self._pending
+                if (pool_keys is None or k[0] in pool_keys)
+                and (cap_keys is None or k[1] in cap_keys)
+            ]
+        keys = heapq.merge(*(_from(self._pending[k], start) for k in wanted))
+        return [self.tasks[task_id] for _, task_id in itertools.islice(keys, max(limit, 0))]
 
     def expiring(self, before: float, limit: int) -> list[Task]:
         """Leased tasks whose lease is at or before ``before``, earliest first (then by id)."""
