@@ -260,9 +260,10 @@ async def test_run_waits_for_the_window_on_the_clock(store: Store, clock: Manual
     await protocol.bid(ALICE, bid(round_, 10.0))
     running = asyncio.ensure_future(protocol.run(round_.id))
     await protocol.wait(round_.id, until=lambda r: r.answered == {ALICE.did})
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert not running.done()  # BOB has not answered and the window is open
+    async with asyncio.timeout(5):  # run() sleeps on the clock: BOB has not answered
+        while clock.sleepers == 0:  # noqa: ASYNC110 - a bounded wait for a condition
+            await asyncio.sleep(0)
+    assert not running.done()
     clock.advance(10)
     closed = await asyncio.wait_for(running, 5)
     assert closed.award is not None and closed.award.provider == ALICE.did

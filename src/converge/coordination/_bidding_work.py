@@ -211,15 +211,19 @@ async def on_receipt(p: BiddingProtocol, message: Message) -> None:
         )
         return new, [event], new
 
-    settled = await p._update(round_.id, step)
-    if settled is not None and p.trust is not None:
-        await p.trust.record(
-            award.provider,
-            outcome,
-            trace_id=round_.trace_id,
-            actor=p.did,
-            reason=f"receipt {receipt.id}: {dispute or receipt.status}",
-        )
+    # Waiters wake once trust is updated too: a round seen settled has had its effect.
+    settled = await p._update(round_.id, step, notify=False)
+    try:
+        if settled is not None and p.trust is not None:
+            await p.trust.record(
+                award.provider,
+                outcome,
+                trace_id=round_.trace_id,
+                actor=p.did,
+                reason=f"receipt {receipt.id}: {dispute or receipt.status}",
+            )
+    finally:
+        p._notify(round_.id)
 
 
 async def _check_output(p: BiddingProtocol, done: TaskDone) -> bool:

@@ -444,7 +444,12 @@ class BiddingProtocol:
         return round_
 
     async def _update(
-        self, auction_id: str, step: Step, *, index: dict[str, str] | None = None
+        self,
+        auction_id: str,
+        step: Step,
+        *,
+        index: dict[str, str] | None = None,
+        notify: bool = True,
     ) -> Any:
         """Read the round, apply ``step`` (pure), write it with a compare-and-set and its
         events in one unit of work; on a conflict (another process) read again and recompute.
@@ -471,7 +476,8 @@ class BiddingProtocol:
                 except ConflictError as exc:
                     conflict = exc
                     continue
-                self._notify(auction_id)
+                if notify:
+                    self._notify(auction_id)
                 return result
             assert conflict is not None
             raise conflict
