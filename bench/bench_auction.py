@@ -1,4 +1,5 @@
-"""Closing a 1,000-offer auction under the weighted strategy, and what arrival costs per offer.
+"""Closing a 1,000-offer auction under the weighted strategy, what arrival costs per offer, and a
+full contract-net round through ``BiddingProtocol``.
 
 The offers are built, signed with real ``Identity`` keys and ``unseal``-ed (a verified arrival)
 once, outside every timed part; ``receive`` then admits them one by one. The timed case is
@@ -6,20 +7,35 @@ once, outside every timed part; ``receive`` then admits them one by one. The tim
 For information: ``receive`` per offer (µs), and ``unseal`` per offer against a raw Ed25519
 verify of the same bytes (ratio of rates; issue 4 asks for >= 90% of the raw verify rate).
 
-Run: ``.venv/bin/python bench/bench_auction.py``
+The contract-net case runs whole rounds in process on each store (memory, SQLite in a temporary
+directory): the requester announces a signed intent to 20 providers, each provider's
+``SubmitBid`` becomes a signed offer verified on arrival, the round closes (weighted strategy,
+TaskStart signed), the winner's signed TaskDone and executor-signed receipt arrive as signed
+messages, and the requester checks, countersigns and updates trust. It prints rounds/s and the
+time per phase (µs per round, the median over the rounds).
+
+Run: ``.venv/bin/python bench/bench_auction.py`` (``--rounds`` for the contract-net case)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from _common import best_of, emit, interleaved, rate
 from converge.coordination._auction import Auction, close, open_auction, receive
-from converge.core import Identity, unseal
-from converge.protocol.objects import Constraints, Intent, Offer
+from converge.coordination.bidding import BiddingProtocol, RoundStage, report_done
+from converge.core import Identity, Message, SendMessage, SubmitBid, unseal
+from converge.policy.trust import TrustModel
+from converge.protocol.objects import Constraints, Intent, Offer, TaskStart, Usage
+from converge.store import MemoryStore, SQLiteStore, Store
 
 BENCH = "auction"
 TARGET_MS = 5.0
@@ -62,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offers", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=30, help="timed closes (best counts)")
+    parser.add_argument("--rounds", type=int, default=200, help="contract-net rounds per store")
+    parser.add_argument("--providers", type=int, default=20, help="providers per round")
     args = parser.parse_args()
     n: int = args.offers
 
@@ -134,6 +152,105 @@ def main() -> None:
         raw_verify_us=round(best["raw"] / m * 1e6, 2),
         informational=True,
     )
+
+    for name in ("memory", "sqlite"):
+        asyncio.run(contract_net(name, args.rounds, args.providers))
+
+
+PHASES = ("announce", "offers", "close", "done", "receipt")
+
+
+async def contract_net(store_name: str, rounds: int, n: int) -> None:
+    """Full rounds through ``BiddingProtocol``; prints rounds/s and the median µs per phase."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store: Store = (
+            MemoryStore() if store_name == "memory" else await SQLiteStore.open(Path(tmp) / "b.db")
+        )
+        try:
+            requester = Identity.generate()
+            trust = TrustModel(store)
+            protocol = BiddingProtocol(store, requester, trust=trust)
+            providers = [Identity.generate() for _ in range(n)]
+            dids = [p.did for p in providers]
+            rng = random.Random(11)
+            figures = [(round(rng.uniform(5, 50), 2), rng.uniform(0.3, 1)) for _ in range(n)]
+            for _ in range(max(rounds // 10, 3)):  # warm-up: caches, the store's first pages
+                await _one_round(protocol, providers, dids, figures)
+            per_phase: dict[str, list[float]] = {k: [] for k in PHASES}
+            start = time.perf_counter()
+            for _ in range(rounds):
+                times = await _one_round(protocol, providers, dids, figures)
+                for k, v in times.items():
+                    per_phase[k].append(v)
+            total = time.perf_counter() - start
+        finally:
+            await store.aclose()
+    phases_us = {k: round(statistics.median(v) * 1e6, 1) for k, v in per_phase.items()}
+    emit(
+        bench=BENCH,
+        case=f"contract_net_round_{store_name}",
+        value=rate(rounds, total),
+        unit="rounds/s",
+        providers=n,
+        rounds=rounds,
+        phases_us=phases_us,
+        round_us=round(total / rounds * 1e6, 1),
+        note=(
+            "intent -> offers (signed, verified, checked) -> award -> done -> "
+            "receipt (countersigned) -> trust"
+        ),
+        informational=True,
+    )
+
+
+async def _one_round(
+    protocol: BiddingProtocol,
+    providers: list[Identity],
+    dids: list[str],
+    figures: list[tuple[float, float]],
+) -> dict[str, float]:
+    """One round, timed by phase (seconds)."""
+    clock = time.perf_counter
+    t0 = clock()
+    round_ = await protocol.announce(
+        Intent(
+            goal="summarise",
+            capability="summarize>=1.0",
+            constraints=Constraints(max_cost=100.0, resource_limits={"max_tokens": 5000}),
+            utility={"cost": 2, "quality": 1, "trust": 1},
+        ),
+        providers=dids,
+    )
+    t1 = clock()
+    for who, (cost, quality) in zip(providers, figures, strict=True):
+        terms = {"capability": "summarize@1.4.0", "quality": quality}
+        terms["resource_limits"] = {"max_tokens": 4000}
+        await protocol.bid(who, SubmitBid(auction_id=round_.id, amount=cost, terms=terms))
+    t2 = clock()
+    closed = await protocol.close(round_.id, force=True)
+    t3 = clock()
+    assert closed.award is not None and closed.task_start is not None
+    winner = providers[dids.index(closed.award.provider)]
+    start = unseal(closed.task_start, TaskStart)
+    done, receipt = report_done(
+        winner, start, output={"summary": "…"}, now=time.time(), usage=Usage(tokens_in=500)
+    )
+    await protocol.handle(_signed(done, winner))
+    t4 = clock()
+    await protocol.handle(_signed(receipt, winner))
+    t5 = clock()
+    settled = await protocol.get(round_.id)
+    assert settled is not None and settled.stage is RoundStage.SETTLED, settled
+    return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True))
+
+
+def _signed(decision: SendMessage, who: Identity) -> Message:
+    return Message(
+        kind=decision.kind,
+        payload=decision.payload,
+        recipient=decision.recipient,
+        trace_id=decision.trace_id,
+    ).sign(who)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 from converge.coordination import NegotiationProtocol, NegotiationRefused, NegotiationState
 from converge.core import AcceptProposal, Agent, Propose, RejectProposal
 from converge.core.clock import ManualClock
-from converge.errors import PolicyViolation
+from converge.errors import PolicyViolation, ValidationError
 from converge.runtime import StandardExecutor
 from converge.store import Store
 
@@ -78,3 +78,32 @@ async def test_with_delegation_every_decision_needs_authority(
     await executor.execute(boss, RevokeDelegation(delegation_id=grant.id))
     with pytest.raises(OutOfScope):  # and not after revocation
         await executor.execute(helper, note)
+
+
+async def test_submit_bid_runs_through_the_auctions_bidding_protocol(
+    store: Store, clock: ManualClock
+) -> None:
+    from converge.coordination import BiddingProtocol, Rejection
+    from converge.core import Identity, SubmitBid
+    from converge.protocol import Intent, Offer
+
+    requester = Identity.generate()
+    provider = Agent(name="provider", capabilities=["translate@2.1.0"])
+    protocol = BiddingProtocol(store, requester, clock=clock)
+    round_ = await protocol.announce(
+        Intent(goal="translate", capability="translate>=2"), providers=[provider.did]
+    )
+    executor = StandardExecutor(bidding_protocols={round_.id: protocol}, clock=clock)
+    offer = await executor.execute(
+        provider, SubmitBid(auction_id=round_.id, amount=3.0, terms={"quality": 0.9, "note": "x"})
+    )
+    assert isinstance(offer, Offer)
+    assert (offer.provider, offer.capability, offer.cost) == (provider.did, "translate@2.1.0", 3.0)
+    assert (offer.quality, offer.terms) == (0.9, {"note": "x"})
+    again = await executor.execute(provider, SubmitBid(auction_id=round_.id, amount=2.0))
+    assert isinstance(again, Rejection) and again.reason == "duplicate"  # refused, not raised
+    with pytest.raises(PolicyViolation, match="no bidding protocol runs auction 'other'"):
+        await executor.execute(provider, SubmitBid(auction_id="other", amount=1.0))
+    anywhere = StandardExecutor(bidding_protocols={"*": protocol}, clock=clock)
+    with pytest.raises(ValidationError, match="no auction 'other'"):
+        await anywhere.execute(provider, SubmitBid(auction_id="other", amount=1.0))

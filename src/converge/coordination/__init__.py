@@ -1,9 +1,24 @@
-"""Coordination: the task board, pools, discovery, negotiation, consensus, result resolution and
-delegation (and, as they land, bidding and teams). Module paths named by the seeds are public:
-``converge.coordination.{task_manager,pool_manager,negotiation,consensus,delegation}``."""
+"""Coordination: the task board, pools, discovery, contract-net bidding, negotiation, consensus,
+result resolution and delegation (and, as they land, teams). Module paths named by the seeds are
+public: ``converge.coordination.{task_manager,pool_manager,bidding,negotiation,consensus,
+delegation}``."""
 
 from __future__ import annotations
 
+from converge.coordination.bidding import (
+    ROUND_TRANSITIONS,
+    AuctionClosed,
+    Award,
+    BiddingProtocol,
+    BidWindowOpen,
+    ContractRound,
+    Rejection,
+    RoundStage,
+    intent_of,
+    report_done,
+    report_progress,
+    task_start_of,
+)
 from converge.coordination.consensus import (
     Ballot,
     BallotRefused,
@@ -52,15 +67,21 @@ from converge.coordination.task_manager import (
 __all__ = [
     "NEGOTIATION_TRANSITIONS",
     "REGISTER_KIND",
+    "ROUND_TRANSITIONS",
     "AgentDescriptor",
     "AgentResult",
+    "AuctionClosed",
+    "Award",
     "Ballot",
     "BallotRefused",
     "BallotResult",
     "BallotState",
+    "BidWindowOpen",
+    "BiddingProtocol",
     "CapabilityDirectory",
     "ConflictStrategy",
     "Consensus",
+    "ContractRound",
     "DelegationCycle",
     "DelegationGrant",
     "DelegationProtocol",
@@ -77,14 +98,20 @@ __all__ = [
     "PoolManager",
     "Proposal",
     "ProposalSuperseded",
+    "Rejection",
     "Resolution",
     "ResolutionFailed",
+    "RoundStage",
     "ScopeExceeded",
     "TaskManager",
     "TrustSource",
     "VoteAfterDeadline",
+    "intent_of",
     "majority",
     "normalize_text",
     "plurality",
+    "report_done",
+    "report_progress",
     "resolve",
+    "task_start_of",
 ]

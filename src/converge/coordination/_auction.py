@@ -4,8 +4,8 @@
 ``open_auction`` starts one for a verified ``Intent``; ``receive`` validates each offer as it
 arrives and records it in ``offers`` or, with a machine-readable reason, in ``rejected`` (an
 offer's fault never raises: only a caller's mistake does); ``close`` picks the winner by the
-auction's named strategy. ``BiddingProtocol`` drives this over the store, the runtime and
-receipts.
+auction's named strategy. ``converge.coordination.bidding.BiddingProtocol`` drives this over
+the store, the runtime and receipts.
 
 Choices this module makes, each a rule a caller can rely on:
 
@@ -21,8 +21,9 @@ Choices this module makes, each a rule a caller can rely on:
 * **Offers are re-checked at close**: one that expired, or whose promised latency no longer
   reaches the deadline, moves to ``rejected`` (``expired``, ``too_slow``) and cannot win.
 * **Scoring, tie-breaks and prices** at close are ``_auction_select``'s: see its docstring.
-* **Resource limits** are not checked here: ``Constraints`` carries no resource bounds yet, so
-  an offer's ``resource_limits`` are recorded in the award for the executor to hold it to.
+* **Resource limits**: for each bound in ``intent.constraints.resource_limits`` the offer must
+  state a limit of its own (``offer.resource_limits``) no greater; an unbounded or larger one is
+  refused (``resource_limits``). The winner's limits travel in the award.
 """
 
 from __future__ import annotations
@@ -72,10 +73,15 @@ RejectReason = Literal[
     "capability",
     "over_budget",
     "low_quality",
+    "resource_limits",
     "expired",
     "too_slow",
+    "bad_signature",
+    "malformed",
+    "wrong_sender",
 ]
-"""Why an offer was refused (``Rejection.reason``)."""
+"""Why an offer was refused (``Rejection.reason``). The last three are the driver's: an offer
+whose signature or bytes do not verify, or that another agent than its provider sent."""
 
 
 class AuctionState(enum.StrEnum):
@@ -403,6 +409,10 @@ def _refusal(
         return "over_budget", f"cost {offer.cost} > max_cost {c.max_cost}"
     if c.min_quality is not None and offer.quality is not None and offer.quality < c.min_quality:
         return "low_quality", f"quality {offer.quality} < min_quality {c.min_quality}"
+    for name, cap in c.resource_limits.items():
+        own = offer.resource_limits.get(name)
+        if isinstance(own, bool) or not isinstance(own, (int, float)) or not own <= cap:
+            return "resource_limits", f"{name} {own!r}, the intent allows at most {cap}"
     return _lapse(offer, now, c.deadline)
 
 

@@ -64,10 +64,19 @@ class Constraints(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     """The least quality an offer may state."""
     required_capabilities: tuple[str, ...] = ()
     """Requirements (``"summarize>=1.2"``) the provider must meet."""
+    resource_limits: dict[str, NonNegative] = msgspec.field(default_factory=dict)
+    """The most of each resource the issuer allows (``max_tokens``, ``max_tool_calls``,
+    ``max_seconds``…): an offer must state a limit of its own within each one."""
 
     def __post_init__(self) -> None:
         _non_negative(self.max_cost, "max_cost")
         _fraction(self.min_quality, "min_quality")
+        for name, cap in self.resource_limits.items():
+            _check(
+                not isinstance(cap, bool) and isinstance(cap, (int, float)) and cap >= 0,
+                f"resource_limits.{name}",
+                f"resource limit {name!r} must be a number >= 0, not {cap!r}",
+            )
 
 
 class Usage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

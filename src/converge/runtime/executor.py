@@ -7,14 +7,16 @@ runtime has already passed every decision through ``validate_safety``.
 Coordination decisions run only when the executor is given the matching protocol (seed 001:
 ``negotiation_protocol`` for ``Propose``/``AcceptProposal``/``RejectProposal``, ``votes_store``
 for ``Vote``, ``delegation_protocol`` for ``Delegate``/``RevokeDelegation`` and the authority
-check before everything else; bidding as it lands); without it they are refused with a clear
-reason, never silently dropped.
+check before everything else, ``bidding_protocols`` for ``SubmitBid``); without it they are
+refused with a clear reason, never silently dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from converge.coordination.bidding import BiddingProtocol
 from converge.coordination.consensus import Consensus
 from converge.coordination.delegation import DelegationProtocol
 from converge.coordination.negotiation import NegotiationProtocol
@@ -98,6 +100,10 @@ class StandardExecutor:
         delegation_protocol: runs ``Delegate``/``RevokeDelegation``; when given, every other
             decision needs the agent's authority for it (``require(did, action)``), where the
             action is the decision's tag (``invoke_tool:<tool>`` for tools).
+        bidding_protocols: the ``BiddingProtocol`` running each auction, by auction id; the key
+            ``"*"`` runs any auction not named. A ``SubmitBid`` becomes an ``Offer`` signed by
+            the agent and submitted to it. The mapping is read at each bid, so a requester may
+            add its auctions as it opens them.
         clock: the time source (message timestamps).
     """
 
@@ -111,9 +117,11 @@ class StandardExecutor:
         negotiation_protocol: NegotiationProtocol | None = None,
         votes_store: Consensus | None = None,
         delegation_protocol: DelegationProtocol | None = None,
+        bidding_protocols: Mapping[str, BiddingProtocol] | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.network = network
+        self.bidding_protocols = bidding_protocols
         self.delegation_protocol = delegation_protocol
         self.negotiation_protocol = negotiation_protocol
         self.votes_store = votes_store
@@ -218,6 +226,14 @@ class StandardExecutor:
             self.negotiation_protocol is not None
         ):
             return await self._negotiate(self.negotiation_protocol, did, decision, trace_id)
+        if isinstance(decision, SubmitBid) and self.bidding_protocols is not None:
+            protocols = self.bidding_protocols
+            protocol = protocols.get(decision.auction_id) or protocols.get("*")
+            if protocol is None:
+                raise PolicyViolation(
+                    f"no bidding protocol runs auction {decision.auction_id!r} for this executor"
+                )
+            return await protocol.bid(agent.identity, decision, capabilities=agent.capabilities)
         if isinstance(decision, Vote) and self.votes_store is not None:
             return await self.votes_store.vote(did, decision.ballot_id, decision.choice)
         if isinstance(decision, _COORDINATION):

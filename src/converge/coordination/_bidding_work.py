@@ -1,0 +1,258 @@
+"""After the award: the winner's ``TaskProgress``, ``TaskDone`` and ``Receipt`` as they reach the
+requester, checked (``_bidding_core``), recorded, countersigned, and turned into trust.
+
+Each handler takes a message the ``BiddingProtocol`` has authenticated, verifies the sealed
+object it carries, finds its round through ``bidding-task/<task id>``, and applies one pure step
+to the round in one unit of work with its event.
+
+Events (trace: the round's; subject: the auction id), ``data``:
+
+- ``bidding.progress``: ``task_id``, ``seq``, ``progress``, ``message``;
+- ``bidding.done``: ``task_id``, ``status``, ``output_digest``, ``error``;
+- ``bidding.settled``: ``receipt_id``, ``status``, ``cost``, ``currency``, ``outcome`` (the
+  trust outcome: ``success``; ``timeout`` when finished after the deadline; ``failure`` when
+  the work failed or was cancelled);
+- ``bidding.disputed``: ``receipt_id``, ``reason`` (over the winner's own resource limits, or
+  refused by the requester's output check), ``outcome`` (``failure``);
+- ``bidding.refused``: ``kind`` (the message's), ``reason`` (a ``RoundRefusal``), ``detail``,
+  ``message_id``.
+
+A settled receipt carries both signatures; a disputed one only the executor's (the requester
+never countersigns an output it refused). The winner's trust is recorded (``trust.updated``, same
+trace) after the round's own unit of work: a crash between the two loses that one update, never
+the receipt.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from converge.coordination._bidding_core import (
+    ContractRound,
+    ProgressNote,
+    RoundRefusal,
+    RoundStage,
+    check_done,
+    check_progress,
+    check_receipt,
+    move,
+    over_limits,
+    round_event,
+)
+from converge.core.message import Message
+from converge.core.signing import Signed, unseal
+from converge.errors import ConvergeError, SignatureError
+from converge.protocol.event import Event
+from converge.protocol.objects import Receipt, TaskDone, TaskProgress, TaskStart, output_digest
+
+if TYPE_CHECKING:  # bidding imports this module at run time
+    from converge.coordination._auction import Award
+    from converge.coordination.bidding import BiddingProtocol
+
+__all__ = ["on_done", "on_progress", "on_receipt", "refuse", "task_key"]
+
+S = TypeVar("S", bound=Signed)
+
+
+def task_key(task_id: str) -> str:
+    """The key naming the round of an awarded task."""
+    return f"bidding-task/{task_id}"
+
+
+async def refuse(
+    p: BiddingProtocol,
+    message: Message,
+    reason: RoundRefusal,
+    detail: str,
+    round_: ContractRound | None = None,
+) -> None:
+    """Record a ``bidding.refused`` event for ``message``; nothing else changes."""
+    await p.store.append([_refusal(p, message, reason, detail, round_)])
+
+
+def _refusal(
+    p: BiddingProtocol,
+    message: Message,
+    reason: RoundRefusal,
+    detail: str,
+    round_: ContractRound | None,
+) -> Event:
+    return Event(
+        kind="bidding.refused",
+        trace_id=round_.trace_id if round_ else (message.trace_id or message.sender or p.did),
+        actor=message.sender,
+        subject=round_.id if round_ else "",
+        data={"kind": message.kind, "reason": reason, "detail": detail, "message_id": message.id},
+        at=p.clock.now(),
+    )
+
+
+async def _open(
+    p: BiddingProtocol, message: Message, cls: type[S], *, require_all: bool = True
+) -> tuple[S, ContractRound, TaskStart] | None:
+    """The verified object ``message`` carries, its round and the round's ``TaskStart``; or
+    None after recording why not."""
+    assert isinstance(message.payload, bytes)
+    try:
+        obj = unseal(message.payload, cls, require_all=require_all)
+    except SignatureError as exc:
+        await refuse(p, message, "bad_signature", str(exc))
+        return None
+    except ConvergeError as exc:
+        await refuse(p, message, "malformed", str(exc))
+        return None
+    task_id: str = getattr(obj, "task_id")  # noqa: B009 - every report names its task
+    entry = await p.store.get(task_key(task_id))
+    round_ = None if entry is None else await p.get(entry.value.decode())
+    if round_ is None or round_.task_start is None:
+        await refuse(p, message, "unknown_round", f"no awarded task {task_id}")
+        return None
+    return obj, round_, unseal(round_.task_start, TaskStart)
+
+
+async def on_progress(p: BiddingProtocol, message: Message) -> None:
+    """Record the winner's progress report, in ``seq`` order."""
+    opened = await _open(p, message, TaskProgress)
+    if opened is None:
+        return
+    report, round_, start = opened
+
+    def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], None]:
+        problem = check_progress(r, start, report, message.sender)
+        if problem is not None:
+            return None, [_refusal(p, message, *problem, r)], None
+        note = ProgressNote(report.seq, report.progress, report.at, report.message)
+        new = move(r, RoundStage.AWARDED, now, progress=(*r.progress, note))
+        event = round_event(
+            "progress",
+            new,
+            actor=message.sender,
+            at=now,
+            task_id=report.task_id,
+            seq=report.seq,
+            progress=report.progress,
+            message=report.message or None,
+        )
+        return new, [event], None
+
+    await p._update(round_.id, step)
+
+
+async def on_done(p: BiddingProtocol, message: Message) -> None:
+    """Record the winner's ``TaskDone`` (once); its receipt is awaited next."""
+    opened = await _open(p, message, TaskDone)
+    if opened is None:
+        return
+    done, round_, start = opened
+    assert isinstance(message.payload, bytes)
+    sealed = message.payload
+
+    def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], None]:
+        problem = check_done(r, start, done, message.sender)
+        if problem is not None:
+            return None, [_refusal(p, message, *problem, r)], None
+        new = move(r, RoundStage.DONE, now, done=sealed)
+        event = round_event(
+            "done",
+            new,
+            actor=message.sender,
+            at=now,
+            task_id=done.task_id,
+            status=done.status,
+            output_digest=output_digest(done.output),
+            error=done.error,
+        )
+        return new, [event], None
+
+    await p._update(round_.id, step)
+
+
+async def on_receipt(p: BiddingProtocol, message: Message) -> None:
+    """Check the executor-signed receipt against the ``TaskDone`` and the award, check the
+    output, countersign (or dispute), and update the winner's trust."""
+    opened = await _open(p, message, Receipt, require_all=False)
+    if opened is None:
+        return
+    receipt, round_, start = opened
+    if receipt.executor_signature is None or receipt.requester_signature is not None:
+        detail = "a receipt arrives signed by its executor, and only by it"
+        await refuse(p, message, "bad_signature", detail, round_)
+        return
+    done = None if round_.done is None else unseal(round_.done, TaskDone)
+    problem = check_receipt(round_, start, done, receipt, message.sender)
+    if problem is not None:
+        await refuse(p, message, *problem, round_)
+        return
+    assert done is not None and round_.award is not None
+    award = round_.award
+    outcome, dispute = await _verdict(p, round_, done, award)
+    assert isinstance(message.payload, bytes)
+    sealed = message.payload if dispute else receipt.countersign(p.identity).seal()
+
+    def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], Any]:
+        again = check_receipt(r, start, done, receipt, message.sender)  # a concurrent receipt?
+        if again is not None:
+            return None, [_refusal(p, message, *again, r)], None
+        if dispute is not None:
+            new = move(r, RoundStage.DISPUTED, now, receipt=sealed, outcome=outcome, reason=dispute)
+            data: dict[str, Any] = {"reason": dispute}
+        else:
+            new = move(r, RoundStage.SETTLED, now, receipt=sealed, outcome=outcome)
+            data = {"status": receipt.status, "cost": receipt.cost, "currency": receipt.currency}
+        event = round_event(
+            new.stage.value,
+            new,
+            actor=p.did,
+            at=now,
+            receipt_id=receipt.id,
+            outcome=outcome,
+            **data,
+        )
+        return new, [event], new
+
+    # Waiters wake once trust is updated too: a round seen settled has had its effect.
+    settled = await p._update(round_.id, step, notify=False)
+    try:
+        if settled is not None and p.trust is not None:
+            await p.trust.record(
+                award.provider,
+                outcome,
+                trace_id=round_.trace_id,
+                actor=p.did,
+                reason=f"receipt {receipt.id}: {dispute or receipt.status}",
+            )
+    finally:
+        p._notify(round_.id)
+
+
+async def _check_output(p: BiddingProtocol, done: TaskDone) -> bool:
+    if p.check_output is None:
+        return True
+    verdict = p.check_output(done)
+    if inspect.isawaitable(verdict):
+        verdict = await verdict
+    return bool(verdict)
+
+
+async def _verdict(
+    p: BiddingProtocol, round_: ContractRound, done: TaskDone, award: Award
+) -> tuple[str, str | None]:
+    """The trust outcome, and the reason to dispute the output (None: countersign)."""
+    if done.status != "completed":
+        return "failure", None  # a truthful receipt of a failure is settled, and counts against
+    problem = over_limits(done, award.offer.resource_limits)
+    if problem is None:
+        try:
+            accepted = await _check_output(p, done)
+        except Exception as exc:  # the requester's check is user code: its bug is a refusal
+            problem = f"the output check raised {type(exc).__name__}: {exc}"
+        else:
+            if not accepted:
+                problem = "the requester's output check refused the output"
+    if problem is not None:
+        return "failure", problem
+    deadline = round_.auction.intent.constraints.deadline
+    if deadline is not None and done.finished_at > deadline:
+        return "timeout", None
+    return "success", None
