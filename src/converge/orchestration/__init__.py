@@ -1,0 +1,59 @@
+"""Graph orchestration: graphs in YAML or Python, the engine, checkpoints and resume.
+
+```python
+from converge.orchestration import Engine, Graph, load_graph
+
+graph = load_graph("review.yaml")            # or Graph("review").add_node(...)...
+async with Engine(store) as engine:
+    result = await engine.execute(graph, {"source_code": code})
+```
+"""
+
+from converge.orchestration._agents import AgentSpec
+from converge.orchestration._context import NodeContext, UsageExceeded
+from converge.orchestration._expr import Expression, ExpressionError, parse_expression
+from converge.orchestration._model import (
+    Edge,
+    ExecutionConfig,
+    GraphConfig,
+    Node,
+    NodePolicy,
+    RetryPolicy,
+)
+from converge.orchestration._refs import MISSING, Missing
+from converge.orchestration.engine import (
+    Engine,
+    RunEvent,
+    RunFailed,
+    RunHandle,
+    RunResult,
+    RunStatus,
+)
+from converge.orchestration.graph import Graph
+from converge.orchestration.yaml_loader import load_graph, loads_graph
+
+__all__ = [
+    "MISSING",
+    "AgentSpec",
+    "Edge",
+    "Engine",
+    "ExecutionConfig",
+    "Expression",
+    "ExpressionError",
+    "Graph",
+    "GraphConfig",
+    "Missing",
+    "Node",
+    "NodeContext",
+    "NodePolicy",
+    "RetryPolicy",
+    "RunEvent",
+    "RunFailed",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "UsageExceeded",
+    "load_graph",
+    "loads_graph",
+    "parse_expression",
+]

@@ -1,0 +1,139 @@
+"""``NodeContext``: what a node's agent gets from the engine while it runs (``RunContext``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from converge.core.clock import Clock
+from converge.errors import OrchestrationError
+from converge.protocol.objects import Usage
+
+__all__ = ["NodeContext", "Paused", "UsageExceeded"]
+
+
+class Paused(Exception):
+    """Raised inside a node by ``ctx.pause`` when the question has no answer yet; the engine
+    records the question and the run waits (``WAITING``)."""
+
+    def __init__(self, question: str, index: int) -> None:
+        super().__init__(question)
+        self.question = question
+        self.index = index
+
+
+class UsageExceeded(OrchestrationError):
+    """A node reported more tokens or tool calls than ``execution`` allows one agent."""
+
+    def __init__(self, node: str, what: str, used: int, limit: int) -> None:
+        super().__init__(f"node {node!r} used {used} {what}; the limit per agent is {limit}")
+        self.node = node
+        self.what = what
+        self.used = used
+        self.limit = limit
+
+
+class NodeContext:
+    """The context of one try of one node.
+
+    Attributes:
+        run_id: the run.
+        node_id: the node.
+        iteration: 1 on the node's first pass in this run, +1 per pass of a loop.
+        attempt: 1 on the first try of this pass, +1 per retry.
+        idempotency_key: ``run/node/iteration/attempt``: the same when a crashed try runs again
+            after ``resume``, so an agent with side effects can deduplicate them.
+        clock: the engine's clock.
+    """
+
+    __slots__ = (
+        "_answers",
+        "_checkpoint",
+        "_emit",
+        "_limits",
+        "_pauses",
+        "_progress",
+        "attempt",
+        "clock",
+        "idempotency_key",
+        "iteration",
+        "node_id",
+        "run_id",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        attempt: int,
+        clock: Clock,
+        *,
+        answers: dict[int, Any],
+        limits: tuple[int | None, int | None],
+        emit: Callable[[Any], Awaitable[None]],
+        progress: Callable[[float, str], Awaitable[None]],
+        checkpoint: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.run_id = run_id
+        self.node_id = node_id
+        self.iteration = iteration
+        self.attempt = attempt
+        self.idempotency_key = f"{run_id}/{node_id}/{iteration}/{attempt}"
+        self.clock = clock
+        self.usage = Usage()
+        self._answers = answers
+        self._limits = limits
+        self._emit = emit
+        self._progress = progress
+        self._checkpoint = checkpoint
+        self._pauses = 0
+
+    def report_usage(
+        self, tokens_in: int = 0, tokens_out: int = 0, tool_calls: int = 0, cost: float = 0.0
+    ) -> None:
+        """Add to this try's resource accounting.
+
+        Raises:
+            UsageExceeded: the node went past ``max_tokens_per_agent`` or
+                ``max_tool_calls_per_agent``.
+        """
+        u = self.usage
+        self.usage = Usage(
+            tokens_in=u.tokens_in + tokens_in,
+            tokens_out=u.tokens_out + tokens_out,
+            tool_calls=u.tool_calls + tool_calls,
+            cost=u.cost + cost,
+        )
+        max_tokens, max_tools = self._limits
+        tokens = self.usage.tokens_in + self.usage.tokens_out
+        if max_tokens is not None and tokens > max_tokens:
+            raise UsageExceeded(self.node_id, "tokens", tokens, max_tokens)
+        if max_tools is not None and self.usage.tool_calls > max_tools:
+            raise UsageExceeded(self.node_id, "tool calls", self.usage.tool_calls, max_tools)
+
+    async def emit(self, chunk: Any) -> None:
+        """Stream a piece of partial output to the run's ``stream`` listeners."""
+        await self._emit(chunk)
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress between 0 and 1 (recorded as a ``node.progress`` event)."""
+        await self._progress(fraction, message)
+
+    async def checkpoint(self, label: str) -> None:
+        """Name the run's current point, for ``fork``."""
+        await self._checkpoint(label)
+
+    async def pause(self, question: str) -> Any:
+        """Ask a person; the run waits (``WAITING``) until ``resume(run_id, answer=...)``.
+
+        The node then runs again from its start (its earlier work is not kept), and this call
+        returns the answer at once: write a node that pauses so that running it twice is
+        harmless (the ``idempotency_key`` helps).
+        """
+        index = self._pauses
+        self._pauses += 1
+        if index in self._answers:
+            return self._answers[index]
+        raise Paused(question, index)

@@ -1,0 +1,92 @@
+"""A run's log, read back: what ``resume`` and ``fork`` need, and the run's results.
+
+Event kinds a run writes (all in the run's trace, ``subject`` = run id; ``data.node`` names the
+node where there is one):
+
+- ``run.started`` ``{graph, fingerprint, inputs[, forked_from, label]}``
+- ``node.start`` ``{node, agent, iteration, attempt, task_id}`` (seed 003 ``TaskStart``)
+- ``node.progress`` ``{node, iteration, fraction, message}`` (``TaskProgress``)
+- ``node.retry`` ``{node, iteration, attempt, error, delay}``
+- ``node.done`` ``{node, iteration, status, output, usage, started_at, finished_at[, error]}``
+  (``TaskDone``); ``status`` is ``completed``, ``skipped`` (output ``null``, read as
+  ``MISSING``), ``fallback`` or ``answered`` (a person's answer stood in for it)
+- ``node.failed`` ``{node, iteration, error}`` (the run fails with it)
+- ``node.waiting`` ``{node, iteration, index, question}``; ``node.answered`` ``{node,
+  iteration, index, answer}``
+- ``run.waiting`` / ``run.resumed`` / ``run.checkpoint`` ``{label}`` / ``run.completed``
+  ``{output, usage, duration_ms}`` / ``run.failed`` ``{error, node}`` / ``run.cancelled``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from converge.protocol.event import Event
+
+__all__ = ["DoneRecord", "RunRecords", "read_records"]
+
+
+class DoneRecord:
+    """A node's pass that finished, as logged."""
+
+    __slots__ = ("event_id", "output", "seq", "status")
+
+    def __init__(self, status: str, output: Any, event_id: str, seq: int) -> None:
+        self.status = status
+        self.output = output
+        self.event_id = event_id
+        self.seq = seq
+
+
+class RunRecords:
+    """Everything ``resume`` reads from a run's events."""
+
+    def __init__(self) -> None:
+        self.started: Event | None = None
+        self.done: dict[tuple[str, int], DoneRecord] = {}
+        """Finished passes by (node id, iteration)."""
+        self.answers: dict[tuple[str, int, int], Any] = {}
+        """Answers by (node id, iteration, pause index; -1: the node's failure)."""
+        self.waiting: list[tuple[str, int, int, str]] = []
+        """Questions without an answer: (node, iteration, index, question)."""
+        self.checkpoints: list[tuple[str, int, float]] = []
+        """(label, seq, at) in log order."""
+        self.ended: Event | None = None
+        """The last ``run.completed``, ``run.failed`` or ``run.cancelled`` (None: open)."""
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The run's graph inputs."""
+        return dict(self.started.data.get("inputs", {})) if self.started else {}
+
+
+def read_records(events: Sequence[Event]) -> RunRecords:
+    """Fold a run's events (in log order) into ``RunRecords``."""
+    records = RunRecords()
+    asked: dict[tuple[str, int, int], str] = {}
+    for ev in events:
+        kind, data = ev.kind, ev.data
+        if kind == "run.started":
+            records.started = ev
+        elif kind == "node.done":
+            key = (data["node"], int(data["iteration"]))
+            records.done[key] = DoneRecord(data["status"], data.get("output"), ev.id, ev.seq)
+        elif kind == "node.waiting":
+            asked[(data["node"], int(data["iteration"]), int(data["index"]))] = data["question"]
+        elif kind == "node.answered":
+            records.answers[(data["node"], int(data["iteration"]), int(data["index"]))] = data.get(
+                "answer"
+            )
+        elif kind == "run.checkpoint":
+            records.checkpoints.append((data["label"], ev.seq, ev.at))
+        elif kind in ("run.completed", "run.failed", "run.cancelled"):
+            records.ended = ev
+        elif kind in ("run.resumed", "run.waiting"):
+            records.ended = None
+    records.waiting = [
+        (node, iteration, index, question)
+        for (node, iteration, index), question in asked.items()
+        if (node, iteration, index) not in records.answers and (node, iteration) not in records.done
+    ]
+    return records

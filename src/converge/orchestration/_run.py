@@ -1,0 +1,491 @@
+"""One run of a plan: start ready nodes within the concurrency limit, apply each node's
+policies, log every step, follow edges, and end COMPLETED, FAILED, WAITING or CANCELLED.
+
+A node that is the only one ready while nothing else runs is awaited inline: a task per node
+costs more than the node when a graph is a chain. Nodes run as tasks of the run's
+``TaskGroup`` only when several can run at once.
+
+**Durability.** Events are buffered and written in one append. With ``checkpoint_enabled`` a
+node's ``node.done`` (with the ``node.start`` before it) is written — committed — before any
+node after it starts; without, the buffer is written when it grows large and when the run
+stops, so a crash may lose the last completions (``resume`` then runs those nodes again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import msgspec
+
+from converge.core.clock import Clock
+from converge.errors import ConvergeError, ValidationError
+from converge.orchestration._agents import NodeAgent
+from converge.orchestration._context import NodeContext, Paused
+from converge.orchestration._plan import Plan, PlanNode
+from converge.orchestration._records import RunRecords
+from converge.orchestration._refs import MISSING, resolve_path
+from converge.orchestration._scheduler import Scheduler
+from converge.protocol.event import Event
+from converge.protocol.objects import Usage
+from converge.store.base import Store
+
+__all__ = ["Outcome", "RunState"]
+
+_FLUSH_AT = 256  # buffered events that force a write when checkpoints are off
+_encoder = msgspec.msgpack.Encoder()
+
+
+class Outcome:
+    """How one pass of a node ended."""
+
+    __slots__ = (
+        "error",
+        "event_id",
+        "index",
+        "output",
+        "question",
+        "replayed",
+        "started_at",
+        "status",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        status: str,
+        output: Any = None,
+        *,
+        error: str | None = None,
+        usage: Usage | None = None,
+        question: str | None = None,
+        index: int = 0,
+        replayed: bool = False,
+        started_at: float = 0.0,
+    ) -> None:
+        self.status = status  # completed, skipped, fallback, answered, paused, failed, fatal
+        self.output = output
+        self.error = error
+        self.usage = usage
+        self.question = question
+        self.index = index
+        self.replayed = replayed
+        self.started_at = started_at
+        self.event_id: str | None = None
+
+
+Listener = Callable[[str, str | None, dict[str, Any]], None]
+
+
+class RunState:
+    """The state and the loop of one run."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        run_id: str,
+        inputs: dict[str, Any],
+        *,
+        store: Store,
+        clock: Clock,
+        pool: Executor,
+        records: RunRecords | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.inputs = inputs
+        self.store = store
+        self.clock = clock
+        self.pool = pool
+        self.records = records or RunRecords()
+        self.listener = listener
+        self.scheduler = Scheduler(plan)
+        self.outputs: dict[int, Any] = {}
+        self.values: dict[str, Any] = dict(inputs)  # what conditions read
+        self.done_event: list[str | None] = [None] * len(plan.nodes)
+        self.usage = Usage()
+        self.status = "running"
+        self.error: str | None = None
+        self.failed_node: str | None = None
+        self.waiting: list[tuple[str, str]] = []  # (node id, question)
+        self.started_event: str | None = None
+        self._buffer: list[Event] = []
+        self._started = time.perf_counter()
+
+    # -- the log -----------------------------------------------------------------------------------
+
+    def log(self, kind: str, data: dict[str, Any], *, parent: str | None = None) -> Event:
+        """Buffer an event of this run (written by the next ``flush``)."""
+        event = Event(
+            kind=kind,
+            trace_id=self.run_id,
+            subject=self.run_id,
+            data=data,
+            parent_id=parent or self.started_event,
+            at=self.clock.now(),
+        )
+        self._buffer.append(event)
+        if self.listener is not None:
+            self.listener(kind, data.get("node"), data)
+        return event
+
+    async def flush(self) -> None:
+        """Write every buffered event (one unit of work); returns once it is committed."""
+        if self._buffer:
+            events, self._buffer = self._buffer, []
+            await self.store.append(events)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until nothing more can run; sets ``status`` (and ``error`` / ``waiting``)."""
+        sched = self.scheduler
+        limit = self.plan.execution.max_concurrent_agents
+        running: dict[asyncio.Task[Outcome], int] = {}
+        busy: set[int] = set()  # nodes with a pass in flight: a second pass waits for it
+        sched.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                while self.status == "running":
+                    deferred: list[int] = []
+                    while sched.ready and len(running) < limit:
+                        node = sched.ready.popleft()
+                        if node in busy:
+                            deferred.append(node)
+                            continue
+                        if not running and not sched.ready and not deferred:
+                            await self._settle(node, await self._pass(node))
+                            break
+                        busy.add(node)
+                        running[group.create_task(self._pass(node))] = node
+                    sched.ready.extendleft(reversed(deferred))
+                    if self.status != "running":
+                        break
+                    if running:
+                        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                        for task in sorted(done, key=running.__getitem__):
+                            node = running.pop(task)
+                            busy.discard(node)
+                            await self._settle(node, task.result())
+                            if self.status != "running":
+                                break
+                        continue
+                    if sched.ready:
+                        continue
+                    if self.waiting:
+                        break  # a paused node may still take its loop's exits: nothing is final
+                    if sched.quiesce():
+                        continue
+                    stuck = sched.stuck()
+                    if stuck:
+                        waits = "; ".join(f"{n} waits for {', '.join(s)}" for n, s in stuck.items())
+                        self._fail(f"the run cannot progress: {waits}", next(iter(stuck)))
+                    break
+                for task in running:  # abort: stop what is still in flight
+                    task.cancel()
+        finally:
+            if self.status == "running":
+                self.status = "waiting" if self.waiting else "completed"
+
+    def _fail(self, error: str, node: str | None) -> None:
+        if self.status == "running":
+            self.status = "failed"
+            self.error = error
+            self.failed_node = node
+
+    # -- one pass of one node ----------------------------------------------------------------------
+
+    async def _pass(self, index: int) -> Outcome:
+        node = self.plan.nodes[index]
+        iteration = self.scheduler.runs[index] + 1
+        limit = self.plan.max_iterations
+        if limit is not None and iteration > limit:
+            return Outcome(
+                "fatal",
+                error=f"node {node.id!r} would run a {_nth(iteration)} time; "
+                f"config.max_iterations is {limit}",
+            )
+        recorded = self.records.done.get((node.id, iteration))
+        if recorded is not None:
+            out = MISSING if recorded.status == "skipped" else recorded.output
+            replay = Outcome(recorded.status, out, replayed=True)
+            replay.event_id = recorded.event_id
+            return replay
+        answer_key = (node.id, iteration, -1)
+        if answer_key in self.records.answers:
+            return Outcome("answered", self.records.answers[answer_key])
+        inputs = self._inputs(node)
+        retry = node.retry
+        attempt = 1
+        while True:
+            started = self.clock.now()
+            trigger = self.scheduler.trigger[index]
+            self.log(
+                "node.start",
+                {
+                    "node": node.id,
+                    "agent": node.agent.name,
+                    "iteration": iteration,
+                    "attempt": attempt,
+                    "task_id": f"{self.run_id}/{node.id}/{iteration}",
+                },
+                parent=None if trigger is None else self.done_event[trigger],
+            )
+            ctx = self._context(node, iteration, attempt)
+            try:
+                output = await self._call(node.agent, inputs, ctx, node.timeout)
+                return Outcome("completed", output, usage=ctx.usage, started_at=started)
+            except Paused as paused:
+                return Outcome("paused", question=paused.question, index=paused.index)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = _describe(exc, node.timeout)
+                usage = ctx.usage
+            if attempt <= retry.max_retries:
+                delay = retry.delay(attempt)
+                self.log(
+                    "node.retry",
+                    {
+                        "node": node.id,
+                        "iteration": iteration,
+                        "attempt": attempt,
+                        "error": error,
+                        "delay": delay,
+                    },
+                )
+                if delay > 0:
+                    await self.clock.sleep(delay)
+                attempt += 1
+                continue
+            return await self._after_failure(node, iteration, inputs, error, usage, started)
+
+    async def _after_failure(
+        self,
+        node: PlanNode,
+        iteration: int,
+        inputs: dict[str, Any],
+        error: str,
+        usage: Usage,
+        started: float,
+    ) -> Outcome:
+        if node.on_error == "skip":
+            return Outcome("skipped", MISSING, error=error, usage=usage, started_at=started)
+        if node.on_error == "human":
+            question = (
+                f"node {node.id!r} failed: {error}. Answer with the output to use in its place."
+            )
+            return Outcome("paused", question=question, index=-1, error=error)
+        if node.on_error == "fallback" and node.fallback is not None:
+            ctx = self._context(node, iteration, 0)
+            try:
+                output = await self._call(node.fallback, inputs, ctx, node.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{error}; its fallback {node.fallback.name!r} failed too: " + _describe(
+                    exc, node.timeout
+                )
+                return Outcome("failed", error=error, usage=usage)
+            return Outcome("fallback", output, error=error, usage=ctx.usage, started_at=started)
+        return Outcome("failed", error=error, usage=usage)
+
+    def _inputs(self, node: PlanNode) -> dict[str, Any]:
+        if node.node.inputs is None and node.forward_in == 0 and not node.inputs:
+            return dict(self.inputs)  # an entry node without inputs gets the graph's inputs
+        outputs = self.outputs
+        by_id = self.plan.by_id
+        values: dict[str, Any] = {}
+        for ref in node.inputs:
+            if ref.node is None:
+                value = self.inputs.get(ref.name, MISSING)
+            else:
+                value = outputs.get(by_id[ref.node].index, MISSING)
+            values[ref.text] = resolve_path(value, ref.path) if ref.path else value
+        return values
+
+    def _context(self, node: PlanNode, iteration: int, attempt: int) -> NodeContext:
+        answers = {
+            index: answer
+            for (node_id, it, index), answer in self.records.answers.items()
+            if node_id == node.id and it == iteration and index >= 0
+        }
+        execution = self.plan.execution
+        node_id = node.id
+
+        async def emit(chunk: Any) -> None:
+            if self.listener is not None:
+                self.listener("node.chunk", node_id, {"node": node_id, "chunk": chunk})
+
+        async def progress(fraction: float, message: str) -> None:
+            if not 0.0 <= fraction <= 1.0:
+                raise ValidationError(f"progress is a fraction in [0, 1], not {fraction!r}")
+            self.log(
+                "node.progress",
+                {"node": node_id, "iteration": iteration, "fraction": fraction, "message": message},
+            )
+
+        async def checkpoint(label: str) -> None:
+            self.log("run.checkpoint", {"label": label, "node": node_id})
+            await self.flush()
+
+        return NodeContext(
+            self.run_id,
+            node_id,
+            iteration,
+            attempt,
+            self.clock,
+            answers=answers,
+            limits=(execution.max_tokens_per_agent, execution.max_tool_calls_per_agent),
+            emit=emit,
+            progress=progress,
+            checkpoint=checkpoint,
+        )
+
+    async def _call(
+        self, agent: NodeAgent, inputs: dict[str, Any], ctx: NodeContext, timeout: float | None
+    ) -> Any:
+        args = (inputs, ctx) if agent.takes_ctx else (inputs,)
+        if timeout is None:
+            return await _invoke(agent, args, self.pool)
+        async with asyncio.timeout(timeout):
+            return await _invoke(agent, args, self.pool)
+
+    # -- after a pass ------------------------------------------------------------------------------
+
+    async def _settle(self, index: int, outcome: Outcome) -> None:
+        node = self.plan.nodes[index]
+        iteration = self.scheduler.runs[index] + 1
+        status = outcome.status
+        if status == "fatal":
+            self._fail(outcome.error or "", node.id)
+            return
+        if status == "failed":
+            self.log(
+                "node.failed", {"node": node.id, "iteration": iteration, "error": outcome.error}
+            )
+            self._fail(f"node {node.id!r} failed: {outcome.error}", node.id)
+            return
+        if status == "paused":
+            assert outcome.question is not None
+            self.log(
+                "node.waiting",
+                {
+                    "node": node.id,
+                    "iteration": iteration,
+                    "index": outcome.index,
+                    "question": outcome.question,
+                },
+            )
+            self.waiting.append((node.id, outcome.question))
+            return
+        output = outcome.output
+        if outcome.replayed:
+            self.done_event[index] = outcome.event_id
+        else:
+            stored = None if output is MISSING else output
+            try:
+                _encoder.encode(stored)
+            except (TypeError, ValueError, OverflowError) as exc:
+                self.log(
+                    "node.failed", {"node": node.id, "iteration": iteration, "error": str(exc)}
+                )
+                self._fail(
+                    f"node {node.id!r} returned an output that cannot be stored "
+                    f"({type(output).__name__}): {exc}",
+                    node.id,
+                )
+                return
+            usage = outcome.usage or Usage()
+            self.usage = _add(self.usage, usage)
+            data: dict[str, Any] = {
+                "node": node.id,
+                "iteration": iteration,
+                "status": status,
+                "output": stored,
+                "started_at": outcome.started_at,
+                "finished_at": self.clock.now(),
+            }
+            if usage != _NO_USAGE:
+                data["usage"] = msgspec.structs.asdict(usage)
+            if outcome.error is not None:
+                data["error"] = outcome.error
+            done = self.log("node.done", data)
+            self.done_event[index] = done.id
+            if self.plan.checkpoint or len(self._buffer) >= _FLUSH_AT:
+                await self.flush()
+        self.outputs[index] = output
+        self.values[node.id] = {"output": output}
+        try:
+            self.scheduler.finish(index, self.values)
+        except ConvergeError as exc:
+            self._fail(f"after node {node.id!r}: {exc}", node.id)
+
+    # -- the result --------------------------------------------------------------------------------
+
+    def output(self) -> Any:
+        """The run's output: the sole sink's, or ``{sink id: output}`` of the sinks that ran."""
+        sinks = self.plan.sinks
+        if len(sinks) == 1:
+            value = self.outputs.get(sinks[0].index, MISSING)
+            return None if value is MISSING else value
+        return {
+            n.id: (None if self.outputs[n.index] is MISSING else self.outputs[n.index])
+            for n in sinks
+            if n.index in self.outputs
+        }
+
+    def node_outputs(self) -> dict[str, Any]:
+        """Every node's latest output (None for a skipped one), by node id."""
+        return {
+            self.plan.nodes[i].id: (None if v is MISSING else v) for i, v in self.outputs.items()
+        }
+
+    @property
+    def duration_ms(self) -> float:
+        """Milliseconds since this process started (or resumed) the run."""
+        return (time.perf_counter() - self._started) * 1e3
+
+
+_NO_USAGE = Usage()
+
+
+async def _invoke(agent: NodeAgent, args: tuple[Any, ...], pool: Executor) -> Any:
+    if agent.is_async:
+        return await agent.fn(*args)
+    if agent.inline:
+        result = agent.fn(*args)
+    else:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(pool, functools.partial(agent.fn, *args))
+    if isinstance(result, Awaitable):
+        return await result
+    return result
+
+
+def _describe(exc: BaseException, timeout: float | None) -> str:
+    if isinstance(exc, TimeoutError) and timeout is not None:
+        return f"timed out after {timeout:g} s"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    if b == _NO_USAGE:
+        return a
+    return Usage(
+        tokens_in=a.tokens_in + b.tokens_in,
+        tokens_out=a.tokens_out + b.tokens_out,
+        tool_calls=a.tool_calls + b.tool_calls,
+        cost=a.cost + b.cost,
+    )
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

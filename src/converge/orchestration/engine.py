@@ -1,0 +1,502 @@
+"""The ``Engine``: runs graphs, and continues, forks, streams and batches their runs.
+
+```python
+async with Engine(store=await SQLiteStore.open("runs.db")) as engine:
+    result = await engine.execute(graph, {"source_code": code})      # wait for the result
+    handle = await engine.submit(graph, {"source_code": code})       # a run id at once
+    async for event in engine.stream(graph, {"source_code": code}):  # events as they happen
+        ...
+    results = await engine.batch(graph, many_inputs, concurrency=8)  # input order
+    result = await engine.resume(graph, run_id, answer="approved")   # after a pause or a crash
+```
+
+Runs are logged in the engine's store (a ``MemoryStore`` when none is given); everything about
+a run — its results, ``resume``, ``fork`` and its trace — is read back from that log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import msgspec
+
+from converge.core.clock import Clock, system_clock
+from converge.core.ids import new_id
+from converge.errors import OrchestrationError, StateError, ValidationError
+from converge.orchestration._records import RunRecords, read_records
+from converge.orchestration._run import RunState
+from converge.orchestration.graph import Graph
+from converge.protocol.objects import Usage
+from converge.store.base import Store
+from converge.store.memory import MemoryStore
+
+__all__ = ["Engine", "RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
+
+T = TypeVar("T")
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is."""
+
+    RUNNING = "running"
+    """Nodes are running, or will."""
+    WAITING = "waiting"
+    """Paused for a person's answer (``resume(run_id, answer=...)``)."""
+    COMPLETED = "completed"
+    """Every node that could run has run."""
+    FAILED = "failed"
+    """A node failed with ``abort`` (or its policy ran out), or the run timed out."""
+    CANCELLED = "cancelled"
+    """Stopped by ``cancel``."""
+
+
+class RunResult(msgspec.Struct, frozen=True):
+    """How a run ended (or where it stands)."""
+
+    run_id: str
+    """The run (also its trace id)."""
+    graph: str
+    """The graph's name."""
+    status: RunStatus
+    """COMPLETED, FAILED, WAITING, CANCELLED (or RUNNING, from ``status``)."""
+    output: Any = None
+    """The sole sink node's output, or ``{sink id: output}`` of the sinks that ran."""
+    outputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Every node's latest output, by node id."""
+    error: str | None = None
+    """Why it FAILED."""
+    failed_node: str | None = None
+    """The node it failed at, if any."""
+    questions: dict[str, str] = msgspec.field(default_factory=dict)
+    """While WAITING: the open question of each paused node."""
+    usage: Usage = Usage()
+    """Tokens, tool calls and cost reported by its nodes in this process."""
+    duration_ms: float = 0.0
+    """Wall time of this execution (or continuation) of the run."""
+
+
+class RunFailed(OrchestrationError):
+    """``execute`` (or ``resume``) ended with a FAILED or CANCELLED run; ``result`` says how."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(f"run {result.run_id} of {result.graph!r} {result.status}: {result.error}")
+        self.result = result
+
+
+class RunEvent(msgspec.Struct, frozen=True):
+    """What ``stream`` yields: ``node.start``, ``node.chunk``, ``node.progress``, ``node.done``,
+    ``node.failed``, ``node.waiting``, … and last ``run.completed`` / ``run.failed`` /
+    ``run.waiting`` / ``run.cancelled``."""
+
+    kind: str
+    """The event kind (as logged; ``node.chunk`` is streamed only, never logged)."""
+    run_id: str
+    """The run."""
+    node: str | None = None
+    """The node it is about, if any."""
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Its details (as in the log)."""
+
+
+class RunHandle:
+    """A run started by ``submit``."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self._engine = engine
+        self.run_id = run_id
+        self._task: asyncio.Task[RunResult] | None = None
+        self._results: list[RunResult] = []  # the run's result, also when it was cancelled
+
+    def _bind(self, task: asyncio.Task[RunResult]) -> None:
+        self._task = task
+
+    async def status(self) -> RunStatus:
+        """RUNNING while it runs, then how it ended."""
+        assert self._task is not None
+        if not self._task.done():
+            return RunStatus.RUNNING
+        return (await self.wait()).status
+
+    async def wait(self, timeout: float | None = None) -> RunResult:
+        """The run's result once it ends (FAILED and CANCELLED included: nothing is raised)."""
+        assert self._task is not None
+        async with asyncio.timeout(timeout):
+            await asyncio.wait([self._task])
+        return self._results[-1]
+
+    async def cancel(self) -> RunResult:
+        """Stop the run (its in-flight nodes are cancelled) and return its result."""
+        assert self._task is not None
+        self._task.cancel()
+        return await self.wait()
+
+
+class Engine:
+    """Runs graphs over a store.
+
+    Args:
+        store: where runs are logged (a new ``MemoryStore`` if None).
+        clock: time for events, timeouts' backoff and retries (wall-clock by default).
+        id_factory: makes run ids.
+        max_threads: the size of the pool that runs sync callables (bounded).
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        clock: Clock = system_clock,
+        id_factory: Callable[[], str] = new_id,
+        max_threads: int = 8,
+    ) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
+        self.clock = clock
+        self.id_factory = id_factory
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="converge-node")
+        self._group: asyncio.TaskGroup | None = None
+        self._handles: dict[str, RunHandle] = {}
+
+    async def __aenter__(self) -> Self:
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        try:
+            if group is not None:
+                await group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- modes -------------------------------------------------------------------------------------
+
+    async def execute(self, graph: Graph, inputs: Mapping[str, Any] | None = None) -> RunResult:
+        """Run ``graph`` and wait: the result if it COMPLETED or is WAITING.
+
+        Raises:
+            ValidationError: a bad graph or missing inputs (before anything runs).
+            RunFailed: the run FAILED (the exception carries the result).
+        """
+        return _raise_failed(await self._start(graph, inputs))
+
+    async def submit(self, graph: Graph, inputs: Mapping[str, Any] | None = None) -> RunHandle:
+        """Start a run and return its handle at once (needs ``async with engine``)."""
+        if self._group is None:
+            raise StateError("submit() needs a running engine: use `async with Engine(...)`")
+        plan = graph.compile()
+        run_id = self.id_factory()
+        args = _inputs(plan.graph_inputs, inputs)
+        handle = RunHandle(self, run_id)
+        # A cancelled child does not cancel the group: `cancel()` stops this run alone.
+        task = self._group.create_task(
+            self._start(graph, args, run_id=run_id, sink=handle._results)
+        )
+        handle._bind(task)
+        self._handles[run_id] = handle
+        task.add_done_callback(lambda _: self._handles.pop(run_id, None))
+        return handle
+
+    def handle(self, run_id: str) -> RunHandle | None:
+        """The handle of a run this engine is running (None once it ended)."""
+        return self._handles.get(run_id)
+
+    async def stream(
+        self, graph: Graph, inputs: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """Run ``graph`` and yield its events as they happen; the last is the run's end."""
+        queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
+        run_id = self.id_factory()
+
+        def listen(kind: str, node: str | None, data: dict[str, Any]) -> None:
+            queue.put_nowait(RunEvent(kind=kind, run_id=run_id, node=node, data=data))
+
+        async def drive() -> None:
+            try:
+                await self._start(graph, inputs, run_id=run_id, listener=listen)
+            finally:
+                queue.put_nowait(None)
+
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(drive())
+            try:
+                while (event := await queue.get()) is not None:
+                    yield event
+            finally:
+                if not task.done():
+                    task.cancel()
+
+    async def batch(
+        self,
+        graph: Graph,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 10,
+    ) -> list[RunResult]:
+        """Run ``graph`` once per input, at most ``concurrency`` at a time. Results come in input
+        order; a FAILED run is a result, not an exception, so it does not sink the others."""
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        graph.compile()
+        items = list(inputs)
+        results: list[RunResult | None] = [None] * len(items)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with gate:
+                results[i] = await self._start(graph, items[i])
+
+        async with asyncio.TaskGroup() as group:
+            for i in range(len(items)):
+                group.create_task(one(i))
+        return [r for r in results if r is not None]
+
+    # -- continuing runs ---------------------------------------------------------------------------
+
+    async def resume(self, graph: Graph, run_id: str, *, answer: Any = None) -> RunResult:
+        """Continue a run from its log: nodes that finished are read, never run again; nodes that
+        had started run again (same ``idempotency_key``). ``answer`` answers the oldest open
+        question of a WAITING run. A COMPLETED run's result is returned as it is.
+
+        Raises:
+            ValidationError: no such run, or it was started by a different graph.
+            RunFailed: the run FAILED again.
+        """
+        plan = graph.compile()
+        records = await self._records(run_id)
+        assert records.started is not None
+        if records.started.data.get("fingerprint") != plan.fingerprint:
+            raise ValidationError(
+                f"run {run_id} was started by a different version of graph "
+                f"{records.started.data.get('graph')!r}: it cannot be resumed with this one",
+                field="graph",
+            )
+        if records.ended is not None and records.ended.kind == "run.completed":
+            return self._ended_result(graph, run_id, records)
+        resumed: dict[str, Any] = {}
+        if records.waiting and answer is not None:
+            node, iteration, index, _ = records.waiting[0]
+            records.answers[(node, iteration, index)] = answer
+            resumed = {"node": node, "iteration": iteration, "index": index, "answer": answer}
+        return _raise_failed(
+            await self._start(
+                graph, records.inputs, run_id=run_id, records=records, resumed=resumed
+            )
+        )
+
+    async def checkpoint(self, run_id: str, label: str) -> None:
+        """Name the current point of a run (``fork`` can start from it)."""
+        if not isinstance(label, str) or not label:
+            raise ValidationError(f"a checkpoint label is a non-empty string, not {label!r}")
+        await self._records(run_id)
+        await self.store.append([_event(self, run_id, "run.checkpoint", {"label": label})])
+
+    async def list_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's checkpoints in order: ``{label, seq, at}``."""
+        records = await self._records(run_id)
+        return [{"label": lb, "seq": seq, "at": at} for lb, seq, at in records.checkpoints]
+
+    async def fork(
+        self,
+        graph: Graph,
+        run_id: str,
+        label: str,
+        *,
+        new_input: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Start a new run from checkpoint ``label`` of ``run_id``: nodes finished before it keep
+        their outputs; the rest run again in the new run, with the inputs updated by
+        ``new_input``. The original run is not touched."""
+        plan = graph.compile()
+        source = await self._records(run_id)
+        assert source.started is not None
+        if source.started.data.get("fingerprint") != plan.fingerprint:
+            raise ValidationError(
+                f"run {run_id} was started by a different version of graph "
+                f"{source.started.data.get('graph')!r}: it cannot be forked with this one",
+                field="graph",
+            )
+        marks = [seq for lb, seq, _ in source.checkpoints if lb == label]
+        if not marks:
+            raise ValidationError(f"run {run_id} has no checkpoint {label!r}", field="label")
+        cut = marks[-1]
+        records = RunRecords()
+        records.done = {k: d for k, d in source.done.items() if d.seq < cut}
+        inputs = {**source.inputs, **(new_input or {})}
+        _inputs(plan.graph_inputs, inputs)
+        return _raise_failed(
+            await self._start(
+                graph,
+                inputs,
+                records=records,
+                forked={"forked_from": run_id, "label": label},
+            )
+        )
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    async def _records(self, run_id: str) -> RunRecords:
+        if not isinstance(run_id, str) or not run_id:
+            raise ValidationError(f"invalid run id {run_id!r}", field="run_id")
+        records = read_records(await self.store.read(trace_id=run_id))
+        if records.started is None:
+            raise ValidationError(f"no run {run_id!r} in this engine's store", field="run_id")
+        return records
+
+    def _ended_result(self, graph: Graph, run_id: str, records: RunRecords) -> RunResult:
+        assert records.ended is not None
+        data = records.ended.data
+        outputs = {node: d.output for (node, _), d in sorted(records.done.items())}
+        return RunResult(
+            run_id=run_id,
+            graph=graph.name,
+            status=RunStatus.COMPLETED,
+            output=data.get("output"),
+            outputs=outputs,
+        )
+
+    async def _start(
+        self,
+        graph: Graph,
+        inputs: Mapping[str, Any] | None,
+        *,
+        run_id: str | None = None,
+        records: RunRecords | None = None,
+        resumed: dict[str, Any] | None = None,
+        forked: dict[str, Any] | None = None,
+        listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+        sink: list[RunResult] | None = None,
+    ) -> RunResult:
+        plan = graph.compile()
+        args = _inputs(plan.graph_inputs, inputs)
+        state = RunState(
+            plan,
+            run_id or self.id_factory(),
+            args,
+            store=self.store,
+            clock=self.clock,
+            pool=self._pool,
+            records=records,
+            listener=listener,
+        )
+        if records is not None and records.started is not None and forked is None:
+            state.started_event = records.started.id
+            state.log("run.resumed", resumed or {})
+        else:
+            data: dict[str, Any] = {
+                "graph": plan.name,
+                "fingerprint": plan.fingerprint,
+                "inputs": args,
+                **(forked or {}),
+            }
+            state.started_event = state.log("run.started", data).id
+            for (node, iteration), done in sorted(
+                state.records.done.items(), key=lambda kv: kv[1].seq
+            ):
+                state.log(
+                    "node.done",
+                    {
+                        "node": node,
+                        "iteration": iteration,
+                        "status": done.status,
+                        "output": done.output,
+                        "copied_from": (forked or {}).get("forked_from"),
+                    },
+                )
+        if resumed:
+            state.log("node.answered", resumed)
+        try:
+            await state.flush()
+            async with asyncio.timeout(plan.timeout):
+                await state.run()
+        except TimeoutError:
+            state.status = "failed"
+            state.error = f"the run timed out after {plan.timeout:g} s"
+        except asyncio.CancelledError:
+            state.status = "cancelled"
+            state.error = "cancelled"
+            ended = await _shielded(self._finish(state))
+            if sink is not None:
+                sink.append(ended)
+            raise
+        ended = await _shielded(self._finish(state))
+        if sink is not None:
+            sink.append(ended)
+        return ended
+
+    async def _finish(self, state: RunState) -> RunResult:
+        status = RunStatus(state.status)
+        output = state.output() if status is RunStatus.COMPLETED else None
+        if status is RunStatus.COMPLETED:
+            state.log(
+                "run.completed",
+                {
+                    "output": output,
+                    "usage": msgspec.structs.asdict(state.usage),
+                    "duration_ms": round(state.duration_ms, 3),
+                },
+            )
+        elif status is RunStatus.WAITING:
+            state.log("run.waiting", {"questions": dict(state.waiting)})
+        elif status is RunStatus.FAILED:
+            state.log("run.failed", {"error": state.error, "node": state.failed_node})
+        else:
+            state.log("run.cancelled", {})
+        await state.flush()
+        return RunResult(
+            run_id=state.run_id,
+            graph=state.plan.name,
+            status=status,
+            output=output,
+            outputs=state.node_outputs(),
+            error=state.error,
+            failed_node=state.failed_node,
+            questions=dict(state.waiting),
+            usage=state.usage,
+            duration_ms=state.duration_ms,
+        )
+
+
+def _inputs(names: frozenset[str], inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise ValidationError(f"a graph's inputs are a mapping, not {type(inputs).__name__}")
+    missing = sorted(names - inputs.keys())
+    if missing:
+        raise ValidationError(
+            f"the graph reads inputs it was not given: {', '.join(missing)}", field=missing[0]
+        )
+    return dict(inputs)
+
+
+def _raise_failed(result: RunResult) -> RunResult:
+    if result.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise RunFailed(result)
+    return result
+
+
+async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """Finish ``coro`` even if the caller is cancelled: the end of a run is always logged."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def _event(engine: Engine, run_id: str, kind: str, data: dict[str, Any]) -> Any:
+    from converge.protocol.event import Event
+
+    return Event(kind=kind, trace_id=run_id, subject=run_id, data=data, at=engine.clock.now())
