@@ -44,7 +44,8 @@ class RunContext(Protocol):
 
     @property
     def idempotency_key(self) -> str:
-        """``run:node:attempt``-derived key for deduplicating side effects across resumes."""
+        """The same for every try of one pass of a node (``run/node/iteration``), and for a try
+        that runs again after a crash: deduplicates side effects across retries and resumes."""
         ...
 
     def report_usage(

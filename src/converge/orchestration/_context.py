@@ -41,8 +41,9 @@ class NodeContext:
         node_id: the node.
         iteration: 1 on the node's first pass in this run, +1 per pass of a loop.
         attempt: 1 on the first try of this pass, +1 per retry.
-        idempotency_key: ``run/node/iteration/attempt``: the same when a crashed try runs again
-            after ``resume``, so an agent with side effects can deduplicate them.
+        idempotency_key: ``run/node/iteration``: the same for every try of this pass, and for a
+            try that runs again after a crash and ``resume``, so an agent with side effects can
+            deduplicate them across retries and resumes.
         clock: the engine's clock.
     """
 
@@ -80,7 +81,7 @@ class NodeContext:
         self.node_id = node_id
         self.iteration = iteration
         self.attempt = attempt
-        self.idempotency_key = f"{run_id}/{node_id}/{iteration}/{attempt}"
+        self.idempotency_key = f"{run_id}/{node_id}/{iteration}"
         self.clock = clock
         self.usage = Usage()
         self._answers = answers
