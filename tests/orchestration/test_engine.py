@@ -502,3 +502,61 @@ async def test_batch_keeps_input_order_and_survives_a_failure() -> None:
 
 async def test_orchestration_errors_are_converge_errors() -> None:
     assert issubclass(RunFailed, OrchestrationError)
+
+
+async def test_the_trace_and_metrics_come_from_the_log(store: Store) -> None:
+    from converge.core.clock import ManualClock
+
+    clock = ManualClock(1_766_743_200.0)  # 2025-12-26T10:00:00Z
+
+    async def analyze(inputs: dict[str, Any], ctx: Any) -> str:
+        clock.advance(5)
+        ctx.report_usage(tokens_in=1500, tokens_out=800, tool_calls=3, cost=0.03)
+        return "analysis"
+
+    calls = 0
+
+    async def flaky(inputs: dict[str, Any], ctx: Any) -> str:
+        nonlocal calls
+        calls += 1
+        clock.advance(1)
+        if calls == 1:
+            raise RuntimeError("once")
+        ctx.report_usage(tokens_in=10, tokens_out=5, cost=0.015)
+        return "report"
+
+    graph = (
+        Graph("code_review", agents={"code_analyzer": analyze, "reporter": flaky})
+        .add_node("analyzer", "code_analyzer")
+        .add_node("report", "reporter", retry=RetryPolicy(max_retries=1, backoff="none"))
+        .connect("analyzer", "report")
+    )
+    engine = Engine(store, clock=clock)
+    result = await engine.execute(graph)
+    trace = await engine.trace(result.run_id)
+    assert trace["trace_id"] == result.run_id
+    assert trace["graph_id"] == "code_review"
+    first = trace["nodes"][0]
+    assert first == {
+        "node_id": "analyzer",
+        "agent": "code_analyzer",
+        "iteration": 1,
+        "start_time": "2025-12-26T10:00:00.000000Z",
+        "end_time": "2025-12-26T10:00:05.000000Z",
+        "latency_ms": 5000.0,
+        "tokens_in": 1500,
+        "tokens_out": 800,
+        "tool_calls": 3,
+        "cost": 0.03,
+        "attempts": 1,
+        "status": "success",
+    }
+    assert trace["nodes"][1]["attempts"] == 2
+    assert trace["total_tokens"] == 2315
+    assert trace["total_cost"] == pytest.approx(0.045)
+    assert trace["duration_ms"] == 7000.0
+    metrics = await engine.metrics(result.run_id)
+    assert metrics["agents_spawned"] == 2
+    assert metrics["tokens_per_agent"] == {"code_analyzer": 2300, "reporter": 15}
+    assert metrics["latency_ms_per_node"] == {"analyzer": 5000.0, "report": 2000.0}
+    assert (metrics["succeeded"], metrics["failed"], metrics["retries"]) == (2, 0, 1)

@@ -31,6 +31,7 @@ from converge.errors import OrchestrationError, StateError, ValidationError
 from converge.orchestration._records import RunRecords, read_records
 from converge.orchestration._run import RunState
 from converge.orchestration.graph import Graph
+from converge.orchestration.trace import metrics_of, trace_of
 from converge.protocol.objects import Usage
 from converge.store.base import Store
 from converge.store.memory import MemoryStore
@@ -342,6 +343,18 @@ class Engine:
                 forked={"forked_from": run_id, "label": label},
             )
         )
+
+    # -- reading runs ------------------------------------------------------------------------------
+
+    async def trace(self, run_id: str) -> dict[str, Any]:
+        """The run's trace in the shape of seed 002 §8.1, from its log (see ``trace``)."""
+        await self._records(run_id)
+        return trace_of(await self.store.read(trace_id=run_id))
+
+    async def metrics(self, run_id: str) -> dict[str, Any]:
+        """The run's §8.2 metrics, from its log (see ``trace``)."""
+        await self._records(run_id)
+        return metrics_of(await self.store.read(trace_id=run_id))
 
     # -- internals ---------------------------------------------------------------------------------
 
