@@ -560,3 +560,52 @@ async def test_the_trace_and_metrics_come_from_the_log(store: Store) -> None:
     assert metrics["tokens_per_agent"] == {"code_analyzer": 2300, "reporter": 15}
     assert metrics["latency_ms_per_node"] == {"analyzer": 5000.0, "report": 2000.0}
     assert (metrics["succeeded"], metrics["failed"], metrics["retries"]) == (2, 0, 1)
+
+
+async def test_on_node_failed_splices_replacement_nodes(store: Store) -> None:
+    from converge.orchestration import NodeFailure, Replacement
+
+    seen: list[NodeFailure] = []
+
+    async def broken(inputs: dict[str, Any]) -> None:
+        raise RuntimeError("the model is down")
+
+    async def draft(inputs: dict[str, Any]) -> str:
+        return f"draft of {inputs['topic']}"
+
+    async def polish(inputs: dict[str, Any]) -> str:
+        return inputs["draft.output"].upper()
+
+    async def replan(failure: NodeFailure) -> list[Replacement]:
+        seen.append(failure)
+        return [Replacement("draft", draft), Replacement("polish", polish)]
+
+    async def publish(inputs: dict[str, Any]) -> str:
+        return f"published {inputs['write.output']}"
+
+    graph = (
+        Graph("replan")
+        .add_node("write", broken, inputs=["topic"])
+        .add_node("publish", publish, inputs=["write.output"])
+        .connect("write", "publish")
+    )
+    engine = Engine(store, on_node_failed=replan)
+    result = await engine.execute(graph, {"topic": "tides"})
+    assert result.output == "published DRAFT OF TIDES"
+    assert [(f.node_id, f.error, f.inputs) for f in seen] == [
+        ("write", "RuntimeError: the model is down", {"topic": "tides"})
+    ]
+    trace = await engine.trace(result.run_id)
+    assert [(n["node_id"], n["status"]) for n in trace["nodes"]] == [
+        ("write", "replanned"),
+        ("draft", "success"),
+        ("polish", "success"),
+        ("publish", "success"),
+    ]
+
+    # without replacements the failure stands
+    async def give_up(failure: NodeFailure) -> None:
+        return None
+
+    with pytest.raises(RunFailed, match="the model is down"):
+        await Engine(store, on_node_failed=give_up).execute(graph, {"topic": "tides"})

@@ -21,6 +21,7 @@ from converge.orchestration._model import (
     RetryPolicy,
 )
 from converge.orchestration._refs import MISSING, Missing
+from converge.orchestration._run import NodeFailure, Replacement
 from converge.orchestration.engine import (
     Engine,
     RunEvent,
@@ -45,7 +46,9 @@ __all__ = [
     "Missing",
     "Node",
     "NodeContext",
+    "NodeFailure",
     "NodePolicy",
+    "Replacement",
     "RetryPolicy",
     "RunEvent",
     "RunFailed",

@@ -165,6 +165,11 @@ def _walker(steps: Sequence[Step], head: str, text: str) -> Callable[[Any, Any],
 
 def _field(value: Any, name: Any) -> Any:
     """``value.name``: a mapping key or a public data attribute; never calls anything."""
+    if isinstance(value, msgspec.Struct):  # first: cheaper than the Mapping ABC check
+        if name[:1] == "_" or name not in type(value).__struct_fields__:
+            return NOTHING
+        found = getattr(value, name, NOTHING)
+        return NOTHING if found is msgspec.UNSET else found
     if isinstance(value, Mapping):
         try:
             return value[name]
@@ -172,11 +177,6 @@ def _field(value: Any, name: Any) -> Any:
             return NOTHING
     if name[:1] == "_":
         return NOTHING
-    if isinstance(value, msgspec.Struct):
-        if name not in type(value).__struct_fields__:
-            return NOTHING
-        found = getattr(value, name, NOTHING)
-        return NOTHING if found is msgspec.UNSET else found
     fields = getattr(type(value), "__dataclass_fields__", None)
     if isinstance(fields, dict):
         return getattr(value, name, NOTHING) if name in fields else NOTHING

@@ -9,7 +9,9 @@ node where there is one):
 - ``node.retry`` ``{node, iteration, attempt, error, delay}``
 - ``node.done`` ``{node, iteration, status, output, usage, started_at, finished_at[, error]}``
   (``TaskDone``); ``status`` is ``completed``, ``skipped`` (output ``null``, read as
-  ``MISSING``), ``fallback`` or ``answered`` (a person's answer stood in for it)
+  ``MISSING``), ``fallback``, ``answered`` (a person's answer stood in for it) or
+  ``replanned`` (``on_node_failed``'s replacement nodes did)
+- ``node.replaced`` ``{node, iteration, replaces, output}``: a replacement node finished
 - ``node.failed`` ``{node, iteration, error}`` (the run fails with it)
 - ``node.waiting`` ``{node, iteration, index, question}``; ``node.answered`` ``{node,
   iteration, index, answer}``

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -24,7 +24,7 @@ import msgspec
 
 from converge.core.clock import Clock
 from converge.errors import ConvergeError, ValidationError
-from converge.orchestration._agents import NodeAgent
+from converge.orchestration._agents import NodeAgent, resolve_agent
 from converge.orchestration._context import NodeContext, Paused
 from converge.orchestration._plan import Plan, PlanNode
 from converge.orchestration._records import RunRecords
@@ -34,7 +34,7 @@ from converge.protocol.event import Event
 from converge.protocol.objects import Usage
 from converge.store.base import Store
 
-__all__ = ["Outcome", "RunState"]
+__all__ = ["FailureHook", "NodeFailure", "Outcome", "Replacement", "RunState"]
 
 _FLUSH_AT = 256  # buffered events that force a write when checkpoints are off
 _encoder = msgspec.msgpack.Encoder()
@@ -81,6 +81,55 @@ class Outcome:
 Listener = Callable[[str, str | None, dict[str, Any]], None]
 
 
+class NodeFailure:
+    """What ``on_node_failed`` is told: a node ran out of retries and would fail the run.
+
+    Attributes:
+        node_id: the node.
+        iteration: its pass.
+        error: why it failed.
+        inputs: what it was given.
+        completed: the latest output of every node that has finished so far.
+        run_id: the run.
+    """
+
+    __slots__ = ("completed", "error", "inputs", "iteration", "node_id", "run_id")
+
+    def __init__(
+        self,
+        node_id: str,
+        iteration: int,
+        error: str,
+        inputs: dict[str, Any],
+        completed: dict[str, Any],
+        run_id: str,
+    ) -> None:
+        self.node_id = node_id
+        self.iteration = iteration
+        self.error = error
+        self.inputs = inputs
+        self.completed = completed
+        self.run_id = run_id
+
+
+class Replacement:
+    """A node ``on_node_failed`` splices in place of the failed one (seed 002 §9.2).
+
+    Args:
+        id: its id in the log (unique among the replacements).
+        agent: what does its work (an agent, a callable or a ``"module:attr"`` reference).
+    """
+
+    __slots__ = ("agent", "id")
+
+    def __init__(self, id: str, agent: Any) -> None:
+        self.id = id
+        self.agent = agent
+
+
+FailureHook = Callable[[NodeFailure], Awaitable[Sequence[Replacement] | None]]
+
+
 class RunState:
     """The state and the loop of one run."""
 
@@ -95,6 +144,7 @@ class RunState:
         pool: Executor,
         records: RunRecords | None = None,
         listener: Listener | None = None,
+        on_node_failed: FailureHook | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -104,6 +154,7 @@ class RunState:
         self.pool = pool
         self.records = records or RunRecords()
         self.listener = listener
+        self.on_node_failed = on_node_failed
         self.scheduler = Scheduler(plan)
         self.outputs: dict[int, Any] = {}
         self.values: dict[str, Any] = dict(inputs)  # what conditions read
@@ -293,7 +344,58 @@ class RunState:
                 )
                 return Outcome("failed", error=error, usage=usage)
             return Outcome("fallback", output, error=error, usage=ctx.usage, started_at=started)
+        if self.on_node_failed is not None:
+            failure = NodeFailure(
+                node.id, iteration, error, dict(inputs), self.node_outputs(), self.run_id
+            )
+            replacements = await self.on_node_failed(failure)
+            if replacements:
+                return await self._replace(node, iteration, inputs, error, replacements, started)
         return Outcome("failed", error=error, usage=usage)
+
+    async def _replace(
+        self,
+        node: PlanNode,
+        iteration: int,
+        inputs: dict[str, Any],
+        error: str,
+        replacements: Sequence[Replacement],
+        started: float,
+    ) -> Outcome:
+        """Run the hook's replacement nodes in a chain in place of ``node``: the first gets its
+        inputs, each next one ``{"<previous id>.output": ...}``; the last one's output is the
+        node's. Each is logged as a node of its own (``replaces`` names the failed one)."""
+        usage = Usage()
+        value: dict[str, Any] = inputs
+        output: Any = None
+        for i, spec in enumerate(replacements):
+            if not isinstance(spec, Replacement):
+                raise ValidationError(
+                    f"on_node_failed returned {type(spec).__name__}, not a Replacement",
+                    field=f"replacements[{i}]",
+                )
+            agent = resolve_agent(spec.id, spec.agent)
+            data = {"node": spec.id, "agent": agent.name, "iteration": iteration, "attempt": 1}
+            self.log("node.start", {**data, "replaces": node.id})
+            ctx = self._context(node, iteration, 1)
+            try:
+                output = await self._call(agent, value, ctx, node.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = _describe(exc, node.timeout)
+                return Outcome(
+                    "failed",
+                    error=f"{error}; its replacement {spec.id!r} failed too: {reason}",
+                    usage=usage,
+                )
+            usage = _add(usage, ctx.usage)
+            self.log(
+                "node.replaced",
+                {"node": spec.id, "iteration": iteration, "replaces": node.id, "output": output},
+            )
+            value = {f"{spec.id}.output": output}
+        return Outcome("replanned", output, error=error, usage=usage, started_at=started)
 
     def _inputs(self, node: PlanNode) -> dict[str, Any]:
         if node.node.inputs is None and node.forward_in == 0 and not node.inputs:

@@ -29,7 +29,7 @@ from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
 from converge.errors import OrchestrationError, StateError, ValidationError
 from converge.orchestration._records import RunRecords, read_records
-from converge.orchestration._run import RunState
+from converge.orchestration._run import FailureHook, RunState
 from converge.orchestration.graph import Graph
 from converge.orchestration.trace import metrics_of, trace_of
 from converge.protocol.objects import Usage
@@ -145,6 +145,9 @@ class Engine:
         clock: time for events, timeouts' backoff and retries (wall-clock by default).
         id_factory: makes run ids.
         max_threads: the size of the pool that runs sync callables (bounded).
+        on_node_failed: called when a node has run out of retries and would fail its run; the
+            ``Replacement`` nodes it returns run in a chain in its place (the last one's output
+            is the node's), and the run goes on. None (or an empty list): the run fails.
     """
 
     def __init__(
@@ -154,7 +157,9 @@ class Engine:
         clock: Clock = system_clock,
         id_factory: Callable[[], str] = new_id,
         max_threads: int = 8,
+        on_node_failed: FailureHook | None = None,
     ) -> None:
+        self.on_node_failed = on_node_failed
         self.store: Store = store if store is not None else MemoryStore()
         self.clock = clock
         self.id_factory = id_factory
@@ -401,6 +406,7 @@ class Engine:
             pool=self._pool,
             records=records,
             listener=listener,
+            on_node_failed=self.on_node_failed,
         )
         if records is not None and records.started is not None and forked is None:
             state.started_event = records.started.id

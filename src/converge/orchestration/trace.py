@@ -10,6 +10,7 @@
 ```
 
 A node's ``status`` is ``success``, ``fallback``, ``answered`` (a person's answer stood in),
+``replanned`` (``on_node_failed``'s replacement nodes stood in),
 ``skipped``, ``failed``, ``waiting`` or ``running`` (started, not finished: the run is still
 going, or its process died). Times are UTC ISO 8601 from the events' ``at``.
 """
@@ -84,7 +85,9 @@ def metrics_of(events: Sequence[Event]) -> dict[str, Any]:
         if row["latency_ms"] is not None:
             latency[row["node_id"]] = latency.get(row["node_id"], 0.0) + row["latency_ms"]
     finished = [r for r in rows if r["status"] not in ("running", "waiting")]
-    succeeded = sum(1 for r in finished if r["status"] in ("success", "fallback", "answered"))
+    succeeded = sum(
+        1 for r in finished if r["status"] in ("success", "fallback", "answered", "replanned")
+    )
     checkpoints = sum(1 for ev in events if ev.kind == "run.checkpoint")
     minutes = trace["duration_ms"] / 60_000
     return {
@@ -131,6 +134,9 @@ def _apply(node: dict[str, Any], ev: Event) -> None:
         node["tool_calls"] += int(usage.get("tool_calls", 0))
         node["cost"] += float(usage.get("cost", 0.0))
         node["status"] = _STATUS.get(data.get("status", ""), data.get("status", ""))
+        _end(node, ev.at)
+    elif ev.kind == "node.replaced":  # a replacement node spliced in by on_node_failed
+        node["status"] = "success"
         _end(node, ev.at)
     elif ev.kind == "node.failed":
         node["status"] = "failed"
