@@ -4,7 +4,8 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
 
     ConvergeError
     ├── ValidationError        (ValueError)   bad input: names the field, and for files the line
-    │   └── AgentModeError     (NotImplementedError) an agent used in a mode it was not built for
+    │   ├── AgentModeError     (NotImplementedError) an agent used in a mode it was not built for
+    │   └── (orchestration._expr.ExpressionSyntaxError: a `when:` condition that does not parse)
     ├── StateError                            an operation the current state does not allow
     │   ├── InvalidTransition                 a task moved between two states the table forbids
     │   └── (coordination.negotiation.ProposalSuperseded: answered a proposal already replaced)
@@ -24,6 +25,9 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     ├── (coordination.resolution.ResolutionFailed: no answer could be picked from results)
     ├── TransportError         (ConnectionError) a transport could not deliver
     └── OrchestrationError                    a graph run failed
+        ├── (orchestration.RunFailed: a run ended FAILED or CANCELLED; carries its result)
+        ├── (orchestration.ExpressionError: a condition could not be evaluated)
+        └── (orchestration.UsageExceeded: a node went past its token or tool-call limit)
 
 Errors carry their data as read-only attributes (``field``, ``source``, ``line``, ``retryable``…)
 so callers never parse messages. Third-party exceptions (``sqlite3``, ``msgspec``, ``cryptography``)

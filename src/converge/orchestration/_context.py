@@ -11,6 +11,8 @@ from converge.protocol.objects import Usage
 
 __all__ = ["NodeContext", "Paused", "UsageExceeded"]
 
+_NO_USAGE = Usage()
+
 
 class Paused(Exception):
     """Raised inside a node by ``ctx.pause`` when the question has no answer yet; the engine
@@ -83,7 +85,7 @@ class NodeContext:
         self.attempt = attempt
         self.idempotency_key = f"{run_id}/{node_id}/{iteration}"
         self.clock = clock
-        self.usage = Usage()
+        self.usage = _NO_USAGE
         self._answers = answers
         self._limits = limits
         self._emit = emit

@@ -1,4 +1,4 @@
-"""Edge conditions (``when:``): a small, safe expression language, parsed once, run often.
+r"""Edge conditions (``when:``): a small, safe expression language, parsed once, run often.
 
 ::
 
@@ -146,8 +146,9 @@ class Expression:
     _fn: Fn
 
     def __init__(self, source: str, references: frozenset[str], paths: frozenset[str], fn: Fn):
-        for name, value in (("source", source), ("references", references), ("paths", paths)):
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "references", references)
+        object.__setattr__(self, "paths", paths)
         object.__setattr__(self, "_fn", fn)
 
     def evaluate(self, values: Mapping[str, Any]) -> Any:
@@ -215,7 +216,10 @@ def parse_expression(
         raise ValidationError(f"a condition is a string, not {kind(text)}", **where)
     if len(text) > MAX_LENGTH:
         raise ExpressionSyntaxError(
-            text, MAX_LENGTH + 1, f"a condition is at most {MAX_LENGTH} characters", **where
+            text,
+            MAX_LENGTH + 1,
+            f"a condition is at most {MAX_LENGTH} characters; this one has {len(text)}",
+            **where,
         )
     try:
         parser = _Parser(text)

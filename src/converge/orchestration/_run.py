@@ -519,7 +519,9 @@ class RunState:
                 data["error"] = outcome.error
             done = self.log("node.done", data)
             self.done_event[index] = done.id
-            if self.plan.checkpoint or len(self._buffer) >= _FLUSH_AT:
+            # Durable before anything after it starts; a sink has nothing after it, and its
+            # completion is written with the run's end.
+            if (self.plan.checkpoint and node.out) or len(self._buffer) >= _FLUSH_AT:
                 await self.flush()
         self.outputs[index] = output
         self.values[node.id] = {"output": output}

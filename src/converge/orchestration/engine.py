@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import msgspec
 
@@ -37,8 +37,6 @@ from converge.store.base import Store
 from converge.store.memory import MemoryStore
 
 __all__ = ["Engine", "RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
-
-T = TypeVar("T")
 
 
 class RunStatus(enum.StrEnum):
@@ -435,7 +433,10 @@ class Engine:
         if resumed:
             state.log("node.answered", resumed)
         try:
-            await state.flush()
+            if records is not None or sink is not None:
+                # A continued run's first events, and a submitted run (its id is out), are
+                # durable at once; a new run's `run.started` goes with its first completion.
+                await state.flush()
             async with asyncio.timeout(plan.timeout):
                 await state.run()
         except TimeoutError:
@@ -444,11 +445,12 @@ class Engine:
         except asyncio.CancelledError:
             state.status = "cancelled"
             state.error = "cancelled"
-            ended = await _shielded(self._finish(state))
+            # Its end is logged even so: the write is queued before anything can interrupt it.
+            ended = await self._finish(state)
             if sink is not None:
                 sink.append(ended)
             raise
-        ended = await _shielded(self._finish(state))
+        ended = await self._finish(state)
         if sink is not None:
             sink.append(ended)
         return ended
@@ -503,16 +505,6 @@ def _raise_failed(result: RunResult) -> RunResult:
     if result.status in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise RunFailed(result)
     return result
-
-
-async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
-    """Finish ``coro`` even if the caller is cancelled: the end of a run is always logged."""
-    task = asyncio.ensure_future(coro)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
 
 
 def _event(engine: Engine, run_id: str, kind: str, data: dict[str, Any]) -> Any:
