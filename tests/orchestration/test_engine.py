@@ -609,3 +609,32 @@ async def test_on_node_failed_splices_replacement_nodes(store: Store) -> None:
 
     with pytest.raises(RunFailed, match="the model is down"):
         await Engine(store, on_node_failed=give_up).execute(graph, {"topic": "tides"})
+
+
+async def test_nodes_start_eagerly_but_stay_isolated_and_cancellable() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: dict[str, str] = {}
+    gate = asyncio.Event()
+
+    async def quick(inputs: dict[str, Any]) -> str:  # finishes without suspending
+        var.set("quick")
+        return "q"
+
+    async def waits(inputs: dict[str, Any]) -> str:  # suspends, resumes in its own context
+        var.set("waits")
+        await gate.wait()
+        seen["waits"] = var.get()
+        return "w"
+
+    async def opener(inputs: dict[str, Any]) -> str:
+        seen["opener"] = var.get()
+        gate.set()
+        return "o"
+
+    graph = Graph("eager").add_node("quick", quick).add_node("waits", waits).add_node("o", opener)
+    result = await graph.execute()
+    assert result.outputs == {"quick": "q", "waits": "w", "o": "o"}
+    assert seen == {"opener": "unset", "waits": "waits"}  # no node saw another's context
+    assert var.get() == "unset"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from converge.core.clock import Clock
 from converge.errors import OrchestrationError
@@ -35,6 +34,16 @@ class UsageExceeded(OrchestrationError):
         self.limit = limit
 
 
+class _Host(Protocol):
+    """What a context reports to: the run it belongs to."""
+
+    def chunk(self, node_id: str, chunk: Any) -> None: ...
+
+    def progress(self, node_id: str, iteration: int, fraction: float, message: str) -> None: ...
+
+    async def checkpoint(self, node_id: str, label: str) -> None: ...
+
+
 class NodeContext:
     """The context of one try of one node.
 
@@ -51,11 +60,9 @@ class NodeContext:
 
     __slots__ = (
         "_answers",
-        "_checkpoint",
-        "_emit",
+        "_host",
         "_limits",
         "_pauses",
-        "_progress",
         "attempt",
         "clock",
         "idempotency_key",
@@ -75,9 +82,7 @@ class NodeContext:
         *,
         answers: dict[int, Any],
         limits: tuple[int | None, int | None],
-        emit: Callable[[Any], Awaitable[None]],
-        progress: Callable[[float, str], Awaitable[None]],
-        checkpoint: Callable[[str], Awaitable[None]],
+        host: _Host,
     ) -> None:
         self.run_id = run_id
         self.node_id = node_id
@@ -88,9 +93,7 @@ class NodeContext:
         self.usage = _NO_USAGE
         self._answers = answers
         self._limits = limits
-        self._emit = emit
-        self._progress = progress
-        self._checkpoint = checkpoint
+        self._host = host
         self._pauses = 0
 
     def report_usage(
@@ -118,15 +121,15 @@ class NodeContext:
 
     async def emit(self, chunk: Any) -> None:
         """Stream a piece of partial output to the run's ``stream`` listeners."""
-        await self._emit(chunk)
+        self._host.chunk(self.node_id, chunk)
 
     async def progress(self, fraction: float, message: str = "") -> None:
         """Report progress between 0 and 1 (recorded as a ``node.progress`` event)."""
-        await self._progress(fraction, message)
+        self._host.progress(self.node_id, self.iteration, fraction, message)
 
     async def checkpoint(self, label: str) -> None:
         """Name the run's current point, for ``fork``."""
-        await self._checkpoint(label)
+        await self._host.checkpoint(self.node_id, label)
 
     async def pause(self, question: str) -> Any:
         """Ask a person; the run waits (``WAITING``) until ``resume(run_id, answer=...)``.

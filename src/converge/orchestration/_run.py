@@ -14,9 +14,11 @@ stops, so a crash may lose the last completions (``resume`` then runs those node
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -166,6 +168,9 @@ class RunState:
         self.waiting: list[tuple[str, str]] = []  # (node id, question)
         self.started_event: str | None = None
         self._buffer: list[Event] = []
+        self._dependents = False  # a settled pass has dependents: write before they start
+        execution = plan.execution
+        self._limits = (execution.max_tokens_per_agent, execution.max_tool_calls_per_agent)
         self._started = time.perf_counter()
 
     # -- the log -----------------------------------------------------------------------------------
@@ -197,8 +202,16 @@ class RunState:
         """Run until nothing more can run; sets ``status`` (and ``error`` / ``waiting``)."""
         sched = self.scheduler
         limit = self.plan.execution.max_concurrent_agents
-        running: dict[asyncio.Task[Outcome], int] = {}
-        busy: set[int] = set()  # nodes with a pass in flight: a second pass waits for it
+        running: dict[int, asyncio.Task[Outcome]] = {}  # nodes with a pass in flight
+        finished: deque[tuple[int, Outcome]] = deque()  # in the order they finished
+        wake = asyncio.Event()
+
+        async def tracked(node: int) -> Outcome:
+            outcome = await self._pass(node)
+            finished.append((node, outcome))
+            wake.set()
+            return outcome
+
         sched.start()
         try:
             async with asyncio.TaskGroup() as group:
@@ -206,25 +219,30 @@ class RunState:
                     deferred: list[int] = []
                     while sched.ready and len(running) < limit:
                         node = sched.ready.popleft()
-                        if node in busy:
+                        if node in running:  # a second pass waits for the first
                             deferred.append(node)
                             continue
                         if not running and not sched.ready and not deferred:
-                            await self._settle(node, await self._pass(node))
+                            self._settle(node, await self._pass(node))
+                            await self._durable()
                             break
-                        busy.add(node)
-                        running[group.create_task(self._pass(node))] = node
+                        task = _start_eagerly(group, tracked(node))
+                        if task is not None:  # it suspended: it runs on as a task
+                            running[node] = task
                     sched.ready.extendleft(reversed(deferred))
                     if self.status != "running":
                         break
-                    if running:
-                        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                        for task in sorted(done, key=running.__getitem__):
-                            node = running.pop(task)
-                            busy.discard(node)
-                            await self._settle(node, task.result())
-                            if self.status != "running":
-                                break
+                    if running or finished:
+                        if not finished:
+                            wake.clear()
+                            await wake.wait()
+                        # Settle every pass that has finished, then make them durable in one
+                        # write before any node after them starts.
+                        while finished and self.status == "running":
+                            node, outcome = finished.popleft()
+                            running.pop(node, None)
+                            self._settle(node, outcome)
+                        await self._durable()
                         continue
                     if sched.ready:
                         continue
@@ -237,11 +255,19 @@ class RunState:
                         waits = "; ".join(f"{n} waits for {', '.join(s)}" for n, s in stuck.items())
                         self._fail(f"the run cannot progress: {waits}", next(iter(stuck)))
                     break
-                for task in running:  # abort: stop what is still in flight
+                for task in running.values():  # abort: stop what is still in flight
                     task.cancel()
         finally:
             if self.status == "running":
                 self.status = "waiting" if self.waiting else "completed"
+
+    async def _durable(self) -> None:
+        """With checkpoints on, write what the settled passes logged before anything after them
+        starts (nothing to do if only sinks finished: their completions go with the run's end).
+        """
+        if self._dependents or len(self._buffer) >= _FLUSH_AT:
+            self._dependents = False
+            await self.flush()
 
     def _fail(self, error: str, node: str | None) -> None:
         if self.status == "running":
@@ -412,42 +438,46 @@ class RunState:
         return values
 
     def _context(self, node: PlanNode, iteration: int, attempt: int) -> NodeContext:
-        answers = {
-            index: answer
-            for (node_id, it, index), answer in self.records.answers.items()
-            if node_id == node.id and it == iteration and index >= 0
-        }
-        execution = self.plan.execution
-        node_id = node.id
-
-        async def emit(chunk: Any) -> None:
-            if self.listener is not None:
-                self.listener("node.chunk", node_id, {"node": node_id, "chunk": chunk})
-
-        async def progress(fraction: float, message: str) -> None:
-            if not 0.0 <= fraction <= 1.0:
-                raise ValidationError(f"progress is a fraction in [0, 1], not {fraction!r}")
-            self.log(
-                "node.progress",
-                {"node": node_id, "iteration": iteration, "fraction": fraction, "message": message},
-            )
-
-        async def checkpoint(label: str) -> None:
-            self.log("run.checkpoint", {"label": label, "node": node_id})
-            await self.flush()
-
+        answers = (
+            {
+                index: answer
+                for (node_id, it, index), answer in self.records.answers.items()
+                if node_id == node.id and it == iteration and index >= 0
+            }
+            if self.records.answers
+            else {}
+        )
         return NodeContext(
             self.run_id,
-            node_id,
+            node.id,
             iteration,
             attempt,
             self.clock,
             answers=answers,
-            limits=(execution.max_tokens_per_agent, execution.max_tool_calls_per_agent),
-            emit=emit,
-            progress=progress,
-            checkpoint=checkpoint,
+            limits=self._limits,
+            host=self,
         )
+
+    # -- what a node's context reports -------------------------------------------------------------
+
+    def chunk(self, node_id: str, chunk: Any) -> None:
+        """Stream a node's partial output to the listener (never logged)."""
+        if self.listener is not None:
+            self.listener("node.chunk", node_id, {"node": node_id, "chunk": chunk})
+
+    def progress(self, node_id: str, iteration: int, fraction: float, message: str) -> None:
+        """Log a node's progress."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValidationError(f"progress is a fraction in [0, 1], not {fraction!r}")
+        self.log(
+            "node.progress",
+            {"node": node_id, "iteration": iteration, "fraction": fraction, "message": message},
+        )
+
+    async def checkpoint(self, node_id: str, label: str) -> None:
+        """Log a checkpoint named by a node, and write it at once."""
+        self.log("run.checkpoint", {"label": label, "node": node_id})
+        await self.flush()
 
     async def _call(
         self, agent: NodeAgent, inputs: dict[str, Any], ctx: NodeContext, timeout: float | None
@@ -460,7 +490,8 @@ class RunState:
 
     # -- after a pass ------------------------------------------------------------------------------
 
-    async def _settle(self, index: int, outcome: Outcome) -> None:
+    def _settle(self, index: int, outcome: Outcome) -> None:
+        """Record how a pass ended and follow its edges (``_durable`` writes the log)."""
         node = self.plan.nodes[index]
         iteration = self.scheduler.runs[index] + 1
         status = outcome.status
@@ -519,10 +550,10 @@ class RunState:
                 data["error"] = outcome.error
             done = self.log("node.done", data)
             self.done_event[index] = done.id
-            # Durable before anything after it starts; a sink has nothing after it, and its
-            # completion is written with the run's end.
-            if (self.plan.checkpoint and node.out) or len(self._buffer) >= _FLUSH_AT:
-                await self.flush()
+            # Durable before anything after it starts (``_durable``); a sink has nothing after
+            # it, and its completion is written with the run's end.
+            if self.plan.checkpoint and node.out:
+                self._dependents = True
         self.outputs[index] = output
         self.values[node.id] = {"output": output}
         try:
@@ -557,6 +588,61 @@ class RunState:
 
 
 _NO_USAGE = Usage()
+
+
+def _start_eagerly(
+    group: asyncio.TaskGroup, coro: Coroutine[Any, Any, Outcome]
+) -> asyncio.Task[Outcome] | None:
+    """Run ``coro`` up to its first suspension now; if it finished, no task is needed (None),
+    else its rest runs as a task of ``group``.
+
+    A node that does not suspend (a cached answer, a quick computation) then costs no task, no
+    trip through the event loop and no context switch — what ``asyncio.eager_task_factory``
+    does for every task from Python 3.12. The first step runs in a copy of the context, as a
+    task's would, and the task goes on in that same context.
+    """
+    context = contextvars.copy_context()
+    try:
+        pending = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    return group.create_task(_Rest(coro, pending), context=context)
+
+
+class _Rest(Coroutine[Any, Any, Outcome]):
+    """The rest of a coroutine that already took its first step (see ``_start_eagerly``).
+
+    The task's first ``send`` gets what the coroutine is already waiting on; everything after
+    — sends, and a cancellation thrown in even before the task's first step — goes straight to
+    the coroutine, as if the task had run it from the start.
+    """
+
+    __slots__ = ("_coro", "_pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Outcome], pending: Any) -> None:
+        self._coro = coro
+        self._pending: Any = pending
+
+    def send(self, value: Any) -> Any:
+        pending, self._pending = self._pending, _NOTHING
+        if pending is not _NOTHING:
+            return pending
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._pending = _NOTHING
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # the old three-argument form
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, Any, Outcome]:
+        raise TypeError("_Rest is driven by its task only")
+
+
+_NOTHING = object()
 
 
 async def _invoke(agent: NodeAgent, args: tuple[Any, ...], pool: Executor) -> Any:
