@@ -638,3 +638,48 @@ async def test_nodes_start_eagerly_but_stay_isolated_and_cancellable() -> None:
     assert result.outputs == {"quick": "q", "waits": "w", "o": "o"}
     assert seen == {"opener": "unset", "waits": "waits"}  # no node saw another's context
     assert var.get() == "unset"
+
+
+async def test_a_run_that_cannot_progress_fails_naming_the_stuck_node() -> None:
+    # `report` needs `setup` and each pass of the loop; setup ran once, so the second pass
+    # leaves `report` waiting for it forever: the run says so instead of hanging.
+    async def step(inputs: dict[str, Any]) -> int:
+        previous = inputs.get("loop.output", MISSING)
+        return 1 if previous is MISSING else previous + 1
+
+    graph = (
+        Graph("stuck", config=GraphConfig(max_iterations=5))
+        .add_node("setup", const("ready"))
+        .add_node("loop", step, inputs=["loop.output"])
+        .add_node("report", const("report"), inputs=["setup.output", "loop.output"])
+        .connect("setup", "report")
+        .connect("loop", "loop", when="loop.output < 2")
+        .connect("loop", "report")
+    )
+    with pytest.raises(RunFailed) as info:
+        await graph.execute()
+    assert "cannot progress: report waits for loop, setup" in (info.value.result.error or "")
+    assert info.value.result.failed_node == "report"
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+async def test_checkpoints_decide_whether_completions_are_written_before_dependents(
+    store: Store, checkpoint: bool
+) -> None:
+    seen: list[list[str]] = []
+
+    async def reads_the_log(inputs: dict[str, Any], ctx: Any) -> str:
+        events = await store.read(trace_id=ctx.run_id)
+        seen.append([e.data.get("node", e.kind) for e in events if e.kind == "node.done"])
+        return "read"
+
+    graph = (
+        Graph("durable", config=GraphConfig(checkpoint_enabled=checkpoint))
+        .add_node("first", const(1))
+        .add_node("second", reads_the_log)
+        .connect("first", "second")
+    )
+    result = await Engine(store).execute(graph)
+    assert seen == ([["first"]] if checkpoint else [[]])
+    kinds = [e.kind for e in await store.read(trace_id=result.run_id)]
+    assert kinds.count("node.done") == 2 and kinds[-1] == "run.completed"  # all logged in the end

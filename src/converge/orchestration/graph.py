@@ -242,6 +242,25 @@ class Graph:
         """Continue a run from its log (``answer`` answers a human pause)."""
         return await engine.resume(self, run_id, answer=answer)
 
+    async def checkpoint(self, run_id: str, label: str, *, engine: Engine) -> None:
+        """Name the current point of a run (seed 002 §6.2); ``fork`` starts from it."""
+        await engine.checkpoint(run_id, label)
+
+    async def list_checkpoints(self, run_id: str, *, engine: Engine) -> list[dict[str, Any]]:
+        """The run's checkpoints in order: ``{label, seq, at}``."""
+        return await engine.list_checkpoints(run_id)
+
+    async def fork(
+        self,
+        run_id: str,
+        label: str,
+        *,
+        engine: Engine,
+        new_input: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """A new run from checkpoint ``label`` of ``run_id`` (see ``Engine.fork``)."""
+        return await engine.fork(self, run_id, label, new_input=new_input)
+
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, nodes={len(self._nodes)}, edges={len(self._edges)})"
 
