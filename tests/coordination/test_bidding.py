@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -14,76 +13,35 @@ import pytest
 from converge.coordination.bidding import (
     BiddingProtocol,
     BidWindowOpen,
-    ContractRound,
     Rejection,
     RoundStage,
-    Strategy,
     report_done,
     report_progress,
 )
-from converge.core import Identity, Message, SendMessage, SubmitBid, unseal
+from converge.core import Message, SubmitBid, unseal
 from converge.core.clock import ManualClock
 from converge.errors import SignatureError, ValidationError
 from converge.policy.trust import TrustModel
-from converge.protocol.objects import Constraints, Intent, Offer, Receipt, TaskStart, Usage
+from converge.protocol.objects import Offer, Receipt, TaskStart, Usage
 from converge.store import SQLiteStore, Store
-
-REQUESTER = Identity.generate()
-ALICE, BOB, CAROL, MALLORY = (Identity.generate() for _ in range(4))
-
-
-def intent(**kw: Any) -> Intent:
-    fields: dict[str, Any] = {
-        "goal": "summarise the report",
-        "capability": "summarize>=1.0",
-        "inputs": {"doc": "r-1"},
-        "bid_window_s": 10.0,
-        "constraints": Constraints(max_cost=50.0, resource_limits={"max_tokens": 1000}),
-    }
-    fields.update(kw)
-    return Intent(**fields)
-
-
-def bid(round_: ContractRound, cost: float, **terms: Any) -> SubmitBid:
-    terms.setdefault("capability", "summarize@1.2.0")
-    terms.setdefault("resource_limits", {"max_tokens": 800})
-    return SubmitBid(auction_id=round_.id, amount=cost, terms=terms)
-
-
-def signed(decision: SendMessage, who: Identity, clock: ManualClock) -> Message:
-    """What the agent's executor would put on the network for ``decision``."""
-    return Message(
-        kind=decision.kind,
-        payload=decision.payload,
-        recipient=decision.recipient,
-        trace_id=decision.trace_id,
-        created_at=clock.now(),
-    ).sign(who)
-
-
-async def kinds(store: Store, trace_id: str) -> list[str]:
-    return [e.kind for e in await store.read(trace_id=trace_id)]
-
-
-async def refusals(store: Store, kind: str = "bidding.offer_refused") -> list[dict[str, Any]]:
-    return [e.data for e in await store.read(kinds=[kind])]
+from tests.coordination._bidding_helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    MALLORY,
+    REQUESTER,
+    awarded_round,
+    bid,
+    intent,
+    kinds,
+    refusals,
+    signed,
+)
 
 
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(time.time())  # messages carry timestamps the replay guard checks
-
-
-async def awarded_round(
-    protocol: BiddingProtocol, clock: ManualClock, strategy: Strategy = "second_price"
-) -> ContractRound:
-    round_ = await protocol.announce(
-        intent(), strategy=strategy, providers=[ALICE.did, BOB.did, CAROL.did]
-    )
-    for who, cost in ((ALICE, 12.0), (BOB, 9.0), (CAROL, 15.0)):
-        assert isinstance(await protocol.bid(who, bid(round_, cost)), Offer)
-    clock.advance(10)
-    return await protocol.close(round_.id)
 
 
 async def test_a_round_from_intent_to_countersigned_receipt(

@@ -281,8 +281,8 @@ class BiddingProtocol:
             detail = f"sent by {sender}, not by its provider"
             return await self._offer_refused(offer, "wrong_sender", detail, sender)
         round_ = await self.get(offer.intent_id)
-        if round_ is None:
-            detail = f"no auction for intent {offer.intent_id}"
+        if round_ is None or round_.requester != self.did:  # another requester's is none of ours
+            detail = f"no auction of this requester for intent {offer.intent_id}"
             return await self._offer_refused(offer, "wrong_intent", detail, offer.provider)
         trust = None
         if round_.auction.min_trust is not None and self.trust is not None:

@@ -1,0 +1,106 @@
+"""BiddingProtocol against hostile or broken input: a bad message never ends ``serving()``, another
+requester's round is never touched, offers are refused for figures that cannot be ranked, refusals
+name only authenticated actors, and the round's stored state stays bounded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from converge.coordination.bidding import (
+    OFFER_KIND,
+    TASK_DONE_KIND,
+    BiddingProtocol,
+    RoundStage,
+    report_done,
+)
+from converge.core import Identity, unseal
+from converge.core.clock import ManualClock
+from converge.network import LocalNetwork
+from converge.protocol.objects import TaskDone, TaskStart
+from converge.store import Store
+from tests.coordination._bidding_helpers import (
+    ALICE,
+    BOB,
+    REQUESTER,
+    awarded_round,
+    bid,
+    message,
+    raw_seal,
+    refusals,
+    signed,
+)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(time.time())  # messages carry timestamps the replay guard checks
+
+
+def nan_done(start: TaskStart, clock: ManualClock) -> TaskDone:
+    return TaskDone(
+        task_id=start.task_id,
+        status="completed",
+        output={"x": float("nan")},
+        finished_at=clock.now(),
+        trace_id=start.trace_id,
+        executor=BOB.did,
+    )
+
+
+async def test_a_signed_task_done_holding_nan_is_refused_and_serving_goes_on(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    protocol = BiddingProtocol(store, REQUESTER, network=net, clock=clock)
+    round_ = await awarded_round(protocol, clock)
+    assert round_.task_start is not None
+    start = unseal(round_.task_start, TaskStart)
+    async with protocol.serving():
+        await net.send(message(TASK_DONE_KIND, raw_seal(nan_done(start, clock), BOB), BOB, clock))
+        for d in report_done(BOB, start, output="fine", now=clock.now()):
+            await net.send(signed(d, BOB, clock))
+        settled = await protocol.wait(round_.id, timeout=5)
+    assert settled.stage is RoundStage.SETTLED  # the loop took the messages after the bad one
+    [refused] = await refusals(store, "bidding.refused")
+    assert (refused["kind"], refused["reason"]) == (TASK_DONE_KIND, "malformed")
+
+
+async def test_reports_about_another_requesters_round_are_refused_and_leave_it_alone(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    mine = BiddingProtocol(store, REQUESTER, network=net, clock=clock)
+    other = BiddingProtocol(store, Identity.generate(), clock=clock)
+    theirs = await awarded_round(other, clock)
+    assert theirs.task_start is not None
+    start = unseal(theirs.task_start, TaskStart)
+    async with mine.serving():  # would end with an ExceptionGroup if the loop died
+        for d in report_done(BOB, start, output="ok", now=clock.now()):
+            sent = message(d.kind, d.payload, BOB, clock, to=REQUESTER.did, trace_id=d.trace_id)
+            await net.send(sent)  # to this requester, about the other's round
+    assert await other.get(theirs.id) == theirs  # not moved to DONE by the wrong requester
+    data = await refusals(store, "bidding.refused")
+    assert [r["reason"] for r in data] == ["unknown_round", "unknown_round"]
+    filed = await store.read(kinds=["bidding.refused"])
+    assert {e.trace_id for e in filed} == {REQUESTER.did}  # not the other requester's trace
+    # An offer on the other requester's auction is refused too, without touching it.
+    late = await mine.bid(ALICE, bid(theirs, 1.0))
+    assert late.reason == "wrong_intent"  # type: ignore[union-attr]
+    assert await other.get(theirs.id) == theirs
+
+
+async def test_handle_never_raises_on_a_bad_payload(store: Store, clock: ManualClock) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    round_ = await awarded_round(protocol, clock)
+    assert round_.task_start is not None
+    start = unseal(round_.task_start, TaskStart)
+    await protocol.handle(
+        message(TASK_DONE_KIND, raw_seal(nan_done(start, clock), BOB), BOB, clock)
+    )
+    await protocol.handle(message(OFFER_KIND, b"\xc1", BOB, clock))
+    stored = await protocol.get(round_.id)
+    assert stored is not None and stored.stage is RoundStage.AWARDED
+    assert [r["reason"] for r in await refusals(store, "bidding.refused")] == ["malformed"]
+    assert [r["reason"] for r in await refusals(store)] == ["malformed"]
