@@ -4,21 +4,25 @@ name only authenticated actors, and the round's stored state stays bounded."""
 
 from __future__ import annotations
 
+import math
 import time
 
+import msgspec
 import pytest
 
+from converge.coordination._auction import open_auction, receive
 from converge.coordination.bidding import (
     OFFER_KIND,
     TASK_DONE_KIND,
     BiddingProtocol,
+    Rejection,
     RoundStage,
     report_done,
 )
 from converge.core import Identity, unseal
 from converge.core.clock import ManualClock
 from converge.network import LocalNetwork
-from converge.protocol.objects import TaskDone, TaskStart
+from converge.protocol.objects import Offer, TaskDone, TaskStart
 from converge.store import Store
 from tests.coordination._bidding_helpers import (
     ALICE,
@@ -26,7 +30,9 @@ from tests.coordination._bidding_helpers import (
     REQUESTER,
     awarded_round,
     bid,
+    intent,
     message,
+    offer,
     raw_seal,
     refusals,
     signed,
@@ -104,3 +110,48 @@ async def test_handle_never_raises_on_a_bad_payload(store: Store, clock: ManualC
     assert stored is not None and stored.stage is RoundStage.AWARDED
     assert [r["reason"] for r in await refusals(store, "bidding.refused")] == ["malformed"]
     assert [r["reason"] for r in await refusals(store)] == ["malformed"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("latency_s", float("inf")),
+        ("cost", float("inf")),
+        ("quality", float("nan")),
+        ("reliability", float("nan")),
+        ("expires_at", float("inf")),
+    ],
+)
+async def test_an_offer_with_a_non_finite_figure_is_refused_as_malformed(
+    store: Store, clock: ManualClock, field: str, value: float
+) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    round_ = await protocol.announce(intent(), strategy="weighted", providers=[ALICE.did, BOB.did])
+    assert isinstance(await protocol.bid(ALICE, bid(round_, 10.0, latency_s=5.0)), Offer)
+    fair = offer(round_, 20.0, clock, latency_s=6.0, quality=0.1, reliability=0.1).sign(BOB)
+    fields = msgspec.to_builtins(msgspec.structs.replace(fair, signature=None))
+    body = msgspec.msgpack.encode({**fields, field: value})  # as a hostile signer may send it
+    sealed = msgspec.msgpack.encode([body, BOB.sign(body)])
+    refused = await protocol.receive_offer(sealed, sender=BOB.did)
+    assert isinstance(refused, Rejection) and refused.reason == "malformed"
+    clock.advance(10)
+    closed = await protocol.close(round_.id)
+    assert closed.award is not None and closed.award.provider == ALICE.did
+    assert all(math.isfinite(row.score) for row in closed.award.ranking)
+
+
+def test_the_auction_core_refuses_a_non_finite_figure() -> None:
+    opened = open_auction(intent().sign(REQUESTER), now=time.time())
+    poisoned = Offer(
+        intent_id=opened.id,
+        trace_id=opened.intent.trace_id,
+        capability="summarize@1.2.0",
+        cost=1.0,
+        latency_s=float("inf"),
+        resource_limits={"max_tokens": 800},
+        provider=BOB.did,
+        signature=b"\x01" * 64,  # stands for one the driver verified over raw bytes
+    )
+    after = receive(opened, poisoned, now=time.time())
+    assert after.offers == ()
+    assert [r.reason for r in after.rejected] == ["malformed"]

@@ -87,7 +87,7 @@ from converge.core.decisions import SubmitBid
 from converge.core.identity import Identity
 from converge.core.ids import new_id
 from converge.core.message import Message, ReplayGuard
-from converge.core.signing import unseal
+from converge.core.signing import check_finite, maybe_nonfinite, unseal
 from converge.errors import ConflictError, ConvergeError, ValidationError
 from converge.network.local import Inbox, LocalNetwork
 from converge.policy.trust import TrustModel
@@ -275,6 +275,8 @@ class BiddingProtocol:
         """
         try:
             offer = unseal(sealed, Offer)
+            if maybe_nonfinite(sealed):  # a NaN or an infinity anywhere cannot be ranked
+                check_finite(offer)
         except ConvergeError as exc:
             return await self._unverified_offer(sealed, exc, sender)
         if sender is not None and sender != offer.provider:
