@@ -168,8 +168,13 @@ async def test_a_forged_or_relayed_offer_is_refused_and_disturbs_nothing(
         ("wrong_sender", False),
         ("malformed", False),
     ]
-    trace_events = await store.read(trace_id=round_.trace_id, kinds=["bidding.offer_refused"])
-    assert len(trace_events) == 2  # the two that named this round's trace
+    # The actor is who really sent it; the provider an offer names is only a claim.
+    assert [(r["claimed_provider"]) for r in data] == [BOB.did, BOB.did, ""]
+    events = await store.read(kinds=["bidding.offer_refused"])
+    assert [e.actor for e in events] == [MALLORY.did, MALLORY.did, ""]
+    # Filed in the round's trace only as it names this requester's round; else in its own.
+    assert [e.trace_id for e in events] == [round_.trace_id, round_.trace_id, REQUESTER.did]
+    assert [e.subject for e in events] == [round_.id, round_.id, ""]
 
 
 async def test_an_offer_after_the_window_is_refused_before_and_after_close(

@@ -27,6 +27,7 @@ from converge.store import Store
 from tests.coordination._bidding_helpers import (
     ALICE,
     BOB,
+    MALLORY,
     REQUESTER,
     awarded_round,
     bid,
@@ -155,3 +156,20 @@ def test_the_auction_core_refuses_a_non_finite_figure() -> None:
     after = receive(opened, poisoned, now=time.time())
     assert after.offers == ()
     assert [r.reason for r in after.rejected] == ["malformed"]
+
+
+async def test_a_forged_offer_on_a_made_up_round_is_filed_in_the_requesters_own_trace(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    protocol = BiddingProtocol(store, REQUESTER, network=net, clock=clock)
+    round_ = await protocol.announce(intent(), providers=[ALICE.did, BOB.did])
+    made_up = offer(round_, 1.0, clock, intent_id="no-such-round", trace_id="victim-trace")
+    forged = msgspec.structs.replace(made_up.sign(MALLORY), provider=BOB.did).seal()
+    async with protocol.serving():
+        await net.send(message(OFFER_KIND, forged, MALLORY, clock, trace_id="victim-trace"))
+    [event] = await store.read(kinds=["bidding.offer_refused"])
+    assert (event.actor, event.trace_id, event.subject) == (MALLORY.did, REQUESTER.did, "")
+    assert event.data["claimed_provider"] == BOB.did
+    assert event.data["reason"] == "bad_signature"
+    assert await store.read(trace_id="victim-trace") == []

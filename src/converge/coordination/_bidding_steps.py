@@ -12,9 +12,10 @@ Events (trace: the intent's; subject: the auction id; actor: who caused it), ``d
 - ``bidding.unreachable``: ``providers`` the intent could not be delivered to (no longer waited
   for);
 - ``bidding.offer_accepted``: ``offer_id``, ``provider``, ``cost``;
-- ``bidding.offer_refused``: ``offer_id``, ``provider``, ``reason`` (a ``RejectReason``),
-  ``detail``, ``recorded`` (whether the auction's ``rejected`` holds it: offers that do not
-  verify, come from another sender, or reach a closed auction are only logged);
+- ``bidding.offer_refused``: ``offer_id``, ``claimed_provider`` (the provider the offer names),
+  ``reason`` (a ``RejectReason``), ``detail``, ``recorded`` (whether the auction's ``rejected``
+  holds it: offers that do not verify, come from another sender, or reach a closed auction are
+  only logged); its actor is the authenticated sender, "" when none (``_bidding_offers``);
 - ``bidding.awarded``: ``winner``, ``offer_id``, ``price``, ``currency``, ``strategy``,
   ``score``, ``reason``, ``ranking`` (offer ids, best first), ``task_id``;
 - ``bidding.failed``: ``reason`` (``no_offers``, ``no_valid_offers``), ``refused`` (count by
@@ -88,8 +89,14 @@ def drop_step(requester: str, gone: list[str]) -> Step:
     return step
 
 
-def offer_step(offer: Offer, trust: Mapping[str, float] | None, caps: CapabilitySet | None) -> Step:
-    """Put a verified ``offer`` to the round's auction. Result: the offer, or its ``Rejection``.
+def offer_step(
+    offer: Offer,
+    trust: Mapping[str, float] | None,
+    caps: CapabilitySet | None,
+    sender: str | None,
+) -> Step:
+    """Put a verified ``offer`` to the round's auction. Result: the offer, or its ``Rejection``
+    (its event's actor: the authenticated ``sender``, "" when none).
 
     An accepted offer, or one refused while the auction is open, is written into the auction
     (``offers`` or ``rejected``) with its event; one that reaches a closed auction is only
@@ -113,7 +120,8 @@ def offer_step(offer: Offer, trust: Mapping[str, float] | None, caps: Capability
             return new, [event], offer
         rejection = auction.rejected[-1]
         recorded = not r.auction.is_closed
-        event = refusal_event(rejection, r.trace_id, r.id, now, recorded=recorded)
+        actor = sender or ""
+        event = refusal_event(rejection, r.trace_id, r.id, now, recorded=recorded, actor=actor)
         if not recorded:
             return None, [event], rejection
         new = msgspec.structs.replace(r, auction=auction, answered=answered, updated_at=now)
@@ -182,17 +190,18 @@ def close_step(
 
 
 def refusal_event(
-    rejection: Rejection, trace_id: str, subject: str, now: float, *, recorded: bool
+    rejection: Rejection, trace_id: str, subject: str, now: float, *, recorded: bool, actor: str
 ) -> Event:
-    """The ``bidding.offer_refused`` event of ``rejection``."""
+    """The ``bidding.offer_refused`` event of ``rejection``; ``actor`` is the authenticated
+    sender ("" when none), the offer's provider only a claim (``data.claimed_provider``)."""
     return Event(
         kind="bidding.offer_refused",
         trace_id=trace_id,
-        actor=rejection.provider,
+        actor=actor,
         subject=subject,
         data={
             "offer_id": rejection.offer_id,
-            "provider": rejection.provider,
+            "claimed_provider": rejection.provider,
             "reason": rejection.reason,
             "detail": rejection.detail,
             "recorded": recorded,
@@ -202,12 +211,13 @@ def refusal_event(
 
 
 def unverified_rejection(
-    sealed: bytes, error: ConvergeError, sender: str | None, now: float, fallback_trace: str
-) -> tuple[Rejection, Event]:
-    """The rejection of sealed bytes that did not verify as an ``Offer``, and its event.
+    sealed: bytes, error: ConvergeError, sender: str | None
+) -> tuple[Rejection, str]:
+    """The rejection of sealed bytes that did not verify as an ``Offer``, and the intent id
+    they claim ("" if none can be read).
 
-    The body is decoded *without* trusting it, only to say which offer was refused and to file
-    the event in the trace it claims; nothing of it is stored in a round.
+    The body is decoded *without* trusting it, only to say which offer was refused; nothing of
+    it is stored in a round, and the caller files the event by its own rules.
     """
     reason: RejectReason = "bad_signature" if isinstance(error, SignatureError) else "malformed"
     claimed = _peek_offer(sealed)
@@ -217,9 +227,7 @@ def unverified_rejection(
         reason,
         str(error),
     )
-    trace = (claimed.trace_id if claimed else "") or sender or fallback_trace
-    subject = claimed.intent_id if claimed else ""
-    return rejection, refusal_event(rejection, trace, subject, now, recorded=False)
+    return rejection, claimed.intent_id if claimed else ""
 
 
 def _peek_offer(sealed: bytes) -> Offer | None:

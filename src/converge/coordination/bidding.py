@@ -40,6 +40,7 @@ import msgspec
 
 from converge.coordination import _auction as core
 from converge.coordination import _bidding_exchange as exchange
+from converge.coordination import _bidding_offers as offers
 from converge.coordination import _bidding_work as work
 from converge.coordination._auction import (
     Auction,
@@ -74,10 +75,7 @@ from converge.coordination._bidding_steps import (
     Step,
     close_step,
     drop_step,
-    offer_step,
     open_round,
-    refusal_event,
-    unverified_rejection,
 )
 from converge.coordination.discovery import DiscoveryService
 from converge.coordination.pool_manager import PoolManager
@@ -87,8 +85,8 @@ from converge.core.decisions import SubmitBid
 from converge.core.identity import Identity
 from converge.core.ids import new_id
 from converge.core.message import Message, ReplayGuard
-from converge.core.signing import check_finite, maybe_nonfinite, unseal
-from converge.errors import ConflictError, ConvergeError, ValidationError
+from converge.core.signing import unseal
+from converge.errors import ConflictError, ValidationError
 from converge.network.local import Inbox, LocalNetwork
 from converge.policy.trust import TrustModel
 from converge.protocol.objects import Intent, Offer, Receipt, TaskDone
@@ -273,45 +271,7 @@ class BiddingProtocol:
         Returns:
             The offer as accepted, or its ``Rejection``; either way an event records it.
         """
-        try:
-            offer = unseal(sealed, Offer)
-            if maybe_nonfinite(sealed):  # a NaN or an infinity anywhere cannot be ranked
-                check_finite(offer)
-        except ConvergeError as exc:
-            return await self._unverified_offer(sealed, exc, sender)
-        if sender is not None and sender != offer.provider:
-            detail = f"sent by {sender}, not by its provider"
-            return await self._offer_refused(offer, "wrong_sender", detail, sender)
-        round_ = await self.get(offer.intent_id)
-        if round_ is None or round_.requester != self.did:  # another requester's is none of ours
-            detail = f"no auction of this requester for intent {offer.intent_id}"
-            return await self._offer_refused(offer, "wrong_intent", detail, offer.provider)
-        trust = None
-        if round_.auction.min_trust is not None and self.trust is not None:
-            trust = {offer.provider: await self.trust.score(offer.provider)}
-        caps = None
-        if self.discovery is not None:
-            caps = await self.discovery.capabilities_of(offer.provider)
-
-        result: Offer | Rejection = await self._update(round_.id, offer_step(offer, trust, caps))
-        return result
-
-    async def _unverified_offer(
-        self, sealed: bytes, exc: ConvergeError, sender: str | None
-    ) -> Rejection:
-        rejection, event = unverified_rejection(sealed, exc, sender, self.clock.now(), self.did)
-        await self.store.append([event])
-        return rejection
-
-    async def _offer_refused(
-        self, offer: Offer, reason: RejectReason, detail: str, actor: str
-    ) -> Rejection:
-        rejection = Rejection(offer.id, offer.provider, reason, detail)
-        event = refusal_event(
-            rejection, offer.trace_id or actor, offer.intent_id, self.clock.now(), recorded=False
-        )
-        await self.store.append([event])
-        return rejection
+        return await offers.receive_offer(self, sealed, sender)
 
     # -- closing -----------------------------------------------------------------------------------
 
