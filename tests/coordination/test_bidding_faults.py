@@ -13,16 +13,18 @@ import pytest
 from converge.coordination._auction import open_auction, receive
 from converge.coordination.bidding import (
     OFFER_KIND,
+    RECEIPT_KIND,
     TASK_DONE_KIND,
     BiddingProtocol,
     Rejection,
     RoundStage,
     report_done,
 )
-from converge.core import Identity, unseal
+from converge.core import Identity, Message, unseal
 from converge.core.clock import ManualClock
+from converge.errors import SignatureError
 from converge.network import LocalNetwork
-from converge.protocol.objects import Offer, TaskDone, TaskStart
+from converge.protocol.objects import Offer, Receipt, TaskDone, TaskStart
 from converge.store import Store
 from tests.coordination._bidding_helpers import (
     ALICE,
@@ -173,3 +175,50 @@ async def test_a_forged_offer_on_a_made_up_round_is_filed_in_the_requesters_own_
     assert event.data["claimed_provider"] == BOB.did
     assert event.data["reason"] == "bad_signature"
     assert await store.read(trace_id="victim-trace") == []
+
+
+def failed_work(start: TaskStart, clock: ManualClock, cost: float) -> list[Message]:
+    """BOB's failed TaskDone and a receipt for it at ``cost``, as messages."""
+    done = TaskDone(
+        task_id=start.task_id,
+        status="failed",
+        error="gave up",
+        finished_at=clock.now(),
+        trace_id=start.trace_id,
+    ).sign(BOB)
+    receipt = Receipt.for_done(
+        done, requester=REQUESTER.did, intent_id=start.intent_id, cost=cost
+    ).sign_as_executor(BOB)
+    trace = start.trace_id
+    return [
+        message(TASK_DONE_KIND, done.seal(), BOB, clock, trace_id=trace),
+        message(RECEIPT_KIND, receipt.seal(), BOB, clock, trace_id=trace),
+    ]
+
+
+async def test_failed_work_is_settled_at_cost_zero_and_disputed_if_it_bills(
+    store: Store, clock: ManualClock
+) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    honest = await awarded_round(protocol, clock, strategy="lowest_cost")
+    assert honest.task_start is not None
+    start = unseal(honest.task_start, TaskStart)
+    for d in report_done(BOB, start, status="failed", error="gave up", now=clock.now()):
+        await protocol.handle(signed(d, BOB, clock))
+    settled = await protocol.get(honest.id)
+    assert settled is not None
+    assert (settled.stage, settled.outcome) == (RoundStage.SETTLED, "failure")
+    receipt = await protocol.receipt(honest.id)
+    assert receipt is not None and (receipt.status, receipt.cost) == ("failed", 0.0)
+
+    billing = await awarded_round(protocol, clock, strategy="lowest_cost")
+    assert billing.task_start is not None and billing.award is not None
+    start = unseal(billing.task_start, TaskStart)
+    for m in failed_work(start, clock, cost=billing.award.price):  # the full price for nothing
+        await protocol.handle(m)
+    disputed = await protocol.get(billing.id)
+    assert disputed is not None and disputed.stage is RoundStage.DISPUTED
+    assert disputed.reason is not None and "not paid for" in disputed.reason
+    assert disputed.receipt is not None
+    with pytest.raises(SignatureError):  # never countersigned
+        unseal(disputed.receipt, Receipt)

@@ -14,7 +14,12 @@ Rules a caller can rely on:
 * Progress is accepted in order of ``seq`` only (a repeated or skipped ``seq`` is refused), and
   only while the work is AWARDED.
 * A ``TaskDone`` is accepted once; a receipt only after it, and only if it vouches for exactly
-  that ``TaskDone`` (task, status, output digest, usage) at the awarded price and currency.
+  that ``TaskDone`` (task, status, output digest, usage) in the awarded currency.
+* **What a receipt costs**: completed work is paid the awarded price, exactly; failed or
+  cancelled work is paid nothing, so its receipt must carry cost 0. A completed receipt at
+  another price is refused (``receipt_mismatch``: the executor may send the right one); a
+  failed or cancelled receipt that claims a cost is disputed (``_bidding_work``): the requester
+  never countersigns a bill for work it did not get.
 """
 
 from __future__ import annotations
@@ -233,15 +238,16 @@ def check_receipt(
     award = round_.award
     if award is None:  # a DONE round has one; a damaged stored round must not pass
         return "not_awarded", "the round has no award"
-    expected = {
+    expected: dict[str, tuple[object, object]] = {
         "requester": (receipt.requester, round_.requester),
         "intent_id": (receipt.intent_id, round_.auction.intent.id),
         "status": (receipt.status, done.status),
         "output_digest": (receipt.output_digest, output_digest(done.output)),
         "usage": (receipt.usage, done.usage),
-        "cost": (receipt.cost, award.price),
         "currency": (receipt.currency, award.currency),
     }
+    if done.status == "completed":  # an unpaid failure's cost is judged by the verdict
+        expected["cost"] = (receipt.cost, award.price)
     for name, (got, want) in expected.items():
         if got != want:
             return "receipt_mismatch", f"{name} {got!r}, expected {want!r}"

@@ -12,8 +12,9 @@ Events (trace: the round's; subject: the auction id), ``data``:
 - ``bidding.settled``: ``receipt_id``, ``status``, ``cost``, ``currency``, ``outcome`` (the
   trust outcome: ``success``; ``timeout`` when finished after the deadline; ``failure`` when
   the work failed or was cancelled);
-- ``bidding.disputed``: ``receipt_id``, ``reason`` (over the winner's own resource limits, or
-  refused by the requester's output check), ``outcome`` (``failure``);
+- ``bidding.disputed``: ``receipt_id``, ``reason`` (over the winner's own resource limits,
+  refused by the requester's output check, or a failed or cancelled task's receipt claiming a
+  cost), ``outcome`` (``failure``);
 - ``bidding.refused``: ``kind`` (the message's), ``reason`` (a ``RoundRefusal``), ``detail``,
   ``message_id``; ``claimed_sender`` when the message did not verify (its actor is then empty:
   the actor is always the authenticated sender). A refusal about a round of this requester is
@@ -215,7 +216,7 @@ async def on_receipt(p: BiddingProtocol, message: Message) -> None:
         # check_receipt passes only a DONE round, which has both; never trust that blindly.
         await refuse(p, message, "out_of_order", "the round has no TaskDone or award", round_)
         return
-    outcome, dispute = await _verdict(p, round_, done, award)
+    outcome, dispute = await _verdict(p, round_, done, award, receipt.cost)
     sealed = message.payload if dispute else receipt.countersign(p.identity).seal()
 
     def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], Any]:
@@ -264,10 +265,12 @@ async def _check_output(p: BiddingProtocol, done: TaskDone) -> bool:
 
 
 async def _verdict(
-    p: BiddingProtocol, round_: ContractRound, done: TaskDone, award: Award
+    p: BiddingProtocol, round_: ContractRound, done: TaskDone, award: Award, cost: float
 ) -> tuple[str, str | None]:
     """The trust outcome, and the reason to dispute the output (None: countersign)."""
     if done.status != "completed":
+        if cost != 0:  # failed or cancelled work is not paid for (see _bidding_core)
+            return "failure", f"a {done.status} task is not paid for; the receipt claims {cost}"
         return "failure", None  # a truthful receipt of a failure is settled, and counts against
     problem = over_limits(done, award.offer.resource_limits)
     if problem is None:
