@@ -24,7 +24,8 @@ from converge.core import Identity, Message, unseal
 from converge.core.clock import ManualClock
 from converge.errors import SignatureError
 from converge.network import LocalNetwork
-from converge.protocol.objects import Offer, Receipt, TaskDone, TaskStart
+from converge.policy.trust import TrustModel
+from converge.protocol.objects import Constraints, Offer, Receipt, TaskDone, TaskStart
 from converge.store import Store
 from tests.coordination._bidding_helpers import (
     ALICE,
@@ -222,3 +223,27 @@ async def test_failed_work_is_settled_at_cost_zero_and_disputed_if_it_bills(
     assert disputed.receipt is not None
     with pytest.raises(SignatureError):  # never countersigned
         unseal(disputed.receipt, Receipt)
+
+
+async def test_a_late_winner_cannot_claim_it_finished_on_time(
+    store: Store, clock: ManualClock
+) -> None:
+    trust = TrustModel(store, clock=clock)
+    protocol = BiddingProtocol(store, REQUESTER, trust=trust, clock=clock)
+    deadline = clock.now() + 100
+    constraints = Constraints(max_cost=50.0, deadline=deadline)
+    round_ = await protocol.announce(
+        intent(constraints=constraints), strategy="lowest_cost", providers=[BOB.did]
+    )
+    assert isinstance(await protocol.bid(BOB, bid(round_, 10.0, resource_limits={})), Offer)
+    closed = await protocol.run(round_.id)
+    assert closed.task_start is not None
+    start = unseal(closed.task_start, TaskStart)
+    clock.advance(1000)  # far past the deadline on the requester's clock
+    for d in report_done(BOB, start, output="ok", now=deadline - 1):  # claims it was on time
+        await protocol.handle(signed(d, BOB, clock))
+    settled = await protocol.get(round_.id)
+    assert settled is not None and settled.stage is RoundStage.SETTLED
+    assert (settled.outcome, settled.done_at) == ("timeout", clock.now())
+    [event] = await store.read(kinds=["bidding.settled"])
+    assert event.data["outcome"] == "timeout"

@@ -126,6 +126,9 @@ class ContractRound(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
     """The winner's accepted progress reports, in order."""
     done: bytes | None = None
     """The winner's sealed ``TaskDone``."""
+    done_at: float | None = None
+    """When the ``TaskDone`` reached the requester, on the requester's clock: what the deadline
+    is judged by (the executor's own ``finished_at`` is only its claim)."""
     receipt: bytes | None = None
     """The sealed ``Receipt``: the executor's signature, and once SETTLED the requester's."""
     outcome: str | None = None

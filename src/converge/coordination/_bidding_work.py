@@ -10,7 +10,8 @@ Events (trace: the round's; subject: the auction id), ``data``:
 - ``bidding.progress``: ``task_id``, ``seq``, ``progress``, ``message``;
 - ``bidding.done``: ``task_id``, ``status``, ``output_digest``, ``error``;
 - ``bidding.settled``: ``receipt_id``, ``status``, ``cost``, ``currency``, ``outcome`` (the
-  trust outcome: ``success``; ``timeout`` when finished after the deadline; ``failure`` when
+  trust outcome: ``success``; ``timeout`` when the TaskDone reached the requester after the
+  deadline, by the requester's clock (``ContractRound.done_at``); ``failure`` when
   the work failed or was cancelled);
 - ``bidding.disputed``: ``receipt_id``, ``reason`` (over the winner's own resource limits,
   refused by the requester's output check, or a failed or cancelled task's receipt claiming a
@@ -179,7 +180,7 @@ async def on_done(p: BiddingProtocol, message: Message) -> None:
         problem = check_done(r, start, done, message.sender)
         if problem is not None:
             return None, [_refusal(p, message, *problem, r)], None
-        new = move(r, RoundStage.DONE, now, done=sealed)
+        new = move(r, RoundStage.DONE, now, done=sealed, done_at=now)
         event = round_event(
             "done",
             new,
@@ -284,6 +285,9 @@ async def _verdict(
     if problem is not None:
         return "failure", problem
     deadline = round_.auction.intent.constraints.deadline
-    if deadline is not None and done.finished_at > deadline:
+    # The requester's clock when the TaskDone arrived, not the executor's say-so: a late winner
+    # could write any finished_at. (A round stored before done_at existed falls back to it.)
+    arrived = round_.done_at if round_.done_at is not None else done.finished_at
+    if deadline is not None and arrived > deadline:
         return "timeout", None
     return "success", None
