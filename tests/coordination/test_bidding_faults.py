@@ -10,7 +10,7 @@ import time
 import msgspec
 import pytest
 
-from converge.coordination._auction import open_auction, receive
+from converge.coordination._auction import MAX_REFUSALS_PER_PROVIDER, open_auction, receive
 from converge.coordination.bidding import (
     OFFER_KIND,
     RECEIPT_KIND,
@@ -247,3 +247,24 @@ async def test_a_late_winner_cannot_claim_it_finished_on_time(
     assert (settled.outcome, settled.done_at) == ("timeout", clock.now())
     [event] = await store.read(kinds=["bidding.settled"])
     assert event.data["outcome"] == "timeout"
+
+
+async def test_strangers_and_repeated_refusals_cannot_grow_the_stored_round(
+    store: Store, clock: ManualClock
+) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    round_ = await protocol.announce(intent(), providers=[ALICE.did])
+    stored = await store.get(f"bidding/{round_.id}")
+    assert stored is not None
+    for _ in range(20):  # authenticated, but never invited
+        stranger = Identity.generate()
+        sent = offer(round_, 1.0, clock).sign(stranger).seal()
+        await protocol.handle(message(OFFER_KIND, sent, stranger, clock))
+    for _ in range(3 * MAX_REFUSALS_PER_PROVIDER):  # an invited provider, refused again and again
+        assert isinstance(await protocol.bid(ALICE, bid(round_, 99.0)), Rejection)
+    after = await protocol.get(round_.id)
+    assert after is not None
+    assert [r.provider for r in after.auction.rejected] == [ALICE.did] * MAX_REFUSALS_PER_PROVIDER
+    logged = await refusals(store)
+    assert [r["recorded"] for r in logged] == [False] * 20 + [True] * 3 * MAX_REFUSALS_PER_PROVIDER
+    assert {r["reason"] for r in logged[:20]} == {"not_admitted"}

@@ -47,6 +47,7 @@ from converge.protocol.objects import Intent, Offer
 __all__ = [
     "AUCTION_TRANSITIONS",
     "CRITERIA",
+    "MAX_REFUSALS_PER_PROVIDER",
     "STRATEGIES",
     "Auction",
     "AuctionClosed",
@@ -86,6 +87,11 @@ RejectReason = Literal[
 """Why an offer was refused (``Rejection.reason``). ``malformed`` is also an offer with a
 non-finite figure; ``bad_signature`` and ``wrong_sender`` are the driver's: an offer whose
 signature does not verify, or that another agent than its provider sent."""
+
+
+MAX_REFUSALS_PER_PROVIDER = 8
+"""The most refusals ``rejected`` keeps per provider (the latest): a refused offer does not
+bind, so a provider may bid again and again, and the record must not grow with it."""
 
 
 class AuctionState(enum.StrEnum):
@@ -215,7 +221,8 @@ class Auction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     bidders: frozenset[str] = frozenset()
     """The providers in ``offers`` (kept so the one-offer rule is a set lookup)."""
     rejected: tuple[Rejection, ...] = ()
-    """The offers refused, with their reasons, in arrival order."""
+    """The offers refused, with their reasons, in arrival order (at most
+    ``MAX_REFUSALS_PER_PROVIDER`` per provider, the latest)."""
     closed_at: float | None = None
     """When it closed."""
     award: Award | None = None
@@ -302,7 +309,8 @@ def receive(
     if refused is not None:
         reason, detail = refused
         rejection = Rejection(offer.id, offer.provider, reason, detail)
-        return msgspec.structs.replace(auction, rejected=(*auction.rejected, rejection))
+        rejected = _keep_latest((*auction.rejected, rejection), offer.provider)
+        return msgspec.structs.replace(auction, rejected=rejected)
     return msgspec.structs.replace(
         auction,
         offers=(*auction.offers, offer),
@@ -372,6 +380,15 @@ def close(
     )
     done = _move(auction, _S.CLOSED_AWARDED, now, rejected=rejected, award=award)
     return done, award
+
+
+def _keep_latest(rejected: tuple[Rejection, ...], provider: str) -> tuple[Rejection, ...]:
+    """``rejected`` with at most ``MAX_REFUSALS_PER_PROVIDER`` of ``provider``'s, the latest."""
+    mine = [i for i, r in enumerate(rejected) if r.provider == provider]
+    if len(mine) <= MAX_REFUSALS_PER_PROVIDER:
+        return rejected
+    drop = set(mine[: len(mine) - MAX_REFUSALS_PER_PROVIDER])
+    return tuple(r for i, r in enumerate(rejected) if i not in drop)
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from converge.protocol.event import Event
 from converge.protocol.objects import Offer, TaskStart
 
 __all__ = [
+    "UNRECORDED",
     "Step",
     "close_step",
     "drop_step",
@@ -55,6 +56,9 @@ Step = Callable[[ContractRound, float], tuple[ContractRound | None, list[Event],
 """A pure change to a round at a time: (new round or None for no change, events, result)."""
 
 _envelope = msgspec.msgpack.Decoder(list[bytes])
+
+UNRECORDED: frozenset[RejectReason] = frozenset({"not_admitted", "untrusted", "wrong_intent"})
+"""Refusals only logged, never stored in the round: anyone can send offers that earn them."""
 
 
 def open_round(
@@ -99,8 +103,10 @@ def offer_step(
     (its event's actor: the authenticated ``sender``, "" when none).
 
     An accepted offer, or one refused while the auction is open, is written into the auction
-    (``offers`` or ``rejected``) with its event; one that reaches a closed auction is only
-    logged (``recorded`` false): a closed auction is never rewritten.
+    (``offers`` or ``rejected``, which keeps a provider's latest refusals only) with its event.
+    Only logged (``recorded`` false): an offer that reaches a closed auction (a closed auction
+    is never rewritten), and one refused as ``UNRECORDED`` — from a provider not admitted or
+    trusted, or for another intent — so nobody outside the round can grow what it stores.
     """
 
     def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], Any]:
@@ -119,7 +125,7 @@ def offer_step(
             new = msgspec.structs.replace(r, auction=auction, answered=answered, updated_at=now)
             return new, [event], offer
         rejection = auction.rejected[-1]
-        recorded = not r.auction.is_closed
+        recorded = not r.auction.is_closed and rejection.reason not in UNRECORDED
         actor = sender or ""
         event = refusal_event(rejection, r.trace_id, r.id, now, recorded=recorded, actor=actor)
         if not recorded:
