@@ -3,6 +3,7 @@ executor would sign them."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -15,6 +16,19 @@ from converge.store import Store
 
 REQUESTER = Identity.generate()
 ALICE, BOB, CAROL, MALLORY = (Identity.generate() for _ in range(4))
+
+
+class SleepClock(ManualClock):
+    """A manual clock that says when someone starts sleeping on it, so a test advances time
+    once a waiter is really waiting, without polling."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self.sleeping = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeping.set()
+        await super().sleep(seconds)
 
 
 def intent(**kw: Any) -> Intent:

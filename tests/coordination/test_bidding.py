@@ -30,6 +30,7 @@ from tests.coordination._bidding_helpers import (
     CAROL,
     MALLORY,
     REQUESTER,
+    SleepClock,
     awarded_round,
     bid,
     intent,
@@ -40,8 +41,8 @@ from tests.coordination._bidding_helpers import (
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(time.time())  # messages carry timestamps the replay guard checks
+def clock() -> SleepClock:
+    return SleepClock(time.time())  # messages carry timestamps the replay guard checks
 
 
 async def test_a_round_from_intent_to_countersigned_receipt(
@@ -107,7 +108,7 @@ async def test_offers_are_checked_on_arrival_and_refusals_recorded(
     assert stored is not None
     # A stranger's refusal is only logged: nobody outside the invited set grows the round.
     assert [r.reason for r in stored.auction.rejected] == ["over_budget", "resource_limits"]
-    assert stored.answered == {ALICE.did, BOB.did}  # MALLORY was never invited
+    assert stored.answered == {ALICE.did}  # only an accepted offer answers
     assert [r["reason"] for r in await refusals(store)] == [
         "over_budget",
         "resource_limits",
@@ -197,12 +198,16 @@ async def test_an_offer_after_the_window_is_refused_before_and_after_close(
 
 
 async def test_no_valid_offer_fails_the_intent_with_a_reason(
-    store: Store, clock: ManualClock
+    store: Store, clock: SleepClock
 ) -> None:
     protocol = BiddingProtocol(store, REQUESTER, clock=clock)
     round_ = await protocol.announce(intent(), providers=[ALICE.did])
     await protocol.bid(ALICE, bid(round_, 99.0))
-    failed = await protocol.run(round_.id)  # everyone invited answered: no need to wait
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(protocol.run(round_.id))
+        await clock.sleeping.wait()  # a refused offer does not bind: ALICE may bid again
+        clock.advance(10)
+    failed = running.result()
     assert (failed.stage, failed.reason, failed.award) == (
         RoundStage.FAILED,
         "no_valid_offers",
@@ -211,22 +216,39 @@ async def test_no_valid_offer_fails_the_intent_with_a_reason(
     event = (await store.read(kinds=["bidding.failed"]))[0]
     assert event.data == {"reason": "no_valid_offers", "refused": {"over_budget": 1}}
     nobody = await protocol.announce(intent(), providers=[])
-    assert (await protocol.run(nobody.id)).reason == "no_offers"
+    assert (await protocol.run(nobody.id)).reason == "no_offers"  # nobody to wait for
 
 
-async def test_run_waits_for_the_window_on_the_clock(store: Store, clock: ManualClock) -> None:
+async def test_run_waits_for_the_window_on_the_clock(store: Store, clock: SleepClock) -> None:
     protocol = BiddingProtocol(store, REQUESTER, clock=clock)
     round_ = await protocol.announce(intent(), providers=[ALICE.did, BOB.did])
     await protocol.bid(ALICE, bid(round_, 10.0))
-    running = asyncio.ensure_future(protocol.run(round_.id))
-    await protocol.wait(round_.id, until=lambda r: r.answered == {ALICE.did})
-    async with asyncio.timeout(5):  # run() sleeps on the clock: BOB has not answered
-        while clock.sleepers == 0:  # noqa: ASYNC110 - a bounded wait for a condition
-            await asyncio.sleep(0)
-    assert not running.done()
-    clock.advance(10)
-    closed = await asyncio.wait_for(running, 5)
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(protocol.run(round_.id))
+        await clock.sleeping.wait()  # BOB never answers: run() sleeps on the clock
+        assert not running.done()
+        clock.advance(10)  # the window elapses
+    closed = running.result()
     assert closed.award is not None and closed.award.provider == ALICE.did
+    assert closed.auction.closed_at == clock.now()
+
+
+async def test_run_closes_early_only_once_a_refused_provider_bids_again(
+    store: Store, clock: SleepClock
+) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    round_ = await protocol.announce(intent(), providers=[ALICE.did])
+    assert isinstance(await protocol.bid(ALICE, bid(round_, 99.0)), Rejection)
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(protocol.run(round_.id))
+        await clock.sleeping.wait()  # ALICE's refused offer does not count as an answer
+        assert not running.done()
+        assert isinstance(await protocol.bid(ALICE, bid(round_, 20.0)), Offer)
+    closed = running.result()  # ALICE answered: closed before the window, no clock advance
+    assert closed.award is not None and closed.award.price == 20.0
+    assert (
+        closed.auction.closed_at is not None and closed.auction.closed_at < round_.auction.closes_at
+    )
 
 
 async def test_reports_from_anyone_but_the_winner_are_refused(

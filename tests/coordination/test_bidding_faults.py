@@ -32,6 +32,7 @@ from tests.coordination._bidding_helpers import (
     BOB,
     MALLORY,
     REQUESTER,
+    SleepClock,
     awarded_round,
     bid,
     intent,
@@ -44,8 +45,8 @@ from tests.coordination._bidding_helpers import (
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(time.time())  # messages carry timestamps the replay guard checks
+def clock() -> SleepClock:
+    return SleepClock(time.time())  # messages carry timestamps the replay guard checks
 
 
 def nan_done(start: TaskStart, clock: ManualClock) -> TaskDone:

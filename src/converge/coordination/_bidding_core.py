@@ -119,7 +119,8 @@ class ContractRound(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
     stage: RoundStage = RoundStage.BIDDING
     """Where the round is."""
     answered: frozenset[str] = frozenset()
-    """The invited providers whose offer arrived (accepted or refused)."""
+    """The invited providers whose offer was accepted (a refused offer does not bind: its
+    provider may still bid, so it is not counted as having answered)."""
     task_start: bytes | None = None
     """The sealed ``TaskStart`` sent to the winner."""
     progress: tuple[ProgressNote, ...] = ()

@@ -111,8 +111,10 @@ def offer_step(
 
     def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], Any]:
         auction = core.receive(r.auction, offer, now=now, trust=trust, provider_capabilities=caps)
-        answered = r.answered | ({offer.provider} & frozenset(r.invited))
         if len(auction.offers) > len(r.auction.offers):
+            # Only an accepted offer answers: a refused one does not bind, and its provider may
+            # bid again within the window.
+            answered = r.answered | ({offer.provider} & frozenset(r.invited))
             event = round_event(
                 "offer_accepted",
                 r,
@@ -130,7 +132,7 @@ def offer_step(
         event = refusal_event(rejection, r.trace_id, r.id, now, recorded=recorded, actor=actor)
         if not recorded:
             return None, [event], rejection
-        new = msgspec.structs.replace(r, auction=auction, answered=answered, updated_at=now)
+        new = msgspec.structs.replace(r, auction=auction, updated_at=now)
         return new, [event], rejection
 
     return step

@@ -276,7 +276,8 @@ class BiddingProtocol:
     # -- closing -----------------------------------------------------------------------------------
 
     async def run(self, auction_id: str) -> ContractRound:
-        """Wait until the bid window ends or every invited provider has answered, then close.
+        """Wait until the bid window ends or every invited provider has an accepted offer in,
+        then close (a refused offer does not count: its provider may bid again).
 
         Returns:
             The round, AWARDED (its ``TaskStart`` sent) or FAILED; if another caller closed it
