@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -16,6 +17,7 @@ from converge.coordination.bidding import (
     RECEIPT_KIND,
     TASK_DONE_KIND,
     BiddingProtocol,
+    ContractRound,
     Rejection,
     RoundStage,
     report_done,
@@ -30,6 +32,7 @@ from converge.store import Store
 from tests.coordination._bidding_helpers import (
     ALICE,
     BOB,
+    CAROL,
     MALLORY,
     REQUESTER,
     SleepClock,
@@ -269,3 +272,34 @@ async def test_strangers_and_repeated_refusals_cannot_grow_the_stored_round(
     logged = await refusals(store)
     assert [r["recorded"] for r in logged] == [False] * 20 + [True] * 3 * MAX_REFUSALS_PER_PROVIDER
     assert {r["reason"] for r in logged[:20]} == {"not_admitted"}
+
+
+async def test_a_forced_close_scores_an_offer_accepted_while_it_read_trust(
+    store: Store, clock: ManualClock
+) -> None:
+    other_process = BiddingProtocol(store, REQUESTER, clock=clock)  # its own locks
+
+    class Interleaving(TrustModel):
+        """Another process accepts CAROL's offer while the close is reading trust."""
+
+        pending: ClassVar[list[ContractRound]] = []  # a class per test run
+
+        async def scores(self, dids: Any, at: float | None = None) -> dict[str, float]:
+            if self.pending:
+                late = self.pending.pop()
+                assert isinstance(await other_process.bid(CAROL, bid(late, 10.0)), Offer)
+            return await super().scores(dids, at)
+
+    trust = Interleaving(store, clock=clock)
+    for _ in range(5):
+        await trust.record(CAROL.did, "success")
+    protocol = BiddingProtocol(store, REQUESTER, trust=trust, clock=clock)
+    round_ = await protocol.announce(
+        intent(utility={"trust": 1.0}), providers=[ALICE.did, CAROL.did]
+    )
+    assert isinstance(await protocol.bid(ALICE, bid(round_, 10.0)), Offer)
+    trust.pending.append(round_)
+    closed = await protocol.close(round_.id, force=True)
+    assert len(closed.auction.offers) == 2  # CAROL's offer was in the round that was closed
+    assert closed.award is not None and closed.award.provider == CAROL.did  # the trusted one
+    assert [row.score for row in closed.award.ranking] == [1.0, 0.0]

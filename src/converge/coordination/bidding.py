@@ -308,15 +308,18 @@ class BiddingProtocol:
             BidWindowOpen: the window is still open and ``force`` is false.
             AuctionClosed: it is already closed.
         """
-        round_ = await self._require(auction_id)
-        trust = None
-        if self.trust is not None and round_.auction.weights.get("trust"):
-            bidders = [o.provider for o in round_.auction.offers]
-            trust = await self.trust.scores(bidders) if bidders else {}
         task_id, start_id = self.id_factory(), self.id_factory()
 
-        step = close_step(self.identity, trust, force=force, task_id=task_id, start_id=start_id)
-        await self._update(auction_id, step, index={work.task_key(task_id): auction_id})
+        async def step_for(r: ContractRound) -> Step:
+            # Read under the round's lock, for the offers of the round being closed: an offer
+            # accepted meanwhile is scored on its trust, not on a missing 0.
+            trust = None
+            if self.trust is not None and r.auction.weights.get("trust"):
+                bidders = [o.provider for o in r.auction.offers]
+                trust = await self.trust.scores(bidders) if bidders else {}
+            return close_step(self.identity, trust, force=force, task_id=task_id, start_id=start_id)
+
+        await self._update(auction_id, prepare=step_for, index={work.task_key(task_id): auction_id})
         round_ = await self._require(auction_id)
         if round_.stage is RoundStage.AWARDED:
             await exchange.send_task_start(self, round_)
@@ -409,13 +412,16 @@ class BiddingProtocol:
     async def _update(
         self,
         auction_id: str,
-        step: Step,
+        step: Step | None = None,
         *,
+        prepare: Callable[[ContractRound], Awaitable[Step]] | None = None,
         index: dict[str, str] | None = None,
         notify: bool = True,
     ) -> Any:
         """Read the round, apply ``step`` (pure), write it with a compare-and-set and its
         events in one unit of work; on a conflict (another process) read again and recompute.
+        ``prepare`` instead of ``step``: an async function of the round read that returns the
+        step (what it reads, e.g. trust, is then read under the lock, again on each retry).
         ``index`` keys are written with the change (not with a no-change step)."""
         key = _key(auction_id)
         lock = self._locks.setdefault(auction_id, asyncio.Lock())
@@ -425,7 +431,11 @@ class BiddingProtocol:
                 entry = await self.store.get(key)
                 if entry is None:
                     raise ValidationError(f"no auction {auction_id!r}", field="auction_id")
-                new, events, result = step(_decoder.decode(entry.value), self.clock.now())
+                current = _decoder.decode(entry.value)
+                apply = step if prepare is None else await prepare(current)
+                if apply is None:
+                    raise ValidationError("_update needs a step or a prepare", field="step")
+                new, events, result = apply(current, self.clock.now())
                 try:
                     if new is None:
                         if events:
