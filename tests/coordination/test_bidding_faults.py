@@ -26,6 +26,7 @@ from converge.core import Identity, Message, unseal
 from converge.core.clock import ManualClock
 from converge.errors import SignatureError
 from converge.network import LocalNetwork
+from converge.network.local import Inbox
 from converge.policy.trust import TrustModel
 from converge.protocol.objects import Constraints, Offer, Receipt, TaskDone, TaskStart
 from converge.store import Store
@@ -303,3 +304,47 @@ async def test_a_forced_close_scores_an_offer_accepted_while_it_read_trust(
     assert len(closed.auction.offers) == 2  # CAROL's offer was in the round that was closed
     assert closed.award is not None and closed.award.provider == CAROL.did  # the trusted one
     assert [row.score for row in closed.award.ranking] == [1.0, 0.0]
+
+
+async def test_an_offer_message_runs_end_to_end_through_serving(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    trust = TrustModel(store, clock=clock)
+    protocol = BiddingProtocol(store, REQUESTER, network=net, trust=trust, clock=clock)
+    bobs_inbox = Inbox(10)
+    net.register(BOB.did, bobs_inbox)  # BOB is reachable: the intent and TaskStart go there
+    round_ = await protocol.announce(intent(), strategy="lowest_cost", providers=[BOB.did])
+    assert [m.kind for m in bobs_inbox.drain(10)] == ["intent"]
+    async with protocol.serving():
+        sent = message(OFFER_KIND, offer(round_, 9.0, clock).sign(BOB).seal(), BOB, clock)
+        await net.send(sent)
+        replayed = sent  # the same signed message again: the ReplayGuard refuses it
+        await net.send(replayed)
+        closed = await protocol.run(round_.id)  # BOB's accepted offer answers: no waiting
+        assert closed.task_start is not None
+        start = unseal(closed.task_start, TaskStart)
+        done, receipt = (signed(d, BOB, clock) for d in report_done(BOB, start, now=clock.now()))
+        await net.send(done)
+        await net.send(receipt)
+        settled = await protocol.wait(round_.id, timeout=5)
+        score = await trust.score(BOB.did)
+        again = signed(report_done(BOB, start, now=clock.now())[1], BOB, clock)
+        await net.send(again)  # a fresh message with a duplicate receipt
+    assert settled.stage is RoundStage.SETTLED and settled.award is not None
+    assert settled.award.provider == BOB.did
+    assert await trust.score(BOB.did) == score  # the duplicate changed no trust
+    assert await protocol.get(round_.id) == settled
+    reasons = [r["reason"] for r in await refusals(store, "bidding.refused")]
+    assert reasons == ["bad_signature", "duplicate"]  # the replay, then the second receipt
+    assert not protocol._changed and not protocol._locks  # nothing kept for a settled round
+
+
+async def test_a_wait_that_times_out_leaves_nothing_behind(
+    store: Store, clock: ManualClock
+) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    round_ = await protocol.announce(intent(), providers=[ALICE.did])
+    with pytest.raises(TimeoutError):
+        await protocol.wait(round_.id, timeout=0.01)
+    assert not protocol._changed and not protocol._waiting

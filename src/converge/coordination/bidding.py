@@ -176,6 +176,7 @@ class BiddingProtocol:
         self.guard = replay_guard or ReplayGuard(clock=clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
 
     @property
     def did(self) -> str:
@@ -391,13 +392,21 @@ class BiddingProtocol:
             ValidationError: no such auction.
             TimeoutError: ``timeout`` seconds passed first.
         """
-        async with asyncio.timeout(timeout):
-            while True:
-                changed = self._changed.setdefault(auction_id, asyncio.Event())
-                round_ = await self._require(auction_id)
-                if until(round_):
-                    return round_
-                await changed.wait()
+        self._waiting[auction_id] = self._waiting.get(auction_id, 0) + 1
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    changed = self._changed.setdefault(auction_id, asyncio.Event())
+                    round_ = await self._require(auction_id)
+                    if until(round_):
+                        return round_
+                    await changed.wait()
+        finally:  # the last waiter to leave (done, timed out, cancelled) drops the event
+            left = self._waiting.pop(auction_id) - 1
+            if left:
+                self._waiting[auction_id] = left
+            else:
+                self._changed.pop(auction_id, None)
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -449,6 +458,8 @@ class BiddingProtocol:
                 except ConflictError as exc:
                     conflict = exc
                     continue
+                if new.is_terminal:  # nothing more will change it: forget its lock
+                    self._locks.pop(auction_id, None)
                 if notify:
                     self._notify(auction_id)
                 return result
