@@ -11,7 +11,8 @@ the winner's trust is updated from the outcome. One trace id (the intent's) link
 Pure parts: ``_auction``/``_auction_select`` (who wins), ``_bidding_core`` (the stored round,
 checks on the winner's reports), ``_bidding_steps`` (the auction phase's steps),
 ``_bidding_provider`` (the provider's side). I/O: this driver, ``_bidding_exchange`` (whom to
-invite, sending, the inbox) and ``_bidding_work`` (the winner's reports, receipt, trust).
+invite, sending, the inbox), ``_bidding_offers`` (offers arriving, and who and where their
+refusals name) and ``_bidding_work`` (the winner's reports, receipt, trust).
 
 Keys: ``bidding/<auction id>`` holds the ``ContractRound`` (MessagePack), changed only by a
 compare-and-set on the version read, in one unit of work with its events (writes of one process
