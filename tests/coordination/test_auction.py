@@ -21,6 +21,7 @@ from converge.coordination._auction import (
     open_auction,
     receive,
 )
+from converge.coordination._auction_select import tie_key
 from converge.core import Identity, unseal
 from converge.core.capability import CapabilitySet
 from converge.errors import SignatureError, ValidationError
@@ -368,27 +369,32 @@ def test_second_price_with_one_offer_pays_its_own_price() -> None:
 
 
 @pytest.mark.parametrize("strategy", ["lowest_cost", "second_price", "weighted", "highest_quality"])
-def test_ties_break_by_cost_then_offer_id_whatever_the_arrival_order(strategy: Strategy) -> None:
-    # Provider order (b m q x z) differs from offer id order, so only the id can order them.
-    ids = {"q": "id-3", "z": "id-1", "b": "id-4", "m": "id-2", "x": "id-5"}
+def test_ties_break_by_cost_then_a_key_no_bidder_picks_whatever_the_arrival_order(
+    strategy: Strategy,
+) -> None:
+    # Offer ids are the bidders' choice: "id-0" .. "id-4" would decide if ids broke ties.
+    ids = {"q": "id-3", "z": "id-1", "b": "id-4", "m": "id-2", "x": "id-0"}
     offers = [make_offer(p, 5, quality=0.8, id=i) for p, i in ids.items()]
-    offers.append(make_offer("dear", 6, quality=0.8, id="id-0"))
+    offers.append(make_offer("dear", 6, quality=0.8, id="id-00"))
+    tied = sorted(ids, key=lambda p: tie_key("intent-1", p))
     awards = set()
     for seed in range(6):
         random.Random(seed).shuffle(offers)
         _, award = close(auction_of(offers, strategy=strategy), now=AFTER)
         assert award is not None
         awards.add(msgspec.msgpack.encode(award))
-        assert (award.offer.id, award.provider) == ("id-1", "z")
-        assert [r.offer_id for r in award.ranking] == [
-            "id-1",
-            "id-2",
-            "id-3",
-            "id-4",
-            "id-5",
-            "id-0",
-        ]
+        assert award.provider == tied[0]
+        assert [r.offer_id for r in award.ranking] == [*(ids[p] for p in tied), "id-00"]
     assert len(awards) == 1
+
+
+def test_an_offer_id_chosen_to_sort_first_does_not_win_a_tie() -> None:
+    # Whoever wins the tie, renaming the loser's offer "0" does not change the winner.
+    first, second = sorted(["a", "b"], key=lambda p: tie_key("intent-1", p))
+    for loser_id in ("0", "zzz"):
+        offers = [make_offer(first, 5, id="m"), make_offer(second, 5, id=loser_id)]
+        _, award = close(auction_of(offers, strategy="lowest_cost"), now=AFTER)
+        assert award is not None and award.provider == first
 
 
 def test_a_stated_value_beats_a_missing_one_even_when_all_stated_values_are_equal() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -14,76 +13,36 @@ import pytest
 from converge.coordination.bidding import (
     BiddingProtocol,
     BidWindowOpen,
-    ContractRound,
     Rejection,
     RoundStage,
-    Strategy,
     report_done,
     report_progress,
 )
-from converge.core import Identity, Message, SendMessage, SubmitBid, unseal
+from converge.core import Message, SubmitBid, unseal
 from converge.core.clock import ManualClock
 from converge.errors import SignatureError, ValidationError
 from converge.policy.trust import TrustModel
-from converge.protocol.objects import Constraints, Intent, Offer, Receipt, TaskStart, Usage
+from converge.protocol.objects import Offer, Receipt, TaskStart, Usage
 from converge.store import SQLiteStore, Store
-
-REQUESTER = Identity.generate()
-ALICE, BOB, CAROL, MALLORY = (Identity.generate() for _ in range(4))
-
-
-def intent(**kw: Any) -> Intent:
-    fields: dict[str, Any] = {
-        "goal": "summarise the report",
-        "capability": "summarize>=1.0",
-        "inputs": {"doc": "r-1"},
-        "bid_window_s": 10.0,
-        "constraints": Constraints(max_cost=50.0, resource_limits={"max_tokens": 1000}),
-    }
-    fields.update(kw)
-    return Intent(**fields)
-
-
-def bid(round_: ContractRound, cost: float, **terms: Any) -> SubmitBid:
-    terms.setdefault("capability", "summarize@1.2.0")
-    terms.setdefault("resource_limits", {"max_tokens": 800})
-    return SubmitBid(auction_id=round_.id, amount=cost, terms=terms)
-
-
-def signed(decision: SendMessage, who: Identity, clock: ManualClock) -> Message:
-    """What the agent's executor would put on the network for ``decision``."""
-    return Message(
-        kind=decision.kind,
-        payload=decision.payload,
-        recipient=decision.recipient,
-        trace_id=decision.trace_id,
-        created_at=clock.now(),
-    ).sign(who)
-
-
-async def kinds(store: Store, trace_id: str) -> list[str]:
-    return [e.kind for e in await store.read(trace_id=trace_id)]
-
-
-async def refusals(store: Store, kind: str = "bidding.offer_refused") -> list[dict[str, Any]]:
-    return [e.data for e in await store.read(kinds=[kind])]
+from tests.coordination._bidding_helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    MALLORY,
+    REQUESTER,
+    SleepClock,
+    awarded_round,
+    bid,
+    intent,
+    kinds,
+    refusals,
+    signed,
+)
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(time.time())  # messages carry timestamps the replay guard checks
-
-
-async def awarded_round(
-    protocol: BiddingProtocol, clock: ManualClock, strategy: Strategy = "second_price"
-) -> ContractRound:
-    round_ = await protocol.announce(
-        intent(), strategy=strategy, providers=[ALICE.did, BOB.did, CAROL.did]
-    )
-    for who, cost in ((ALICE, 12.0), (BOB, 9.0), (CAROL, 15.0)):
-        assert isinstance(await protocol.bid(who, bid(round_, cost)), Offer)
-    clock.advance(10)
-    return await protocol.close(round_.id)
+def clock() -> SleepClock:
+    return SleepClock(time.time())  # messages carry timestamps the replay guard checks
 
 
 async def test_a_round_from_intent_to_countersigned_receipt(
@@ -147,12 +106,9 @@ async def test_offers_are_checked_on_arrival_and_refusals_recorded(
     assert isinstance(again, Offer)
     stored = await protocol.get(round_.id)
     assert stored is not None
-    assert [r.reason for r in stored.auction.rejected] == [
-        "over_budget",
-        "resource_limits",
-        "not_admitted",
-    ]
-    assert stored.answered == {ALICE.did, BOB.did}  # MALLORY was never invited
+    # A stranger's refusal is only logged: nobody outside the invited set grows the round.
+    assert [r.reason for r in stored.auction.rejected] == ["over_budget", "resource_limits"]
+    assert stored.answered == {ALICE.did}  # only an accepted offer answers
     assert [r["reason"] for r in await refusals(store)] == [
         "over_budget",
         "resource_limits",
@@ -210,8 +166,13 @@ async def test_a_forged_or_relayed_offer_is_refused_and_disturbs_nothing(
         ("wrong_sender", False),
         ("malformed", False),
     ]
-    trace_events = await store.read(trace_id=round_.trace_id, kinds=["bidding.offer_refused"])
-    assert len(trace_events) == 2  # the two that named this round's trace
+    # The actor is who really sent it; the provider an offer names is only a claim.
+    assert [(r["claimed_provider"]) for r in data] == [BOB.did, BOB.did, ""]
+    events = await store.read(kinds=["bidding.offer_refused"])
+    assert [e.actor for e in events] == [MALLORY.did, MALLORY.did, ""]
+    # Filed in the round's trace only as it names this requester's round; else in its own.
+    assert [e.trace_id for e in events] == [round_.trace_id, round_.trace_id, REQUESTER.did]
+    assert [e.subject for e in events] == [round_.id, round_.id, ""]
 
 
 async def test_an_offer_after_the_window_is_refused_before_and_after_close(
@@ -237,12 +198,16 @@ async def test_an_offer_after_the_window_is_refused_before_and_after_close(
 
 
 async def test_no_valid_offer_fails_the_intent_with_a_reason(
-    store: Store, clock: ManualClock
+    store: Store, clock: SleepClock
 ) -> None:
     protocol = BiddingProtocol(store, REQUESTER, clock=clock)
     round_ = await protocol.announce(intent(), providers=[ALICE.did])
     await protocol.bid(ALICE, bid(round_, 99.0))
-    failed = await protocol.run(round_.id)  # everyone invited answered: no need to wait
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(protocol.run(round_.id))
+        await clock.sleeping.wait()  # a refused offer does not bind: ALICE may bid again
+        clock.advance(10)
+    failed = running.result()
     assert (failed.stage, failed.reason, failed.award) == (
         RoundStage.FAILED,
         "no_valid_offers",
@@ -251,22 +216,39 @@ async def test_no_valid_offer_fails_the_intent_with_a_reason(
     event = (await store.read(kinds=["bidding.failed"]))[0]
     assert event.data == {"reason": "no_valid_offers", "refused": {"over_budget": 1}}
     nobody = await protocol.announce(intent(), providers=[])
-    assert (await protocol.run(nobody.id)).reason == "no_offers"
+    assert (await protocol.run(nobody.id)).reason == "no_offers"  # nobody to wait for
 
 
-async def test_run_waits_for_the_window_on_the_clock(store: Store, clock: ManualClock) -> None:
+async def test_run_waits_for_the_window_on_the_clock(store: Store, clock: SleepClock) -> None:
     protocol = BiddingProtocol(store, REQUESTER, clock=clock)
     round_ = await protocol.announce(intent(), providers=[ALICE.did, BOB.did])
     await protocol.bid(ALICE, bid(round_, 10.0))
-    running = asyncio.ensure_future(protocol.run(round_.id))
-    await protocol.wait(round_.id, until=lambda r: r.answered == {ALICE.did})
-    async with asyncio.timeout(5):  # run() sleeps on the clock: BOB has not answered
-        while clock.sleepers == 0:  # noqa: ASYNC110 - a bounded wait for a condition
-            await asyncio.sleep(0)
-    assert not running.done()
-    clock.advance(10)
-    closed = await asyncio.wait_for(running, 5)
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(protocol.run(round_.id))
+        await clock.sleeping.wait()  # BOB never answers: run() sleeps on the clock
+        assert not running.done()
+        clock.advance(10)  # the window elapses
+    closed = running.result()
     assert closed.award is not None and closed.award.provider == ALICE.did
+    assert closed.auction.closed_at == clock.now()
+
+
+async def test_run_closes_early_only_once_a_refused_provider_bids_again(
+    store: Store, clock: SleepClock
+) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    round_ = await protocol.announce(intent(), providers=[ALICE.did])
+    assert isinstance(await protocol.bid(ALICE, bid(round_, 99.0)), Rejection)
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(protocol.run(round_.id))
+        await clock.sleeping.wait()  # ALICE's refused offer does not count as an answer
+        assert not running.done()
+        assert isinstance(await protocol.bid(ALICE, bid(round_, 20.0)), Offer)
+    closed = running.result()  # ALICE answered: closed before the window, no clock advance
+    assert closed.award is not None and closed.award.price == 20.0
+    assert (
+        closed.auction.closed_at is not None and closed.auction.closed_at < round_.auction.closes_at
+    )
 
 
 async def test_reports_from_anyone_but_the_winner_are_refused(

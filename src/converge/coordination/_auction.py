@@ -21,6 +21,9 @@ Choices this module makes, each a rule a caller can rely on:
 * **Offers are re-checked at close**: one that expired, or whose promised latency no longer
   reaches the deadline, moves to ``rejected`` (``expired``, ``too_slow``) and cannot win.
 * **Scoring, tie-breaks and prices** at close are ``_auction_select``'s: see its docstring.
+* **Figures are finite**: an offer whose ``cost``, ``latency_s``, ``quality``, ``reliability``
+  or ``expires_at`` is a NaN or an infinity is refused (``malformed``). The order of all the
+  checks is ``_auction_checks``'s: see its docstring.
 * **Resource limits**: for each bound in ``intent.constraints.resource_limits`` the offer must
   state a limit of its own (``offer.resource_limits``) no greater; an unbounded or larger one is
   refused (``resource_limits``). The winner's limits travel in the award.
@@ -29,21 +32,22 @@ Choices this module makes, each a rule a caller can rely on:
 from __future__ import annotations
 
 import enum
-import functools
 import math
 from collections.abc import Mapping
 from typing import Literal, get_args
 
 import msgspec
 
+from converge.coordination._auction_checks import lapse, refusal, requirement
 from converge.coordination._auction_select import CRITERIA, award_reason, price_of, rank
-from converge.core.capability import Capability, CapabilitySet, Requirement
+from converge.core.capability import CapabilitySet
 from converge.errors import InvalidTransition, SignatureError, StateError, ValidationError
 from converge.protocol.objects import Intent, Offer
 
 __all__ = [
     "AUCTION_TRANSITIONS",
     "CRITERIA",
+    "MAX_REFUSALS_PER_PROVIDER",
     "STRATEGIES",
     "Auction",
     "AuctionClosed",
@@ -80,8 +84,14 @@ RejectReason = Literal[
     "malformed",
     "wrong_sender",
 ]
-"""Why an offer was refused (``Rejection.reason``). The last three are the driver's: an offer
-whose signature or bytes do not verify, or that another agent than its provider sent."""
+"""Why an offer was refused (``Rejection.reason``). ``malformed`` is also an offer with a
+non-finite figure; ``bad_signature`` and ``wrong_sender`` are the driver's: an offer whose
+signature does not verify, or that another agent than its provider sent."""
+
+
+MAX_REFUSALS_PER_PROVIDER = 8
+"""The most refusals ``rejected`` keeps per provider (the latest): a refused offer does not
+bind, so a provider may bid again and again, and the record must not grow with it."""
 
 
 class AuctionState(enum.StrEnum):
@@ -211,7 +221,8 @@ class Auction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     bidders: frozenset[str] = frozenset()
     """The providers in ``offers`` (kept so the one-offer rule is a set lookup)."""
     rejected: tuple[Rejection, ...] = ()
-    """The offers refused, with their reasons, in arrival order."""
+    """The offers refused, with their reasons, in arrival order (at most
+    ``MAX_REFUSALS_PER_PROVIDER`` per provider, the latest)."""
     closed_at: float | None = None
     """When it closed."""
     award: Award | None = None
@@ -249,7 +260,7 @@ def open_auction(
         raise ValidationError(
             f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}", field="strategy"
         )
-    _requirement(intent.capability)  # a malformed requirement is the opener's mistake
+    requirement(intent.capability)  # a malformed requirement is the opener's mistake
     return Auction(
         id=auction_id or intent.id,
         intent=intent,
@@ -294,11 +305,12 @@ def receive(
             field="signature",
             reason="unsigned",
         )
-    refusal = _refusal(auction, offer, now, trust, provider_capabilities)
-    if refusal is not None:
-        reason, detail = refusal
+    refused = refusal(auction, offer, now, trust, provider_capabilities)
+    if refused is not None:
+        reason, detail = refused
         rejection = Rejection(offer.id, offer.provider, reason, detail)
-        return msgspec.structs.replace(auction, rejected=(*auction.rejected, rejection))
+        rejected = _keep_latest((*auction.rejected, rejection), offer.provider)
+        return msgspec.structs.replace(auction, rejected=rejected)
     return msgspec.structs.replace(
         auction,
         offers=(*auction.offers, offer),
@@ -339,7 +351,7 @@ def close(
     live: list[Offer] = []
     lapsed: list[Rejection] = []
     for o in auction.offers:
-        late = _lapse(o, now, deadline)
+        late = lapse(o, now, deadline)
         if late is None:
             live.append(o)
         else:
@@ -370,95 +382,13 @@ def close(
     return done, award
 
 
-# -- validation ----------------------------------------------------------------------------------
-
-
-def _refusal(
-    auction: Auction,
-    offer: Offer,
-    now: float,
-    trust: Mapping[str, float] | None,
-    caps: CapabilitySet | None,
-) -> tuple[RejectReason, str] | None:
-    """The first rule ``offer`` breaks, with the figures, or None if it is acceptable."""
-    intent = auction.intent
-    c = intent.constraints
-    if auction.state is not _S.OPEN:
-        return "window_closed", f"the auction is {auction.state.value}"
-    if now >= intent.closes_at:
-        return "window_closed", f"arrived at {now}, the window closed at {intent.closes_at}"
-    if offer.intent_id != intent.id or offer.trace_id != intent.trace_id:
-        return "wrong_intent", (
-            f"for intent {offer.intent_id} trace {offer.trace_id!r}, "
-            f"not {intent.id} trace {intent.trace_id!r}"
-        )
-    if auction.admitted is not None and offer.provider not in auction.admitted:
-        return "not_admitted", f"{offer.provider} is not admitted to bid"
-    if auction.min_trust is not None and trust is not None:
-        t = trust.get(offer.provider, 0.0)
-        if not t >= auction.min_trust:  # `not >=` also refuses a NaN
-            return "untrusted", f"trust {t} < min_trust {auction.min_trust}"
-    if offer.provider in auction.bidders:
-        return "duplicate", f"{offer.provider} already has an offer in this auction"
-    if offer.currency != auction.currency:
-        return "currency", f"priced in {offer.currency}, the auction is in {auction.currency}"
-    missing = _capability_gap(intent, offer.capability, caps)
-    if missing is not None:
-        return "capability", missing
-    if c.max_cost is not None and offer.cost > c.max_cost:
-        return "over_budget", f"cost {offer.cost} > max_cost {c.max_cost}"
-    if c.min_quality is not None and offer.quality is not None and offer.quality < c.min_quality:
-        return "low_quality", f"quality {offer.quality} < min_quality {c.min_quality}"
-    for name, cap in c.resource_limits.items():
-        own = offer.resource_limits.get(name)
-        if isinstance(own, bool) or not isinstance(own, (int, float)) or not own <= cap:
-            return "resource_limits", f"{name} {own!r}, the intent allows at most {cap}"
-    return _lapse(offer, now, c.deadline)
-
-
-def _lapse(offer: Offer, now: float, deadline: float | None) -> tuple[RejectReason, str] | None:
-    """Why ``offer`` can no longer be taken at ``now`` (expired, or too slow), or None."""
-    if offer.expires_at is not None and offer.expires_at <= now:
-        return "expired", f"expired at {offer.expires_at}, now {now}"
-    if deadline is not None:
-        finish = now + (offer.latency_s or 0.0)
-        if finish > deadline:
-            return "too_slow", f"done at {finish} at best, the deadline is {deadline}"
-    return None
-
-
-def _capability_gap(intent: Intent, offered_text: str, caps: CapabilitySet | None) -> str | None:
-    """Why the offered capability does not meet the intent, or None."""
-    try:
-        offered = _capability(offered_text)
-    except ValidationError:
-        return f"offered capability {offered_text!r} is malformed"
-    need = _requirement(intent.capability)
-    if not need.matches(offered):
-        return f"offered {offered_text}, the intent needs {need}"
-    if caps is not None:
-        if not caps.satisfies(Requirement(offered.name, f"=={offered.version}")):
-            return f"the provider does not list {offered_text} among its capabilities"
-        gaps = caps.missing(intent.constraints.required_capabilities)
-    else:
-        gaps = [
-            r
-            for r in intent.constraints.required_capabilities
-            if not _requirement(r).matches(offered)
-        ]
-    if gaps:
-        return f"the provider does not meet {', '.join(gaps)}"
-    return None
-
-
-@functools.lru_cache(maxsize=1024)
-def _requirement(text: str) -> Requirement:
-    return Requirement.parse(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _capability(text: str) -> Capability:
-    return Capability.parse(text)
+def _keep_latest(rejected: tuple[Rejection, ...], provider: str) -> tuple[Rejection, ...]:
+    """``rejected`` with at most ``MAX_REFUSALS_PER_PROVIDER`` of ``provider``'s, the latest."""
+    mine = [i for i, r in enumerate(rejected) if r.provider == provider]
+    if len(mine) <= MAX_REFUSALS_PER_PROVIDER:
+        return rejected
+    drop = set(mine[: len(mine) - MAX_REFUSALS_PER_PROVIDER])
+    return tuple(r for i, r in enumerate(rejected) if i not in drop)
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -11,8 +11,11 @@ Rules a caller can rely on:
   missing from the trust map) scores 0 on that criterion — the worst, so silence never beats a
   stated figure. The score is ``sum(w * n) / sum(w)`` in [0, 1], with the weights of
   ``intent.utility`` (empty: 1 each).
-* **Ties break deterministically**, independent of arrival order: by the strategy's score
-  (best first), then lower cost, then offer id, then provider did.
+* **Ties break deterministically**, independent of arrival order, on nothing a bidder picks:
+  by the strategy's score (best first), then lower cost, then ``tie_key``, the sha256 of the
+  intent id and the provider's did. Not the offer id: a provider chooses its offer's id (an
+  id of ``"0"`` would win every tie), but not the intent's id, and its did is the one it was
+  admitted under. One binding offer per provider makes ``tie_key`` unique in an auction.
 * **Prices.** ``second_price`` pays the winner (the lowest cost) the second-lowest cost; with a
   single offer it pays the winner's own price — the requester never pays more than some bidder
   asked, and ``max_cost`` is a ceiling, not a bid. Every other strategy pays the winner's own
@@ -22,6 +25,7 @@ Rules a caller can rely on:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -32,7 +36,7 @@ if TYPE_CHECKING:  # _auction imports this module at run time
     from converge.coordination._auction import Auction, Strategy
     from converge.protocol.objects import Offer
 
-__all__ = ["CRITERIA", "award_reason", "price_of", "rank"]
+__all__ = ["CRITERIA", "award_reason", "price_of", "rank", "tie_key"]
 
 CRITERIA = ("cost", "latency", "quality", "reliability", "trust")
 """The criteria of the weighted score, the keys ``intent.utility`` may weight."""
@@ -45,19 +49,25 @@ def rank(
     """``live`` best first under the auction's strategy, and each one's score."""
     strategy = auction.strategy
     costs = [o.cost for o in live]
+    ties = [tie_key(auction.intent.id, o.provider) for o in live]
     if strategy == "weighted":
         scores = _weighted(auction.weights, live, costs, trust)
-        keys = [(-s, c, o.id, o.provider) for s, c, o in zip(scores, costs, live, strict=True)]
+        keys = [(-s, c, t) for s, c, t in zip(scores, costs, ties, strict=True)]
     elif strategy == "highest_quality":
         # A missing quality ranks below a stated 0 (key -1), and reports as score 0.
         qs = [-1.0 if o.quality is None else o.quality for o in live]
         scores = [max(q, 0.0) for q in qs]
-        keys = [(-q, c, o.id, o.provider) for q, c, o in zip(qs, costs, live, strict=True)]
+        keys = [(-q, c, t) for q, c, t in zip(qs, costs, ties, strict=True)]
     else:  # lowest_cost, first_price, second_price: the cheapest wins
         scores = costs
-        keys = [(c, 0.0, o.id, o.provider) for c, o in zip(costs, live, strict=True)]
+        keys = [(c, 0.0, t) for c, t in zip(costs, ties, strict=True)]
     order = sorted(range(len(live)), key=keys.__getitem__)
     return [live[i] for i in order], [scores[i] for i in order]
+
+
+def tie_key(intent_id: str, provider: str) -> bytes:
+    """The last tie-break of a provider's offer on an intent (see the module docstring)."""
+    return hashlib.sha256(f"{intent_id}\0{provider}".encode()).digest()
 
 
 def _weighted(

@@ -14,7 +14,12 @@ Rules a caller can rely on:
 * Progress is accepted in order of ``seq`` only (a repeated or skipped ``seq`` is refused), and
   only while the work is AWARDED.
 * A ``TaskDone`` is accepted once; a receipt only after it, and only if it vouches for exactly
-  that ``TaskDone`` (task, status, output digest, usage) at the awarded price and currency.
+  that ``TaskDone`` (task, status, output digest, usage) in the awarded currency.
+* **What a receipt costs**: completed work is paid the awarded price, exactly; failed or
+  cancelled work is paid nothing, so its receipt must carry cost 0. A completed receipt at
+  another price is refused (``receipt_mismatch``: the executor may send the right one); a
+  failed or cancelled receipt that claims a cost is disputed (``_bidding_work``): the requester
+  never countersigns a bill for work it did not get.
 """
 
 from __future__ import annotations
@@ -114,13 +119,17 @@ class ContractRound(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omi
     stage: RoundStage = RoundStage.BIDDING
     """Where the round is."""
     answered: frozenset[str] = frozenset()
-    """The invited providers whose offer arrived (accepted or refused)."""
+    """The invited providers whose offer was accepted (a refused offer does not bind: its
+    provider may still bid, so it is not counted as having answered)."""
     task_start: bytes | None = None
     """The sealed ``TaskStart`` sent to the winner."""
     progress: tuple[ProgressNote, ...] = ()
     """The winner's accepted progress reports, in order."""
     done: bytes | None = None
     """The winner's sealed ``TaskDone``."""
+    done_at: float | None = None
+    """When the ``TaskDone`` reached the requester, on the requester's clock: what the deadline
+    is judged by (the executor's own ``finished_at`` is only its claim)."""
     receipt: bytes | None = None
     """The sealed ``Receipt``: the executor's signature, and once SETTLED the requester's."""
     outcome: str | None = None
@@ -231,16 +240,18 @@ def check_receipt(
         late: RoundRefusal = "duplicate" if round_.receipt is not None else "out_of_order"
         return late, f"the round is {round_.stage.value}; a receipt follows the TaskDone"
     award = round_.award
-    assert award is not None  # DONE implies an award
-    expected = {
+    if award is None:  # a DONE round has one; a damaged stored round must not pass
+        return "not_awarded", "the round has no award"
+    expected: dict[str, tuple[object, object]] = {
         "requester": (receipt.requester, round_.requester),
         "intent_id": (receipt.intent_id, round_.auction.intent.id),
         "status": (receipt.status, done.status),
         "output_digest": (receipt.output_digest, output_digest(done.output)),
         "usage": (receipt.usage, done.usage),
-        "cost": (receipt.cost, award.price),
         "currency": (receipt.currency, award.currency),
     }
+    if done.status == "completed":  # an unpaid failure's cost is judged by the verdict
+        expected["cost"] = (receipt.cost, award.price)
     for name, (got, want) in expected.items():
         if got != want:
             return "receipt_mismatch", f"{name} {got!r}, expected {want!r}"

@@ -7,13 +7,14 @@ Functions of a ``BiddingProtocol`` (``p``), which keeps its public methods in ``
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from converge.coordination import _bidding_work as work
-from converge.coordination._bidding_core import ContractRound, round_event
+from converge.coordination._bidding_core import ContractRound, RoundRefusal, round_event
 from converge.coordination._bidding_provider import (
     INTENT_KIND,
     OFFER_KIND,
@@ -23,7 +24,7 @@ from converge.coordination._bidding_provider import (
     TASK_START_KIND,
 )
 from converge.core.message import Message
-from converge.errors import ConvergeError, ValidationError
+from converge.errors import ConvergeError, SignatureError, ValidationError
 from converge.network.local import Inbox
 from converge.protocol.objects import Intent
 
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _BATCH = 100
+_log = logging.getLogger(__name__)
 
 
 def signed_intent(p: BiddingProtocol, intent: Intent, now: float) -> Intent:
@@ -137,17 +139,30 @@ async def send(
 
 
 async def dispatch(p: BiddingProtocol, message: Message) -> None:
-    """``BiddingProtocol.handle``: verify, replay-check and route one message."""
+    """``BiddingProtocol.handle``: verify, replay-check and route one message.
+
+    Whatever one message carries, it ends here: a ``ConvergeError`` raised while taking it
+    (bytes that verify but do not decode, a value that cannot be encoded canonically, a store
+    refusing a write) is recorded as a ``bidding.refused`` event and the next message is taken.
+    Only cancellation and bugs (non-converge exceptions) propagate.
+    """
     try:
         message.verify()
         p.guard.check(message)
     except ConvergeError as exc:
-        await work.refuse(p, message, "bad_signature", str(exc))
+        await work.refuse(p, message, "bad_signature", str(exc), authenticated=False)
         return
+    try:
+        await _route(p, message)
+    except ConvergeError as exc:
+        reason: RoundRefusal = "bad_signature" if isinstance(exc, SignatureError) else "malformed"
+        await work.refuse(p, message, reason, f"{type(exc).__name__}: {exc}")
+
+
+async def _route(p: BiddingProtocol, message: Message) -> None:
     if not isinstance(message.payload, bytes):
         await work.refuse(p, message, "malformed", "the payload is not a sealed object")
-        return
-    if message.kind == OFFER_KIND:
+    elif message.kind == OFFER_KIND:
         await p.receive_offer(message.payload, sender=message.sender)
     elif message.kind == TASK_PROGRESS_KIND:
         await work.on_progress(p, message)
@@ -160,12 +175,21 @@ async def dispatch(p: BiddingProtocol, message: Message) -> None:
 
 
 async def pump(p: BiddingProtocol, inbox: Inbox, wake: asyncio.Event, stop: asyncio.Event) -> None:
-    """Handle the requester's inbox in arrival order until ``stop``, then what is left."""
+    """Handle the requester's inbox in arrival order until ``stop``, then what is left.
+
+    One message never ends the loop: ``handle`` records a refusal for any ``ConvergeError``, and
+    should even that record fail (the store is down), the message is dropped with a log line.
+    """
     while True:
         await wake.wait()
         wake.clear()
         while batch := inbox.drain(_BATCH):
             for message in batch:
-                await p.handle(message)
+                try:
+                    await p.handle(message)
+                except ConvergeError:
+                    _log.exception(
+                        "bidding: message %s from %s dropped", message.id, message.sender
+                    )
         if stop.is_set():
             return

@@ -168,8 +168,9 @@ def report_done(
 ) -> list[SendMessage]:
     """The ``task_done`` message and the executor-signed ``receipt`` message that end the work.
 
-    The receipt vouches for exactly this ``TaskDone`` at the agreed cost; the requester checks
-    the output and countersigns it.
+    The receipt vouches for exactly this ``TaskDone``: at the agreed cost when ``status`` is
+    ``completed``, at cost 0 when the work failed or was cancelled (unfinished work is not
+    paid for); the requester checks the output and countersigns it.
     """
     done = TaskDone(
         task_id=start.task_id,
@@ -186,7 +187,7 @@ def report_done(
             done,
             requester=start.requester,
             intent_id=start.intent_id,
-            cost=start.agreed_cost or 0.0,
+            cost=(start.agreed_cost or 0.0) if status == "completed" else 0.0,
         ),
         issued_at=now,
     ).sign_as_executor(identity)

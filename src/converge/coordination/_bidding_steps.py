@@ -12,9 +12,10 @@ Events (trace: the intent's; subject: the auction id; actor: who caused it), ``d
 - ``bidding.unreachable``: ``providers`` the intent could not be delivered to (no longer waited
   for);
 - ``bidding.offer_accepted``: ``offer_id``, ``provider``, ``cost``;
-- ``bidding.offer_refused``: ``offer_id``, ``provider``, ``reason`` (a ``RejectReason``),
-  ``detail``, ``recorded`` (whether the auction's ``rejected`` holds it: offers that do not
-  verify, come from another sender, or reach a closed auction are only logged);
+- ``bidding.offer_refused``: ``offer_id``, ``claimed_provider`` (the provider the offer names),
+  ``reason`` (a ``RejectReason``), ``detail``, ``recorded`` (whether the auction's ``rejected``
+  holds it: offers that do not verify, come from another sender, or reach a closed auction are
+  only logged); its actor is the authenticated sender, "" when none (``_bidding_offers``);
 - ``bidding.awarded``: ``winner``, ``offer_id``, ``price``, ``currency``, ``strategy``,
   ``score``, ``reason``, ``ranking`` (offer ids, best first), ``task_id``;
 - ``bidding.failed``: ``reason`` (``no_offers``, ``no_valid_offers``), ``refused`` (count by
@@ -41,6 +42,7 @@ from converge.protocol.event import Event
 from converge.protocol.objects import Offer, TaskStart
 
 __all__ = [
+    "UNRECORDED",
     "Step",
     "close_step",
     "drop_step",
@@ -54,6 +56,9 @@ Step = Callable[[ContractRound, float], tuple[ContractRound | None, list[Event],
 """A pure change to a round at a time: (new round or None for no change, events, result)."""
 
 _envelope = msgspec.msgpack.Decoder(list[bytes])
+
+UNRECORDED: frozenset[RejectReason] = frozenset({"not_admitted", "untrusted", "wrong_intent"})
+"""Refusals only logged, never stored in the round: anyone can send offers that earn them."""
 
 
 def open_round(
@@ -88,18 +93,28 @@ def drop_step(requester: str, gone: list[str]) -> Step:
     return step
 
 
-def offer_step(offer: Offer, trust: Mapping[str, float] | None, caps: CapabilitySet | None) -> Step:
-    """Put a verified ``offer`` to the round's auction. Result: the offer, or its ``Rejection``.
+def offer_step(
+    offer: Offer,
+    trust: Mapping[str, float] | None,
+    caps: CapabilitySet | None,
+    sender: str | None,
+) -> Step:
+    """Put a verified ``offer`` to the round's auction. Result: the offer, or its ``Rejection``
+    (its event's actor: the authenticated ``sender``, "" when none).
 
     An accepted offer, or one refused while the auction is open, is written into the auction
-    (``offers`` or ``rejected``) with its event; one that reaches a closed auction is only
-    logged (``recorded`` false): a closed auction is never rewritten.
+    (``offers`` or ``rejected``, which keeps a provider's latest refusals only) with its event.
+    Only logged (``recorded`` false): an offer that reaches a closed auction (a closed auction
+    is never rewritten), and one refused as ``UNRECORDED`` — from a provider not admitted or
+    trusted, or for another intent — so nobody outside the round can grow what it stores.
     """
 
     def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], Any]:
         auction = core.receive(r.auction, offer, now=now, trust=trust, provider_capabilities=caps)
-        answered = r.answered | ({offer.provider} & frozenset(r.invited))
         if len(auction.offers) > len(r.auction.offers):
+            # Only an accepted offer answers: a refused one does not bind, and its provider may
+            # bid again within the window.
+            answered = r.answered | ({offer.provider} & frozenset(r.invited))
             event = round_event(
                 "offer_accepted",
                 r,
@@ -112,11 +127,12 @@ def offer_step(offer: Offer, trust: Mapping[str, float] | None, caps: Capability
             new = msgspec.structs.replace(r, auction=auction, answered=answered, updated_at=now)
             return new, [event], offer
         rejection = auction.rejected[-1]
-        recorded = not r.auction.is_closed
-        event = refusal_event(rejection, r.trace_id, r.id, now, recorded=recorded)
+        recorded = not r.auction.is_closed and rejection.reason not in UNRECORDED
+        actor = sender or ""
+        event = refusal_event(rejection, r.trace_id, r.id, now, recorded=recorded, actor=actor)
         if not recorded:
             return None, [event], rejection
-        new = msgspec.structs.replace(r, auction=auction, answered=answered, updated_at=now)
+        new = msgspec.structs.replace(r, auction=auction, updated_at=now)
         return new, [event], rejection
 
     return step
@@ -182,17 +198,18 @@ def close_step(
 
 
 def refusal_event(
-    rejection: Rejection, trace_id: str, subject: str, now: float, *, recorded: bool
+    rejection: Rejection, trace_id: str, subject: str, now: float, *, recorded: bool, actor: str
 ) -> Event:
-    """The ``bidding.offer_refused`` event of ``rejection``."""
+    """The ``bidding.offer_refused`` event of ``rejection``; ``actor`` is the authenticated
+    sender ("" when none), the offer's provider only a claim (``data.claimed_provider``)."""
     return Event(
         kind="bidding.offer_refused",
         trace_id=trace_id,
-        actor=rejection.provider,
+        actor=actor,
         subject=subject,
         data={
             "offer_id": rejection.offer_id,
-            "provider": rejection.provider,
+            "claimed_provider": rejection.provider,
             "reason": rejection.reason,
             "detail": rejection.detail,
             "recorded": recorded,
@@ -202,12 +219,13 @@ def refusal_event(
 
 
 def unverified_rejection(
-    sealed: bytes, error: ConvergeError, sender: str | None, now: float, fallback_trace: str
-) -> tuple[Rejection, Event]:
-    """The rejection of sealed bytes that did not verify as an ``Offer``, and its event.
+    sealed: bytes, error: ConvergeError, sender: str | None
+) -> tuple[Rejection, str]:
+    """The rejection of sealed bytes that did not verify as an ``Offer``, and the intent id
+    they claim ("" if none can be read).
 
-    The body is decoded *without* trusting it, only to say which offer was refused and to file
-    the event in the trace it claims; nothing of it is stored in a round.
+    The body is decoded *without* trusting it, only to say which offer was refused; nothing of
+    it is stored in a round, and the caller files the event by its own rules.
     """
     reason: RejectReason = "bad_signature" if isinstance(error, SignatureError) else "malformed"
     claimed = _peek_offer(sealed)
@@ -217,9 +235,7 @@ def unverified_rejection(
         reason,
         str(error),
     )
-    trace = (claimed.trace_id if claimed else "") or sender or fallback_trace
-    subject = claimed.intent_id if claimed else ""
-    return rejection, refusal_event(rejection, trace, subject, now, recorded=False)
+    return rejection, claimed.intent_id if claimed else ""
 
 
 def _peek_offer(sealed: bytes) -> Offer | None:

@@ -10,12 +10,18 @@ Events (trace: the round's; subject: the auction id), ``data``:
 - ``bidding.progress``: ``task_id``, ``seq``, ``progress``, ``message``;
 - ``bidding.done``: ``task_id``, ``status``, ``output_digest``, ``error``;
 - ``bidding.settled``: ``receipt_id``, ``status``, ``cost``, ``currency``, ``outcome`` (the
-  trust outcome: ``success``; ``timeout`` when finished after the deadline; ``failure`` when
+  trust outcome: ``success``; ``timeout`` when the TaskDone reached the requester after the
+  deadline, by the requester's clock (``ContractRound.done_at``); ``failure`` when
   the work failed or was cancelled);
-- ``bidding.disputed``: ``receipt_id``, ``reason`` (over the winner's own resource limits, or
-  refused by the requester's output check), ``outcome`` (``failure``);
+- ``bidding.disputed``: ``receipt_id``, ``reason`` (over the winner's own resource limits,
+  refused by the requester's output check, or a failed or cancelled task's receipt claiming a
+  cost), ``outcome`` (``failure``);
 - ``bidding.refused``: ``kind`` (the message's), ``reason`` (a ``RoundRefusal``), ``detail``,
-  ``message_id``.
+  ``message_id``; ``claimed_sender`` when the message did not verify (its actor is then empty:
+  the actor is always the authenticated sender). A refusal about a round of this requester is
+  filed in the round's trace; any other (no round found, another requester's round, a message
+  that did not verify) in the trace named by the requester's own did, never in a trace the
+  message chose.
 
 A settled receipt carries both signatures; a disputed one only the executor's (the requester
 never countersigns an output it refused). The winner's trust is recorded (``trust.updated``, same
@@ -41,7 +47,7 @@ from converge.coordination._bidding_core import (
     round_event,
 )
 from converge.core.message import Message
-from converge.core.signing import Signed, unseal
+from converge.core.signing import Signed, check_finite, maybe_nonfinite, unseal
 from converge.errors import ConvergeError, SignatureError
 from converge.protocol.event import Event
 from converge.protocol.objects import Receipt, TaskDone, TaskProgress, TaskStart, output_digest
@@ -66,9 +72,15 @@ async def refuse(
     reason: RoundRefusal,
     detail: str,
     round_: ContractRound | None = None,
+    *,
+    authenticated: bool = True,
 ) -> None:
-    """Record a ``bidding.refused`` event for ``message``; nothing else changes."""
-    await p.store.append([_refusal(p, message, reason, detail, round_)])
+    """Record a ``bidding.refused`` event for ``message``; nothing else changes.
+
+    ``authenticated`` false: the message's signature did not verify, so its ``sender`` is only
+    a claim (``data.claimed_sender``) and the event names no actor.
+    """
+    await p.store.append([_refusal(p, message, reason, detail, round_, authenticated)])
 
 
 def _refusal(
@@ -77,13 +89,19 @@ def _refusal(
     reason: RoundRefusal,
     detail: str,
     round_: ContractRound | None,
+    authenticated: bool = True,
 ) -> Event:
+    # The trace is the round's only once the round is known to be this requester's; what a
+    # message merely claims never picks the trace its refusal is filed in.
+    data = {"kind": message.kind, "reason": reason, "detail": detail, "message_id": message.id}
+    if not authenticated:
+        data["claimed_sender"] = message.sender
     return Event(
         kind="bidding.refused",
-        trace_id=round_.trace_id if round_ else (message.trace_id or message.sender or p.did),
-        actor=message.sender,
+        trace_id=round_.trace_id if round_ else p.did,
+        actor=message.sender if authenticated else "",
         subject=round_.id if round_ else "",
-        data={"kind": message.kind, "reason": reason, "detail": detail, "message_id": message.id},
+        data=data,
         at=p.clock.now(),
     )
 
@@ -91,11 +109,20 @@ def _refusal(
 async def _open(
     p: BiddingProtocol, message: Message, cls: type[S], *, require_all: bool = True
 ) -> tuple[S, ContractRound, TaskStart] | None:
-    """The verified object ``message`` carries, its round and the round's ``TaskStart``; or
-    None after recording why not."""
-    assert isinstance(message.payload, bytes)
+    """The verified object ``message`` carries, its round (one of this requester's) and the
+    round's ``TaskStart``; or None after recording why not.
+
+    A body holding a NaN or an infinity is refused as ``malformed``: it cannot be encoded
+    canonically, so nothing derived from it (an output digest, a receipt) could be checked.
+    """
+    payload = message.payload
+    if not isinstance(payload, bytes):
+        await refuse(p, message, "malformed", "the payload is not a sealed object")
+        return None
     try:
-        obj = unseal(message.payload, cls, require_all=require_all)
+        obj = unseal(payload, cls, require_all=require_all)
+        if maybe_nonfinite(payload):
+            check_finite(obj)
     except SignatureError as exc:
         await refuse(p, message, "bad_signature", str(exc))
         return None
@@ -105,8 +132,8 @@ async def _open(
     task_id: str = getattr(obj, "task_id")  # noqa: B009 - every report names its task
     entry = await p.store.get(task_key(task_id))
     round_ = None if entry is None else await p.get(entry.value.decode())
-    if round_ is None or round_.task_start is None:
-        await refuse(p, message, "unknown_round", f"no awarded task {task_id}")
+    if round_ is None or round_.requester != p.did or round_.task_start is None:
+        await refuse(p, message, "unknown_round", f"no awarded task {task_id} of this requester")
         return None
     return obj, round_, unseal(round_.task_start, TaskStart)
 
@@ -145,14 +172,15 @@ async def on_done(p: BiddingProtocol, message: Message) -> None:
     if opened is None:
         return
     done, round_, start = opened
-    assert isinstance(message.payload, bytes)
     sealed = message.payload
+    if not isinstance(sealed, bytes):  # _open checked it; this narrows the type
+        return
 
     def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], None]:
         problem = check_done(r, start, done, message.sender)
         if problem is not None:
             return None, [_refusal(p, message, *problem, r)], None
-        new = move(r, RoundStage.DONE, now, done=sealed)
+        new = move(r, RoundStage.DONE, now, done=sealed, done_at=now)
         event = round_event(
             "done",
             new,
@@ -184,10 +212,12 @@ async def on_receipt(p: BiddingProtocol, message: Message) -> None:
     if problem is not None:
         await refuse(p, message, *problem, round_)
         return
-    assert done is not None and round_.award is not None
     award = round_.award
-    outcome, dispute = await _verdict(p, round_, done, award)
-    assert isinstance(message.payload, bytes)
+    if done is None or award is None or not isinstance(message.payload, bytes):
+        # check_receipt passes only a DONE round, which has both; never trust that blindly.
+        await refuse(p, message, "out_of_order", "the round has no TaskDone or award", round_)
+        return
+    outcome, dispute = await _verdict(p, round_, done, award, receipt.cost)
     sealed = message.payload if dispute else receipt.countersign(p.identity).seal()
 
     def step(r: ContractRound, now: float) -> tuple[ContractRound | None, list[Event], Any]:
@@ -236,10 +266,12 @@ async def _check_output(p: BiddingProtocol, done: TaskDone) -> bool:
 
 
 async def _verdict(
-    p: BiddingProtocol, round_: ContractRound, done: TaskDone, award: Award
+    p: BiddingProtocol, round_: ContractRound, done: TaskDone, award: Award, cost: float
 ) -> tuple[str, str | None]:
     """The trust outcome, and the reason to dispute the output (None: countersign)."""
     if done.status != "completed":
+        if cost != 0:  # failed or cancelled work is not paid for (see _bidding_core)
+            return "failure", f"a {done.status} task is not paid for; the receipt claims {cost}"
         return "failure", None  # a truthful receipt of a failure is settled, and counts against
     problem = over_limits(done, award.offer.resource_limits)
     if problem is None:
@@ -253,6 +285,9 @@ async def _verdict(
     if problem is not None:
         return "failure", problem
     deadline = round_.auction.intent.constraints.deadline
-    if deadline is not None and done.finished_at > deadline:
+    # The requester's clock when the TaskDone arrived, not the executor's say-so: a late winner
+    # could write any finished_at. (A round stored before done_at existed falls back to it.)
+    arrived = round_.done_at if round_.done_at is not None else done.finished_at
+    if deadline is not None and arrived > deadline:
         return "timeout", None
     return "success", None

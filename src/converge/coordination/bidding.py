@@ -11,7 +11,8 @@ the winner's trust is updated from the outcome. One trace id (the intent's) link
 Pure parts: ``_auction``/``_auction_select`` (who wins), ``_bidding_core`` (the stored round,
 checks on the winner's reports), ``_bidding_steps`` (the auction phase's steps),
 ``_bidding_provider`` (the provider's side). I/O: this driver, ``_bidding_exchange`` (whom to
-invite, sending, the inbox) and ``_bidding_work`` (the winner's reports, receipt, trust).
+invite, sending, the inbox), ``_bidding_offers`` (offers arriving, and who and where their
+refusals name) and ``_bidding_work`` (the winner's reports, receipt, trust).
 
 Keys: ``bidding/<auction id>`` holds the ``ContractRound`` (MessagePack), changed only by a
 compare-and-set on the version read, in one unit of work with its events (writes of one process
@@ -40,6 +41,7 @@ import msgspec
 
 from converge.coordination import _auction as core
 from converge.coordination import _bidding_exchange as exchange
+from converge.coordination import _bidding_offers as offers
 from converge.coordination import _bidding_work as work
 from converge.coordination._auction import (
     Auction,
@@ -74,10 +76,7 @@ from converge.coordination._bidding_steps import (
     Step,
     close_step,
     drop_step,
-    offer_step,
     open_round,
-    refusal_event,
-    unverified_rejection,
 )
 from converge.coordination.discovery import DiscoveryService
 from converge.coordination.pool_manager import PoolManager
@@ -88,7 +87,7 @@ from converge.core.identity import Identity
 from converge.core.ids import new_id
 from converge.core.message import Message, ReplayGuard
 from converge.core.signing import unseal
-from converge.errors import ConflictError, ConvergeError, ValidationError
+from converge.errors import ConflictError, ValidationError
 from converge.network.local import Inbox, LocalNetwork
 from converge.policy.trust import TrustModel
 from converge.protocol.objects import Intent, Offer, Receipt, TaskDone
@@ -178,6 +177,7 @@ class BiddingProtocol:
         self.guard = replay_guard or ReplayGuard(clock=clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
 
     @property
     def did(self) -> str:
@@ -273,48 +273,13 @@ class BiddingProtocol:
         Returns:
             The offer as accepted, or its ``Rejection``; either way an event records it.
         """
-        try:
-            offer = unseal(sealed, Offer)
-        except ConvergeError as exc:
-            return await self._unverified_offer(sealed, exc, sender)
-        if sender is not None and sender != offer.provider:
-            detail = f"sent by {sender}, not by its provider"
-            return await self._offer_refused(offer, "wrong_sender", detail, sender)
-        round_ = await self.get(offer.intent_id)
-        if round_ is None:
-            detail = f"no auction for intent {offer.intent_id}"
-            return await self._offer_refused(offer, "wrong_intent", detail, offer.provider)
-        trust = None
-        if round_.auction.min_trust is not None and self.trust is not None:
-            trust = {offer.provider: await self.trust.score(offer.provider)}
-        caps = None
-        if self.discovery is not None:
-            caps = await self.discovery.capabilities_of(offer.provider)
-
-        result: Offer | Rejection = await self._update(round_.id, offer_step(offer, trust, caps))
-        return result
-
-    async def _unverified_offer(
-        self, sealed: bytes, exc: ConvergeError, sender: str | None
-    ) -> Rejection:
-        rejection, event = unverified_rejection(sealed, exc, sender, self.clock.now(), self.did)
-        await self.store.append([event])
-        return rejection
-
-    async def _offer_refused(
-        self, offer: Offer, reason: RejectReason, detail: str, actor: str
-    ) -> Rejection:
-        rejection = Rejection(offer.id, offer.provider, reason, detail)
-        event = refusal_event(
-            rejection, offer.trace_id or actor, offer.intent_id, self.clock.now(), recorded=False
-        )
-        await self.store.append([event])
-        return rejection
+        return await offers.receive_offer(self, sealed, sender)
 
     # -- closing -----------------------------------------------------------------------------------
 
     async def run(self, auction_id: str) -> ContractRound:
-        """Wait until the bid window ends or every invited provider has answered, then close.
+        """Wait until the bid window ends or every invited provider has an accepted offer in,
+        then close (a refused offer does not count: its provider may bid again).
 
         Returns:
             The round, AWARDED (its ``TaskStart`` sent) or FAILED; if another caller closed it
@@ -345,15 +310,18 @@ class BiddingProtocol:
             BidWindowOpen: the window is still open and ``force`` is false.
             AuctionClosed: it is already closed.
         """
-        round_ = await self._require(auction_id)
-        trust = None
-        if self.trust is not None and round_.auction.weights.get("trust"):
-            bidders = [o.provider for o in round_.auction.offers]
-            trust = await self.trust.scores(bidders) if bidders else {}
         task_id, start_id = self.id_factory(), self.id_factory()
 
-        step = close_step(self.identity, trust, force=force, task_id=task_id, start_id=start_id)
-        await self._update(auction_id, step, index={work.task_key(task_id): auction_id})
+        async def step_for(r: ContractRound) -> Step:
+            # Read under the round's lock, for the offers of the round being closed: an offer
+            # accepted meanwhile is scored on its trust, not on a missing 0.
+            trust = None
+            if self.trust is not None and r.auction.weights.get("trust"):
+                bidders = [o.provider for o in r.auction.offers]
+                trust = await self.trust.scores(bidders) if bidders else {}
+            return close_step(self.identity, trust, force=force, task_id=task_id, start_id=start_id)
+
+        await self._update(auction_id, prepare=step_for, index={work.task_key(task_id): auction_id})
         round_ = await self._require(auction_id)
         if round_.stage is RoundStage.AWARDED:
             await exchange.send_task_start(self, round_)
@@ -425,13 +393,21 @@ class BiddingProtocol:
             ValidationError: no such auction.
             TimeoutError: ``timeout`` seconds passed first.
         """
-        async with asyncio.timeout(timeout):
-            while True:
-                changed = self._changed.setdefault(auction_id, asyncio.Event())
-                round_ = await self._require(auction_id)
-                if until(round_):
-                    return round_
-                await changed.wait()
+        self._waiting[auction_id] = self._waiting.get(auction_id, 0) + 1
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    changed = self._changed.setdefault(auction_id, asyncio.Event())
+                    round_ = await self._require(auction_id)
+                    if until(round_):
+                        return round_
+                    await changed.wait()
+        finally:  # the last waiter to leave (done, timed out, cancelled) drops the event
+            left = self._waiting.pop(auction_id) - 1
+            if left:
+                self._waiting[auction_id] = left
+            else:
+                self._changed.pop(auction_id, None)
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -446,13 +422,16 @@ class BiddingProtocol:
     async def _update(
         self,
         auction_id: str,
-        step: Step,
+        step: Step | None = None,
         *,
+        prepare: Callable[[ContractRound], Awaitable[Step]] | None = None,
         index: dict[str, str] | None = None,
         notify: bool = True,
     ) -> Any:
         """Read the round, apply ``step`` (pure), write it with a compare-and-set and its
         events in one unit of work; on a conflict (another process) read again and recompute.
+        ``prepare`` instead of ``step``: an async function of the round read that returns the
+        step (what it reads, e.g. trust, is then read under the lock, again on each retry).
         ``index`` keys are written with the change (not with a no-change step)."""
         key = _key(auction_id)
         lock = self._locks.setdefault(auction_id, asyncio.Lock())
@@ -462,7 +441,11 @@ class BiddingProtocol:
                 entry = await self.store.get(key)
                 if entry is None:
                     raise ValidationError(f"no auction {auction_id!r}", field="auction_id")
-                new, events, result = step(_decoder.decode(entry.value), self.clock.now())
+                current = _decoder.decode(entry.value)
+                apply = step if prepare is None else await prepare(current)
+                if apply is None:
+                    raise ValidationError("_update needs a step or a prepare", field="step")
+                new, events, result = apply(current, self.clock.now())
                 try:
                     if new is None:
                         if events:
@@ -476,6 +459,8 @@ class BiddingProtocol:
                 except ConflictError as exc:
                     conflict = exc
                     continue
+                if new.is_terminal:  # nothing more will change it: forget its lock
+                    self._locks.pop(auction_id, None)
                 if notify:
                     self._notify(auction_id)
                 return result
