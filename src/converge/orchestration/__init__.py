@@ -31,6 +31,9 @@ from converge.orchestration.engine import (
     RunStatus,
 )
 from converge.orchestration.graph import Graph
+from converge.orchestration.kinds import KindContext, kind_names, register_kind
+from converge.orchestration.services import Services
+from converge.orchestration.subgraph import Subgraph
 from converge.orchestration.yaml_loader import load_graph, loads_graph
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "ExpressionError",
     "Graph",
     "GraphConfig",
+    "KindContext",
     "Missing",
     "Node",
     "NodeContext",
@@ -55,8 +59,12 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "RunStatus",
+    "Services",
+    "Subgraph",
     "UsageExceeded",
+    "kind_names",
     "load_graph",
     "loads_graph",
     "parse_expression",
+    "register_kind",
 ]

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from converge.core.clock import Clock
 from converge.errors import OrchestrationError
+from converge.orchestration.services import Services
 from converge.protocol.objects import Usage
 
 __all__ = ["NodeContext", "Paused", "UsageExceeded"]
@@ -42,6 +43,13 @@ class _Host(Protocol):
     def progress(self, node_id: str, iteration: int, fraction: float, message: str) -> None: ...
 
     async def checkpoint(self, node_id: str, label: str) -> None: ...
+
+    async def subrun(
+        self, node_id: str, iteration: int, graph: Any, inputs: dict[str, Any], answer: Any
+    ) -> Any: ...
+
+    @property
+    def services(self) -> Services: ...
 
 
 class NodeContext:
@@ -130,6 +138,36 @@ class NodeContext:
     async def checkpoint(self, label: str) -> None:
         """Name the run's current point, for ``fork``."""
         await self._host.checkpoint(self.node_id, label)
+
+    @property
+    def services(self) -> Services:
+        """The coordination services the engine lends to nodes (see ``Services``)."""
+        return self._host.services
+
+    async def run_graph(self, graph: Any, inputs: dict[str, Any]) -> Any:
+        """Run ``graph`` as a part of this node: its run's id is this node's
+        ``idempotency_key``, its events go in this run's trace, and its output is returned.
+
+        Run again (a retry, a resume), it continues the same child run: what finished there is
+        not run again. A child run that waits for a person makes this node wait with the same
+        question; the answer goes to the child when the parent is resumed.
+
+        Raises:
+            OrchestrationError: the child run failed or was cancelled.
+        """
+        index = self._pauses
+        self._pauses += 1
+        result = await self._host.subrun(
+            self.node_id, self.iteration, graph, inputs, self._answers.get(index)
+        )
+        if result.status == "waiting":
+            raise Paused(next(iter(result.questions.values())), index)
+        if result.status != "completed":
+            raise OrchestrationError(
+                f"subgraph {result.graph!r} of node {self.node_id!r} {result.status}: "
+                f"{result.error}"
+            )
+        return result.output
 
     async def pause(self, question: str) -> Any:
         """Ask a person; the run waits (``WAITING``) until ``resume(run_id, answer=...)``.

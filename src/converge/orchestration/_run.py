@@ -32,6 +32,7 @@ from converge.orchestration._plan import Plan, PlanNode
 from converge.orchestration._records import RunRecords
 from converge.orchestration._refs import MISSING, resolve_path
 from converge.orchestration._scheduler import Scheduler
+from converge.orchestration.services import Services
 from converge.protocol.event import Event
 from converge.protocol.objects import Usage
 from converge.store.base import Store
@@ -130,6 +131,8 @@ class Replacement:
 
 
 FailureHook = Callable[[NodeFailure], Awaitable[Sequence[Replacement] | None]]
+Spawn = Callable[[Any, dict[str, Any], str, str, Any], Awaitable[Any]]
+"""Starts or continues a child run: (graph, inputs, child run id, trace id, answer)."""
 
 
 class RunState:
@@ -147,6 +150,9 @@ class RunState:
         records: RunRecords | None = None,
         listener: Listener | None = None,
         on_node_failed: FailureHook | None = None,
+        services: Services | None = None,
+        spawn: Spawn | None = None,
+        trace_id: str | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -157,6 +163,9 @@ class RunState:
         self.records = records or RunRecords()
         self.listener = listener
         self.on_node_failed = on_node_failed
+        self._services = services or Services()
+        self._spawn = spawn
+        self.trace_id = trace_id or run_id
         self.scheduler = Scheduler(plan)
         self.outputs: dict[int, Any] = {}
         self.values: dict[str, Any] = dict(inputs)  # what conditions read
@@ -179,7 +188,7 @@ class RunState:
         """Buffer an event of this run (written by the next ``flush``)."""
         event = Event(
             kind=kind,
-            trace_id=self.run_id,
+            trace_id=self.trace_id,
             subject=self.run_id,
             data=data,
             parent_id=parent or self.started_event,
@@ -478,6 +487,20 @@ class RunState:
         """Log a checkpoint named by a node, and write it at once."""
         self.log("run.checkpoint", {"label": label, "node": node_id})
         await self.flush()
+
+    @property
+    def services(self) -> Services:
+        """What the engine lends to nodes."""
+        return self._services
+
+    async def subrun(
+        self, node_id: str, iteration: int, graph: Any, inputs: dict[str, Any], answer: Any
+    ) -> Any:
+        """Run (or continue) the child run of a node's pass; see ``NodeContext.run_graph``."""
+        if self._spawn is None:
+            raise ValidationError("this run cannot start child runs")
+        child = f"{self.run_id}/{node_id}/{iteration}"
+        return await self._spawn(graph, inputs, child, self.trace_id, answer)
 
     async def _call(
         self, agent: NodeAgent, inputs: dict[str, Any], ctx: NodeContext, timeout: float | None

@@ -31,6 +31,7 @@ from converge.errors import OrchestrationError, StateError, ValidationError
 from converge.orchestration._records import RunRecords, read_records
 from converge.orchestration._run import FailureHook, RunState
 from converge.orchestration.graph import Graph
+from converge.orchestration.services import Services
 from converge.orchestration.trace import metrics_of, trace_of
 from converge.protocol.objects import Usage
 from converge.store.base import Store
@@ -146,6 +147,7 @@ class Engine:
         on_node_failed: called when a node has run out of retries and would fail its run; the
             ``Replacement`` nodes it returns run in a chain in its place (the last one's output
             is the node's), and the run goes on. None (or an empty list): the run fails.
+        services: what nodes of other kinds (tender, team, board, consensus) work with.
     """
 
     def __init__(
@@ -156,8 +158,10 @@ class Engine:
         id_factory: Callable[[], str] = new_id,
         max_threads: int = 8,
         on_node_failed: FailureHook | None = None,
+        services: Services | None = None,
     ) -> None:
         self.on_node_failed = on_node_failed
+        self.services = services or Services()
         self.store: Store = store if store is not None else MemoryStore()
         self.clock = clock
         self.id_factory = id_factory
@@ -276,8 +280,14 @@ class Engine:
             ValidationError: no such run, or it was started by a different graph.
             RunFailed: the run FAILED again.
         """
+        return _raise_failed(
+            await self._continue(graph, run_id, await self._records(run_id), answer)
+        )
+
+    async def _continue(
+        self, graph: Graph, run_id: str, records: RunRecords, answer: Any
+    ) -> RunResult:
         plan = graph.compile()
-        records = await self._records(run_id)
         assert records.started is not None
         if records.started.data.get("fingerprint") != plan.fingerprint:
             raise ValidationError(
@@ -292,11 +302,25 @@ class Engine:
             node, iteration, index, _ = records.waiting[0]
             records.answers[(node, iteration, index)] = answer
             resumed = {"node": node, "iteration": iteration, "index": index, "answer": answer}
-        return _raise_failed(
-            await self._start(
-                graph, records.inputs, run_id=run_id, records=records, resumed=resumed
-            )
+        return await self._start(
+            graph,
+            records.inputs,
+            run_id=run_id,
+            records=records,
+            resumed=resumed,
+            trace_id=records.started.trace_id,
         )
+
+    async def _child(
+        self, graph: Graph, inputs: dict[str, Any], run_id: str, trace_id: str, answer: Any
+    ) -> RunResult:
+        """Start, or continue from its log, the child run ``run_id`` (a subgraph node's)."""
+        if not isinstance(graph, Graph):
+            raise ValidationError(f"a subgraph is a Graph, not {type(graph).__name__}")
+        records = read_records(_own(await self.store.read(trace_id=trace_id), run_id))
+        if records.started is not None:
+            return await self._continue(graph, run_id, records, answer)
+        return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id)
 
     async def checkpoint(self, run_id: str, label: str) -> None:
         """Name the current point of a run (``fork`` can start from it)."""
@@ -352,19 +376,20 @@ class Engine:
     async def trace(self, run_id: str) -> dict[str, Any]:
         """The run's trace in the shape of seed 002 §8.1, from its log (see ``trace``)."""
         await self._records(run_id)
-        return trace_of(await self.store.read(trace_id=run_id))
+        return trace_of(await self.store.read(trace_id=run_id.split("/", 1)[0]), run_id)
 
     async def metrics(self, run_id: str) -> dict[str, Any]:
         """The run's §8.2 metrics, from its log (see ``trace``)."""
         await self._records(run_id)
-        return metrics_of(await self.store.read(trace_id=run_id))
+        return metrics_of(await self.store.read(trace_id=run_id.split("/", 1)[0]), run_id)
 
     # -- internals ---------------------------------------------------------------------------------
 
     async def _records(self, run_id: str) -> RunRecords:
         if not isinstance(run_id, str) or not run_id:
             raise ValidationError(f"invalid run id {run_id!r}", field="run_id")
-        records = read_records(await self.store.read(trace_id=run_id))
+        events = await self.store.read(trace_id=run_id.split("/", 1)[0])
+        records = read_records(_own(events, run_id))
         if records.started is None:
             raise ValidationError(f"no run {run_id!r} in this engine's store", field="run_id")
         return records
@@ -392,6 +417,7 @@ class Engine:
         forked: dict[str, Any] | None = None,
         listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
         sink: list[RunResult] | None = None,
+        trace_id: str | None = None,
     ) -> RunResult:
         plan = graph.compile()
         args = _inputs(plan.graph_inputs, inputs)
@@ -405,6 +431,9 @@ class Engine:
             records=records,
             listener=listener,
             on_node_failed=self.on_node_failed,
+            services=self.services,
+            spawn=self._child,
+            trace_id=trace_id,
         )
         if records is not None and records.started is not None and forked is None:
             state.started_event = records.started.id
@@ -501,6 +530,11 @@ def _inputs(names: frozenset[str], inputs: Mapping[str, Any] | None) -> dict[str
     return dict(inputs)
 
 
+def _own(events: list[Any], run_id: str) -> list[Any]:
+    """The events of run ``run_id`` among those of its trace (child runs share the trace)."""
+    return [e for e in events if e.subject == run_id]
+
+
 def _raise_failed(result: RunResult) -> RunResult:
     if result.status in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise RunFailed(result)
@@ -510,4 +544,5 @@ def _raise_failed(result: RunResult) -> RunResult:
 def _event(engine: Engine, run_id: str, kind: str, data: dict[str, Any]) -> Any:
     from converge.protocol.event import Event
 
-    return Event(kind=kind, trace_id=run_id, subject=run_id, data=data, at=engine.clock.now())
+    trace = run_id.split("/", 1)[0]
+    return Event(kind=kind, trace_id=trace, subject=run_id, data=data, at=engine.clock.now())

@@ -29,8 +29,16 @@ _STATUS = {"completed": "success"}
 _END = ("run.completed", "run.failed", "run.cancelled", "run.waiting")
 
 
-def trace_of(events: Sequence[Event]) -> dict[str, Any]:
-    """The §8.1 trace of the run whose events (in log order) are ``events``."""
+def trace_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:
+    """The §8.1 trace of run ``run_id`` from the events of its trace (in log order).
+
+    Runs of subgraph nodes share their parent's trace: their nodes are listed too, their ids
+    prefixed by the path of subgraph nodes that leads to them (``review/analyzer``). Without
+    ``run_id``, every event is taken as the run's own.
+    """
+    if run_id is not None:
+        events = [e for e in events if e.subject == run_id or e.subject.startswith(run_id + "/")]
+    root = run_id if run_id is not None else (events[0].subject if events else "")
     graph = ""
     status = "running"
     first_at: float | None = None
@@ -39,6 +47,11 @@ def trace_of(events: Sequence[Event]) -> dict[str, Any]:
     for ev in events:
         data = ev.data
         first_at = ev.at if first_at is None else first_at
+        prefix = _prefix(root, ev.subject)
+        if prefix and ev.kind.startswith("run."):
+            continue  # a child run's start and end: its nodes are what the trace lists
+        if prefix and ev.kind.startswith("node."):
+            data = {**data, "node": prefix + data.get("node", "")}
         if ev.kind == "run.started":
             graph = data.get("graph", "")
         elif ev.kind in _END:
@@ -54,13 +67,13 @@ def trace_of(events: Sequence[Event]) -> dict[str, Any]:
                 node["status"] = "running"
             elif key in nodes or ev.kind == "node.done":
                 node = nodes.setdefault(key, _node(key, "", ev.at))
-                _apply(node, ev)
+                _apply(node, ev.kind, data, ev.at)
     rows = sorted(nodes.values(), key=lambda n: (n["_start"], n["node_id"], n["iteration"]))
     for row in rows:
         del row["_start"]
     end = last_at if last_at is not None else (events[-1].at if events else None)
     return {
-        "trace_id": events[0].trace_id if events else "",
+        "trace_id": root,
         "graph_id": graph,
         "status": status,
         "nodes": rows,
@@ -70,10 +83,12 @@ def trace_of(events: Sequence[Event]) -> dict[str, Any]:
     }
 
 
-def metrics_of(events: Sequence[Event]) -> dict[str, Any]:
+def metrics_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:
     """The §8.2 metrics of a run: agents used, tokens and tool calls per agent, latency per
     node, success and failure counts and rate, retries, checkpoints (and per minute)."""
-    trace = trace_of(events)
+    if run_id is not None:
+        events = [e for e in events if e.subject == run_id or e.subject.startswith(run_id + "/")]
+    trace = trace_of(events, run_id)
     rows = trace["nodes"]
     tokens: dict[str, int] = {}
     tools: dict[str, int] = {}
@@ -125,24 +140,31 @@ def _node(key: tuple[str, int], agent: str, at: float) -> dict[str, Any]:
     }
 
 
-def _apply(node: dict[str, Any], ev: Event) -> None:
-    data = ev.data
-    if ev.kind == "node.done":
+def _prefix(root: str, subject: str) -> str:
+    """``"sub/"`` for a child run ``root/sub/1``, ``"sub/inner/"`` deeper, ``""`` for the root."""
+    if subject == root or not subject.startswith(root + "/"):
+        return ""
+    parts = subject[len(root) + 1 :].split("/")
+    return "".join(f"{node}/" for node in parts[0::2])
+
+
+def _apply(node: dict[str, Any], kind: str, data: dict[str, Any], at: float) -> None:
+    if kind == "node.done":
         usage = data.get("usage") or {}
         node["tokens_in"] += int(usage.get("tokens_in", 0))
         node["tokens_out"] += int(usage.get("tokens_out", 0))
         node["tool_calls"] += int(usage.get("tool_calls", 0))
         node["cost"] += float(usage.get("cost", 0.0))
         node["status"] = _STATUS.get(data.get("status", ""), data.get("status", ""))
-        _end(node, ev.at)
-    elif ev.kind == "node.replaced":  # a replacement node spliced in by on_node_failed
+        _end(node, at)
+    elif kind == "node.replaced":  # a replacement node spliced in by on_node_failed
         node["status"] = "success"
-        _end(node, ev.at)
-    elif ev.kind == "node.failed":
+        _end(node, at)
+    elif kind == "node.failed":
         node["status"] = "failed"
         node["error"] = data.get("error")
-        _end(node, ev.at)
-    elif ev.kind == "node.waiting":
+        _end(node, at)
+    elif kind == "node.waiting":
         node["status"] = "waiting"
         node["question"] = data.get("question")
 

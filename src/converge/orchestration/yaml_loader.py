@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 import yaml
 
 from converge.errors import ValidationError
-from converge.orchestration._agents import AgentSpec
 from converge.orchestration._model import (
     Edge,
     ExecutionConfig,
@@ -47,6 +46,7 @@ from converge.orchestration._model import (
     RetryPolicy,
 )
 from converge.orchestration.graph import Graph
+from converge.orchestration.kinds import KindContext, read_kind
 
 __all__ = ["load_graph", "loads_graph"]
 
@@ -66,7 +66,6 @@ _EXECUTION = (
     "retry_policy",
 )
 _RETRY = ("max_retries", "backoff", "initial_delay", "max_delay")
-_AGENT = ("ref", "inline", "kind")
 _constructor = yaml.SafeLoader(b"")
 
 
@@ -131,7 +130,7 @@ def loads_graph(
             graph._edges.extend(reader.edges(item, f"edges[{i}]"))
     if "agents" in top and not reader.is_null(top["agents"]):
         for key, value in reader.mapping(top["agents"], "agents", None).items():
-            graph.agents[key] = reader.agent(value, f"agents.{key}")
+            graph.agents[key] = reader.agent(value, f"agents.{key}", key, agents or {})
     graph.agents.update(agents or {})
     graph.compile()
     return graph
@@ -288,24 +287,22 @@ class _Reader:
             for dst in self.strings(raw["to"], f"{field}.to")
         ]
 
-    def agent(self, node: yaml.Node, field: str) -> Any:
+    def agent(self, node: yaml.Node, field: str, name: str, agents: Mapping[str, Any]) -> Any:
         if isinstance(node, yaml.ScalarNode):
             return self.string(node, field)
-        raw = self.mapping(node, field, _AGENT)
-        if "kind" in raw:
-            kind = self.string(raw["kind"], f"{field}.kind")
-            if kind != "python":
-                raise self.fail(
-                    f"agent kind {kind!r} is not known; this version reads kind: python "
-                    "(a callable or an Agent as module:attr)",
-                    raw["kind"],
-                    f"{field}.kind",
-                )
-        if "ref" not in raw:
-            raise self.fail("an agent needs `ref: module:attr`", node, f"{field}.ref")
-        inline = False
-        if "inline" in raw:
-            inline = self.scalar(raw["inline"], f"{field}.inline")
-            if not isinstance(inline, bool):
-                raise self.fail("inline must be true or false", raw["inline"], f"{field}.inline")
-        return AgentSpec(self.string(raw["ref"], f"{field}.ref"), inline=inline)
+        raw = self.mapping(node, field, None)
+        kind = self.string(raw["kind"], f"{field}.kind") if "kind" in raw else "python"
+        options = {key: self.plain(value, f"{field}.{key}") for key, value in raw.items()}
+        base = Path(self.source).parent if self.source != "<string>" else Path.cwd()
+        ctx = KindContext(name, self.source, node.start_mark.line + 1, base, agents)
+        return read_kind(kind, options, ctx)
+
+    def plain(self, node: yaml.Node, field: str) -> Any:
+        """A value as plain Python (mappings, lists, scalars)."""
+        if isinstance(node, yaml.MappingNode):
+            return {
+                k: self.plain(v, f"{field}.{k}") for k, v in self.mapping(node, field, None).items()
+            }
+        if isinstance(node, yaml.SequenceNode):
+            return [self.plain(v, f"{field}[{i}]") for i, v in enumerate(node.value)]
+        return self.scalar(node, field)

@@ -1,0 +1,126 @@
+"""Kinds of agents a graph's ``agents:`` section can declare, and how each is read from YAML.
+
+```yaml
+agents:
+  writer: mypackage.agents:write                  # kind: python (the default)
+  fast:   {kind: python, ref: "mypackage.agents:quick", inline: true}
+  review: {kind: subgraph, graph: review.yaml, inputs: {code: analyzer.output}}
+```
+
+Each kind is a builder ``(options, KindContext) -> agent``: it checks its options (unknown
+ones are refused, like every YAML key) and returns an object the engine runs as a node's agent
+— usually one whose ``__call__(inputs, ctx)`` does the kind's work with ``ctx.services``.
+``register_kind`` adds one (the coordination kinds — tender, team, board, consensus — register
+themselves this way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from converge.errors import ValidationError
+from converge.orchestration._agents import AgentSpec
+
+__all__ = ["KindContext", "kind_names", "read_kind", "register_kind"]
+
+
+class KindContext:
+    """Where a kind's options come from, for locating errors and relative paths.
+
+    Attributes:
+        name: the agent's name in ``agents:``.
+        source: the YAML file (or ``<string>``).
+        line: the line of the agent's entry.
+        base: the directory relative paths are read from.
+        agents: agents given to the loader by name (they also reach nested graphs).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        line: int | None,
+        base: Path,
+        agents: Mapping[str, Any],
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.line = line
+        self.base = base
+        self.agents = agents
+
+    def fail(self, message: str, key: str | None = None) -> ValidationError:
+        """A ``ValidationError`` about option ``key`` of this agent."""
+        field = f"agents.{self.name}" + (f".{key}" if key else "")
+        return ValidationError(message, field=field, source=self.source, line=self.line)
+
+    def options(
+        self,
+        options: Mapping[str, Any],
+        allowed: tuple[str, ...],
+        required: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """``options`` checked against ``allowed`` and ``required`` keys (``kind`` excluded)."""
+        found = {k: v for k, v in options.items() if k != "kind"}
+        for key in found:
+            if key not in allowed:
+                raise self.fail(
+                    f"unknown option {key!r}; expected one of {', '.join(allowed)}", key
+                )
+        for key in required:
+            if key not in found:
+                raise self.fail(f"a {options.get('kind', 'python')} agent needs `{key}`", key)
+        return found
+
+
+KindBuilder = Callable[[Mapping[str, Any], KindContext], Any]
+_KINDS: dict[str, KindBuilder] = {}
+
+
+def register_kind(name: str, builder: KindBuilder) -> None:
+    """Make ``kind: name`` readable from YAML."""
+    _KINDS[name] = builder
+
+
+def kind_names() -> list[str]:
+    """The kinds YAML can declare."""
+    _load_builtin()
+    return sorted(_KINDS)
+
+
+def read_kind(kind: str, options: Mapping[str, Any], ctx: KindContext) -> Any:
+    """Build the agent of ``kind`` from ``options``.
+
+    Raises:
+        ValidationError: an unknown kind, or options the kind refuses.
+    """
+    _load_builtin()
+    builder = _KINDS.get(kind)
+    if builder is None:
+        raise ctx.fail(f"unknown agent kind {kind!r}; known: {', '.join(sorted(_KINDS))}", "kind")
+    return builder(options, ctx)
+
+
+def _python(options: Mapping[str, Any], ctx: KindContext) -> Any:
+    found = ctx.options(options, ("ref", "inline"), required=("ref",))
+    ref, inline = found["ref"], found.get("inline", False)
+    if not isinstance(ref, str) or not ref:
+        raise ctx.fail(f"ref is 'module:attr', not {ref!r}", "ref")
+    if not isinstance(inline, bool):
+        raise ctx.fail(f"inline must be true or false, not {inline!r}", "inline")
+    return AgentSpec(ref, inline=inline)
+
+
+register_kind("python", _python)
+_loaded = False
+
+
+def _load_builtin() -> None:
+    """Import the modules whose kinds register themselves (once, on first use)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import converge.orchestration.subgraph  # noqa: F401  (registers "subgraph")

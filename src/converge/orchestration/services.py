@@ -1,0 +1,80 @@
+"""``Services``: what the engine lends to nodes whose work goes beyond a plain agent.
+
+A tender node needs a bidding protocol, a board node a task manager, a consensus node a
+ballot box, a team node the pool to pick from and the trust model to weigh by. The graph says
+*what* a node does (``kind: tender``, ``pool: writers``…); the engine's ``Services`` say *with
+what*, so one graph runs unchanged against an in-memory test setup or a shared store.
+Every field is optional; a node kind that needs a missing one fails with an error naming it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from converge.errors import ValidationError
+
+if TYPE_CHECKING:
+    from converge.coordination.bidding import BiddingProtocol
+    from converge.coordination.consensus import Consensus
+    from converge.coordination.discovery import DiscoveryService
+    from converge.coordination.pool_manager import PoolManager
+    from converge.coordination.task_manager import TaskManager
+    from converge.core.identity import Identity
+    from converge.network.local import LocalNetwork
+    from converge.policy.trust import TrustModel
+
+__all__ = ["Services"]
+
+
+class Services:
+    """The coordination services nodes may use (all optional).
+
+    Args:
+        identity: the engine's own identity (it signs what the engine issues, e.g. intents).
+        network: where messages to other agents go.
+        pools: pool membership (teams and tenders pick members from a pool).
+        tasks: the task board (board nodes post their work here).
+        discovery: who offers which capability.
+        trust: the trust model (weights, minimum trust, updates from receipts).
+        bidding: the requester's contract-net protocol (tender nodes).
+        consensus: ballots (consensus nodes).
+        agents: agents by name, for teams and kinds that name their members.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: Identity | None = None,
+        network: LocalNetwork | None = None,
+        pools: PoolManager | None = None,
+        tasks: TaskManager | None = None,
+        discovery: DiscoveryService | None = None,
+        trust: TrustModel | None = None,
+        bidding: BiddingProtocol | None = None,
+        consensus: Consensus | None = None,
+        agents: dict[str, Any] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.network = network
+        self.pools = pools
+        self.tasks = tasks
+        self.discovery = discovery
+        self.trust = trust
+        self.bidding = bidding
+        self.consensus = consensus
+        self.agents: dict[str, Any] = dict(agents or {})
+
+    def need(self, name: str, node: str, kind: str) -> Any:
+        """The service ``name``, or a ``ValidationError`` saying the node of ``kind`` needs it."""
+        value = getattr(self, name, None)
+        if value is None:
+            raise ValidationError(
+                f"node {node!r} ({kind}) needs the engine's `{name}` service: "
+                f"Engine(services=Services({name}=...))",
+                field=f"services.{name}",
+            )
+        return value
+
+    def __repr__(self) -> str:
+        have = [k for k, v in vars(self).items() if v]
+        return f"Services({', '.join(have)})"

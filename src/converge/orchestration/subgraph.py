@@ -1,0 +1,85 @@
+"""``Subgraph``: another graph as a node (``kind: subgraph``).
+
+The child graph runs as a run of its own whose id is the node's idempotency key
+(``<run>/<node>/<iteration>``), in the parent's trace: its checkpoints, events and trace nodes
+(``<node>/<child node>``) sit inside the parent run's. Retried or resumed, the node continues
+that same child run, so what finished inside it does not run again; a child that waits for a
+person makes the node wait with its question.
+
+Inputs: by default the child's graph inputs are the node's inputs, each named by its
+reference (``topic`` stays ``topic``; ``analyzer.output`` becomes ``analyzer``;
+``analyzer.output.summary`` becomes ``summary``). ``inputs={"code": "analyzer.output"}`` names
+them explicitly (child input <- the node's input reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from converge.errors import ValidationError
+from converge.orchestration._context import NodeContext
+from converge.orchestration.graph import Graph
+from converge.orchestration.kinds import KindContext, register_kind
+
+__all__ = ["Subgraph"]
+
+
+class Subgraph:
+    """A graph run as one node of another.
+
+    Args:
+        graph: the child graph.
+        inputs: child input name -> the node's input reference (default: see module doc).
+    """
+
+    def __init__(self, graph: Graph, *, inputs: Mapping[str, str] | None = None) -> None:
+        if not isinstance(graph, Graph):
+            raise ValidationError(f"a subgraph is a Graph, not {type(graph).__name__}")
+        self.graph = graph
+        self.inputs = dict(inputs) if inputs is not None else None
+        self.name = graph.name
+        graph.compile()
+
+    async def __call__(self, inputs: dict[str, Any], ctx: NodeContext) -> Any:
+        return await ctx.run_graph(self.graph, self.child_inputs(inputs))
+
+    def child_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The child run's graph inputs made from the node's inputs."""
+        if self.inputs is not None:
+            missing = [ref for ref in self.inputs.values() if ref not in inputs]
+            if missing:
+                raise ValidationError(
+                    f"subgraph {self.name!r} maps inputs the node does not read: "
+                    f"{', '.join(missing)}",
+                    field="inputs",
+                )
+            return {name: inputs[ref] for name, ref in self.inputs.items()}
+        out: dict[str, Any] = {}
+        for key, value in inputs.items():
+            parts = key.split(".")
+            name = parts[0] if len(parts) <= 2 else parts[-1]
+            out[name] = value
+        return out
+
+    def __repr__(self) -> str:
+        return f"Subgraph({self.name!r})"
+
+
+def _read(options: Mapping[str, Any], ctx: KindContext) -> Subgraph:
+    from converge.orchestration.yaml_loader import load_graph
+
+    found = ctx.options(options, ("graph", "inputs"), required=("graph",))
+    path = found["graph"]
+    if not isinstance(path, str) or not path:
+        raise ctx.fail(f"graph is the path of a YAML graph, not {path!r}", "graph")
+    mapping = found.get("inputs")
+    if mapping is not None and (
+        not isinstance(mapping, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
+    ):
+        raise ctx.fail("inputs maps child input names to the node's input references", "inputs")
+    return Subgraph(load_graph(ctx.base / path, agents=ctx.agents), inputs=mapping)
+
+
+register_kind("subgraph", _read)
