@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from converge.errors import ValidationError
-from converge.orchestration import Engine, Graph, RunFailed, RunStatus, loads_graph
+from converge.orchestration import Engine, Graph, RunFailed, RunStatus, Services, loads_graph
 from converge.orchestration.subgraph import Subgraph
 from converge.store import Store
+from tests.orchestration._crash_harness import append, crash_and_resume, crashing, hang
 
 
 def child_graph(ran: list[str], *, fail_at: str | None = None) -> Graph:
@@ -121,3 +124,47 @@ async def test_subgraphs_in_yaml_by_relative_path(tmp_path: Path) -> None:
             source="o.yaml",
         )
     assert (info.value.field, info.value.line) == ("agents.s.grph", 5)
+
+
+@contextlib.asynccontextmanager
+async def crash_setup(
+    store: Store, log: Path, crash: bool
+) -> AsyncIterator[tuple[Graph, Services, dict[str, Any]]]:
+    """The parent graph whose subgraph's second node hangs in the child process."""
+
+    def step(name: str) -> Any:
+        async def run(inputs: dict[str, Any]) -> str:
+            append(log, f"{name} start")
+            if name == "y" and crashing():
+                await hang(log)
+            append(log, f"{name} done")
+            return f"{name}({','.join(str(v) for _, v in sorted(inputs.items()))})"
+
+        return run
+
+    child = (
+        Graph("child")
+        .add_node("x", step("x"), inputs=["topic"])
+        .add_node("y", step("y"))
+        .connect("x", "y")
+    )
+    graph = (
+        Graph("parent")
+        .add_node("plan", step("plan"), inputs=["subject"])
+        .add_node("write", Subgraph(child, inputs={"topic": "plan.output"}), inputs=["plan.output"])
+        .add_node("publish", step("publish"), inputs=["write.output"])
+        .connect("plan", "write")
+        .connect("write", "publish")
+    )
+    yield graph, Services(), {"subject": "tides"}
+
+
+@pytest.mark.slow
+async def test_a_subgraph_killed_mid_run_resumes_in_a_new_process(tmp_path: Path) -> None:
+    result, lines = await crash_and_resume(
+        tmp_path, "tests.orchestration.test_subgraph:crash_setup"
+    )
+    assert result.output == "publish(y(x(plan(tides))))"
+    done = [line.split()[0] for line in lines if line.endswith(" done")]
+    assert done == ["plan", "x", "y", "publish"]  # each finished once, across both processes
+    assert [line for line in lines if line.startswith("y start")] == ["y start"] * 2
