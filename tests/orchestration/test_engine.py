@@ -683,3 +683,37 @@ async def test_checkpoints_decide_whether_completions_are_written_before_depende
     assert seen == ([["first"]] if checkpoint else [[]])
     kinds = [e.kind for e in await store.read(trace_id=result.run_id)]
     assert kinds.count("node.done") == 2 and kinds[-1] == "run.completed"  # all logged in the end
+
+
+async def test_a_node_that_halts_takes_none_of_its_edges(store: Store) -> None:
+    from converge.orchestration import Halt
+
+    async def gate(inputs: dict[str, Any]) -> Halt:
+        return Halt({"passed": False, "yes": 1, "no": 2})
+
+    ran: list[str] = []
+
+    async def after(inputs: dict[str, Any]) -> str:
+        ran.append("after")
+        return "ran"
+
+    async def join(inputs: dict[str, Any]) -> str:
+        return "joined"
+
+    graph = (
+        Graph("halt")
+        .add_node("gate", gate)
+        .add_node("after", after)
+        .add_node("other", const("other"))
+        .add_node("join", join, inputs=["gate.output", "other.output"])
+        .connect("gate", "after")
+        .connect("gate", "join")
+        .connect("other", "join")
+    )
+    engine = Engine(store)
+    result = await engine.execute(graph)
+    assert ran == []
+    assert result.outputs["gate"] == {"passed": False, "yes": 1, "no": 2}
+    assert result.output == {"join": "joined"}  # the sinks that ran: `after` did not
+    again = await engine.resume(graph, result.run_id)
+    assert again.output == {"join": "joined"}

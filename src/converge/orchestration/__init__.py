@@ -20,7 +20,7 @@ from converge.orchestration._model import (
     NodePolicy,
     RetryPolicy,
 )
-from converge.orchestration._refs import MISSING, Missing
+from converge.orchestration._refs import MISSING, Halt, Missing
 from converge.orchestration._run import NodeFailure, Replacement
 from converge.orchestration.engine import (
     Engine,
@@ -46,6 +46,7 @@ __all__ = [
     "ExpressionError",
     "Graph",
     "GraphConfig",
+    "Halt",
     "KindContext",
     "Missing",
     "Node",

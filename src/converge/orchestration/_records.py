@@ -10,7 +10,8 @@ node where there is one):
 - ``node.done`` ``{node, iteration, status, output, usage, started_at, finished_at[, error]}``
   (``TaskDone``); ``status`` is ``completed``, ``skipped`` (output ``null``, read as
   ``MISSING``), ``fallback``, ``answered`` (a person's answer stood in for it) or
-  ``replanned`` (``on_node_failed``'s replacement nodes did)
+  ``replanned`` (``on_node_failed``'s replacement nodes did), or ``halted`` (it returned
+  ``Halt(output)``: finished, and none of its edges taken)
 - ``node.replaced`` ``{node, iteration, replaces, output}``: a replacement node finished
 - ``node.failed`` ``{node, iteration, error}`` (the run fails with it)
 - ``node.waiting`` ``{node, iteration, index, question}``; ``node.answered`` ``{node,

@@ -14,7 +14,7 @@ from typing import Any, Final, NamedTuple
 
 from converge.errors import ValidationError
 
-__all__ = ["MISSING", "Missing", "Ref", "parse_ref", "resolve_path"]
+__all__ = ["MISSING", "Halt", "Missing", "Ref", "parse_ref", "resolve_path"]
 
 _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$|^[0-9]+$")
 
@@ -42,6 +42,25 @@ class Missing:
 MISSING: Final = Missing()
 """What a node receives for an input that is not there (a skipped node's output, a part of an
 output that does not exist, a node that has not run yet)."""
+
+
+class Halt:
+    """Returned by a node: "this is my output, and none of my edges is taken".
+
+    A gate that did not open (a vote that failed) halts: its output is recorded as usual (and
+    read by anyone who asks), but the nodes after it run only on account of other nodes.
+
+    Args:
+        output: the node's output.
+    """
+
+    __slots__ = ("output",)
+
+    def __init__(self, output: Any = None) -> None:
+        self.output = output
+
+    def __repr__(self) -> str:
+        return f"Halt({self.output!r})"
 
 
 class Ref(NamedTuple):

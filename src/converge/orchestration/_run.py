@@ -30,7 +30,7 @@ from converge.orchestration._agents import NodeAgent, resolve_agent
 from converge.orchestration._context import NodeContext, Paused
 from converge.orchestration._plan import Plan, PlanNode
 from converge.orchestration._records import RunRecords
-from converge.orchestration._refs import MISSING, resolve_path
+from converge.orchestration._refs import MISSING, Halt, resolve_path
 from converge.orchestration._scheduler import Scheduler
 from converge.orchestration.services import Services
 from converge.protocol.event import Event
@@ -541,6 +541,9 @@ class RunState:
             self.waiting.append((node.id, outcome.question))
             return
         output = outcome.output
+        halt = status == "halted"
+        if isinstance(output, Halt):
+            output, halt, status = output.output, True, "halted"
         if outcome.replayed:
             self.done_event[index] = outcome.event_id
         else:
@@ -580,7 +583,7 @@ class RunState:
         self.outputs[index] = output
         self.values[node.id] = {"output": output}
         try:
-            self.scheduler.finish(index, self.values)
+            self.scheduler.finish(index, self.values, halt=halt)
         except ConvergeError as exc:
             self._fail(f"after node {node.id!r}: {exc}", node.id)
 

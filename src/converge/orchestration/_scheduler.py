@@ -54,11 +54,13 @@ class Scheduler:
         self.ready.extend(entries)
         return entries
 
-    def finish(self, node: int, values: Mapping[str, Any]) -> list[int]:
+    def finish(self, node: int, values: Mapping[str, Any], *, halt: bool = False) -> list[int]:
         """Record that ``node`` ran and follow its edges; returns the nodes made ready.
 
         ``values`` is what conditions read (node id -> ``{"output": ...}``, input name ->
-        value). A condition that fails to evaluate raises its ``ExpressionError``.
+        value). A condition that fails to evaluate raises its ``ExpressionError``. With
+        ``halt`` none of its edges is taken (a gate that did not open): what follows it runs
+        only on account of other nodes.
         """
         self.runs[node] += 1
         planned = self._plan.nodes[node]
@@ -67,7 +69,7 @@ class Scheduler:
             self._live[node] = False
         before = len(self.ready)
         for edge in planned.out:
-            taken = edge.when is None or edge.when.matches(values)
+            taken = not halt and (edge.when is None or edge.when.matches(values))
             if taken:
                 self._held.pop(edge.index, None)
                 self._deliver(edge, live=True)

@@ -101,7 +101,9 @@ def metrics_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, 
             latency[row["node_id"]] = latency.get(row["node_id"], 0.0) + row["latency_ms"]
     finished = [r for r in rows if r["status"] not in ("running", "waiting")]
     succeeded = sum(
-        1 for r in finished if r["status"] in ("success", "fallback", "answered", "replanned")
+        1
+        for r in finished
+        if r["status"] in ("success", "fallback", "answered", "replanned", "halted")
     )
     checkpoints = sum(1 for ev in events if ev.kind == "run.checkpoint")
     minutes = trace["duration_ms"] / 60_000
