@@ -20,8 +20,8 @@ from converge.orchestration._model import (
     NodePolicy,
     RetryPolicy,
 )
+from converge.orchestration._pass import NodeFailure, Replacement
 from converge.orchestration._refs import MISSING, Halt, Missing
-from converge.orchestration._run import NodeFailure, Replacement
 from converge.orchestration.engine import (
     Engine,
     RunEvent,

@@ -1,0 +1,114 @@
+"""What a run looks like from outside: its status, its result, its streamed events, and the
+handle of a submitted run."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from converge.errors import OrchestrationError
+from converge.protocol.objects import Usage
+
+if TYPE_CHECKING:
+    from converge.orchestration.engine import Engine
+
+__all__ = ["RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is."""
+
+    RUNNING = "running"
+    """Nodes are running, or will."""
+    WAITING = "waiting"
+    """Paused for a person's answer (``resume(run_id, answer=...)``)."""
+    COMPLETED = "completed"
+    """Every node that could run has run."""
+    FAILED = "failed"
+    """A node failed with ``abort`` (or its policy ran out), or the run timed out."""
+    CANCELLED = "cancelled"
+    """Stopped by ``cancel``."""
+
+
+class RunResult(msgspec.Struct, frozen=True):
+    """How a run ended (or where it stands)."""
+
+    run_id: str
+    """The run (also its trace id)."""
+    graph: str
+    """The graph's name."""
+    status: RunStatus
+    """COMPLETED, FAILED, WAITING, CANCELLED (or RUNNING, from ``status``)."""
+    output: Any = None
+    """The sole sink node's output, or ``{sink id: output}`` of the sinks that ran."""
+    outputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Every node's latest output, by node id."""
+    error: str | None = None
+    """Why it FAILED."""
+    failed_node: str | None = None
+    """The node it failed at, if any."""
+    questions: dict[str, str] = msgspec.field(default_factory=dict)
+    """While WAITING: the open question of each paused node."""
+    usage: Usage = Usage()
+    """Tokens, tool calls and cost reported by its nodes in this process."""
+    duration_ms: float = 0.0
+    """Wall time of this execution (or continuation) of the run."""
+
+
+class RunFailed(OrchestrationError):
+    """``execute`` (or ``resume``) ended with a FAILED or CANCELLED run; ``result`` says how."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(f"run {result.run_id} of {result.graph!r} {result.status}: {result.error}")
+        self.result = result
+
+
+class RunEvent(msgspec.Struct, frozen=True):
+    """What ``stream`` yields: ``node.start``, ``node.chunk``, ``node.progress``, ``node.done``,
+    ``node.failed``, ``node.waiting``, … and last ``run.completed`` / ``run.failed`` /
+    ``run.waiting`` / ``run.cancelled``."""
+
+    kind: str
+    """The event kind (as logged; ``node.chunk`` is streamed only, never logged)."""
+    run_id: str
+    """The run."""
+    node: str | None = None
+    """The node it is about, if any."""
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Its details (as in the log)."""
+
+
+class RunHandle:
+    """A run started by ``submit``."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self._engine = engine
+        self.run_id = run_id
+        self._task: asyncio.Task[RunResult] | None = None
+        self._results: list[RunResult] = []  # the run's result, also when it was cancelled
+
+    def _bind(self, task: asyncio.Task[RunResult]) -> None:
+        self._task = task
+
+    async def status(self) -> RunStatus:
+        """RUNNING while it runs, then how it ended."""
+        assert self._task is not None
+        if not self._task.done():
+            return RunStatus.RUNNING
+        return (await self.wait()).status
+
+    async def wait(self, timeout: float | None = None) -> RunResult:
+        """The run's result once it ends (FAILED and CANCELLED included: nothing is raised)."""
+        assert self._task is not None
+        async with asyncio.timeout(timeout):
+            await asyncio.wait([self._task])
+        return self._results[-1]
+
+    async def cancel(self) -> RunResult:
+        """Stop the run (its in-flight nodes are cancelled) and return its result."""
+        assert self._task is not None
+        self._task.cancel()
+        return await self.wait()
