@@ -146,6 +146,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "RunStatus",
         "Services",
         "Subgraph",
+        "Team",
         "UsageExceeded",
         "kind_names",
         "load_graph",

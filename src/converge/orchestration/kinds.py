@@ -123,4 +123,5 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    import converge.orchestration.subgraph  # noqa: F401  (registers "subgraph")
+    import converge.orchestration.subgraph  # (registers "subgraph")
+    import converge.orchestration.team  # noqa: F401  (registers "team")
