@@ -123,6 +123,7 @@ PUBLIC_API: dict[str, list[str]] = {
     "converge.orchestration": [
         "MISSING",
         "AgentSpec",
+        "ConsensusGate",
         "Edge",
         "Engine",
         "ExecutionConfig",

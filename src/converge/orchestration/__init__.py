@@ -22,6 +22,7 @@ from converge.orchestration._model import (
 )
 from converge.orchestration._refs import MISSING, Halt, Missing
 from converge.orchestration._run import NodeFailure, Replacement
+from converge.orchestration.consensus_gate import ConsensusGate
 from converge.orchestration.engine import (
     Engine,
     RunEvent,
@@ -40,6 +41,7 @@ from converge.orchestration.yaml_loader import load_graph, loads_graph
 __all__ = [
     "MISSING",
     "AgentSpec",
+    "ConsensusGate",
     "Edge",
     "Engine",
     "ExecutionConfig",
