@@ -32,11 +32,11 @@ only the voters who have not voted yet; a ballot that closed meanwhile is read, 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
-from converge.coordination._consensus_core import RULES, Ballot
+from converge.coordination.consensus import Ballot, Rule
 from converge.core.message import Message
 from converge.errors import ConflictError, TransportError, ValidationError
 from converge.orchestration._context import NodeContext
@@ -44,6 +44,8 @@ from converge.orchestration._refs import MISSING, Halt
 from converge.orchestration.kinds import KindContext, register_kind
 
 __all__ = ["ConsensusGate"]
+
+_RULES: tuple[str, ...] = get_args(Rule)
 
 
 class ConsensusGate:
@@ -92,8 +94,8 @@ class ConsensusGate:
             or not all(isinstance(v, str) and v for v in voters)
         ):
             raise ValidationError(f"voters is a list of dids, not {voters!r}", field="voters")
-        if rule not in RULES:
-            known = ", ".join(sorted(RULES))
+        if rule not in _RULES:
+            known = ", ".join(_RULES)
             raise ValidationError(f"unknown rule {rule!r}; one of {known}", field="rule")
         if question is not None and (not isinstance(question, str) or not question):
             raise ValidationError(f"question is a text, not {question!r}", field="question")
