@@ -123,6 +123,7 @@ PUBLIC_API: dict[str, list[str]] = {
     "converge.orchestration": [
         "MISSING",
         "AgentSpec",
+        "ConsensusGate",
         "Edge",
         "Engine",
         "ExecutionConfig",
@@ -146,6 +147,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "RunStatus",
         "Services",
         "Subgraph",
+        "Team",
         "UsageExceeded",
         "kind_names",
         "load_graph",

@@ -22,6 +22,7 @@ from converge.orchestration._model import (
 )
 from converge.orchestration._pass import NodeFailure, Replacement
 from converge.orchestration._refs import MISSING, Halt, Missing
+from converge.orchestration.consensus_gate import ConsensusGate
 from converge.orchestration.engine import (
     Engine,
     RunEvent,
@@ -34,11 +35,13 @@ from converge.orchestration.graph import Graph
 from converge.orchestration.kinds import KindContext, kind_names, register_kind
 from converge.orchestration.services import Services
 from converge.orchestration.subgraph import Subgraph
+from converge.orchestration.team import Team
 from converge.orchestration.yaml_loader import load_graph, loads_graph
 
 __all__ = [
     "MISSING",
     "AgentSpec",
+    "ConsensusGate",
     "Edge",
     "Engine",
     "ExecutionConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "RunStatus",
     "Services",
     "Subgraph",
+    "Team",
     "UsageExceeded",
     "kind_names",
     "load_graph",

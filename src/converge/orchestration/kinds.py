@@ -123,4 +123,6 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    import converge.orchestration.subgraph  # noqa: F401  (registers "subgraph")
+    import converge.orchestration.consensus_gate  # (registers "consensus")
+    import converge.orchestration.subgraph  # (registers "subgraph")
+    import converge.orchestration.team  # noqa: F401  (registers "team")
