@@ -123,6 +123,8 @@ PUBLIC_API: dict[str, list[str]] = {
     "converge.orchestration": [
         "MISSING",
         "AgentSpec",
+        "BoardTask",
+        "BoardTaskFailed",
         "Edge",
         "Engine",
         "ExecutionConfig",

@@ -123,4 +123,6 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    import converge.orchestration.subgraph  # noqa: F401  (registers "subgraph")
+    # Imported for their effect: each registers its kind.
+    import converge.orchestration.board_node
+    import converge.orchestration.subgraph  # noqa: F401
