@@ -235,6 +235,39 @@ async def test_the_node_timeout_is_the_deadline_and_withdraws_the_task(store: St
     assert await board.list_pending_tasks() == []
 
 
+async def test_cancelling_the_run_withdraws_the_task(store: Store) -> None:
+    board = TaskManager(store)
+    async with Engine(store, services=Services(tasks=board), id_factory=lambda: "r1") as engine:
+        handle = await engine.submit(graph(BoardTask()), {"item": "c"})
+        await eventually(lambda: _in_state(board, "r1/label/1", TaskState.PENDING))
+        result = await handle.cancel()
+    assert result.status == "cancelled"
+    task = await board.get("r1/label/1")
+    assert task is not None and task.state is TaskState.CANCELLED
+    assert "stopped waiting" in (task.error or "")
+
+
+async def test_missing_inputs_are_left_out_of_the_task(store: Store, clock: ManualClock) -> None:
+    async def broken(inputs: dict[str, Any]) -> str:
+        raise RuntimeError("no notes today")
+
+    async def show(task: Task) -> Any:
+        return sorted(task.inputs)
+
+    pipeline = (
+        Graph("g")
+        .add_node("notes", broken, on_error="skip")
+        .add_node("label", BoardTask(), inputs=["item", "notes.output"])
+        .connect("notes", "label")
+    )
+    board = TaskManager(store, clock=clock)
+    async with worker(board, show, clock=clock, capabilities=()):
+        result = await Engine(store, services=Services(tasks=board)).execute(
+            pipeline, {"item": "x"}
+        )
+    assert result.output == ["item"]
+
+
 async def test_a_board_node_whose_worker_dies_is_finished_by_another_after_the_lease(
     store: Store, clock: ManualClock
 ) -> None:

@@ -111,39 +111,43 @@ class BoardTask:
 
     async def __call__(self, inputs: dict[str, Any], ctx: NodeContext) -> Any:
         board: TaskManager = ctx.services.need("tasks", ctx.node_id, "board")
-        task = await self._current(board, ctx, inputs)
-        if task.state is TaskState.COMPLETED:
-            return task.result
+        task_id, task = await self._current(board, ctx.idempotency_key)
         try:
-            task = await board.wait(task.id)
+            if task is None:
+                task = await self._submit(board, task_id, inputs, ctx)
+            if not task.is_terminal:
+                task = await board.wait(task_id)
         except asyncio.CancelledError:
             # The deadline passed, or the run stopped: withdraw the task so no worker goes on
             # with it. The write must survive this cancellation (and a second one).
-            await _withdraw(board, task.id, ctx)
+            await _withdraw(board, task_id, ctx)
             raise
         if task.state is TaskState.COMPLETED:
             return task.result
-        raise BoardTaskFailed(ctx.node_id, task.id, task.state.value, task.error)
+        raise BoardTaskFailed(ctx.node_id, task_id, task.state.value, task.error)
 
-    async def _current(self, board: TaskManager, ctx: NodeContext, inputs: dict[str, Any]) -> Task:
-        """The try's task: the first in the node's chain that did not end without a result,
-        submitted if it is not on the board yet."""
-        key = ctx.idempotency_key
+    @staticmethod
+    async def _current(board: TaskManager, key: str) -> tuple[str, Task | None]:
+        """The try's task id, and its task if it is on the board: the first of the node's
+        chain (``key``, ``key#2``…) that is free or did not end without a result."""
         for n in count(1):
             task_id = key if n == 1 else f"{key}#{n}"
             task = await board.get(task_id)
-            if task is None:
-                try:
-                    return await board.submit(self.task(task_id, inputs, ctx), actor=_actor(ctx))
-                except TaskConflict:
-                    # Posted meanwhile (another process resuming the same run): it is ours.
-                    found = await board.get(task_id)
-                    if found is None:
-                        raise
-                    task = found
-            if task.state not in _ENDED_WITHOUT_RESULT:
-                return task
+            if task is None or task.state not in _ENDED_WITHOUT_RESULT:
+                return task_id, task
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _submit(
+        self, board: TaskManager, task_id: str, inputs: dict[str, Any], ctx: NodeContext
+    ) -> Task:
+        try:
+            return await board.submit(self.task(task_id, inputs, ctx), actor=_actor(ctx))
+        except TaskConflict:
+            # Posted meanwhile (another process resuming the same run): it is ours to wait for.
+            found = await board.get(task_id)
+            if found is None:
+                raise
+            return found
 
     def task(self, task_id: str, inputs: Mapping[str, Any], ctx: NodeContext) -> Task:
         """The task this node posts for one try."""
