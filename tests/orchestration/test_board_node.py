@@ -174,6 +174,32 @@ async def test_a_task_already_completed_is_read_not_posted_again(store: Store) -
     assert await submitted(store) == ["r1/label/1"]
 
 
+async def test_a_task_posted_by_another_process_meanwhile_is_waited_for(
+    store: Store, clock: ManualClock
+) -> None:
+    elsewhere = TaskManager(store, clock=clock)
+
+    class Racing(TaskManager):
+        """Another process posts the node's task between its look and its submit."""
+
+        async def get(self, task_id: str) -> Task | None:
+            found = await super().get(task_id)
+            if found is None and not await submitted(store):
+                await elsewhere.submit(Task(id=task_id, objective="posted elsewhere"))
+            return found
+
+    board = Racing(store, clock=clock)
+    async with worker(board, lambda task: _objective(task), clock=clock, capabilities=()):
+        engine = Engine(store, services=Services(tasks=board), id_factory=lambda: "r1")
+        result = await engine.execute(graph(BoardTask()), {"item": "a"})
+    assert result.output == {"published": "posted elsewhere"}
+    assert await submitted(store) == ["r1/label/1"]
+
+
+async def _objective(task: Task) -> str:
+    return task.objective
+
+
 # -- failures, retries, deadlines ------------------------------------------------------------------
 
 

@@ -169,7 +169,7 @@ class BoardTask:
         return f"BoardTask({', '.join(opts)})"
 
 
-Fail = Callable[[str, str], Exception]
+_Fail = Callable[[str, str], Exception]
 
 
 def _invalid(message: str, option: str) -> Exception:
@@ -177,7 +177,7 @@ def _invalid(message: str, option: str) -> Exception:
 
 
 def _check(
-    pool: Any, capabilities: Any, priority: Any, objective: Any, max_attempts: Any, fail: Fail
+    pool: Any, capabilities: Any, priority: Any, objective: Any, max_attempts: Any, fail: _Fail
 ) -> tuple[str, ...]:
     """The options checked (``fail(message, option)`` makes the error); returns the
     requirements as a tuple."""
