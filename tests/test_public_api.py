@@ -124,6 +124,8 @@ PUBLIC_API: dict[str, list[str]] = {
         "MISSING",
         "AgentSpec",
         "ConsensusGate",
+        "BoardTask",
+        "BoardTaskFailed",
         "Edge",
         "Engine",
         "ExecutionConfig",

@@ -22,6 +22,7 @@ from converge.orchestration._model import (
 )
 from converge.orchestration._pass import NodeFailure, Replacement
 from converge.orchestration._refs import MISSING, Halt, Missing
+from converge.orchestration.board_node import BoardTask, BoardTaskFailed
 from converge.orchestration.consensus_gate import ConsensusGate
 from converge.orchestration.engine import (
     Engine,
@@ -41,6 +42,8 @@ from converge.orchestration.yaml_loader import load_graph, loads_graph
 __all__ = [
     "MISSING",
     "AgentSpec",
+    "BoardTask",
+    "BoardTaskFailed",
     "ConsensusGate",
     "Edge",
     "Engine",

@@ -123,6 +123,8 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    import converge.orchestration.consensus_gate  # (registers "consensus")
-    import converge.orchestration.subgraph  # (registers "subgraph")
-    import converge.orchestration.team  # noqa: F401  (registers "team")
+    # Imported for their effect: each registers its kind.
+    import converge.orchestration.board_node
+    import converge.orchestration.consensus_gate
+    import converge.orchestration.subgraph
+    import converge.orchestration.team  # noqa: F401
