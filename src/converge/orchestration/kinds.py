@@ -123,4 +123,5 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
+    import converge.orchestration._patterns_steps  # registers "assign", "unknown_route"
     import converge.orchestration.subgraph  # noqa: F401  (registers "subgraph")
