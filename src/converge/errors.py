@@ -28,6 +28,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
         ├── (orchestration.RunFailed: a run ended FAILED or CANCELLED; carries its result)
         ├── (orchestration.ExpressionError: a condition could not be evaluated)
         ├── (orchestration.BoardTaskFailed: a board node's task ended FAILED or CANCELLED)
+        ├── (orchestration.UnknownRoute (LookupError): a router chose no known route)
         └── (orchestration.UsageExceeded: a node went past its token or tool-call limit)
 
 Errors carry their data as read-only attributes (``field``, ``source``, ``line``, ``retryable``…)

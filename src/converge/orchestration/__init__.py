@@ -34,6 +34,15 @@ from converge.orchestration.engine import (
 )
 from converge.orchestration.graph import Graph
 from converge.orchestration.kinds import KindContext, kind_names, register_kind
+from converge.orchestration.patterns import (
+    UnknownRoute,
+    debate,
+    fan_out,
+    hierarchy,
+    pipeline,
+    router,
+    supervisor,
+)
 from converge.orchestration.services import Services
 from converge.orchestration.subgraph import Subgraph
 from converge.orchestration.team import Team
@@ -69,10 +78,17 @@ __all__ = [
     "Services",
     "Subgraph",
     "Team",
+    "UnknownRoute",
     "UsageExceeded",
+    "debate",
+    "fan_out",
+    "hierarchy",
     "kind_names",
     "load_graph",
     "loads_graph",
     "parse_expression",
+    "pipeline",
     "register_kind",
+    "router",
+    "supervisor",
 ]

@@ -221,8 +221,11 @@ class Engine:
         """Start, or continue from its log, the child run ``run_id`` (a subgraph node's)."""
         if not isinstance(graph, Graph):
             raise ValidationError(f"a subgraph is a Graph, not {type(graph).__name__}")
-        records = read_records(_own(await self.store.read(trace_id=trace_id), run_id))
-        if records.started is not None:
+        # Most child runs are new: look for their start alone before reading the whole trace
+        # (every event of every run in it), which would make each child cost more than the last.
+        started = await self.store.read(trace_id=trace_id, kinds=("run.started",))
+        if any(e.subject == run_id for e in started):
+            records = read_records(_own(await self.store.read(trace_id=trace_id), run_id))
             return await self._continue(graph, run_id, records, answer)
         return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id)
 

@@ -261,6 +261,39 @@ class Graph:
         """A new run from checkpoint ``label`` of ``run_id`` (see ``Engine.fork``)."""
         return await engine.fork(self, run_id, label, new_input=new_input)
 
+    def describe(self) -> str:
+        """The graph as text: one line per node (agent, inputs, group, waits) and per explicit
+        edge (with its condition), then the config. Inputs also imply edges (see ``_plan``).
+
+        ```text
+        graph 'support': route a query to a specialist
+          config: max_iterations=None
+          nodes:
+            triage        agent=triage  inputs=[query]
+            billing       agent=billing inputs=[query, triage.output]
+          edges:
+            triage -> billing  when triage.output == 'billing'
+        ```
+        """
+        head = f"graph {self.name!r}" + (f": {self.description}" if self.description else "")
+        lines = [head, f"  config: max_iterations={self.config.max_iterations}", "  nodes:"]
+        width = max((len(n.id) for n in self._nodes), default=0)
+        for node in self._nodes:
+            parts = [f"agent={node.agent}"]
+            if node.inputs is not None:
+                parts.append(f"inputs=[{', '.join(node.inputs)}]")
+            if node.parallel_group:
+                parts.append(f"group={node.parallel_group}")
+            if node.wait_for:
+                parts.append(f"wait_for=[{', '.join(node.wait_for)}]")
+            lines.append(f"    {node.id:<{width}}  {' '.join(parts)}")
+        if self._edges:
+            lines.append("  edges:")
+            for edge in self._edges:
+                when = f"  when {edge.when}" if edge.when is not None else ""
+                lines.append(f"    {edge.source} -> {edge.target}{when}")
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, nodes={len(self._nodes)}, edges={len(self._edges)})"
 

@@ -124,6 +124,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     # Imported for their effect: each registers its kind.
+    import converge.orchestration._patterns_steps  # "assign", "unknown_route"
     import converge.orchestration.board_node
     import converge.orchestration.consensus_gate
     import converge.orchestration.subgraph

@@ -1,0 +1,1 @@
+"""Examples of converge, importable from the repository root (``examples.patterns.agents``)."""
