@@ -25,8 +25,8 @@ run: $(STAMP_RUN)
 	$(BIN)/converge demo --store .converge/demo.db
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: $(STAMP_DEV)
 	$(BIN)/mypy --strict src

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from examples.patterns import agents
 
 from converge.orchestration import (
     MISSING,
@@ -25,6 +24,7 @@ from converge.orchestration import (
     supervisor,
 )
 from converge.store import Store
+from examples.patterns import agents
 from tests.orchestration._crash_harness import append, crash_and_resume, crashing, hang
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "patterns"
