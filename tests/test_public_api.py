@@ -146,6 +146,8 @@ PUBLIC_API: dict[str, list[str]] = {
         "RunStatus",
         "Services",
         "Subgraph",
+        "Tender",
+        "TenderFailed",
         "UsageExceeded",
         "kind_names",
         "load_graph",

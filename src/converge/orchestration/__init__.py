@@ -34,6 +34,7 @@ from converge.orchestration.graph import Graph
 from converge.orchestration.kinds import KindContext, kind_names, register_kind
 from converge.orchestration.services import Services
 from converge.orchestration.subgraph import Subgraph
+from converge.orchestration.tender import Tender, TenderFailed
 from converge.orchestration.yaml_loader import load_graph, loads_graph
 
 __all__ = [
@@ -62,6 +63,8 @@ __all__ = [
     "RunStatus",
     "Services",
     "Subgraph",
+    "Tender",
+    "TenderFailed",
     "UsageExceeded",
     "kind_names",
     "load_graph",

@@ -123,4 +123,6 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    import converge.orchestration.subgraph  # noqa: F401  (registers "subgraph")
+    # Each import registers its kinds ("subgraph", "tender").
+    import converge.orchestration.subgraph
+    import converge.orchestration.tender  # noqa: F401
