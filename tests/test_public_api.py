@@ -151,6 +151,8 @@ PUBLIC_API: dict[str, list[str]] = {
         "Subgraph",
         "Team",
         "UnknownRoute",
+        "Tender",
+        "TenderFailed",
         "UsageExceeded",
         "debate",
         "fan_out",

@@ -276,6 +276,19 @@ def test_only_refused_offers_fail_as_no_valid_offers() -> None:
     assert closed.failure_reason == "no_valid_offers"
 
 
+def test_fewer_valid_offers_than_min_offers_fail_without_an_award() -> None:
+    offers = [make_offer("a", 2), make_offer("b", 3)]
+    closed, award = close(auction_of(offers), now=AFTER, min_offers=3)
+    assert award is None
+    assert closed.state is AuctionState.CLOSED_FAILED
+    assert closed.failure_reason == "too_few_offers"
+    _, enough = close(auction_of(offers), now=AFTER, min_offers=2)
+    assert enough is not None and enough.provider == "a"
+    with pytest.raises(ValidationError) as bad:
+        close(auction_of(offers), now=AFTER, min_offers=0)
+    assert bad.value.field == "min_offers"
+
+
 def test_an_offer_that_lapsed_before_close_cannot_win() -> None:
     lapsing = make_offer("cheap", 1, expires_at=AFTER - 1)
     a = auction_of([lapsing, make_offer("dear", 2)], strategy="lowest_cost")

@@ -228,7 +228,8 @@ class Auction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     award: Award | None = None
     """The outcome, once CLOSED_AWARDED."""
     failure_reason: str | None = None
-    """Why it failed, once CLOSED_FAILED: ``no_offers`` or ``no_valid_offers``."""
+    """Why it failed, once CLOSED_FAILED: ``no_offers``, ``no_valid_offers`` or
+    ``too_few_offers`` (fewer valid offers than the closer's ``min_offers``)."""
 
     @property
     def closes_at(self) -> float:
@@ -324,6 +325,7 @@ def close(
     now: float,
     trust: Mapping[str, float] | None = None,
     force: bool = False,
+    min_offers: int = 1,
 ) -> tuple[Auction, Award | None]:
     """Close ``auction`` and pick the winner by its strategy.
 
@@ -332,9 +334,12 @@ def close(
         now: the current time.
         trust: trust by provider did, for the weighted score (missing: scores 0 on trust).
         force: close before the bid window ends.
+        min_offers: the fewest valid offers worth awarding; with fewer the auction fails
+            (``too_few_offers``) rather than award a contest nobody contested.
 
     Returns:
-        The closed auction and its award; ``(failed auction, None)`` when no offer is valid.
+        The closed auction and its award; ``(failed auction, None)`` when no offer is valid,
+        or fewer than ``min_offers`` are.
 
     Raises:
         AuctionClosed: the auction is already closed.
@@ -358,8 +363,16 @@ def close(
             lapsed.append(Rejection(o.id, o.provider, late[0], f"at close: {late[1]}"))
     rejected = (*auction.rejected, *lapsed)
 
+    if isinstance(min_offers, bool) or not isinstance(min_offers, int) or min_offers < 1:
+        raise ValidationError(
+            f"min_offers must be an int >= 1, not {min_offers!r}", field="min_offers"
+        )
     if not live:
         reason = "no_offers" if not auction.offers and not auction.rejected else "no_valid_offers"
+        failed = _move(auction, _S.CLOSED_FAILED, now, rejected=rejected, failure_reason=reason)
+        return failed, None
+    if len(live) < min_offers:
+        reason = "too_few_offers"
         failed = _move(auction, _S.CLOSED_FAILED, now, rejected=rejected, failure_reason=reason)
         return failed, None
 

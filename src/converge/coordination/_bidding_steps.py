@@ -145,6 +145,7 @@ def close_step(
     force: bool,
     task_id: str,
     start_id: str,
+    min_offers: int = 1,
 ) -> Step:
     """Close the round's auction: AWARDED with a ``TaskStart`` signed by ``identity`` (the
     requester) for the winner, or FAILED with the reason and a count of refusals by reason.
@@ -153,7 +154,9 @@ def close_step(
     """
 
     def step(r: ContractRound, now: float) -> tuple[ContractRound, list[Event], None]:
-        auction, award = core.close(r.auction, now=now, trust=trust, force=force)
+        auction, award = core.close(
+            r.auction, now=now, trust=trust, force=force, min_offers=min_offers
+        )
         if award is None:
             reason = auction.failure_reason or "no_valid_offers"
             refused: dict[str, int] = {}

@@ -277,9 +277,11 @@ class BiddingProtocol:
 
     # -- closing -----------------------------------------------------------------------------------
 
-    async def run(self, auction_id: str) -> ContractRound:
+    async def run(self, auction_id: str, *, min_offers: int = 1) -> ContractRound:
         """Wait until the bid window ends or every invited provider has an accepted offer in,
         then close (a refused offer does not count: its provider may bid again).
+
+        ``min_offers``: with fewer valid offers at close, the round FAILS (``too_few_offers``).
 
         Returns:
             The round, AWARDED (its ``TaskStart`` sent) or FAILED; if another caller closed it
@@ -297,13 +299,15 @@ class BiddingProtocol:
                 timer.cancel()
                 answered.cancel()
         try:
-            return await self.close(auction_id, force=True)
+            return await self.close(auction_id, force=True, min_offers=min_offers)
         except AuctionClosed:
             return await self._require(auction_id)
 
-    async def close(self, auction_id: str, *, force: bool = False) -> ContractRound:
+    async def close(
+        self, auction_id: str, *, force: bool = False, min_offers: int = 1
+    ) -> ContractRound:
         """Close the auction: award it by its strategy and send the winner its ``TaskStart``,
-        or fail it with a reason when no offer is valid.
+        or fail it with a reason when no offer is valid (or fewer than ``min_offers`` are).
 
         Raises:
             ValidationError: no such auction.
@@ -319,13 +323,32 @@ class BiddingProtocol:
             if self.trust is not None and r.auction.weights.get("trust"):
                 bidders = [o.provider for o in r.auction.offers]
                 trust = await self.trust.scores(bidders) if bidders else {}
-            return close_step(self.identity, trust, force=force, task_id=task_id, start_id=start_id)
+            return close_step(
+                self.identity,
+                trust,
+                force=force,
+                task_id=task_id,
+                start_id=start_id,
+                min_offers=min_offers,
+            )
 
         await self._update(auction_id, prepare=step_for, index={work.task_key(task_id): auction_id})
         round_ = await self._require(auction_id)
         if round_.stage is RoundStage.AWARDED:
             await exchange.send_task_start(self, round_)
         return round_
+
+    async def redeliver(self, auction_id: str) -> None:
+        """Send the winner its stored ``TaskStart`` again if the work is still AWARDED: after a
+        restart the winner's copy may have died with the process that held it. The same signed
+        start (same task id) goes; nothing is re-opened or re-awarded.
+
+        Raises:
+            ValidationError: no such auction.
+        """
+        round_ = await self._require(auction_id)
+        if round_.stage is RoundStage.AWARDED:
+            await exchange.send_task_start(self, round_)
 
     # -- the winner's reports ----------------------------------------------------------------------
 

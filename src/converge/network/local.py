@@ -105,6 +105,11 @@ class LocalNetwork:
             raise ValidationError(f"{agent_id} is already registered on this network")
         self._inboxes[agent_id] = inbox
 
+    def is_registered(self, agent_id: str) -> bool:
+        """Whether messages for ``agent_id`` are delivered (an open inbox is registered)."""
+        inbox = self._inboxes.get(agent_id)
+        return inbox is not None and not inbox.closed
+
     def unregister(self, agent_id: str) -> None:
         """Stop delivering to ``agent_id`` and drop its subscriptions."""
         self._inboxes.pop(agent_id, None)

@@ -46,6 +46,7 @@ from converge.orchestration.patterns import (
 from converge.orchestration.services import Services
 from converge.orchestration.subgraph import Subgraph
 from converge.orchestration.team import Team
+from converge.orchestration.tender import Tender, TenderFailed
 from converge.orchestration.yaml_loader import load_graph, loads_graph
 
 __all__ = [
@@ -78,6 +79,8 @@ __all__ = [
     "Services",
     "Subgraph",
     "Team",
+    "Tender",
+    "TenderFailed",
     "UnknownRoute",
     "UsageExceeded",
     "debate",

@@ -128,4 +128,5 @@ def _load_builtin() -> None:
     import converge.orchestration.board_node
     import converge.orchestration.consensus_gate
     import converge.orchestration.subgraph
-    import converge.orchestration.team  # noqa: F401
+    import converge.orchestration.team
+    import converge.orchestration.tender  # noqa: F401
