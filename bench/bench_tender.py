@@ -8,8 +8,10 @@ its inbox) closes the round as soon as all 20 offers are in, awards it, counters
 receipt and updates trust. The graph is one node; a run of it with a plain function agent is
 the baseline. Per store (memory, SQLite in a temporary directory) it prints the median time of
 a run of each, and the difference: the time the auction adds per node (target, issue 6:
-<= 2 ms plus the bid window; a round closes early once every invited provider has bid, so with
-prompt providers the window does not elapse — the figure is also given against 2 ms alone).
+<= 2 ms plus the bid window). A round closes early once every invited provider has bid, so the
+bid window in effect is the offers' arrival, read from the round's events (opened -> last
+offer accepted); ``added_beyond_the_bid_window`` is the rest (announce, close and award,
+TaskStart, TaskDone, receipt, trust), judged against 2 ms.
 
 Run: ``.venv/bin/python bench/bench_tender.py`` (``--runs`` per case, ``--window`` seconds)
 """
@@ -89,6 +91,7 @@ async def measure(store: Store, runs: int, window: float) -> dict[str, float]:
         "tender": Graph("tender").add_node("write", tender, inputs=["topic"]),
     }
     times: dict[str, list[float]] = {name: [] for name in graphs}
+    times["offers"] = []
     async with contextlib.AsyncExitStack() as stack:
         for p in providers:
             runtime = AgentRuntime(
@@ -107,7 +110,18 @@ async def measure(store: Store, runs: int, window: float) -> dict[str, float]:
                 assert result.output == f"text on t{i}", result
                 if i >= 3:
                     times[name].append(elapsed)
+                if i >= 3 and name == "tender":
+                    times["offers"].append(await offer_phase(store, result.run_id))
     return {name: statistics.median(t) * 1000 for name, t in times.items()}
+
+
+async def offer_phase(store: Store, run_id: str) -> float:
+    """Seconds from the round's opening to its last accepted offer: the bid window in effect
+    (it closes as soon as every invited provider has bid)."""
+    events = await store.read(trace_id=run_id)
+    opened = min(e.at for e in events if e.kind == "bidding.opened")
+    last = max(e.at for e in events if e.kind == "bidding.offer_accepted")
+    return last - opened
 
 
 async def main(runs: int, window: float) -> None:
@@ -133,6 +147,18 @@ async def main(runs: int, window: float) -> None:
                 ok=added <= target,
                 within_2ms_alone=added <= 2.0,
                 bid_window_s=window,
+            )
+            # The bid window in effect is the offers' arrival (each offer signed by its
+            # provider, verified and recorded); what the auction adds beyond it is the target.
+            beyond = added - ms["offers"]
+            emit(
+                **common,
+                case=f"added_beyond_the_bid_window_{name}",
+                value=round(beyond, 3),
+                unit="ms",
+                offer_phase_ms=round(ms["offers"], 3),
+                target=2.0,
+                ok=beyond <= 2.0,
             )
 
 
