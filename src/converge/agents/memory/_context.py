@@ -84,6 +84,12 @@ class Grants(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, grants: Mapping[str, Sequence[str]]) -> Grants:
         """Read and write on the same keys: ``{"session": ["history"], "global": ["*"]}``."""
+        for scope, keys in grants.items():
+            if isinstance(keys, str):  # tuple() would grant each of its characters
+                raise ValidationError(
+                    f"grants for {scope!r} are a list of key patterns, not {keys!r}",
+                    field=f"read.{scope}",
+                )
         table = {scope: tuple(keys) for scope, keys in grants.items()}
         return cls(read=table, write=dict(table))
 
