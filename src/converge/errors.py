@@ -16,6 +16,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     ├── IdentityError                         an unusable key or key file
     ├── PolicyViolation        (PermissionError) refused by admission, safety or budget policy
     │   ├── (converge.policy.safety.DecisionsRefused: carries the safety violations)
+    │   ├── (agents.memory.ContextAccessDenied: a scope or key the agent's context does not grant)
     │   └── (coordination.negotiation.NegotiationRefused: a party acting out of turn)
     ├── StoreError                            the store failed or refused an operation
     │   ├── ConflictError                     an optimistic-concurrency precondition failed
@@ -23,6 +24,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     │   ├── SchemaVersionError                a store written by a newer converge
     │   └── StoreClosed                       an operation on a closed store
     ├── (coordination.resolution.ResolutionFailed: no answer could be picked from results)
+    ├── (agents.memory.MissingExtra (ImportError): an optional extra is not installed)
     ├── TransportError         (ConnectionError) a transport could not deliver
     └── OrchestrationError                    a graph run failed
         ├── (orchestration.RunFailed: a run ended FAILED or CANCELLED; carries its result)
