@@ -119,6 +119,22 @@ PUBLIC_API: dict[str, list[str]] = {
         "validate_safety",
     ],
     "converge.network": ["Inbox", "LocalNetwork"],
+    "converge.agents": [
+        "AvailableAgent",
+        "Criteria",
+        "Critic",
+        "GoalPlanner",
+        "NoMatchingRoute",
+        "Plan",
+        "PlanConstraints",
+        "PlanRejected",
+        "PlanStep",
+        "Planner",
+        "Router",
+        "StructuredOutputError",
+        "Supervisor",
+        "Worker",
+    ],
     "converge.runtime": ["AgentRuntime", "StandardExecutor", "sign_and_send"],
     "converge.orchestration": [
         "MISSING",
@@ -294,6 +310,7 @@ def test_every_exported_name_is_importable(module: str) -> None:
         "converge.runtime",
         "converge.orchestration",
         "converge.agents.memory",
+        "converge.agents",
     ],
 )
 def test_exported_names_are_documented(module: str) -> None:

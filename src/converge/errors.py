@@ -5,6 +5,8 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     ConvergeError
     ├── ValidationError        (ValueError)   bad input: names the field, and for files the line
     │   ├── AgentModeError     (NotImplementedError) an agent used in a mode it was not built for
+    │   ├── (agents.PlanRejected: a plan that does not fit its agents or constraints)
+    │   ├── (agents.StructuredOutputError: a model's structured answer stayed invalid)
     │   └── (orchestration._expr.ExpressionSyntaxError: a `when:` condition that does not parse)
     ├── StateError                            an operation the current state does not allow
     │   ├── InvalidTransition                 a task moved between two states the table forbids
@@ -31,6 +33,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
         ├── (orchestration.ExpressionError: a condition could not be evaluated)
         ├── (orchestration.BoardTaskFailed: a board node's task ended FAILED or CANCELLED)
         ├── (orchestration.UnknownRoute (LookupError): a router chose no known route)
+        │   └── (agents.NoMatchingRoute: a rule-mode router matched nothing, no default)
         └── (orchestration.UsageExceeded: a node went past its token or tool-call limit)
 
 Errors carry their data as read-only attributes (``field``, ``source``, ``line``, ``retryable``…)

@@ -2,4 +2,42 @@
 the five roles of seed 002 (worker, router, critic, supervisor, planner) and the goal planner.
 """
 
-__all__: list[str] = []
+# -- roles and the goal planner ----------------------------------------------------------------
+from converge.agents._plan import (
+    AvailableAgent,
+    Plan,
+    PlanConstraints,
+    PlanRejected,
+    PlanStep,
+)
+from converge.agents.planner import GoalPlanner
+from converge.agents.roles import (
+    Criteria,
+    Critic,
+    NoMatchingRoute,
+    Planner,
+    Router,
+    StructuredOutputError,
+    Supervisor,
+    Worker,
+)
+
+# -- end roles and the goal planner ------------------------------------------------------------
+
+__all__ = [
+    # roles and the goal planner
+    "AvailableAgent",
+    "Criteria",
+    "Critic",
+    "GoalPlanner",
+    "NoMatchingRoute",
+    "Plan",
+    "PlanConstraints",
+    "PlanRejected",
+    "PlanStep",
+    "Planner",
+    "Router",
+    "StructuredOutputError",
+    "Supervisor",
+    "Worker",
+]

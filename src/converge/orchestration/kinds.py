@@ -124,6 +124,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     # Imported for their effect: each registers its kind.
+    import converge.agents.roles._kinds  # worker, router, critic, supervisor, planner
     import converge.orchestration._patterns_steps  # "assign", "unknown_route"
     import converge.orchestration.board_node
     import converge.orchestration.consensus_gate
