@@ -120,6 +120,17 @@ PUBLIC_API: dict[str, list[str]] = {
     ],
     "converge.network": ["Inbox", "LocalNetwork"],
     "converge.runtime": ["AgentRuntime", "StandardExecutor", "sign_and_send"],
+    "converge.agents": [
+        "DEFAULT_ENV_ALLOW",
+        "SafeTools",
+        "SandboxLimits",
+        "SandboxedTool",
+        "ToolCallRefused",
+        "ToolError",
+        "ToolMemoryExceeded",
+        "ToolTimeout",
+        "run_in_sandbox",
+    ],
     "converge.orchestration": [
         "MISSING",
         "AgentSpec",
@@ -266,6 +277,7 @@ def test_every_exported_name_is_importable(module: str) -> None:
         "converge.network",
         "converge.runtime",
         "converge.orchestration",
+        "converge.agents",
     ],
 )
 def test_exported_names_are_documented(module: str) -> None:
