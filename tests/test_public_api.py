@@ -122,6 +122,7 @@ PUBLIC_API: dict[str, list[str]] = {
     "converge.runtime": ["AgentRuntime", "StandardExecutor", "sign_and_send"],
     "converge.agents": [
         "DEFAULT_ENV_ALLOW",
+        "FunctionAgent",
         "SafeTools",
         "SandboxLimits",
         "SandboxedTool",

@@ -9,12 +9,14 @@ from converge.agents._tool_errors import (
     ToolMemoryExceeded,
     ToolTimeout,
 )
+from converge.agents.function import FunctionAgent
 from converge.agents.sandbox import DEFAULT_ENV_ALLOW, SandboxedTool, SandboxLimits, run_in_sandbox
 from converge.agents.tools import SafeTools
 
 __all__: list[str] = [
     # Function agents, safe tool calls and the sandbox.
     "DEFAULT_ENV_ALLOW",
+    "FunctionAgent",
     "SafeTools",
     "SandboxLimits",
     "SandboxedTool",
