@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from converge.agents import SafeTools, ToolCallRefused, ToolError, ToolTimeout
 from converge.agents.llm import ToolSpec
-from converge.core import Agent, InvokeTool
+from converge.coordination import TaskManager
+from converge.core import Agent, Decision, InvokeTool, Message, Task
 from converge.core.clock import ManualClock
 from converge.core.tools import ToolRegistry
 from converge.errors import PolicyViolation, ValidationError
+from converge.network import LocalNetwork
 from converge.policy import ActionPolicy, AgentUsage, ResourceLimits
 from converge.policy.safety import DecisionsRefused
-from converge.runtime import StandardExecutor
+from converge.runtime import AgentRuntime, StandardExecutor
+from converge.store import Store
 
 
 def make_registry() -> ToolRegistry:
@@ -219,3 +223,37 @@ async def test_an_executor_given_a_registry_wraps_it_in_safe_tools() -> None:
     with pytest.raises(ToolError) as info:
         await executor.execute(User(), InvokeTool(tool="divide", arguments={"a": 1, "b": 0}))
     assert info.value.error_type == "ZeroDivisionError"
+
+
+async def test_in_the_runtime_a_failing_tool_is_a_recorded_decision_failure(
+    store: Store,
+) -> None:
+    clock = ManualClock(time.time())
+    net, board = LocalNetwork(), TaskManager(store, clock=clock)
+    decided: list[int] = []
+
+    class Caller(Agent):
+        async def decide(
+            self, messages: Sequence[Message], tasks: Sequence[Task]
+        ) -> list[Decision]:
+            decided.append(1)
+            if len(decided) > 1:
+                return []
+            return [
+                InvokeTool(tool="divide", arguments={"a": 1, "b": 0}),
+                InvokeTool(tool="hang"),
+                InvokeTool(tool="add", arguments={"a": 1, "b": 2}),
+            ]
+
+    tools = SafeTools(make_registry(), timeout_s=0.05, clock=clock)
+    executor = StandardExecutor(network=net, tasks=board, tools=tools, clock=clock)
+    agent = Caller()
+    async with AgentRuntime(agent, network=net, tasks=board, executor=executor, clock=clock) as rt:
+        await board.submit(Task(objective="wake up"))
+        async with asyncio.timeout(10):
+            while rt.usage.tool_calls < 1:  # noqa: ASYNC110 - bounded wait for the third call
+                await asyncio.sleep(0.005)
+    failed = [e.data for e in await store.read(kinds=["decision.failed"])]
+    assert [f["error_type"] for f in failed] == ["ToolError", "ToolTimeout"]
+    assert "tool 'divide' failed: ZeroDivisionError" in failed[0]["error"]
+    assert tools.usage_for(agent.did).tool_calls == 3  # the runtime counted only the success
