@@ -19,12 +19,16 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     ├── PolicyViolation        (PermissionError) refused by admission, safety or budget policy
     │   ├── (converge.policy.safety.DecisionsRefused: carries the safety violations)
     │   ├── (agents.memory.ContextAccessDenied: a scope or key the agent's context does not grant)
+    │   │   └── (agents.ToolCallRefused: a tool call refused by policy or a limit)
     │   └── (coordination.negotiation.NegotiationRefused: a party acting out of turn)
     ├── StoreError                            the store failed or refused an operation
     │   ├── ConflictError                     an optimistic-concurrency precondition failed
     │   │   └── TaskConflict                  a task was not in the state the caller read
     │   ├── SchemaVersionError                a store written by a newer converge
     │   └── StoreClosed                       an operation on a closed store
+    ├── (agents.ToolError: a tool ran and failed; names the tool)
+    │   ├── (agents.ToolTimeout (TimeoutError): past its time limit; a sandboxed one killed)
+    │   └── (agents.ToolMemoryExceeded (MemoryError): a sandboxed tool past its memory limit)
     ├── (coordination.resolution.ResolutionFailed: no answer could be picked from results)
     ├── (agents.memory.MissingExtra (ImportError): an optional extra is not installed)
     ├── TransportError         (ConnectionError) a transport could not deliver

@@ -10,6 +10,16 @@ from converge.agents._plan import (
     PlanRejected,
     PlanStep,
 )
+
+# -- end roles and the goal planner ------------------------------------------------------------
+# Function agents, safe tool calls and the sandbox.
+from converge.agents._tool_errors import (
+    ToolCallRefused,
+    ToolError,
+    ToolMemoryExceeded,
+    ToolTimeout,
+)
+from converge.agents.function import FunctionAgent
 from converge.agents.planner import GoalPlanner
 from converge.agents.roles import (
     Criteria,
@@ -21,14 +31,15 @@ from converge.agents.roles import (
     Supervisor,
     Worker,
 )
-
-# -- end roles and the goal planner ------------------------------------------------------------
+from converge.agents.sandbox import DEFAULT_ENV_ALLOW, SandboxedTool, SandboxLimits, run_in_sandbox
+from converge.agents.tools import SafeTools
 
 __all__ = [
-    # roles and the goal planner
+    "DEFAULT_ENV_ALLOW",
     "AvailableAgent",
     "Criteria",
     "Critic",
+    "FunctionAgent",
     "GoalPlanner",
     "NoMatchingRoute",
     "Plan",
@@ -37,7 +48,15 @@ __all__ = [
     "PlanStep",
     "Planner",
     "Router",
+    "SafeTools",
+    "SandboxLimits",
+    "SandboxedTool",
     "StructuredOutputError",
     "Supervisor",
+    "ToolCallRefused",
+    "ToolError",
+    "ToolMemoryExceeded",
+    "ToolTimeout",
     "Worker",
+    "run_in_sandbox",
 ]

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 from converge.core._codec_errors import validation_error
-from converge.errors import ValidationError
+from converge.errors import PolicyViolation, ValidationError
 
 __all__ = ["FunctionTool", "Tool", "ToolRegistry"]
 
@@ -57,8 +57,11 @@ class FunctionTool:
         *,
         name: str | None = None,
         description: str | None = None,
+        unsafe: bool = False,
     ) -> None:
         self.fn = fn
+        self.unsafe = bool(unsafe)
+        """Whether the tool may run only in a sandbox."""
         self._name = name or fn.__name__
         if not _TOOL_NAME.match(self._name):
             raise ValidationError(f"invalid tool name {self._name!r}", field="name")
@@ -98,13 +101,19 @@ class FunctionTool:
         return {f: getattr(args, f) for f in self._args_type.__struct_fields__}
 
     async def invoke(self, arguments: Mapping[str, Any]) -> Any:
+        if self.unsafe:
+            raise PolicyViolation(
+                f"tool {self._name!r} is marked unsafe and does not run in this process; "
+                "call it through converge.agents.SafeTools, which runs it in a sandbox"
+            )
         kwargs = self.check(arguments)
         if self._is_async:
             return await self.fn(**kwargs)
         return await asyncio.to_thread(self.fn, **kwargs)
 
     def __repr__(self) -> str:
-        return f"FunctionTool({self._name!r})"
+        unsafe = ", unsafe=True" if self.unsafe else ""
+        return f"FunctionTool({self._name!r}{unsafe})"
 
 
 def _arguments_struct(fn: Callable[..., Any], name: str) -> type[msgspec.Struct]:

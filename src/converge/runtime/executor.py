@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from converge.agents.tools import SafeTools
 from converge.coordination.bidding import BiddingProtocol
 from converge.coordination.consensus import Consensus
 from converge.coordination.delegation import DelegationProtocol
@@ -94,7 +95,10 @@ class StandardExecutor:
         network: where ``SendMessage`` goes.
         tasks: the board, for task decisions.
         pools: the pools, for pool decisions (and the claimer's memberships).
-        tools: the tools ``InvokeTool`` may call.
+        tools: the tools ``InvokeTool`` may call. Every call goes through a ``SafeTools``
+            (policy, limits, timeout, sandbox for unsafe tools, typed errors); a bare
+            ``ToolRegistry`` is wrapped in one that allows everything (the runtime has already
+            checked the agent's policy and limits) with the default timeout.
         negotiation_protocol: runs ``Propose``, ``AcceptProposal`` and ``RejectProposal``.
         votes_store: the ballots ``Vote`` decisions are cast on.
         delegation_protocol: runs ``Delegate``/``RevokeDelegation``; when given, every other
@@ -113,7 +117,7 @@ class StandardExecutor:
         network: LocalNetwork | None = None,
         tasks: TaskManager | None = None,
         pools: PoolManager | None = None,
-        tools: ToolRegistry | None = None,
+        tools: ToolRegistry | SafeTools | None = None,
         negotiation_protocol: NegotiationProtocol | None = None,
         votes_store: Consensus | None = None,
         delegation_protocol: DelegationProtocol | None = None,
@@ -128,7 +132,9 @@ class StandardExecutor:
         self.clock = clock
         self.tasks = tasks
         self.pools = pools
-        self.tools = tools
+        self.tools: SafeTools | None = (
+            SafeTools(tools, clock=clock) if isinstance(tools, ToolRegistry) else tools
+        )
         self._tokens: dict[tuple[str, str], int] = {}
 
     def token(self, agent_id: str, task_id: str) -> int | None:
@@ -221,7 +227,7 @@ class StandardExecutor:
             return await pools.create_pool(spec, actor=did)
         if isinstance(decision, InvokeTool):
             tools = _need(self.tools, "a tool registry")
-            return await tools.invoke(decision.tool, decision.arguments)
+            return await tools.call(did, decision.tool, decision.arguments)
         if isinstance(decision, (Propose, AcceptProposal, RejectProposal)) and (
             self.negotiation_protocol is not None
         ):
