@@ -10,15 +10,6 @@ from converge.agents._plan import (
     PlanRejected,
     PlanStep,
 )
-
-# -- end roles and the goal planner ------------------------------------------------------------
-# Function agents, safe tool calls and the sandbox.
-from converge.agents._tool_errors import (
-    ToolCallRefused,
-    ToolError,
-    ToolMemoryExceeded,
-    ToolTimeout,
-)
 from converge.agents.function import FunctionAgent
 from converge.agents.planner import GoalPlanner
 from converge.agents.roles import (
@@ -31,8 +22,17 @@ from converge.agents.roles import (
     Supervisor,
     Worker,
 )
-from converge.agents.sandbox import DEFAULT_ENV_ALLOW, SandboxedTool, SandboxLimits, run_in_sandbox
-from converge.agents.tools import SafeTools
+
+# -- end roles and the goal planner ------------------------------------------------------------
+# Function agents, safe tool calls and the sandbox.
+from converge.runtime._tool_errors import (
+    ToolCallRefused,
+    ToolError,
+    ToolMemoryExceeded,
+    ToolTimeout,
+)
+from converge.runtime.sandbox import DEFAULT_ENV_ALLOW, SandboxedTool, SandboxLimits, run_in_sandbox
+from converge.runtime.tools import SafeTools
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",

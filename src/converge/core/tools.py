@@ -14,9 +14,20 @@ import msgspec
 from converge.core._codec_errors import validation_error
 from converge.errors import PolicyViolation, ValidationError
 
-__all__ = ["FunctionTool", "Tool", "ToolRegistry"]
+__all__ = ["FunctionTool", "Tool", "ToolRegistry", "ToolSpec"]
 
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+
+
+class ToolSpec(msgspec.Struct, frozen=True):
+    """A tool as a model (or a person) is offered it: name, description, argument schema."""
+
+    name: str
+    """Its name."""
+    description: str
+    """What it does."""
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    """JSON Schema of its arguments object."""
 
 
 @runtime_checkable

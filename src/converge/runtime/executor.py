@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from converge.agents.tools import SafeTools
 from converge.coordination.bidding import BiddingProtocol
 from converge.coordination.consensus import Consensus
 from converge.coordination.delegation import DelegationProtocol
@@ -51,6 +50,7 @@ from converge.core.task import Task
 from converge.core.tools import ToolRegistry
 from converge.errors import PolicyViolation, ValidationError
 from converge.network.local import LocalNetwork
+from converge.runtime.tools import SafeTools
 
 __all__ = ["StandardExecutor", "sign_and_send"]
 

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from converge.core.tools import ToolSpec
 from converge.errors import ConvergeError
 
 __all__ = [
@@ -79,17 +80,6 @@ class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     """For a tool message: the call it answers."""
     name: str | None = None
     """For a tool message: the tool's name."""
-
-
-class ToolSpec(msgspec.Struct, frozen=True):
-    """A tool offered to the model."""
-
-    name: str
-    """Its name."""
-    description: str
-    """What it does."""
-    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
-    """JSON Schema of its arguments object."""
 
 
 class LLMUsage(msgspec.Struct, frozen=True):

@@ -25,7 +25,7 @@ A call goes through, in order:
 4. **Counting**: the call counts against ``max_tool_calls`` from here on, whatever its outcome
    (a tool that fails or hangs still used a call: a runaway loop of failing calls stops).
 5. **Running**, under ``timeout_s``: a tool marked ``unsafe`` (``FunctionTool(fn, unsafe=True)``)
-   runs in a sandboxed child process (see ``converge.agents.sandbox``); others run here (a
+   runs in a sandboxed child process (see ``converge.runtime.sandbox``); others run here (a
    sync function in a worker thread). Whatever the tool raises becomes a ``ToolError`` naming
    the tool, with the exception chained; running out of time is a ``ToolTimeout``.
 
@@ -44,14 +44,13 @@ import asyncio
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from converge.agents._tool_errors import ToolCallRefused, ToolError, ToolTimeout
-from converge.agents.llm.base import ToolSpec
-from converge.agents.sandbox import SandboxedTool, SandboxLimits
 from converge.core.clock import Clock, system_clock
 from converge.core.decisions import InvokeTool
-from converge.core.tools import FunctionTool, Tool, ToolRegistry
+from converge.core.tools import FunctionTool, Tool, ToolRegistry, ToolSpec
 from converge.errors import ValidationError
 from converge.policy.safety import ActionPolicy, AgentUsage, ResourceLimits, validate_safety
+from converge.runtime._tool_errors import ToolCallRefused, ToolError, ToolTimeout
+from converge.runtime.sandbox import SandboxedTool, SandboxLimits
 
 __all__ = ["SafeTools"]
 
