@@ -611,7 +611,7 @@ async def test_on_node_failed_splices_replacement_nodes(store: Store) -> None:
         await Engine(store, on_node_failed=give_up).execute(graph, {"topic": "tides"})
 
 
-async def test_nodes_start_eagerly_but_stay_isolated_and_cancellable() -> None:
+async def test_concurrent_nodes_keep_their_own_context() -> None:
     import contextvars
 
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
@@ -717,3 +717,50 @@ async def test_a_node_that_halts_takes_none_of_its_edges(store: Store) -> None:
     assert result.output == {"join": "joined"}  # the sinks that ran: `after` did not
     again = await engine.resume(graph, result.run_id)
     assert again.output == {"join": "joined"}
+
+
+async def test_a_timeout_entered_by_a_concurrent_node_cancels_only_that_node() -> None:
+    # Several nodes run at once; each enters asyncio.timeout on its very first step. The one
+    # that overruns must be cancelled alone — never the run's own loop.
+    release = asyncio.Event()
+
+    def bounded(limit: float, hangs: bool) -> Any:
+        async def run(inputs: dict[str, Any]) -> str:
+            try:
+                async with asyncio.timeout(limit):
+                    if hangs:
+                        await asyncio.Event().wait()
+                    await release.wait()
+            except TimeoutError:
+                return "timed out"
+            return "released"
+
+        return run
+
+    async def opener(inputs: dict[str, Any]) -> str:
+        await asyncio.sleep(0.05)
+        release.set()
+        return "opened"
+
+    graph = (
+        Graph("timeouts")
+        .add_node("slow", bounded(0.01, hangs=True))
+        .add_node("fine", bounded(5.0, hangs=False))
+        .add_node("opener", opener)
+    )
+    result = await graph.execute()
+    assert result.outputs == {"slow": "timed out", "fine": "released", "opener": "opened"}
+
+
+async def test_a_node_timeout_under_concurrency_fails_that_node_only() -> None:
+    async def hangs(inputs: dict[str, Any]) -> None:
+        await asyncio.Event().wait()
+
+    graph = (
+        Graph("t2")
+        .add_node("a", hangs, timeout=0.01, on_error="skip")
+        .add_node("b", const("b"))
+        .add_node("c", const("c"))
+    )
+    result = await graph.execute()
+    assert result.outputs == {"a": None, "b": "b", "c": "c"}

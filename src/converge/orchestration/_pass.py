@@ -1,14 +1,13 @@
 """One pass of a node, the parts that do not need the run's state: how a pass ended
 (``Outcome``), what ``on_node_failed`` gets and gives (``NodeFailure``, ``Replacement``),
-running replacement nodes, eager starts, and calling an agent.
+running replacement nodes, and calling an agent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,6 @@ __all__ = [
     "invoke",
     "nth",
     "run_replacements",
-    "start_eagerly",
 ]
 
 
@@ -165,61 +163,6 @@ async def run_replacements(
         )
         value = {f"{spec.id}.output": output}
     return Outcome("replanned", output, error=error, usage=usage, started_at=started)
-
-
-def start_eagerly(
-    group: asyncio.TaskGroup, coro: Coroutine[Any, Any, Outcome]
-) -> asyncio.Task[Outcome] | None:
-    """Run ``coro`` up to its first suspension now; if it finished, no task is needed (None),
-    else its rest runs as a task of ``group``.
-
-    A node that does not suspend (a cached answer, a quick computation) then costs no task, no
-    trip through the event loop and no context switch — what ``asyncio.eager_task_factory``
-    does for every task from Python 3.12. The first step runs in a copy of the context, as a
-    task's would, and the task goes on in that same context.
-    """
-    context = contextvars.copy_context()
-    try:
-        pending = context.run(coro.send, None)
-    except StopIteration:
-        return None
-    return group.create_task(_Rest(coro, pending), context=context)
-
-
-class _Rest(Coroutine[Any, Any, Outcome]):
-    """The rest of a coroutine that already took its first step (see ``_start_eagerly``).
-
-    The task's first ``send`` gets what the coroutine is already waiting on; everything after
-    — sends, and a cancellation thrown in even before the task's first step — goes straight to
-    the coroutine, as if the task had run it from the start.
-    """
-
-    __slots__ = ("_coro", "_pending")
-
-    def __init__(self, coro: Coroutine[Any, Any, Outcome], pending: Any) -> None:
-        self._coro = coro
-        self._pending: Any = pending
-
-    def send(self, value: Any) -> Any:
-        pending, self._pending = self._pending, _NOTHING
-        if pending is not _NOTHING:
-            return pending
-        return self._coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._pending = _NOTHING
-        if val is None and tb is None:
-            return self._coro.throw(typ)
-        return self._coro.throw(typ, val, tb)  # the old three-argument form
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Generator[Any, Any, Outcome]:
-        raise TypeError("_Rest is driven by its task only")
-
-
-_NOTHING = object()
 
 
 NO_USAGE = Usage()

@@ -36,7 +36,6 @@ from converge.orchestration._pass import (
     invoke,
     nth,
     run_replacements,
-    start_eagerly,
 )
 from converge.orchestration._plan import Plan, PlanNode
 from converge.orchestration._records import RunRecords
@@ -160,9 +159,7 @@ class RunState:
                             self._settle(node, await self._pass(node))
                             await self._durable()
                             break
-                        task = start_eagerly(group, tracked(node))
-                        if task is not None:  # it suspended: it runs on as a task
-                            running[node] = task
+                        running[node] = group.create_task(tracked(node))
                     sched.ready.extendleft(reversed(deferred))
                     if self.status != "running":
                         break
