@@ -108,7 +108,14 @@ class RunState:
 
     # -- the log -----------------------------------------------------------------------------------
 
-    def log(self, kind: str, data: dict[str, Any], *, parent: str | None = None) -> Event:
+    def log(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        parent: str | None = None,
+        at: float | None = None,
+    ) -> Event:
         """Buffer an event of this run (written by the next ``flush``)."""
         event = Event(
             kind=kind,
@@ -116,7 +123,7 @@ class RunState:
             subject=self.run_id,
             data=data,
             parent_id=parent or self.started_event,
-            at=self.clock.now(),
+            at=self.clock.now() if at is None else at,
         )
         self._buffer.append(event)
         if self.listener is not None:
@@ -243,6 +250,7 @@ class RunState:
                     "task_id": f"{self.run_id}/{node.id}/{iteration}",
                 },
                 parent=None if trigger is None else self.done_event[trigger],
+                at=started,
             )
             ctx = self._context(node, iteration, attempt)
             try:
@@ -449,13 +457,13 @@ class RunState:
                 "status": status,
                 "output": stored,
                 "started_at": outcome.started_at,
-                "finished_at": self.clock.now(),
+                "finished_at": (finished := self.clock.now()),
             }
             if usage != NO_USAGE:
                 data["usage"] = msgspec.structs.asdict(usage)
             if outcome.error is not None:
                 data["error"] = outcome.error
-            done = self.log("node.done", data)
+            done = self.log("node.done", data, at=finished)
             self.done_event[index] = done.id
             # Durable before anything after it starts (``_durable``); a sink has nothing after
             # it, and its completion is written with the run's end.
