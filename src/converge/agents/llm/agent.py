@@ -249,6 +249,21 @@ class LLMAgent(Agent):
         assert self.response_schema is not None
         return value, schema_error(value, self.response_schema)
 
+    async def aclose(self) -> None:
+        """Close the provider's connections, if it holds any (idempotent)."""
+        close = getattr(self.provider, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def on_stop(self) -> None:
+        await self.aclose()
+
+    async def __aenter__(self) -> LLMAgent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
         return f"LLMAgent(name={self.name!r}, provider={self.provider!r})"
 
