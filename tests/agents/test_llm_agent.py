@@ -336,3 +336,25 @@ async def test_cancellation_is_not_swallowed(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_many_llm_nodes_run_concurrently_in_a_graph() -> None:
+    # The engine may take a node's first step in its own task (an eager start); the SDK's
+    # cancel scopes and the call timeout must still live in the node's task.
+    from converge.orchestration import ExecutionConfig
+
+    with FakeLLMServer(latency=0.05) as server:
+        provider = OpenAIProvider("gpt-4o-mini", api_key="k", base_url=server.openai_url)
+        llm = LLMAgent(provider, prompt="{text}", policy=CallPolicy(timeout=10.0))
+        graph = Graph(
+            "fan", agents={"llm": llm}, execution=ExecutionConfig(max_concurrent_agents=10)
+        )
+        for i in range(30):
+            graph.add_node(f"n{i}", "llm", inputs=["text"])
+        async with MemoryStore() as store:
+            engine = Engine(store)
+            result = await engine.execute(graph, {"text": "hi"})
+            trace = await engine.trace(result.run_id)
+        await llm.aclose()
+    assert [n["status"] for n in trace["nodes"]] == ["success"] * 30
+    assert trace["total_tokens"] == 30 * 15

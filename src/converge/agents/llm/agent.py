@@ -140,6 +140,10 @@ class LLMAgent(Agent):
             ToolRoundsExceeded: the model kept calling tools.
             ValidationError: the prompt names an input the node does not have.
         """
+        # Suspend once before any call: a graph engine may take a node's first step inside its
+        # own task before handing the rest to the node's task (an eager start); the timeout
+        # scope and the HTTP client's cancel scopes must be entered in the task that exits them.
+        await asyncio.sleep(0)
         messages = [ChatMessage(role="user", content=render_prompt(self.prompt, inputs))]
         if self.system:
             messages.insert(0, ChatMessage(role="system", content=self.system))

@@ -88,8 +88,7 @@ class FakeLLMServer:
     def start(self) -> FakeLLMServer:
         """Listen on a free port of 127.0.0.1 and serve in a background thread."""
         if self._httpd is None:
-            httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-            httpd.daemon_threads = True
+            httpd = _HTTPServer(("127.0.0.1", 0), _handler(self))
             self._httpd = httpd
             self._thread = threading.Thread(
                 target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -145,9 +144,18 @@ class FakeLLMServer:
         return seconds <= 0 or not self._stopping.wait(seconds)
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    # The stdlib's backlog of 5 resets connections when dozens of calls open at once.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: without this, Nagle's algorithm and the
+        # client's delayed ACK hold every answer back ~40 ms.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: tests read ``server.requests``
