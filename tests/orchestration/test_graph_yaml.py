@@ -218,7 +218,7 @@ BASE = "name: g\nnodes:\n  - {id: a, agent: code_analyzer, inputs: [source_code]
         ("config: {max_iterations: 0}\n", 4, "config", "max_iterations"),
         ("execution: {max_concurrent_agents: 0}\n", 4, "execution", "max_concurrent_agents"),
         ("agents: {x: {ref: 'no_such_module_x:f'}}\n", None, "agents.x", "cannot import"),
-        ("agents: {x: {ref: 'os:path', kind: llm}}\n", 4, "agents.x.kind", "unknown agent kind"),
+        ("agents: {x: {ref: 'os:path', kind: psi}}\n", 4, "agents.x.kind", "unknown agent kind"),
     ],
 )  # fmt: skip
 def test_mistakes_are_located(extra: str, line: int | None, field: str, words: str) -> None:

@@ -128,6 +128,7 @@ def _load_builtin() -> None:
     import converge.orchestration._patterns_steps  # "assign", "unknown_route"
     import converge.orchestration.board_node
     import converge.orchestration.consensus_gate
+    import converge.orchestration.llm_kind  # "llm" (its SDKs load on first call, not here)
     import converge.orchestration.subgraph
     import converge.orchestration.team
     import converge.orchestration.tender  # noqa: F401

@@ -1,8 +1,16 @@
 """LLM access, bring your own key: a small ``LLMProvider`` protocol and its implementations
 over the official SDKs (OpenAI, Anthropic) and any OpenAI-compatible endpoint (Ollama, vLLM,
-LM Studio). The SDKs are the ``llm`` extra and are imported only by the providers that use them.
+LM Studio), the ``LLMAgent`` that runs one as a graph node, and the prices that turn tokens
+into cost. The SDKs are the ``llm`` extra and are imported only by the providers that use
+them, on their first call. ``converge.agents.llm.testing`` has a local server that speaks
+both APIs, to test agents offline.
 """
 
+from converge.agents.llm._anthropic import AnthropicProvider
+from converge.agents.llm._common import MissingAPIKey, ResponseSchemaError, ToolRoundsExceeded
+from converge.agents.llm._openai import CompatibleProvider, OpenAIProvider
+from converge.agents.llm._prompt import render_prompt
+from converge.agents.llm.agent import CallPolicy, LLMAgent
 from converge.agents.llm.base import (
     ChatMessage,
     ChatResponse,
@@ -12,13 +20,26 @@ from converge.agents.llm.base import (
     ToolCall,
     ToolSpec,
 )
+from converge.agents.llm.pricing import DEFAULT_PRICES, Price, PriceTable
 
 __all__ = [
+    "DEFAULT_PRICES",
+    "AnthropicProvider",
+    "CallPolicy",
     "ChatMessage",
     "ChatResponse",
+    "CompatibleProvider",
+    "LLMAgent",
     "LLMError",
     "LLMProvider",
     "LLMUsage",
+    "MissingAPIKey",
+    "OpenAIProvider",
+    "Price",
+    "PriceTable",
+    "ResponseSchemaError",
     "ToolCall",
+    "ToolRoundsExceeded",
     "ToolSpec",
+    "render_prompt",
 ]

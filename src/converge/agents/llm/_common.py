@@ -1,0 +1,170 @@
+"""What the providers share: API keys from the environment, the typed errors beyond
+``LLMError``, lazy SDK imports, and the translation of SDK exceptions into ``LLMError``.
+
+SDK exceptions are read by duck typing (``status_code``, the class names of the SDKs' timeout
+and connection errors), because both official SDKs come from one generator and share that
+shape; a provider passes its SDK module so the classes are looked up there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from types import ModuleType
+from typing import Any
+
+from converge.agents.llm.base import LLMError
+
+__all__ = [
+    "MissingAPIKey",
+    "ResponseSchemaError",
+    "ToolRoundsExceeded",
+    "import_sdk",
+    "resolve_key",
+    "translate_error",
+]
+
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+
+
+class MissingAPIKey(LLMError):
+    """No API key: neither given nor set in the environment variable the provider reads.
+
+    Attributes:
+        variable: the environment variable that should hold the key.
+    """
+
+    def __init__(self, provider: str, variable: str) -> None:
+        super().__init__(
+            f"no API key: set the environment variable {variable} (or pass api_key=...)",
+            provider=provider,
+        )
+        self.variable = variable
+
+
+class ResponseSchemaError(LLMError):
+    """The answer did not follow the ``response_schema``, also after one retry that told the
+    model what was wrong.
+
+    Attributes:
+        content: the last answer's text.
+        reason: why it was refused (not JSON, or the first schema violation).
+    """
+
+    def __init__(self, provider: str, content: str, reason: str) -> None:
+        super().__init__(
+            f"the answer does not follow the response schema: {reason}", provider=provider
+        )
+        self.content = content
+        self.reason = reason
+
+
+class ToolRoundsExceeded(LLMError):
+    """The model still asked for tools after ``max_tool_rounds`` rounds of tool calls.
+
+    Attributes:
+        rounds: the rounds allowed.
+    """
+
+    def __init__(self, provider: str, rounds: int) -> None:
+        super().__init__(
+            f"the model still calls tools after {rounds} rounds of tool calls", provider=provider
+        )
+        self.rounds = rounds
+
+
+def resolve_key(provider: str, api_key: str | None, variable: str | None) -> str | None:
+    """The key given, else the one in ``variable``.
+
+    Raises:
+        MissingAPIKey: neither is set (only when ``variable`` names one to read).
+    """
+    if api_key:
+        return api_key
+    if variable is None:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise MissingAPIKey(provider, variable)
+    return key
+
+
+def import_sdk(provider: str, module: str) -> ModuleType:
+    """Import an official SDK on first use, so ``import converge`` never pays for it.
+
+    Raises:
+        LLMError: the SDK is not installed (the ``llm`` extra).
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise LLMError(
+            f"the {module!r} package is not installed: pip install 'converge-agents[llm]'",
+            provider=provider,
+        ) from exc
+
+
+def translate_error(sdk: ModuleType, provider: str, exc: BaseException) -> LLMError:
+    """``exc`` (raised by ``sdk``) as an ``LLMError``, retryable for rate limits, timeouts,
+    lost connections and 5xx answers."""
+    if isinstance(exc, sdk.APIStatusError):
+        status = int(exc.status_code)
+        retryable = status in _RETRYABLE_STATUS or status >= 500
+        return LLMError(
+            f"HTTP {status}: {_status_message(exc)}",
+            provider=provider,
+            status=status,
+            retryable=retryable,
+        )
+    if isinstance(exc, sdk.APITimeoutError):
+        return LLMError("the request timed out", provider=provider, retryable=True)
+    if isinstance(exc, sdk.APIConnectionError):
+        return LLMError(f"cannot reach the endpoint: {exc}", provider=provider, retryable=True)
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return LLMError(f"malformed answer: {exc}", provider=provider, status=exc.status_code)
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return LLMError(f"malformed answer: not JSON ({exc})", provider=provider)
+    return LLMError(f"{type(exc).__name__}: {exc}", provider=provider)
+
+
+def _status_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+    return str(getattr(exc, "message", exc))
+
+
+def decode_arguments(provider: str, name: str, raw: str | None) -> dict[str, Any]:
+    """A tool call's JSON arguments as a dict.
+
+    Raises:
+        LLMError: not a JSON object (retryable: the model may do better next time).
+    """
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise LLMError(
+            f"the arguments of tool call {name!r} are not JSON: {exc}",
+            provider=provider,
+            retryable=True,
+        ) from exc
+    if not isinstance(value, dict):
+        raise LLMError(
+            f"the arguments of tool call {name!r} are not a JSON object",
+            provider=provider,
+            retryable=True,
+        )
+    return value
+
+
+def parse_json(content: str) -> Any:
+    """``content`` decoded as JSON, or ``None`` if it is not JSON."""
+    try:
+        return json.loads(content)
+    except (json.JSONDecodeError, TypeError):
+        return None
