@@ -18,6 +18,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from converge._version import __version__
+from converge.cli import _commands
 
 __all__ = ["app", "main"]
 
@@ -207,6 +208,10 @@ def demo(
             f"\nThe log is in {result.store_path}; read it again with:\n"
             f"  converge events --store {result.store_path} --trace {result.trace_id}"
         )
+
+
+# run, resume, cancel, runs, show, validate (their modules import heavy code lazily too)
+_commands.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,304 @@
+"""The run-facing commands: ``run``, ``resume``, ``cancel``, ``runs``, ``show``, ``validate``.
+
+Exit codes: 0 completed (or WAITING: the question is printed with how to answer it), 1 the run
+failed or was cancelled (or the store is locked), 2 bad input, 130 interrupted by Ctrl-C (the run
+is logged ``run.cancelled`` and ``converge resume`` finishes it). Results go to stdout, live
+progress and errors to stderr. Settings (``--store``…) resolve as described in ``_config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from converge.cli._config import fail, guard, settings
+
+__all__ = ["register"]
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="The SQLite store (default: $CONVERGE_STORE, converge.toml, .converge/converge.db).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the run-facing commands to ``app``."""
+    app.command("run")(run)
+    app.command("resume")(resume)
+    app.command("cancel")(cancel)
+    app.command("runs")(runs)
+    app.command("show")(show)
+    app.command("validate")(validate)
+
+
+def run(
+    graph: Annotated[Path, typer.Argument(help="The graph's YAML file.")],
+    input_: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="key=value (JSON if it parses) or key=@file (text)."),
+    ] = None,
+    store: StoreOpt = None,
+    run_id: Annotated[str | None, typer.Option(help="The new run's id (default: new).")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="Progress when not a terminal: text or json.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a graph on the embedded store, with live progress; print its result and run id.
+
+    Example: [bold]converge run review.yaml --input source_code=@app.py[/]
+    """
+    from converge.cli._progress import Progress
+    from converge.cli._run import load, parse_inputs, start_run
+
+    cfg = settings(store=store, log_format=log_format)
+    graph = graph.resolve()
+    inputs = parse_inputs(input_ or [])
+    nodes = [n.id for n in guard(lambda: load(graph)).nodes]
+    with Progress(nodes, log_format=cfg.log_format) as progress:
+        outcome = _interruptible(
+            lambda: asyncio.run(start_run(cfg, graph, inputs, run_id, progress.event)),
+            run_id,
+        )
+    tokens, cost = progress.totals()
+    outcome.usage = {"tokens": tokens, "cost": round(cost, 10)}
+    _report(outcome, as_json)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue.")],
+    answer: Annotated[
+        str | None, typer.Option(help="Answer to its open question (JSON if it parses).")
+    ] = None,
+    graph: Annotated[
+        Path | None, typer.Option(help="The graph file (default: the one it was run with).")
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a run that paused for an answer, was interrupted or cancelled.
+
+    Example: [bold]converge resume 01J… --answer approved[/]
+    """
+    from converge.cli._run import parse_value, resume_run
+
+    cfg = settings(store=store)
+    graph = graph.resolve() if graph is not None else None
+    value = None if answer is None else parse_value(answer)
+    outcome, _ = _interruptible(lambda: asyncio.run(resume_run(cfg, run_id, graph, value)), run_id)
+    _report(outcome, as_json)
+
+
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+    store: StoreOpt = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a running run to stop.")] = 10.0,
+) -> None:
+    """Cancel a run: ask the process running it to stop, or mark it cancelled if none does.
+
+    Example: [bold]converge cancel 01J…[/]
+    """
+    from converge.cli._run import open_store
+    from converge.cli._runs import cancel_run
+
+    cfg = settings(store=store)
+
+    async def go() -> str:
+        async with await open_store(cfg, create=False) as db:
+            return await cancel_run(db, run_id, wait)
+
+    typer.echo(guard(lambda: asyncio.run(go())))
+
+
+def runs(
+    store: StoreOpt = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the store's runs: id, graph, status, started, duration, cost.
+
+    Example: [bold]converge runs --limit 10[/]
+    """
+    from converge.cli._run import open_store
+    from converge.cli._runs import list_runs
+
+    cfg = settings(store=store)
+
+    async def go() -> list[dict[str, Any]]:
+        async with await open_store(cfg, create=False) as db:
+            return await list_runs(db, limit)
+
+    found = guard(lambda: asyncio.run(go()))
+    if as_json:
+        for item in found:
+            typer.echo(json.dumps(item, default=str))
+        return
+    if not found:
+        typer.echo("no runs")
+        return
+    _runs_table(found)
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run to show.")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run: its status and result, and each node's status, inputs, output and error.
+
+    Example: [bold]converge show 01J…[/]
+    """
+    from converge.cli._run import open_store
+    from converge.cli._runs import show_run
+
+    cfg = settings(store=store)
+
+    async def go() -> dict[str, Any]:
+        async with await open_store(cfg, create=False) as db:
+            return await show_run(db, run_id)
+
+    found = guard(lambda: asyncio.run(go()))
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    _show_table(found)
+
+
+def validate(graph: Annotated[Path, typer.Argument(help="The graph's YAML file.")]) -> None:
+    """Check a graph file: print [bold]ok[/], or [bold]file:line: message[/] and exit 2.
+
+    Example: [bold]converge validate review.yaml[/]
+    """
+    from converge.cli._run import load
+
+    guard(lambda: load(graph))
+    typer.echo("ok")
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _interruptible(fn: Any, run_id: str | None) -> Any:
+    try:
+        return guard(fn)
+    except KeyboardInterrupt:
+        how = f"converge resume {run_id}" if run_id else "converge runs, then converge resume ID"
+        fail(f"interrupted: the run is stopped and resumable ({how})", 130)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+
+
+def _report(outcome: Any, as_json: bool) -> None:
+    status, data, run_id = outcome.status, outcome.data, outcome.run_id
+    if as_json:
+        record = {
+            "run_id": run_id,
+            "status": status,
+            "output": data.get("output"),
+            "outputs": outcome.outputs,
+            "error": data.get("error"),
+            "questions": data.get("questions") or {},
+            "usage": outcome.usage,
+        }
+        typer.echo(json.dumps(record, default=str))
+    elif status == "completed":
+        typer.echo(_text(data.get("output")))
+        typer.echo(f"run {run_id} completed", err=True)
+    elif status == "waiting":
+        for node, question in dict(data.get("questions") or {}).items():
+            typer.echo(f"{node} asks: {question}")
+        typer.echo(
+            f"run {run_id} is waiting; answer with:\n  converge resume {run_id} --answer ANSWER"
+        )
+    if status in ("completed", "waiting"):
+        return
+    if status == "failed":
+        where = f" at node {data['node']}" if data.get("node") else ""
+        fail(f"run {run_id} failed{where}: {data.get('error')}", 1)
+    fail(f"run {run_id} was cancelled; continue it with `converge resume {run_id}`", 1)
+
+
+def _when(at: float | None) -> str:
+    import datetime as dt
+
+    if at is None:
+        return ""
+    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(ms: float | None) -> str:
+    return "" if ms is None else f"{ms / 1000:.2f}s"
+
+
+def _runs_table(found: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from converge.cli._progress import format_cost
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("run id", "graph", "status", "started", "duration", "cost"):
+        table.add_column(column, justify="right" if column in ("duration", "cost") else "left")
+    for r in found:
+        table.add_row(
+            r["run_id"],
+            r["graph"],
+            r["status"],
+            _when(r["started_at"]),
+            _duration(r["duration_ms"]),
+            format_cost(r["cost"]),
+        )
+    Console(emoji=False, highlight=False, width=160).print(table)
+
+
+def _show_table(found: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from converge.cli._progress import format_cost
+
+    console = Console(emoji=False, highlight=False, width=160)
+    console.print(
+        f"run {found['run_id']}  graph {found['graph']}  status {found['status']}  "
+        f"duration {_duration(found['duration_ms'])}  tokens {found['total_tokens']}  "
+        f"cost {format_cost(found['total_cost'])}",
+        markup=False,
+    )
+    console.print(f"inputs: {json.dumps(found['inputs'], default=str)}", markup=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("node", "status", "inputs", "output / error", "tokens", "cost"):
+        table.add_column(column)
+    for n in found["nodes"]:
+        shown = n["error"] or n["question"] or json.dumps(n["output"], default=str)
+        table.add_row(
+            n["node"],
+            n["status"],
+            ", ".join(n["inputs"] or []),
+            _cut(shown),
+            str(n["tokens"] or "-"),
+            format_cost(n["cost"]),
+        )
+    console.print(table)
+    if found["status"] == "completed":
+        console.print(f"output: {_cut(_text(found['output']), 400)}", markup=False)
+    elif found["error"]:
+        console.print(f"error: {found['error']}", markup=False)
+    for question in found["questions"]:
+        console.print(f"waiting: {question}", markup=False)
+
+
+def _cut(text: str, width: int = 60) -> str:
+    from rich.markup import escape
+
+    text = text.replace("\n", " ")
+    return escape(text if len(text) <= width else text[: width - 1] + "…")

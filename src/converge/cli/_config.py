@@ -1,0 +1,132 @@
+"""The CLI's settings, and what its run commands share: opening the store, one-line errors.
+
+Settings come from one precedence, highest first: a command-line flag, then an environment
+variable ``CONVERGE_<KEY>``, then ``converge.toml`` (in the current directory, else in
+``$CONVERGE_HOME``), then the default:
+
+- ``store`` (``CONVERGE_STORE``): the SQLite store; default ``$CONVERGE_HOME/converge.db``,
+  else ``.converge/converge.db``.
+- ``log_format`` (``CONVERGE_LOG_FORMAT``): live progress when stderr is not a terminal, as
+  ``text`` lines (default) or ``json`` lines.
+- ``busy_timeout`` (``CONVERGE_BUSY_TIMEOUT``): seconds to wait for a store another process holds
+  locked (default 5).
+
+A relative ``store`` in ``converge.toml`` is relative to that file's directory. Only typer and
+the standard library are imported here at module level: ``converge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import typer
+
+__all__ = ["Settings", "fail", "guard", "settings"]
+
+T = TypeVar("T")
+LOG_FORMATS = ("text", "json")
+_KEYS = ("store", "log_format", "busy_timeout")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one command."""
+
+    store: Path
+    """The SQLite store file."""
+    log_format: str
+    """``text`` or ``json``: how live progress is printed when stderr is not a terminal."""
+    busy_timeout: float
+    """Seconds to wait for a store another process holds locked."""
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings(*, store: Path | None = None, log_format: str | None = None) -> Settings:
+    """Resolve the settings: ``store`` and ``log_format`` are the command's flags (None: unset)."""
+    env = os.environ
+    home = env.get("CONVERGE_HOME")
+    file_values, base = _read_file(home)
+    values: dict[str, object] = {}
+    for key in _KEYS:
+        env_value = env.get(f"CONVERGE_{key.upper()}")
+        if env_value:
+            values[key] = env_value
+        elif key in file_values:
+            # a relative path in converge.toml is relative to the file, not to the cwd
+            values[key] = (
+                base / str(file_values[key]) if key == "store" and base else file_values[key]
+            )
+    if store is None:
+        if "store" in values:
+            store = Path(str(values["store"])).expanduser()
+        else:
+            store = Path(home) / "converge.db" if home else Path(".converge") / "converge.db"
+    fmt = log_format if log_format is not None else str(values.get("log_format", "text"))
+    if fmt not in LOG_FORMATS:
+        fail(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}", 2)
+    raw_timeout = values.get("busy_timeout", 5.0)
+    try:
+        busy = float(raw_timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        fail(f"busy_timeout must be a number of seconds, not {raw_timeout!r}", 2)
+    if busy < 0:
+        fail(f"busy_timeout must be >= 0, not {busy!r}", 2)
+    return Settings(store=store, log_format=fmt, busy_timeout=busy)
+
+
+def _read_file(home: str | None) -> tuple[dict[str, object], Path | None]:
+    candidates = [Path("converge.toml")]
+    if home:
+        candidates.append(Path(home) / "converge.toml")
+    for path in candidates:
+        if not path.is_file():
+            continue
+        import tomllib
+
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            fail(f"{path}: cannot read the configuration: {exc}", 2)
+        unknown = sorted(set(data) - set(_KEYS))
+        if unknown:
+            fail(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})", 2)
+        return data, path.resolve().parent
+    return {}, None
+
+
+def guard(fn: Callable[[], T]) -> T:
+    """Run a command body: converge's errors become one line and an exit code (0/1/2).
+
+    An ``ExceptionGroup`` holding one error (a task group's) is unwrapped first.
+    """
+    from converge.errors import ConvergeError, IdentityError, SchemaVersionError, ValidationError
+
+    try:
+        return fn()
+    except BaseExceptionGroup as group:
+        inner = _sole(group)
+        if isinstance(inner, (ValidationError, IdentityError, SchemaVersionError)):
+            fail(str(inner), 2)
+        if isinstance(inner, ConvergeError):
+            fail(str(inner), 1)
+        raise
+    except (ValidationError, IdentityError, SchemaVersionError) as exc:
+        fail(str(exc), 2)
+    except ConvergeError as exc:
+        fail(str(exc), 1)
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -1,0 +1,242 @@
+"""``converge run`` and ``converge resume``: run a graph file on the embedded SQLite store.
+
+- ``--input key=value``: the value is decoded as JSON when it parses as JSON (``n=3`` is an int,
+  ``tags=["a","b"]`` a list, ``ok=true`` a bool, ``name="3"`` the string ``3``), else it is the
+  raw string (``topic=cats``). ``--input key=@file`` is the file's text, never decoded.
+  ``--answer`` follows the ``key=value`` rule.
+- The graph file's absolute path is recorded beside the run, in the store key
+  ``cli/run/<run id>`` (with the pid and host of the process running it), so ``converge
+  resume`` finds it without ``--graph``.
+- ``converge cancel`` in another process writes ``cli/cancel/<run id>``; the running command
+  polls for it and cancels the run, which logs ``run.cancelled``. Ctrl-C does the same in the
+  process itself. Either way the run stays resumable: ``converge resume`` finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from converge.cli._config import Settings, fail
+
+if TYPE_CHECKING:
+    from converge.orchestration import Graph
+    from converge.store import SQLiteStore
+
+__all__ = ["Outcome", "parse_inputs", "parse_value", "resume_run", "start_run"]
+
+RUN_KEY = "cli/run/"
+CANCEL_KEY = "cli/cancel/"
+POLL_SECONDS = 0.2
+
+
+class Outcome:
+    """How a run (or its continuation) ended, as the CLI reports it."""
+
+    def __init__(self, run_id: str, status: str, data: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.status = status
+        """completed, failed, waiting or cancelled."""
+        self.data = data
+        """The end event's data (``output``, ``error``, ``questions``…)."""
+        self.outputs: dict[str, Any] = {}
+        self.usage: dict[str, Any] = {}
+
+
+def parse_value(text: str) -> Any:
+    """JSON if ``text`` parses as JSON, else ``text`` itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_inputs(items: list[str]) -> dict[str, Any]:
+    """``key=value`` and ``key=@file`` items as a dict (exit 2 on a bad one)."""
+    inputs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"bad --input {item!r}: expected key=value or key=@file", 2)
+        if value.startswith("@"):
+            path = Path(value[1:])
+            try:
+                inputs[key.strip()] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                fail(f"bad --input {key}: cannot read {path}: {reason}", 2)
+        else:
+            inputs[key.strip()] = parse_value(value)
+    return inputs
+
+
+def load(path: Path) -> Graph:
+    """Load and compile the graph file (``ValidationError`` with file and line)."""
+    from converge.orchestration import load_graph
+
+    graph = load_graph(path)
+    graph.compile()
+    return graph
+
+
+async def open_store(cfg: Settings, *, create: bool) -> SQLiteStore:
+    """Open the configured store (without ``create``, a missing file is bad input)."""
+    from converge.store import SQLiteStore
+
+    if not create and not cfg.store.exists():
+        fail(f"no store at {cfg.store}", 2)
+    if create:
+        cfg.store.parent.mkdir(parents=True, exist_ok=True)
+    return await SQLiteStore.open(cfg.store, busy_timeout=cfg.busy_timeout, create=create)
+
+
+async def start_run(
+    cfg: Settings,
+    graph_path: Path,
+    inputs: dict[str, Any],
+    run_id: str | None,
+    listener: Callable[[str, str | None, dict[str, Any]], None],
+) -> Outcome:
+    """Run the graph at ``graph_path``, feeding its events to ``listener``."""
+    from converge.core.ids import new_id
+    from converge.errors import ValidationError
+    from converge.orchestration import Engine
+
+    graph = load(graph_path)
+    missing = sorted(graph.compile().graph_inputs - inputs.keys())
+    if missing:
+        raise ValidationError(
+            f"the graph reads inputs it was not given: {', '.join(missing)} "
+            f"(pass --input {missing[0]}=...)"
+        )
+    run_id = run_id or new_id()
+    if "/" in run_id or not run_id.strip():
+        raise ValidationError(f"bad run id {run_id!r}: no '/' and not empty", field="run_id")
+    async with await open_store(cfg, create=True) as store:
+        if await store.read(trace_id=run_id, kinds=("run.started",), limit=1):
+            raise ValidationError(
+                f"run {run_id} already exists: continue it with `converge resume {run_id}`"
+            )
+        await _record_run(store, run_id, graph_path)
+        ids = iter([run_id])
+        async with Engine(store, id_factory=lambda: next(ids, None) or new_id()) as engine:
+
+            async def drive() -> Outcome:
+                outcome = Outcome(run_id, "cancelled", {})
+                async for ev in engine.stream(graph, inputs):
+                    listener(ev.kind, ev.node, ev.data)
+                    if ev.kind == "node.done" and ev.node is not None:
+                        outcome.outputs[ev.node] = ev.data.get("output")
+                    if ev.kind in _ENDS:
+                        outcome.status, outcome.data = ev.kind.removeprefix("run."), ev.data
+                return outcome
+
+            return await _cancellable(store, run_id, drive)
+
+
+async def resume_run(
+    cfg: Settings, run_id: str, graph_path: Path | None, answer: Any
+) -> tuple[Outcome, Path]:
+    """Continue run ``run_id`` (``answer`` answers its open question)."""
+    from converge.errors import ValidationError
+    from converge.orchestration import Engine, RunFailed
+
+    async with await open_store(cfg, create=False) as store:
+        if graph_path is None:
+            graph_path = await recorded_graph(store, run_id)
+            if graph_path is None:
+                raise ValidationError(
+                    f"run {run_id} has no recorded graph file: pass --graph GRAPH.yaml"
+                )
+        graph = load(graph_path)
+        await store.delete(CANCEL_KEY + run_id)
+        await _record_run(store, run_id, graph_path)
+        async with Engine(store) as engine:
+
+            async def drive() -> Outcome:
+                try:
+                    result = await engine.resume(graph, run_id, answer=answer)
+                except RunFailed as exc:
+                    result = exc.result
+                status = str(result.status)
+                data = {
+                    "output": result.output,
+                    "error": result.error,
+                    "node": result.failed_node,
+                    "questions": result.questions,
+                }
+                outcome = Outcome(run_id, status, data)
+                outcome.outputs = dict(result.outputs)
+                return outcome
+
+            return await _cancellable(store, run_id, drive), graph_path
+
+
+_ENDS = ("run.completed", "run.failed", "run.waiting", "run.cancelled")
+
+
+async def _cancellable(
+    store: SQLiteStore, run_id: str, drive: Callable[[], Awaitable[Outcome]]
+) -> Outcome:
+    """Run ``drive`` while polling for a ``converge cancel`` request, which cancels it.
+
+    A cancelled run logs ``run.cancelled`` itself (the engine writes it on the way out).
+    """
+    requested = False
+    outcome: Outcome | None = None
+
+    async def run() -> None:
+        nonlocal outcome
+        try:
+            outcome = await drive()
+        finally:
+            watcher.cancel()
+
+    async def watch() -> None:
+        nonlocal requested
+        # The request comes from another process through the store: there is nothing to wait
+        # on but the store itself.
+        while await store.get(CANCEL_KEY + run_id) is None:  # noqa: ASYNC110
+            await asyncio.sleep(POLL_SECONDS)
+        requested = True
+        runner.cancel()
+
+    async with asyncio.TaskGroup() as group:
+        runner = group.create_task(run())
+        watcher = group.create_task(watch())
+    if requested or outcome is None:
+        await store.delete(CANCEL_KEY + run_id)
+        return Outcome(run_id, "cancelled", {"error": "cancelled by `converge cancel`"})
+    return outcome
+
+
+async def _record_run(store: SQLiteStore, run_id: str, graph_path: Path) -> None:
+    note = {
+        "graph_path": str(graph_path),  # absolute: the commands resolve it
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+    await store.put(RUN_KEY + run_id, json.dumps(note).encode())
+
+
+async def run_note(store: SQLiteStore, run_id: str) -> dict[str, Any]:
+    """What ``converge run`` recorded beside run ``run_id`` (empty if nothing)."""
+    entry = await store.get(RUN_KEY + run_id)
+    if entry is None:
+        return {}
+    try:
+        note = json.loads(entry.value)
+    except ValueError:
+        return {}
+    return note if isinstance(note, dict) else {}
+
+
+async def recorded_graph(store: SQLiteStore, run_id: str) -> Path | None:
+    """The graph file recorded for run ``run_id``, if any."""
+    path = (await run_note(store, run_id)).get("graph_path")
+    return Path(path) if isinstance(path, str) else None

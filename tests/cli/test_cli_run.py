@@ -1,0 +1,297 @@
+"""``converge run`` and the commands around it, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from converge.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
+A = "tests.cli._agents"
+
+PIPELINE = f"""\
+name: shout
+nodes:
+  - id: up
+    agent: up
+    inputs: [text]
+  - id: count
+    agent: count
+    inputs: [up.output]
+edges:
+  - from: up
+    to: count
+agents:
+  up: {A}:upper
+  count: {A}:count
+"""
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def graph_file(tmp_path: Path, text: str = PIPELINE, name: str = "g.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_validate_ok_and_bad_graph_names_file_and_line(tmp_path: Path) -> None:
+    assert invoke("validate", str(graph_file(tmp_path))) == (0, "ok\n", "")
+    bad = graph_file(
+        tmp_path, PIPELINE.replace("    inputs: [text]", "    inputz: [text]"), "b.yaml"
+    )
+    code, out, err = invoke("validate", str(bad))
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"error: {bad}:5: unknown key 'inputz'")
+    assert "Traceback" not in err
+    code, _, err = invoke("validate", str(tmp_path / "missing.yaml"))
+    assert code == 2
+    assert "cannot read graph file" in err
+
+
+def test_run_prints_result_and_run_id_and_runs_show_list_it(tmp_path: Path) -> None:
+    store = str(tmp_path / "c.db")
+    code, out, err = invoke(
+        "run", str(graph_file(tmp_path)), "-i", "text=hello", "--store", store, "--run-id", "r1"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"chars": 5}
+    assert "run r1 completed" in err
+    assert "up: done" in err  # plain progress lines: not a terminal
+    code, out, _ = invoke("runs", "--store", store, "--json")
+    assert code == 0
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert (row["run_id"], row["graph"], row["status"]) == ("r1", "shout", "completed")
+    code, out, _ = invoke("runs", "--store", store)
+    assert "r1" in out and "completed" in out
+    code, out, _ = invoke("show", "r1", "--store", store, "--json")
+    shown = json.loads(out)
+    assert shown["inputs"] == {"text": "hello"}
+    assert [(n["node"], n["status"], n["output"]) for n in shown["nodes"]] == [
+        ("up", "success", "HELLO"),
+        ("count", "success", {"chars": 5}),
+    ]
+    assert shown["nodes"][1]["inputs"] == ["up.output"]
+    code, out, _ = invoke("show", "r1", "--store", store)
+    assert code == 0 and "HELLO" in out
+    # the same id again is bad input, not a second run
+    code, _, err = invoke(
+        "run", str(graph_file(tmp_path)), "-i", "text=x", "--store", store, "--run-id", "r1"
+    )
+    assert code == 2 and "already exists" in err
+
+
+def test_inputs_decode_json_and_read_files(tmp_path: Path) -> None:
+    store = str(tmp_path / "c.db")
+    (tmp_path / "in.txt").write_text("from a file")
+    g = str(graph_file(tmp_path))
+    code, out, _ = invoke(
+        "run", g, "-i", "text=@" + str(tmp_path / "in.txt"), "--store", store, "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["outputs"]["up"] == "FROM A FILE"
+    code, out, _ = invoke("run", g, "-i", 'text="12"', "--store", store, "--json")
+    assert json.loads(out)["output"] == {"chars": 2}
+    for bad, message in [("text", "expected key=value"), ("text=@/no/such", "cannot read")]:
+        code, _, err = invoke("run", g, "-i", bad, "--store", store)
+        assert code == 2 and message in err
+    code, _, err = invoke("run", g, "--store", store)
+    assert code == 2 and "--input text=" in err
+
+
+def test_failed_run_exits_1_with_one_line(tmp_path: Path) -> None:
+    text = PIPELINE.replace(f"{A}:upper", f"{A}:boom")
+    code, _, err = invoke(
+        "run",
+        str(graph_file(tmp_path, text)),
+        "-i",
+        "text=x",
+        "--store",
+        str(tmp_path / "c.db"),
+        "--run-id",
+        "f1",
+    )
+    assert code == 1
+    assert err.splitlines()[-1].startswith("error: run f1 failed at node up:")
+    assert "the agent broke" in err and "Traceback" not in err
+    code, out, _ = invoke("show", "f1", "--store", str(tmp_path / "c.db"), "--json")
+    assert json.loads(out)["nodes"][0]["status"] == "failed"
+
+
+def test_waiting_run_prints_question_and_resume_answers_it(tmp_path: Path) -> None:
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:count", f"{A}:approve")
+    code, out, err = invoke(
+        "run", str(graph_file(tmp_path, text)), "-i", "text=hi", "--store", store, "--run-id", "w1"
+    )
+    assert code == 0, err
+    assert "count asks: publish HI?" in out
+    assert "converge resume w1 --answer" in out
+    # the graph file's path was recorded: resume finds it from another directory
+    code, out, err = invoke("resume", "w1", "--answer", "yes", "--store", store)
+    assert code == 0, err
+    assert out.strip() == "HI: yes"
+    code, out, _ = invoke("runs", "--store", store, "--json")
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_cancel_a_waiting_run_and_unknown_runs(tmp_path: Path) -> None:
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:count", f"{A}:approve")
+    assert (
+        invoke(
+            "run",
+            str(graph_file(tmp_path, text)),
+            "-i",
+            "text=hi",
+            "--store",
+            store,
+            "--run-id",
+            "w2",
+        )[0]
+        == 0
+    )
+    code, out, _ = invoke("cancel", "w2", "--store", store)
+    assert (code, out.strip()) == (0, "run w2 cancelled (waiting for an answer)")
+    code, _, err = invoke("cancel", "w2", "--store", store)
+    assert code == 1 and "already ended" in err
+    for command in ("cancel", "show", "resume"):
+        code, _, err = invoke(command, "nope", "--store", store)
+        assert code == 2, command
+        assert "no run 'nope'" in err or "no recorded graph" in err
+    code, _, err = invoke("runs", "--store", str(tmp_path / "absent.db"))
+    assert code == 2 and "no store" in err
+
+
+def test_store_from_newer_version_and_locked_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "c.db"
+    g = str(graph_file(tmp_path))
+    assert invoke("run", g, "-i", "text=a", "--store", str(store))[0] == 0
+    with sqlite3.connect(store) as conn:
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at, description) VALUES (999, 0, 'x')"
+        )
+    code, _, err = invoke("run", g, "-i", "text=a", "--store", str(store))
+    assert code == 2 and "schema version 999" in err
+    locked = tmp_path / "l.db"
+    assert invoke("run", g, "-i", "text=a", "--store", str(locked))[0] == 0
+    monkeypatch.setenv("CONVERGE_BUSY_TIMEOUT", "0.1")
+    holder = sqlite3.connect(locked, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code, _, err = invoke("run", g, "-i", "text=a", "--store", str(locked))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 1 and "locked" in err and "Traceback" not in err
+
+
+def test_settings_flag_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONVERGE_STORE", raising=False)
+    monkeypatch.setenv("CONVERGE_HOME", str(tmp_path / "home"))
+    g = str(graph_file(tmp_path))
+    assert invoke("run", g, "-i", "text=a")[0] == 0
+    assert (tmp_path / "home" / "converge.db").exists()  # default under $CONVERGE_HOME
+    (tmp_path / "converge.toml").write_text('store = "from-file.db"\nlog_format = "json"\n')
+    code, _, err = invoke("run", g, "-i", "text=a")
+    assert code == 0 and (tmp_path / "from-file.db").exists()
+    assert json.loads(err.splitlines()[0])["node"] == "up"  # log_format from the file
+    monkeypatch.setenv("CONVERGE_STORE", str(tmp_path / "from-env.db"))
+    assert invoke("run", g, "-i", "text=a")[0] == 0 and (tmp_path / "from-env.db").exists()
+    assert invoke("run", g, "-i", "text=a", "--store", "flag.db")[0] == 0
+    assert (tmp_path / "flag.db").exists()
+    (tmp_path / "converge.toml").write_text('stor = "x"\n')
+    code, _, err = invoke("runs")
+    assert code == 2 and "unknown key 'stor'" in err
+
+
+def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).with_name("converge")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [str(exe), *args],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached its holding node"
+        time.sleep(0.02)
+
+
+HOLD = f"""\
+name: hold
+nodes:
+  - id: wait
+    agent: hold
+    inputs: [gate]
+  - id: after
+    agent: echo
+    inputs: [wait.output]
+edges:
+  - from: wait
+    to: after
+agents:
+  hold: {A}:hold
+  echo: {A}:echo
+"""
+
+
+def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
+    g = graph_file(tmp_path, HOLD)
+    gate = tmp_path / "gate"
+    proc = _spawn(
+        tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "i1"
+    )
+    _wait_for(tmp_path / "holding", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "error: interrupted: the run is stopped and resumable (converge resume i1)"
+    )
+    assert "Traceback" not in err
+    gate.write_text("open")
+    resumed = _spawn(tmp_path, "resume", "i1", "--store", "c.db", "--json")
+    out, err = resumed.communicate(timeout=30)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
+    g = graph_file(tmp_path, HOLD)
+    gate = tmp_path / "gate"
+    proc = _spawn(
+        tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "k1"
+    )
+    _wait_for(tmp_path / "holding", proc)
+    code, out, err = invoke("cancel", "k1", "--store", str(tmp_path / "c.db"))
+    assert (code, out.strip()) == (0, "run k1 cancelled"), err
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "run k1 was cancelled" in err
