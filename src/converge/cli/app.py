@@ -18,6 +18,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from converge._version import __version__
+from converge.cli import _trace_cmd
 
 __all__ = ["app", "main"]
 
@@ -73,8 +74,21 @@ def _root(
             "--version", callback=_version_callback, is_eager=True, help="Print the version."
         ),
     ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar="CONVERGE_LOG_FORMAT",
+            help="Log to stderr as 'text' or 'json' lines (with run, trace and node ids).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Coordinate many agents: signed identities, protocol objects and one event log."""
+    if log_format is not None:
+        from converge.observability.log_format import configure_logging
+
+        _guard(lambda: configure_logging(log_format))
 
 
 @app.command()
@@ -207,6 +221,9 @@ def demo(
             f"\nThe log is in {result.store_path}; read it again with:\n"
             f"  converge events --store {result.store_path} --trace {result.trace_id}"
         )
+
+
+_trace_cmd.register(app)
 
 
 def main() -> None:
