@@ -18,7 +18,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from converge._version import __version__
-from converge.cli import _commands
+from converge.cli import _commands, _trace_cmd
 
 __all__ = ["app", "main"]
 
@@ -74,8 +74,21 @@ def _root(
             "--version", callback=_version_callback, is_eager=True, help="Print the version."
         ),
     ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar="CONVERGE_LOG_FORMAT",
+            help="Log to stderr as 'text' or 'json' lines (with run, trace and node ids).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Coordinate many agents: signed identities, protocol objects and one event log."""
+    if log_format is not None:
+        from converge.observability.log_format import configure_logging
+
+        _guard(lambda: configure_logging(log_format))
 
 
 @app.command()
@@ -212,6 +225,7 @@ def demo(
 
 # run, resume, cancel, runs, show, validate (their modules import heavy code lazily too)
 _commands.register(app)
+_trace_cmd.register(app)
 
 
 def main() -> None:

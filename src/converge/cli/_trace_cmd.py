@@ -1,0 +1,226 @@
+"""``converge trace``, ``converge replay`` and ``converge metrics``: a run, read back from the
+event log of a SQLite store.
+
+The store is ``--store``, else ``CONVERGE_STORE``, else ``$CONVERGE_HOME/converge.db``, else
+``.converge/converge.db``. An unknown store or run is bad input (exit 2); a replay that finds
+differences exits 1. Renderers are imported inside each command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["register"]
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        envvar="CONVERGE_STORE",
+        help="The SQLite store holding the run (default: $CONVERGE_HOME/converge.db, else "
+        ".converge/converge.db).",
+        show_default=False,
+    ),
+]
+RunArg = Annotated[str, typer.Argument(help="The run's id.")]
+
+
+class TraceFormat(StrEnum):
+    """What ``converge trace`` writes."""
+
+    tree = "tree"
+    json = "json"
+    mermaid = "mermaid"
+    dot = "dot"
+    html = "html"
+
+
+def _store(store: Path | None) -> Path:
+    from converge.cli.app import _fail
+
+    if store is None:
+        home = os.environ.get("CONVERGE_HOME")
+        store = Path(home) / "converge.db" if home else Path(".converge/converge.db")
+    if not store.exists():
+        _fail(f"no store at {store}", 2)
+    return store
+
+
+def _events(store: Path | None, run_id: str) -> list[Any]:
+    """The events of ``run_id``'s trace; exits 2 when the store does not hold the run."""
+    from converge.cli.app import _fail, _guard
+    from converge.store import SQLiteStore
+
+    path = _store(store)
+
+    async def read() -> list[Any]:
+        async with await SQLiteStore.open(path, create=False) as db:
+            return list(await db.read(trace_id=run_id.split("/", 1)[0]))
+
+    found = _guard(lambda: asyncio.run(read()))
+    if not any(e.kind == "run.started" and e.subject == run_id for e in found):
+        _fail(f"no run {run_id} in {path}", 2)
+    return found
+
+
+def trace(
+    run_id: RunArg,
+    store: StoreOption = None,
+    fmt: Annotated[
+        TraceFormat, typer.Option("--format", "-f", help="How to write the trace.")
+    ] = TraceFormat.tree,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+) -> None:
+    """Show a run's coordination graph as a tree, JSON, Mermaid, DOT or an HTML page.
+
+    Nodes (a subgraph's nested), agents, and the intents, offers, awards, receipts, votes and
+    tasks of the run's trace, with timings.
+
+    Example: [bold]converge trace 01J… --format html -o run.html[/]
+    """
+    from converge.observability import run_graph
+
+    graph = run_graph(_events(store, run_id), run_id)
+    if fmt is TraceFormat.tree:
+        from rich.console import Console
+
+        if output is None:
+            Console(emoji=False, highlight=False).print(_tree(graph))
+            return
+        with output.open("w", encoding="utf-8") as fh:
+            Console(file=fh, emoji=False, highlight=False, width=120).print(_tree(graph))
+        return
+    text = _text(graph, fmt)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+def _tree(graph: dict[str, Any]) -> Any:
+    from converge.observability import render_tree
+
+    return render_tree(graph)
+
+
+def _text(graph: dict[str, Any], fmt: TraceFormat) -> str:
+    from converge.observability import render_dot, render_html, render_mermaid
+
+    if fmt is TraceFormat.json:
+        return json.dumps(graph, indent=2, ensure_ascii=False, default=str) + "\n"
+    if fmt is TraceFormat.mermaid:
+        return render_mermaid(graph)
+    if fmt is TraceFormat.dot:
+        return render_dot(graph)
+    return render_html(graph)
+
+
+def replay(
+    run_id: RunArg,
+    store: StoreOption = None,
+    until: Annotated[
+        int | None, typer.Option("--until", help="Show the state at this seq of the log.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Re-derive a run's state from its events; exit 1 if the engine's records differ.
+
+    Example: [bold]converge replay 01J… --until 42[/]
+    """
+    import msgspec
+
+    from converge.observability import replay as replay_run
+
+    report = replay_run(_events(store, run_id), run_id, until=until)
+    if as_json:
+        typer.echo(msgspec.json.encode(report).decode())
+    else:
+        at = "end of log" if until is None else f"seq {until}"
+        typer.echo(f"run {run_id} at {at} (last event seq {report.last_seq}): {report.status}")
+        for key, status in report.nodes.items():
+            node = key.split("#", 1)[0]
+            shown = json.dumps(report.outputs.get(node), default=str)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            typer.echo(f"  {key:<24} {status:<10} {shown if node in report.outputs else ''}")
+        if until is None:
+            if report.differences:
+                typer.echo(f"{len(report.differences)} difference(s):")
+                for diff in report.differences:
+                    typer.echo(f"  - {diff}")
+            else:
+                typer.echo("the log agrees with the engine's records")
+    if report.differences:
+        raise typer.Exit(1)
+
+
+def metrics(
+    run_id: RunArg,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    prometheus: Annotated[
+        bool,
+        typer.Option("--prometheus", help="Print the Prometheus text exposition (extra: metrics)."),
+    ] = False,
+) -> None:
+    """Print a run's metrics, as a table, JSON or the Prometheus text exposition.
+
+    Agents, tokens and tool calls per agent, latency per node, success and failure, retries
+    and checkpoints (seed 002 §8.2).
+
+    Example: [bold]converge metrics 01J… --prometheus[/]
+    """
+    from converge.cli.app import _guard
+    from converge.orchestration.trace import metrics_of, trace_of
+
+    events = _events(store, run_id)
+    found = metrics_of(events, run_id)
+    if prometheus:
+        from converge.observability import prometheus_text
+
+        trace = trace_of(events, run_id)
+        sys.stdout.write(_guard(lambda: prometheus_text(found, trace)))
+    elif as_json:
+        typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+    else:
+        _print_metrics(found)
+
+
+def _print_metrics(found: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(emoji=False, highlight=False)
+    rate = found["success_rate"]
+    console.print(
+        f"run {found['trace_id']} ({found['graph_id']}): {found['node_executions']} node "
+        f"pass(es), {found['agents_spawned']} agent(s), {found['succeeded']} succeeded, "
+        f"{found['failed']} failed"
+        + (f" ({rate:.0%})" if rate is not None else "")
+        + f", {found['retries']} retries, {found['checkpoints']} checkpoint(s)"
+    )
+    agents = Table("agent", "tokens", "tool calls", header_style="bold")
+    for agent, tokens in found["tokens_per_agent"].items():
+        agents.add_row(agent, str(tokens), str(found["tool_calls_per_agent"].get(agent, 0)))
+    console.print(agents)
+    nodes = Table("node", "latency ms", header_style="bold")
+    for node, ms in found["latency_ms_per_node"].items():
+        nodes.add_row(node, f"{ms:.3f}")
+    console.print(nodes)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``trace``, ``replay`` and ``metrics`` to the ``converge`` command."""
+    app.command("trace")(trace)
+    app.command("replay")(replay)
+    app.command("metrics")(metrics)

@@ -1,0 +1,36 @@
+"""Observability: everything derived from the event log — a run's coordination graph and its
+renderings (tree, JSON, Mermaid, DOT, a self-contained HTML page), replay, the Prometheus
+exposition of its metrics — and JSON-lines logging.
+
+```python
+events = await store.read(trace_id=run_id)
+graph = run_graph(events, run_id)           # the §8.1 trace + edges, agents, coordination
+Path("run.html").write_text(render_html(graph))
+report = replay(events, run_id)             # report.differences: [] when the log agrees
+```
+"""
+
+from __future__ import annotations
+
+from converge.observability._graph import coordination_objects, run_events, run_graph
+from converge.observability.log_format import JsonFormatter, configure_logging
+from converge.observability.prometheus import MissingExtra, prometheus_text
+from converge.observability.render_html import render_html
+from converge.observability.render_text import render_dot, render_mermaid, render_tree
+from converge.observability.replay import ReplayReport, replay
+
+__all__ = [
+    "JsonFormatter",
+    "MissingExtra",
+    "ReplayReport",
+    "configure_logging",
+    "coordination_objects",
+    "prometheus_text",
+    "render_dot",
+    "render_html",
+    "render_mermaid",
+    "render_tree",
+    "replay",
+    "run_events",
+    "run_graph",
+]
