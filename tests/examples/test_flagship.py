@@ -1,0 +1,77 @@
+"""The flagship examples run end to end, offline, and say something true about their input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from converge.orchestration import RunStatus, load_graph
+from examples.code_review import run as code_review
+
+CODE_REVIEW = Path(code_review.__file__).parent
+
+
+# -- code review -----------------------------------------------------------------------------------
+
+
+def test_the_code_review_graph_is_seed_002s_as_written() -> None:
+    graph = load_graph(CODE_REVIEW / "graph.yaml")
+    nodes = {n.id: (n.inputs, n.parallel_group, n.wait_for) for n in graph.nodes}
+    reviewers = ("security_reviewer", "performance_reviewer", "style_reviewer")
+    assert list(nodes) == ["analyzer", *reviewers, "aggregator", "reporter"]
+    assert all(nodes[r] == (("analyzer.output",), "reviewers", ()) for r in reviewers)
+    assert nodes["aggregator"][2] == ("reviewers",)
+
+
+async def test_the_code_review_finds_the_sample_files_problems(tmp_path: Path) -> None:
+    store = tmp_path / "converge.db"
+    result = await code_review.review(code_review.SAMPLE.read_text(), store_path=store)
+    assert result.status is RunStatus.COMPLETED
+    assert store.exists()
+    findings = result.outputs["aggregator"]["findings"]
+    where = {(f["rule"], f["line"]) for f in findings}
+    sample = code_review.SAMPLE.read_text().splitlines()
+
+    def line_of(text: str) -> int:
+        return next(i for i, line in enumerate(sample, start=1) if text in line)
+
+    assert ("eval", line_of("eval(")) in where
+    assert ("hardcoded-secret", line_of("API_KEY =")) in where
+    assert ("hardcoded-secret", line_of("DB_PASSWORD =")) in where
+    assert ("shell-true", line_of("shell=True")) in where
+    assert ("unsafe-deserialization", line_of("pickle.loads")) in where
+    assert ("nested-loops", line_of("for order in self.orders")) in where
+    assert ("string-concat-in-loop", line_of("report +=")) in where
+    assert ("naming", line_of("class order_book")) in where
+    assert ("naming", line_of("def Total")) in where
+    report = result.output
+    assert report.startswith("# Code review\n")
+    assert "**Verdict: changes requested**" in report
+    critical = report.split("## Critical")[1].split("## High")[0]
+    assert f"line {line_of('API_KEY =')}" in critical
+    assert "hunter2" not in report  # the secret itself is masked
+
+
+async def test_clean_code_gets_an_approval(tmp_path: Path) -> None:
+    source = '"""Tidy."""\n\n\ndef add(a: int, b: int) -> int:\n    """Sum."""\n    return a + b\n'
+    result = await code_review.review(source, store_path=tmp_path / "c.db")
+    assert result.outputs["aggregator"]["findings"] == []
+    assert "**Verdict: approve**" in result.output
+    assert "| `add` | 4 | 3 | 1 |" in result.output
+
+
+async def test_a_file_that_does_not_parse_is_reported_not_crashed(tmp_path: Path) -> None:
+    result = await code_review.review("def broken(:\n", store_path=tmp_path / "c.db")
+    assert "syntax-error" in result.output
+
+
+def test_the_code_review_script_prints_markdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "target.py"
+    target.write_text("x = eval(input())\n")
+    assert code_review.main([str(target), "--store", str(tmp_path / "c.db")]) == 0
+    out = capsys.readouterr().out
+    assert "`eval()` runs arbitrary code" in out
+    assert code_review.main([str(tmp_path / "missing.py")]) == 2
