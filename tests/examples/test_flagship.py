@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from converge.orchestration import RunStatus, load_graph
+from converge.store import SQLiteStore
 from examples.code_review import run as code_review
+from examples.marketplace import run as market_script
+from examples.marketplace.market import MIN_TRUST, STRATEGIES, run_market
 
 CODE_REVIEW = Path(code_review.__file__).parent
 
@@ -75,3 +79,37 @@ def test_the_code_review_script_prints_markdown(
     out = capsys.readouterr().out
     assert "`eval()` runs arbitrary code" in out
     assert code_review.main([str(tmp_path / "missing.py")]) == 2
+
+
+# -- marketplace -----------------------------------------------------------------------------------
+
+
+async def test_the_market_awards_by_strategy_and_trust_follows_the_work(tmp_path: Path) -> None:
+    async with await SQLiteStore.open(tmp_path / "m.db") as store:
+        report = await run_market(store, rounds=6, seed=7)
+    assert [r.strategy for r in report.rounds] == [*STRATEGIES, STRATEGIES[0]]
+    first = report.rounds[0]
+    # Round 1, lowest cost among a dozen equal newcomers: the cheapest, least reliable one.
+    assert (first.invited, first.offers, first.winner) == (12, 12, "budgetbot")
+    assert report.rounds[3].winner == "premium"  # highest_quality
+    for r in report.rounds:
+        assert r.receipt is not None and r.receipt["verified"]
+        paid = r.receipt["cost"]
+        assert paid == (r.price if r.receipt["status"] == "completed" else 0.0)
+    # budgetbot failed its job (seed 7): its trust fell, and it is no longer invited.
+    assert first.receipt is not None and first.receipt["status"] == "failed"
+    assert report.trust["budgetbot"][0] == 0.5 > report.trust["budgetbot"][1]
+    assert report.trust["budgetbot"][-1] < MIN_TRUST
+    assert all(r.invited < 12 for r in report.rounds[1:])
+    assert report.trust["premium"][-1] > 0.5
+
+
+def test_the_market_script_prints_awards_and_trust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    console = Console(width=120, force_terminal=False, color_system=None)
+    assert market_script.main(["--rounds", "3", "--store", str(tmp_path / "m.db")], console) == 0
+    out = capsys.readouterr().out
+    assert "Awards and receipts" in out
+    assert "budgetbot" in out
+    assert "verified, paid" in out
