@@ -10,6 +10,7 @@ from rich.console import Console
 from converge.orchestration import RunStatus, load_graph
 from converge.store import SQLiteStore
 from examples.code_review import run as code_review
+from examples.debate import run as debate_script
 from examples.marketplace import run as market_script
 from examples.marketplace.market import MIN_TRUST, STRATEGIES, run_market
 
@@ -113,3 +114,38 @@ def test_the_market_script_prints_awards_and_trust(
     assert "Awards and receipts" in out
     assert "budgetbot" in out
     assert "verified, paid" in out
+
+
+# -- debate ----------------------------------------------------------------------------------------
+
+
+async def test_the_debate_ends_with_a_verdict_from_the_judge_and_the_jury(tmp_path: Path) -> None:
+    result = await debate_script.run_debate(store_path=tmp_path / "d.db")
+    judged, voted = result.judged.output, result.voted.output
+    assert judged["verdict"] == "against"
+    assert judged["scores"] == {"for": 3.5, "against": 4.0}
+    assert voted["verdict"] == "against" and voted["count"] == 3
+    # In round 2 each side answered the other's round-1 point.
+    assert result.judged.outputs["proponent_2"]["rebutted"] == ["A1"]
+    assert result.judged.outputs["opponent_2"]["rebutted"] == ["F1"]
+
+
+async def test_a_split_jury_decides_by_majority(tmp_path: Path) -> None:
+    result = await debate_script.run_debate(rounds=3, store_path=tmp_path / "d.db")
+    assert result.judged.output["verdict"] == "for"
+    assert result.voted.output["votes"] == {
+        "evidence_judge": "for",
+        "rebuttal_judge": "against",
+        "cautious_judge": "against",
+    }
+    assert result.voted.output["verdict"] == "against"
+
+
+def test_the_debate_script_prints_the_transcript_and_both_verdicts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert debate_script.main(["--store", str(tmp_path / "d.db")]) == 0
+    out = capsys.readouterr().out
+    assert "round 2 · opponent (against)" in out
+    assert "Judge: against" in out
+    assert "Jury:  against (3 of 3" in out
