@@ -22,7 +22,7 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
-	$(BIN)/converge demo --store .converge/demo.db
+	$(BIN)/converge run examples/code_review/graph.yaml --input source_code=@examples/code_review/sample.py
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check src tests bench examples

@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,9 +77,17 @@ def parse_inputs(items: list[str]) -> dict[str, Any]:
 
 
 def load(path: Path) -> Graph:
-    """Load and compile the graph file (``ValidationError`` with file and line)."""
+    """Load and compile the graph file (``ValidationError`` with file and line).
+
+    Agents named ``module:attr`` are imported with the current directory on the import path,
+    as ``python -m`` and ``uvicorn module:app`` do: a project's own modules resolve from where
+    the command runs.
+    """
     from converge.orchestration import load_graph
 
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     graph = load_graph(path)
     graph.compile()
     return graph
