@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from converge.core.agent import Agent, RunContext
 from converge.errors import AgentModeError, ValidationError
+
+if TYPE_CHECKING:
+    from converge.core.agent import Agent, RunContext
 
 __all__ = ["AgentSpec", "NodeAgent", "resolve_agent"]
 
@@ -92,7 +95,11 @@ def resolve_agent(
     field = f"agents.{name}"
     if isinstance(target, str):
         target = _import(target, field, source, line)
-    if isinstance(target, type) and issubclass(target, Agent):
+    # Nothing can be an Agent unless the module that defines Agent was imported: checking
+    # sys.modules keeps `converge validate` from importing the whole core for plain functions.
+    core = sys.modules.get("converge.core.agent")
+    agent_cls: type[Agent] | None = None if core is None else core.Agent
+    if agent_cls is not None and isinstance(target, type) and issubclass(target, agent_cls):
         try:
             target = target()
         except TypeError as exc:
@@ -103,7 +110,7 @@ def resolve_agent(
                 source=source,
                 line=line,
             ) from None
-    if isinstance(target, Agent):
+    if agent_cls is not None and isinstance(target, agent_cls):
         if not target.supports_run:
             raise AgentModeError(target.name, "run", f"as the graph agent {name!r}")
         return NodeAgent(name, target.run, takes_ctx=True, is_async=True, agent=target)

@@ -20,10 +20,10 @@ under its node's id (or the ``Agent``'s name), so YAML and Python graphs look al
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from converge.core.agent import Agent
 from converge.errors import ValidationError
 from converge.orchestration._model import (
     Edge,
@@ -165,7 +165,8 @@ class Graph:
     def _register(self, node_id: str, agent: Any) -> str:
         if isinstance(agent, str) and ":" not in agent:
             return agent  # a name, resolved against `agents` when compiled
-        name = agent.name if isinstance(agent, Agent) else node_id
+        core = sys.modules.get("converge.core.agent")  # an Agent implies its module is loaded
+        name = agent.name if core is not None and isinstance(agent, core.Agent) else node_id
         if isinstance(agent, str):
             name = node_id
         known = self.agents.get(name)
