@@ -199,7 +199,7 @@ async def test_html_escapes_what_the_log_holds(recorded: dict[str, Any]) -> None
     assert "</script><b>" not in text
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium binary on PATH")
+@pytest.mark.browser
 def test_html_draws_nodes_in_a_headless_browser(recorded: dict[str, Any], tmp_path: Path) -> None:
     page = tmp_path / "run.html"
     page.write_text(render_html(recorded), encoding="utf-8")
