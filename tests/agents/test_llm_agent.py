@@ -20,7 +20,7 @@ from converge.agents.llm import (
     ToolRoundsExceeded,
 )
 from converge.agents.llm.testing import FakeLLMServer, Reply
-from converge.core.tools import ToolRegistry
+from converge.core.tools import FunctionTool, ToolRegistry
 from converge.errors import ValidationError
 from converge.orchestration import Engine, Graph, loads_graph
 from converge.store import MemoryStore
@@ -358,3 +358,48 @@ async def test_many_llm_nodes_run_concurrently_in_a_graph() -> None:
         await llm.aclose()
     assert [n["status"] for n in trace["nodes"]] == ["success"] * 30
     assert trace["total_tokens"] == 30 * 15
+
+
+async def test_tool_calls_go_through_the_safe_path(
+    provider: Any, server: FakeLLMServer, ctx: Ctx
+) -> None:
+    from converge.policy.safety import ActionPolicy, ResourceLimits
+    from converge.runtime.tools import SafeTools
+
+    ran: list[str] = []
+
+    def lookup(key: str) -> str:
+        "Look a key up."
+        ran.append(key)
+        return key.upper()
+
+    def wipe() -> str:
+        "Delete everything."
+        ran.append("wipe")
+        return "gone"
+
+    safe = SafeTools(
+        [FunctionTool(lookup), FunctionTool(wipe)],
+        policy=ActionPolicy(deny_tools=frozenset({"wipe"})),
+        limits=ResourceLimits(max_tool_calls=1),
+    )
+    server.script(
+        Reply(
+            text="",
+            tool_calls=(
+                ToolCall(id="c1", name="wipe", arguments={}),  # denied by the policy
+                ToolCall(id="c2", name="lookup", arguments={"key": "a"}),
+                ToolCall(id="c3", name="lookup", arguments={"key": "b"}),  # over the limit
+            ),
+        ),
+        Reply(text="done"),
+    )
+    assert await agent(provider, tools=safe).run({"q": "?"}, ctx) == "done"
+    assert ran == ["a"]
+    offered = [
+        t["function"]["name"] if "function" in t else t["name"]
+        for t in server.requests[0].body.get("tools", [])
+    ]
+    assert offered == ["lookup"]  # a denied tool is not even offered
+    last = str(server.requests[-1].body["messages"])
+    assert last.count("error: ToolCallRefused") == 2

@@ -30,11 +30,12 @@ import msgspec
 from converge.agents.llm._common import ResponseSchemaError, ToolRoundsExceeded, parse_json
 from converge.agents.llm._prompt import render_prompt
 from converge.agents.llm._schema import schema_error
-from converge.agents.llm.base import ChatMessage, ChatResponse, LLMError, LLMProvider, ToolSpec
+from converge.agents.llm.base import ChatMessage, ChatResponse, LLMError, LLMProvider
 from converge.agents.llm.pricing import PriceTable
 from converge.core.agent import Agent, RunContext
 from converge.core.tools import Tool, ToolRegistry
 from converge.errors import ValidationError
+from converge.runtime.tools import SafeTools
 
 __all__ = ["CallPolicy", "LLMAgent"]
 
@@ -77,7 +78,9 @@ class LLMAgent(Agent):
         system: the system prompt.
         prompt: the user prompt's template, filled from the inputs (``"Review {code}"``);
             without one, the inputs themselves.
-        tools: tools the model may call: a ``ToolRegistry``, or tools and functions.
+        tools: tools the model may call: a ``SafeTools`` (its policy, limits, timeout and
+            sandbox apply), or a ``ToolRegistry`` or tools and functions (wrapped in a
+            ``SafeTools`` that allows them all, with its default per-call timeout).
         response_schema: the answer must be JSON following this JSON Schema (a dict), or
             convertible to this type (a msgspec ``Struct``, dataclass, ``TypedDict``…).
         temperature: sampling temperature.
@@ -97,7 +100,7 @@ class LLMAgent(Agent):
         *,
         system: str | None = None,
         prompt: str | None = None,
-        tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
+        tools: SafeTools | ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
         response_schema: dict[str, Any] | type | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
@@ -113,8 +116,10 @@ class LLMAgent(Agent):
         self.provider = provider
         self.system = system
         self.prompt = prompt
-        self.tools = _registry(tools)
-        self._specs = tuple(ToolSpec(t.name, t.description, t.parameters) for t in self.tools)
+        # Every tool call goes through the safe path (allow/deny lists, the agent's tool-call
+        # limit, a per-call timeout, the sandbox for unsafe tools), as the runtime's do.
+        self.tools = tools if isinstance(tools, SafeTools) else SafeTools(_registry(tools))
+        self._specs = tuple(self.tools.specs())
         self._schema_type: type | None = None
         self.response_schema: dict[str, Any] | None
         if isinstance(response_schema, type):
@@ -229,7 +234,7 @@ class LLMAgent(Agent):
         results = []
         for call in response.tool_calls:
             try:
-                output = await self.tools.invoke(call.name, call.arguments)
+                output = await self.tools.call(self.did, call.name, call.arguments)
                 content = _text(output)
             except Exception as exc:
                 # The model gets the failure as the tool's result and may correct itself.
