@@ -299,6 +299,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "MissingAPIKey",
         "OpenAIProvider",
         "Price",
+        "PromptTooLong",
         "PriceTable",
         "ResponseSchemaError",
         "ToolCall",

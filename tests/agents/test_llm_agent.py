@@ -403,3 +403,17 @@ async def test_tool_calls_go_through_the_safe_path(
     assert offered == ["lookup"]  # a denied tool is not even offered
     last = str(server.requests[-1].body["messages"])
     assert last.count("error: ToolCallRefused") == 2
+
+
+async def test_a_prompt_over_its_token_budget_is_refused_before_any_call(
+    provider: Any, server: FakeLLMServer, ctx: Ctx
+) -> None:
+    from converge.agents.llm import PromptTooLong
+
+    long_question = "word " * 400  # about 500 tokens
+    with pytest.raises(PromptTooLong) as caught:
+        await agent(provider, max_prompt_tokens=100).run({"q": long_question}, ctx)
+    assert caught.value.budget == 100 and caught.value.tokens > 100
+    assert server.requests == []  # nothing was sent
+    with pytest.raises(ValidationError, match="max_prompt_tokens"):
+        agent(provider, max_prompt_tokens=0)

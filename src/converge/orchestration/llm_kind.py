@@ -60,6 +60,7 @@ _OPTIONS = (
     "tools",
     "stream",
     "max_tool_rounds",
+    "max_prompt_tokens",
     "timeout",
     "attempts",
     "prices",
@@ -75,6 +76,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "response_schema": (dict,),
     "stream": (bool,),
     "max_tool_rounds": (int,),
+    "max_prompt_tokens": (int,),
     "timeout": (int, float),
     "attempts": (int,),
     "prices": (dict,),
@@ -118,6 +120,7 @@ def _read(options: Mapping[str, Any], ctx: KindContext) -> LLMAgent:
             stream=found.get("stream", False),
             policy=policy,
             max_tool_rounds=found.get("max_tool_rounds", 8),
+            max_prompt_tokens=found.get("max_prompt_tokens"),
             prices=PriceTable({k: tuple(v) for k, v in prices.items()}) if prices else None,
             name=ctx.name,
         )

@@ -7,7 +7,12 @@ both APIs, to test agents offline.
 """
 
 from converge.agents.llm._anthropic import AnthropicProvider
-from converge.agents.llm._common import MissingAPIKey, ResponseSchemaError, ToolRoundsExceeded
+from converge.agents.llm._common import (
+    MissingAPIKey,
+    PromptTooLong,
+    ResponseSchemaError,
+    ToolRoundsExceeded,
+)
 from converge.agents.llm._openai import CompatibleProvider, OpenAIProvider
 from converge.agents.llm._prompt import render_prompt
 from converge.agents.llm.agent import CallPolicy, LLMAgent
@@ -37,6 +42,7 @@ __all__ = [
     "OpenAIProvider",
     "Price",
     "PriceTable",
+    "PromptTooLong",
     "ResponseSchemaError",
     "ToolCall",
     "ToolRoundsExceeded",

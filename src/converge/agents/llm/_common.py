@@ -15,9 +15,11 @@ from types import ModuleType
 from typing import Any
 
 from converge.agents.llm.base import LLMError
+from converge.errors import ValidationError
 
 __all__ = [
     "MissingAPIKey",
+    "PromptTooLong",
     "ResponseSchemaError",
     "ToolRoundsExceeded",
     "import_sdk",
@@ -41,6 +43,26 @@ class MissingAPIKey(LLMError):
             provider=provider,
         )
         self.variable = variable
+
+
+class PromptTooLong(ValidationError):
+    """A prompt (the conversation so far, tool results included) would exceed the agent's
+    ``max_prompt_tokens``; nothing was sent. Tokens are estimated (about four characters each).
+
+    Attributes:
+        agent: the agent's name.
+        tokens: the prompt's estimated tokens.
+        budget: the agent's limit.
+    """
+
+    def __init__(self, agent: str, tokens: int, budget: int) -> None:
+        super().__init__(
+            f"{agent}: the prompt is about {tokens} tokens, over its budget of {budget}",
+            field="max_prompt_tokens",
+        )
+        self.agent = agent
+        self.tokens = tokens
+        self.budget = budget
 
 
 class ResponseSchemaError(LLMError):

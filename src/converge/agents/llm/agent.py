@@ -27,11 +27,17 @@ from typing import Any
 
 import msgspec
 
-from converge.agents.llm._common import ResponseSchemaError, ToolRoundsExceeded, parse_json
+from converge.agents.llm._common import (
+    PromptTooLong,
+    ResponseSchemaError,
+    ToolRoundsExceeded,
+    parse_json,
+)
 from converge.agents.llm._prompt import render_prompt
 from converge.agents.llm._schema import schema_error
 from converge.agents.llm.base import ChatMessage, ChatResponse, LLMError, LLMProvider
 from converge.agents.llm.pricing import PriceTable
+from converge.agents.memory._summarize import count_message, estimate_tokens
 from converge.core.agent import Agent, RunContext
 from converge.core.tools import Tool, ToolRegistry
 from converge.errors import ValidationError
@@ -107,6 +113,7 @@ class LLMAgent(Agent):
         stream: bool = False,
         policy: CallPolicy | None = None,
         max_tool_rounds: int = 8,
+        max_prompt_tokens: int | None = None,
         prices: PriceTable | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         name: str | None = None,
@@ -132,6 +139,14 @@ class LLMAgent(Agent):
         self.stream = stream
         self.policy = policy if policy is not None else CallPolicy()
         self.max_tool_rounds = max_tool_rounds
+        if max_prompt_tokens is not None and (
+            not isinstance(max_prompt_tokens, int) or max_prompt_tokens < 1
+        ):
+            raise ValidationError(
+                f"max_prompt_tokens must be an int >= 1, not {max_prompt_tokens!r}",
+                field="max_prompt_tokens",
+            )
+        self.max_prompt_tokens = max_prompt_tokens
         self.prices = prices if prices is not None else PriceTable()
         self._sleep = sleep
 
@@ -145,10 +160,6 @@ class LLMAgent(Agent):
             ToolRoundsExceeded: the model kept calling tools.
             ValidationError: the prompt names an input the node does not have.
         """
-        # Suspend once before any call: a graph engine may take a node's first step inside its
-        # own task before handing the rest to the node's task (an eager start); the timeout
-        # scope and the HTTP client's cancel scopes must be entered in the task that exits them.
-        await asyncio.sleep(0)
         messages = [ChatMessage(role="user", content=render_prompt(self.prompt, inputs))]
         if self.system:
             messages.insert(0, ChatMessage(role="system", content=self.system))
@@ -187,6 +198,10 @@ class LLMAgent(Agent):
             history.append(ChatMessage(role="user", content=_FIX.format(reason=reason)))
 
     async def _call(self, messages: Sequence[ChatMessage], ctx: RunContext | None) -> ChatResponse:
+        if self.max_prompt_tokens is not None:
+            tokens = sum(count_message(m, estimate_tokens) for m in messages)
+            if tokens > self.max_prompt_tokens:
+                raise PromptTooLong(self.name, tokens, self.max_prompt_tokens)
         policy = self.policy
         on_chunk = ctx.emit if (self.stream and ctx is not None) else None
         attempt = 0
