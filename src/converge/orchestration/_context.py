@@ -51,6 +51,8 @@ class _Host(Protocol):
     @property
     def services(self) -> Services: ...
 
+    def memory_context(self, node_id: str) -> Any: ...
+
 
 class NodeContext:
     """The context of one try of one node.
@@ -143,6 +145,16 @@ class NodeContext:
     def services(self) -> Services:
         """The coordination services the engine lends to nodes (see ``Services``)."""
         return self._host.services
+
+    @property
+    def context(self) -> Any:
+        """This node's agent's view of the context scopes (request, session, agent, graph,
+        global): only the scopes and keys its grants allow (``agents.memory.Context``).
+
+        Raises:
+            ValidationError: the engine has no ``Services(memory=...)``.
+        """
+        return self._host.memory_context(self.node_id)
 
     async def run_graph(self, graph: Any, inputs: dict[str, Any]) -> Any:
         """Run ``graph`` as a part of this node: its run's id is this node's

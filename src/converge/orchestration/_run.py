@@ -102,6 +102,8 @@ class RunState:
         self.started_event: str | None = None
         self._buffer: list[Event] = []
         self._dependents = False  # a settled pass has dependents: write before they start
+        self._request: Any = None  # the run's request scope, made on first use
+        self.plan_grants: dict[str, Any] = {}
         execution = plan.execution
         self._limits = (execution.max_tokens_per_agent, execution.max_tool_calls_per_agent)
         self._started = time.perf_counter()
@@ -381,6 +383,37 @@ class RunState:
     def services(self) -> Services:
         """What the engine lends to nodes."""
         return self._services
+
+    def memory_context(self, node_id: str) -> Any:
+        """The context of a node's agent: its grants, the run's request scope (shared by the
+        run's nodes), the session named by the graph input ``session_id`` if any, the agent
+        scope of its name and the graph scope of the run's root."""
+        scopes = self._services.memory
+        if scopes is None:
+            raise ValidationError(
+                f"node {node_id!r} asks for its context, but the engine has no memory: "
+                "Engine(services=Services(memory=ContextScopes(store)))",
+                field="services.memory",
+            )
+        agent = self.plan.by_id[node_id].agent.name
+        grants = self.plan_grants.get(agent, self._services.grants.get(agent, {}))
+        from converge.agents.memory import Grants, RequestScope
+
+        if isinstance(grants, dict) and grants and set(grants) <= {"read", "write"}:
+            grants = Grants(
+                read={k: tuple(v) for k, v in grants.get("read", {}).items()},
+                write={k: tuple(v) for k, v in grants.get("write", {}).items()},
+            )
+        if self._request is None:
+            self._request = RequestScope()
+        session = self.inputs.get("session_id")
+        return scopes.context(
+            grants,
+            agent=agent,
+            session_id=str(session) if session is not None else None,
+            run_id=self.trace_id,
+            request=self._request,
+        )
 
     async def subrun(
         self, node_id: str, iteration: int, graph: Any, inputs: dict[str, Any], answer: Any

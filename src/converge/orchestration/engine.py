@@ -342,6 +342,7 @@ class Engine:
             spawn=self._child,
             trace_id=trace_id,
         )
+        state.plan_grants = graph.grants
         if records is not None and records.started is not None and forked is None:
             state.started_event = records.started.id
             state.log("run.resumed", resumed or {})

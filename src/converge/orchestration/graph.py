@@ -71,6 +71,9 @@ class Graph:
         self.config = config or GraphConfig()
         self.execution = execution or ExecutionConfig()
         self.agents: dict[str, Any] = dict(agents or {})
+        self.grants: dict[str, Any] = {}
+        """What each agent may read and write in its context scopes (``ctx.context``), by agent
+        name: ``{"writer": {"read": {"session": ["history"]}, "write": {...}}}``."""
         self.source = source
         self._nodes: list[Node] = []
         self._edges: list[Edge] = []

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from converge.errors import ValidationError
 
 if TYPE_CHECKING:
+    from converge.agents.memory import ContextScopes
     from converge.coordination.bidding import BiddingProtocol
     from converge.coordination.consensus import Consensus
     from converge.coordination.discovery import DiscoveryService
@@ -39,6 +40,10 @@ class Services:
         bidding: the requester's contract-net protocol (tender nodes).
         consensus: ballots (consensus nodes).
         agents: agents by name, for teams and kinds that name their members.
+        memory: the context scopes (request, session, agent, graph, global) nodes reach through
+            ``ctx.context``.
+        grants: what each agent (by its name in the graph) may read and write there; an agent
+            without grants sees nothing (the graph's own ``grants`` take precedence).
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class Services:
         bidding: BiddingProtocol | None = None,
         consensus: Consensus | None = None,
         agents: dict[str, Any] | None = None,
+        memory: ContextScopes | None = None,
+        grants: dict[str, Any] | None = None,
     ) -> None:
         self.identity = identity
         self.network = network
@@ -63,6 +70,8 @@ class Services:
         self.bidding = bidding
         self.consensus = consensus
         self.agents: dict[str, Any] = dict(agents or {})
+        self.memory = memory
+        self.grants: dict[str, Any] = dict(grants or {})
 
     def need(self, name: str, node: str, kind: str) -> Any:
         """The service ``name``, or a ``ValidationError`` saying the node of ``kind`` needs it."""

@@ -52,7 +52,8 @@ __all__ = ["load_graph", "loads_graph"]
 
 T = TypeVar("T")
 
-_TOP = ("name", "description", "nodes", "edges", "config", "execution", "agents")
+_SCOPES = ("request", "session", "agent", "graph", "global")
+_TOP = ("name", "description", "nodes", "edges", "config", "execution", "agents", "grants")
 _NODE = ("id", "agent", "inputs", "parallel_group", "wait_for", "timeout", "retry", "on_error",
          "fallback")  # fmt: skip
 _EDGE = ("from", "to", "when")
@@ -132,6 +133,9 @@ def loads_graph(
         for key, value in reader.mapping(top["agents"], "agents", None).items():
             graph.agents[key] = reader.agent(value, f"agents.{key}", key, agents or {})
     graph.agents.update(agents or {})
+    if "grants" in top and not reader.is_null(top["grants"]):
+        for key, value in reader.mapping(top["grants"], "grants", None).items():
+            graph.grants[key] = reader.grants(value, f"grants.{key}")
     graph.compile()
     return graph
 
@@ -296,6 +300,16 @@ class _Reader:
         base = Path(self.source).parent if self.source != "<string>" else Path.cwd()
         ctx = KindContext(name, self.source, node.start_mark.line + 1, base, agents)
         return read_kind(kind, options, ctx)
+
+    def grants(self, node: yaml.Node, field: str) -> dict[str, dict[str, list[str]]]:
+        """An agent's grants: ``{read: {scope: [key pattern...]}, write: {...}}``."""
+        raw = self.mapping(node, field, ("read", "write"))
+        out: dict[str, dict[str, list[str]]] = {}
+        for access, scopes in raw.items():
+            out[access] = {}
+            for scope, keys in self.mapping(scopes, f"{field}.{access}", _SCOPES).items():
+                out[access][scope] = list(self.strings(keys, f"{field}.{access}.{scope}"))
+        return out
 
     def plain(self, node: yaml.Node, field: str) -> Any:
         """A value as plain Python (mappings, lists, scalars)."""
