@@ -297,6 +297,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "LLMProvider",
         "LLMUsage",
         "MissingAPIKey",
+        "OpenAIEmbedder",
         "OpenAIProvider",
         "Price",
         "PromptTooLong",

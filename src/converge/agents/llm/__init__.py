@@ -25,6 +25,7 @@ from converge.agents.llm.base import (
     ToolCall,
     ToolSpec,
 )
+from converge.agents.llm.embeddings import OpenAIEmbedder
 from converge.agents.llm.pricing import DEFAULT_PRICES, Price, PriceTable
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "LLMProvider",
     "LLMUsage",
     "MissingAPIKey",
+    "OpenAIEmbedder",
     "OpenAIProvider",
     "Price",
     "PriceTable",

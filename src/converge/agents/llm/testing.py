@@ -10,9 +10,10 @@ with FakeLLMServer() as server:
 
 Each request takes the next scripted ``Reply`` (or ``default`` when the script is empty),
 rendered in the wire format of the path it came to (``/v1/chat/completions`` or
-``/v1/messages``), streamed when the request asks for ``stream``. Requests are recorded
-(``server.requests``) so a test can check what the SDK sent. The server runs in a thread of its
-own (stdlib ``http.server``): the event loop under test stays free.
+``/v1/messages``; ``/v1/embeddings`` gets deterministic 8-dimensional vectors), streamed
+when the request asks for ``stream``. Requests are recorded (``server.requests``) so a test
+can check what the SDK sent. The server runs in a thread of its own (stdlib ``http.server``):
+the event loop under test stays free.
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             if not server._wait(server.latency + reply.delay):
                 return
             anthropic = self.path.rstrip("/").endswith("/messages")
+            if self.path.rstrip("/").endswith("/embeddings") and reply.status < 300:
+                self._send(200, json.dumps(_openai_embeddings(body)).encode())
+                return
             if reply.raw is not None:
                 self._send(200, reply.raw.encode(), "application/json")
             elif reply.status >= 300:
@@ -204,6 +208,27 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(b"0\r\n\r\n")
 
     return Handler
+
+
+def _openai_embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic 8-dimensional vectors (letter counts by bucket, normalised) per input."""
+    texts = body.get("input", [])
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    data = []
+    for i, text in enumerate(texts):
+        vec = [0.0] * 8
+        for ch in str(text).lower():
+            if ch.isalpha():
+                vec[(ord(ch) - 97) % 8] += 1.0
+        norm = sum(x * x for x in vec) ** 0.5 or 1.0
+        data.append({"object": "embedding", "index": i, "embedding": [x / norm for x in vec]})
+    tokens = sum(len(str(t).split()) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model", ""),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _pieces(text: str) -> list[str]:
