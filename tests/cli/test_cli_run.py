@@ -295,3 +295,16 @@ def test_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "run k1 was cancelled" in err
+
+
+def test_run_with_otel_console_prints_the_runs_spans(tmp_path: Path) -> None:
+    code, out, err = invoke(
+        "run", str(graph_file(tmp_path)), "-i", "text=hi", "--store", str(tmp_path / "c.db"),
+        "--run-id", "o1", "--otel", "console",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == {"chars": 2}
+    for name in ("converge.run shout", "converge.node up", "converge.node count"):
+        assert f'"name": "{name}"' in err
+    code, _, err = invoke("run", str(graph_file(tmp_path)), "-i", "text=hi", "--otel", "zipkin")
+    assert code == 2 and "--otel is console or otlp" in err

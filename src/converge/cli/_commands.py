@@ -51,6 +51,14 @@ def run(
         str | None, typer.Option(help="Progress when not a terminal: text or json.")
     ] = None,
     as_json: JsonOpt = False,
+    otel: Annotated[
+        str | None,
+        typer.Option(
+            help="Export OpenTelemetry spans: console (stderr) or otlp "
+            "($OTEL_EXPORTER_OTLP_ENDPOINT); needs the otel extra.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a graph on the embedded store, with live progress; print its result and run id.
 
@@ -63,11 +71,24 @@ def run(
     graph = graph.resolve()
     inputs = parse_inputs(input_ or [])
     nodes = [n.id for n in guard(lambda: load(graph)).nodes]
-    with Progress(nodes, log_format=cfg.log_format) as progress:
-        outcome = _interruptible(
-            lambda: asyncio.run(start_run(cfg, graph, inputs, run_id, progress.event)),
-            run_id,
-        )
+    provider = None
+    if otel is not None:
+        if otel not in ("console", "otlp"):
+            fail(f"--otel is console or otlp, not {otel!r}", 2)
+        from converge.observability.otel import tracer_provider
+
+        provider = guard(lambda: tracer_provider(otel))
+    try:
+        with Progress(nodes, log_format=cfg.log_format) as progress:
+            outcome = _interruptible(
+                lambda: asyncio.run(
+                    start_run(cfg, graph, inputs, run_id, progress.event, provider)
+                ),
+                run_id,
+            )
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the spans
     tokens, cost = progress.totals()
     outcome.usage = {"tokens": tokens, "cost": round(cost, 10)}
     _report(outcome, as_json)

@@ -110,8 +110,10 @@ async def start_run(
     inputs: dict[str, Any],
     run_id: str | None,
     listener: Callable[[str, str | None, dict[str, Any]], None],
+    tracer_provider: Any = None,
 ) -> Outcome:
-    """Run the graph at ``graph_path``, feeding its events to ``listener``."""
+    """Run the graph at ``graph_path``, feeding its events to ``listener`` (and to an
+    ``OTelListener`` on ``tracer_provider`` when one is given)."""
     from converge.core.ids import new_id
     from converge.errors import ValidationError
     from converge.orchestration import Engine
@@ -133,7 +135,14 @@ async def start_run(
             )
         await _record_run(store, run_id, graph_path)
         ids = iter([run_id])
-        async with Engine(store, id_factory=lambda: next(ids, None) or new_id()) as engine:
+        listeners = []
+        if tracer_provider is not None:
+            from converge.observability.otel import OTelListener
+
+            listeners.append(OTelListener(tracer_provider))
+        async with Engine(
+            store, id_factory=lambda: next(ids, None) or new_id(), listeners=listeners
+        ) as engine:
 
             async def drive() -> Outcome:
                 outcome = Outcome(run_id, "cancelled", {})

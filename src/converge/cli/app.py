@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create and inspect agent key files.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+agents_app = typer.Typer(help="Run decentralized agents over the store.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -221,6 +223,34 @@ def demo(
             f"\nThe log is in {result.store_path}; read it again with:\n"
             f"  converge events --store {result.store_path} --trace {result.trace_id}"
         )
+
+
+@agents_app.command("run")
+def agents_run(
+    config: Annotated[Path, typer.Argument(help="The agents file (YAML).")],
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="The SQLite store (default: $CONVERGE_STORE, converge.toml, "
+            ".converge/converge.db).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the file's agents on the store's board until Ctrl-C, then stop them cleanly.
+
+    Prints a line per agent started and stopped; exits 0 after a shutdown by SIGINT or SIGTERM,
+    2 on a bad file ([bold]file:line: message[/]).
+
+    Example: [bold]converge agents run agents.yaml --store .converge/board.db[/]
+    """
+    from converge.cli._agents_config import load_agents_config
+    from converge.cli._agents_run import run_agents
+    from converge.cli._config import guard, settings
+
+    cfg = settings(store=store)
+    parsed = guard(lambda: load_agents_config(config))
+    guard(lambda: asyncio.run(run_agents(cfg, parsed, typer.echo)))
 
 
 # run, resume, cancel, runs, show, validate (their modules import heavy code lazily too)

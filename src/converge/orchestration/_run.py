@@ -46,13 +46,14 @@ from converge.protocol.event import Event
 from converge.protocol.objects import Usage
 from converge.store.base import Store
 
-__all__ = ["RunState"]
+__all__ = ["EventListener", "RunState"]
 
 _FLUSH_AT = 256  # buffered events that force a write when checkpoints are off
 _encoder = msgspec.msgpack.Encoder()
 
 
 Listener = Callable[[str, str | None, dict[str, Any]], None]
+EventListener = Callable[[Event], None]
 
 
 Spawn = Callable[[Any, dict[str, Any], str, str, Any], Awaitable[Any]]
@@ -77,8 +78,10 @@ class RunState:
         services: Services | None = None,
         spawn: Spawn | None = None,
         trace_id: str | None = None,
+        observer: EventListener | None = None,
     ) -> None:
         self.plan = plan
+        self.observer = observer  # sees every event: the engine's listeners (tracing…)
         self.run_id = run_id
         self.inputs = inputs
         self.store = store
@@ -128,6 +131,8 @@ class RunState:
             at=self.clock.now() if at is None else at,
         )
         self._buffer.append(event)
+        if self.observer is not None:
+            self.observer(event)
         if self.listener is not None:
             self.listener(kind, data.get("node"), data)
         return event

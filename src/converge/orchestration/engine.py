@@ -17,7 +17,8 @@ a run — its results, ``resume``, ``fork`` and its trace — is read back from 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Self
@@ -30,14 +31,17 @@ from converge.errors import StateError, ValidationError
 from converge.orchestration._pass import FailureHook
 from converge.orchestration._records import RunRecords, read_records
 from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
-from converge.orchestration._run import RunState
+from converge.orchestration._run import EventListener, RunState
 from converge.orchestration.graph import Graph
 from converge.orchestration.services import Services
 from converge.orchestration.trace import metrics_of, trace_of
+from converge.protocol.event import Event
 from converge.store.base import Store
 from converge.store.memory import MemoryStore
 
 __all__ = ["Engine", "RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
+
+_log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -52,6 +56,9 @@ class Engine:
             ``Replacement`` nodes it returns run in a chain in its place (the last one's output
             is the node's), and the run goes on. None (or an empty list): the run fails.
         services: what nodes of other kinds (tender, team, board, consensus) work with.
+        listeners: called with every event a run of this engine logs, as it is logged (before
+            it is written), e.g. ``converge.observability.otel.OTelListener``. A listener
+            observes: it must not block, and what it raises is logged and ignored.
     """
 
     def __init__(
@@ -63,7 +70,9 @@ class Engine:
         max_threads: int = 8,
         on_node_failed: FailureHook | None = None,
         services: Services | None = None,
+        listeners: Sequence[EventListener] = (),
     ) -> None:
+        self.listeners = tuple(listeners)
         self.on_node_failed = on_node_failed
         self.services = services or Services()
         self.store: Store = store if store is not None else MemoryStore()
@@ -90,6 +99,13 @@ class Engine:
                 await group.__aexit__(exc_type, exc, tb)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _observe(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # an observer's bug must not fail the run it watches
+                _log.exception("engine listener %r failed on %s", listener, event.kind)
 
     # -- modes -------------------------------------------------------------------------------------
 
@@ -341,6 +357,7 @@ class Engine:
             services=self.services,
             spawn=self._child,
             trace_id=trace_id,
+            observer=self._observe if self.listeners else None,
         )
         state.plan_grants = graph.grants
         if records is not None and records.started is not None and forked is None:

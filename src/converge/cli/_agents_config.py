@@ -1,0 +1,195 @@
+"""The file ``converge agents run`` reads: which agents to start, in which pools.
+
+```yaml
+pools:                         # optional: pools created if absent, then joined by agents
+  reviewers:                   # the pool id
+    name: Reviewers            # default: the id
+    admission: open            # open (default) or token
+    token_env: REVIEWERS_TOKEN # token admission: the environment variable holding the token
+agents:                        # required: one runtime per agent, by name
+  alpha:
+    ref: mypkg.agents:Reviewer # module:attr — see below
+    capabilities: [review@1.0] # optional: replaces the agent's own
+    pools: [reviewers]         # optional: pools it joins before it starts
+    max_batch: 10              # optional: messages and tasks per decide() (default 100)
+    key: keys/alpha.pem        # optional: its Ed25519 key; created (mode 0600) if absent
+```
+
+``ref`` names an ``Agent`` class (instantiated without arguments) or instance that implements
+``decide``, or any other callable, which becomes a *board worker*: it is shown the tasks it can
+see, claims one, and reports ``fn(task)`` (sync or async; a raise fails the task). A board worker
+computes the result before its claim is applied, so two workers racing for one task may both
+compute it (the loser's report is refused and logged): use it for idempotent work, and write an
+``Agent`` when work must happen once.
+
+Relative ``key`` paths are relative to the file. A token pool's token is read from the
+environment, never from the file; agents joining it present the same variable's value. Every
+mistake is a ``ValidationError`` with the file and line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from converge.errors import ValidationError
+from converge.orchestration.yaml_loader import _Reader
+
+__all__ = ["AgentSpec", "AgentsConfig", "PoolSpec", "load_agents_config"]
+
+_TOP = ("pools", "agents")
+_POOL = ("name", "admission", "token_env")
+_AGENT = ("ref", "capabilities", "pools", "max_batch", "key")
+_ADMISSIONS = ("open", "token")
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool the agents use."""
+
+    id: str
+    """The pool id."""
+    name: str
+    """Its human-readable name."""
+    admission: str
+    """``open`` or ``token``."""
+    token_env: str | None
+    """For token admission: the environment variable holding the token."""
+    line: int
+    """Where it is declared."""
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent to run."""
+
+    name: str
+    """Its name (printed, and given to the agent)."""
+    ref: str
+    """``module:attr`` of an ``Agent`` class or instance, or a callable."""
+    capabilities: tuple[str, ...] | None
+    """Capabilities replacing the agent's own; None keeps them."""
+    pools: tuple[str, ...]
+    """Pool ids it joins."""
+    max_batch: int
+    """Messages and tasks per ``decide()``."""
+    key: Path | None
+    """Its key file; None: a new identity each start."""
+    line: int
+    """Where it is declared."""
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    """A parsed agents file."""
+
+    source: str
+    """The file."""
+    pools: tuple[PoolSpec, ...]
+    """The pools, in file order."""
+    agents: tuple[AgentSpec, ...]
+    """The agents, in file order."""
+
+
+def load_agents_config(path: Path) -> AgentsConfig:
+    """Read and check the agents file at ``path`` (``ValidationError`` with file and line)."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"cannot read agents file: {exc.strerror}", source=source) from None
+    except UnicodeDecodeError:
+        raise ValidationError("the agents file is not UTF-8 text", source=source) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        raise ValidationError(
+            f"invalid YAML: {exc.problem or exc.context}", source=source, line=line
+        ) from None
+    if not isinstance(root, yaml.MappingNode):
+        raise ValidationError("the agents file must be a mapping with `agents`", source=source)
+    reader = _Reader(source)
+    top = reader.mapping(root, "", _TOP)
+    pools: list[PoolSpec] = []
+    if "pools" in top and not reader.is_null(top["pools"]):
+        for pool_id, node in reader.mapping(top["pools"], "pools", None).items():
+            pools.append(_pool(reader, pool_id, node))
+    if "agents" not in top or reader.is_null(top["agents"]):
+        raise ValidationError(
+            "an agents file needs `agents`", field="agents", source=source, line=1
+        )
+    known = {p.id for p in pools}
+    agents = [
+        _agent(reader, name, node, path.parent, known)
+        for name, node in reader.mapping(top["agents"], "agents", None).items()
+    ]
+    if not agents:
+        raise reader.fail("`agents` is empty: name at least one", top["agents"], "agents")
+    return AgentsConfig(source, tuple(pools), tuple(agents))
+
+
+def _pool(reader: _Reader, pool_id: str, node: yaml.Node) -> PoolSpec:
+    field = f"pools.{pool_id}"
+    spec = {} if reader.is_null(node) else reader.mapping(node, field, _POOL)
+    name = reader.string(spec["name"], f"{field}.name") if "name" in spec else pool_id
+    admission = "open"
+    if "admission" in spec:
+        admission = reader.string(spec["admission"], f"{field}.admission")
+        if admission not in _ADMISSIONS:
+            raise reader.fail(
+                f"admission is {' or '.join(_ADMISSIONS)}, not {admission!r}",
+                spec["admission"],
+                f"{field}.admission",
+            )
+    token_env = (
+        reader.string(spec["token_env"], f"{field}.token_env") if "token_env" in spec else None
+    )
+    if admission == "token":
+        if token_env is None:
+            raise reader.fail("token admission needs `token_env`", node, f"{field}.token_env")
+        if not os.environ.get(token_env):
+            raise reader.fail(
+                f"environment variable {token_env} (the pool's token) is not set or empty",
+                spec["token_env"],
+                f"{field}.token_env",
+            )
+    return PoolSpec(pool_id, name, admission, token_env, node.start_mark.line + 1)
+
+
+def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[str]) -> AgentSpec:
+    field = f"agents.{name}"
+    spec = reader.mapping(node, field, _AGENT)
+    if "ref" not in spec:
+        raise reader.fail("an agent needs `ref: module:attr`", node, f"{field}.ref")
+    ref = reader.string(spec["ref"], f"{field}.ref")
+    if ref.count(":") != 1 or ref.startswith(":") or ref.endswith(":"):
+        raise reader.fail(f"ref is 'module:attr', not {ref!r}", spec["ref"], f"{field}.ref")
+    caps = None
+    if "capabilities" in spec:
+        caps = reader.strings(spec["capabilities"], f"{field}.capabilities")
+    joins = reader.strings(spec["pools"], f"{field}.pools") if "pools" in spec else ()
+    for pool in joins:
+        if pool not in pools:
+            raise reader.fail(
+                f"agent {name!r} joins pool {pool!r}, which `pools` does not declare",
+                spec["pools"],
+                f"{field}.pools",
+            )
+    max_batch = 100
+    if "max_batch" in spec:
+        max_batch = reader.number(spec["max_batch"], f"{field}.max_batch")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise reader.fail(
+                f"max_batch must be an int >= 1, not {max_batch!r}",
+                spec["max_batch"],
+                f"{field}.max_batch",
+            )
+    key = None
+    if "key" in spec:
+        key = base / Path(reader.string(spec["key"], f"{field}.key")).expanduser()
+    return AgentSpec(name, ref, caps, joins, max_batch, key, node.start_mark.line + 1)

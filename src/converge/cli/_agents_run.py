@@ -1,0 +1,214 @@
+"""``converge agents run``: the decentralized runtime of seed 000 as a long-running command.
+
+One ``AgentRuntime`` per agent of the file (see ``_agents_config``), all sharing one
+``LocalNetwork`` and one ``TaskManager``, ``PoolManager`` and ``DiscoveryService`` over the
+configured SQLite store. Tasks other processes put on the board wake the agents through the
+store's follower. The command runs until SIGINT (Ctrl-C) or SIGTERM, then:
+
+1. stops every runtime, in reverse start order, after its current ``decide()`` and the
+   decisions it made (each agent is unregistered from discovery and logs ``runtime.stopped``);
+2. closes the store.
+
+A claim an agent still holds at that point is *not* released: its lease is left to expire, and
+any runtime on the board (this command's next start, or another process) returns the task to
+PENDING then. Releasing it eagerly would hand the task to another worker while this one may
+still be reporting it. A shutdown by signal is the normal way to stop the command: it exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from converge.cli._agents_config import AgentsConfig, AgentSpec, PoolSpec
+from converge.cli._config import Settings
+from converge.core.agent import Agent
+from converge.core.decisions import ClaimTask, Decision, FailTask, ReportTask, SendMessage
+from converge.core.identity import Identity
+from converge.core.message import Message
+from converge.core.task import Task
+from converge.errors import ConflictError, ValidationError
+
+__all__ = ["build_agent", "run_agents"]
+
+_WAKE = "converge.board_worker.more"
+
+
+class _BoardWorker(Agent):
+    """A callable as a board worker: claim one visible task, report ``fn(task)``."""
+
+    def __init__(self, fn: Callable[[Task], Any], name: str) -> None:
+        super().__init__(name=name)
+        self.fn = fn
+        self._async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+        )
+
+    async def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        if not tasks:
+            return []
+        # Each worker tries the tasks in its own order, so workers seldom race for one task.
+        task = min(tasks, key=lambda t: hashlib.sha256(f"{self.did}{t.id}".encode()).digest())
+        decisions: list[Decision] = [ClaimTask(task_id=task.id)]
+        try:
+            result = await (self.fn(task) if self._async else asyncio.to_thread(self.fn, task))
+        except Exception as exc:  # the function's failure is the task's, not the runtime's
+            decisions.append(FailTask(task_id=task.id, reason=f"{type(exc).__name__}: {exc}"))
+        else:
+            decisions.append(ReportTask(task_id=task.id, result=result))
+        if len(tasks) > 1:
+            # The board only wakes a runtime when a task becomes PENDING: a note to itself
+            # brings the worker back for the tasks it has not taken yet.
+            decisions.append(SendMessage(kind=_WAKE, recipient=self.did))
+        return decisions
+
+
+def build_agent(spec: AgentSpec, source: str) -> Agent:
+    """The agent ``spec`` names, with its name, key and capabilities applied."""
+    from converge.core.capability import CapabilitySet
+    from converge.orchestration._agents import _import
+
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)  # project modules resolve from where the command runs
+    field = f"agents.{spec.name}.ref"
+    target = _import(spec.ref, field, source, spec.line)
+    if isinstance(target, type) and issubclass(target, Agent):
+        try:
+            target = target()
+        except TypeError as exc:
+            raise ValidationError(
+                f"{target.__name__}() needs arguments ({exc}); name an instance instead",
+                field=field,
+                source=source,
+                line=spec.line,
+            ) from None
+    if isinstance(target, Agent):
+        agent = target
+        if not agent.supports_decide:
+            raise ValidationError(
+                f"agent {spec.name!r} does not implement decide(), so it cannot run here",
+                field=field,
+                source=source,
+                line=spec.line,
+            )
+        agent.name = spec.name
+    elif callable(target):
+        agent = _BoardWorker(target, spec.name)
+    else:
+        raise ValidationError(
+            f"{spec.ref} is a {type(target).__name__}, not an Agent or a callable",
+            field=field,
+            source=source,
+            line=spec.line,
+        )
+    if spec.key is not None:
+        agent.identity = _identity(spec, source)
+    if spec.capabilities is not None:
+        try:
+            agent.capabilities = CapabilitySet(spec.capabilities)
+        except ValidationError as exc:
+            raise ValidationError(
+                str(exc), field=f"agents.{spec.name}.capabilities", source=source, line=spec.line
+            ) from None
+    return agent
+
+
+def _identity(spec: AgentSpec, source: str) -> Identity:
+    from converge.errors import IdentityError
+
+    assert spec.key is not None
+    try:
+        if spec.key.exists():
+            return Identity.load(spec.key)
+        identity = Identity.generate()
+        spec.key.parent.mkdir(parents=True, exist_ok=True)
+        identity.save(spec.key)
+        return identity
+    except (IdentityError, OSError) as exc:
+        raise ValidationError(
+            f"key {spec.key}: {exc}", field=f"agents.{spec.name}.key", source=source, line=spec.line
+        ) from None
+
+
+async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], None]) -> None:
+    """Run the agents of ``config`` until SIGINT or SIGTERM, then stop them and close the store."""
+    from converge.cli._run import open_store
+    from converge.coordination import DiscoveryService, PoolManager, TaskManager
+    from converge.network import LocalNetwork
+    from converge.runtime import AgentRuntime, StandardExecutor
+
+    agents = [(spec, build_agent(spec, config.source)) for spec in config.agents]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with await open_store(cfg, create=True) as store:
+            network = LocalNetwork()
+            board = TaskManager(store)
+            pools = PoolManager(store)
+            discovery = DiscoveryService(store)
+            executor = StandardExecutor(network=network, tasks=board, pools=pools)
+            await _ensure_pools(pools, config.pools)
+            tokens = {p.id: os.environ.get(p.token_env or "", "") for p in config.pools}
+            started: list[tuple[str, AgentRuntime]] = []
+            try:
+                for spec, agent in agents:
+                    for pool_id in spec.pools:
+                        await pools.join_pool(
+                            agent.did,
+                            pool_id,
+                            {"token": tokens[pool_id]} if tokens[pool_id] else None,
+                            capabilities=agent.capabilities,
+                        )
+                    runtime = AgentRuntime(
+                        agent,
+                        network=network,
+                        tasks=board,
+                        pools=pools,
+                        discovery=discovery,
+                        executor=executor,
+                        max_batch=spec.max_batch,
+                    )
+                    runtime.start()
+                    started.append((spec.name, runtime))
+                    echo(f"agent {spec.name} started ({agent.did})")
+                await stop.wait()
+            finally:
+                for name, runtime in reversed(started):
+                    await _stop(name, runtime, echo)
+        echo(f"stopped {len(started)} agent(s); store {cfg.store} closed")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _stop(name: str, runtime: Any, echo: Callable[[str], None]) -> None:
+    try:
+        await runtime.shutdown("signal")
+    except Exception as exc:  # one agent's crash must not keep the others running
+        echo(f"agent {name} stopped (failed: {type(exc).__name__}: {exc})")
+        return
+    echo(f"agent {name} stopped ({runtime.stop_reason})")
+
+
+async def _ensure_pools(pools: Any, specs: tuple[PoolSpec, ...]) -> None:
+    import msgspec
+
+    from converge.core.pool import Pool
+    from converge.policy.admission import token_admission
+
+    for spec in specs:
+        admission: dict[str, Any] = {}
+        if spec.admission == "token":
+            admission = msgspec.to_builtins(token_admission(os.environ[spec.token_env or ""]))
+        with contextlib.suppress(ConflictError):  # created by an earlier start: join it
+            await pools.create_pool(Pool(name=spec.name, id=spec.id, admission=admission))

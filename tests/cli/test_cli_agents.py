@@ -1,0 +1,126 @@
+"""``converge agents run``: agents in a long-running process, fed from another process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from converge.cli import app
+from converge.coordination import TaskManager
+from converge.core import Task, TaskState
+from converge.store import SQLiteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+W = "tests.cli._workers"
+
+CONFIG = f"""\
+pools:
+  crew:
+    admission: token
+    token_env: CREW_TOKEN
+agents:
+  alpha:
+    ref: {W}:shout
+    pools: [crew]
+    key: keys/alpha.pem
+  beta:
+    ref: {W}:shout
+    pools: [crew]
+    max_batch: 5
+"""
+
+
+def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).with_name("converge")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CREW_TOKEN": "s3cret"}
+    return subprocess.Popen(
+        [str(exe), *args],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+def test_two_workers_in_another_process_complete_tasks_and_stop_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(CONFIG)
+    db = tmp_path / "board.db"
+    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(db))
+    try:
+        assert proc.stdout is not None
+        started = [proc.stdout.readline().strip() for _ in range(2)]
+        assert [line.split(" (")[0] for line in started] == [
+            "agent alpha started",
+            "agent beta started",
+        ], proc.stderr.read() if proc.poll() is not None else started
+        assert (tmp_path / "keys" / "alpha.pem").exists()  # generated on first start
+        done = asyncio.run(_submit_and_wait(db, ["one", "two", "three", "four"]))
+        assert {t.state for t in done} == {TaskState.COMPLETED}
+        assert sorted(t.result["shouted"] for t in done) == ["FOUR", "ONE", "THREE", "TWO"]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    lines = out.strip().splitlines()
+    assert lines == [
+        "agent beta stopped (signal)",
+        "agent alpha stopped (signal)",
+        f"stopped 2 agent(s); store {db} closed",
+    ]
+    stopped = asyncio.run(_kinds(db, "runtime.stopped"))
+    assert len(stopped) == 2
+
+
+async def _submit_and_wait(db: Path, objectives: list[str]) -> list[Task]:
+    """Another process's board on the same file: submit, and wait for the agents' results."""
+    async with await SQLiteStore.open(db) as store:
+        board = TaskManager(store)
+        tasks = [await board.submit(Task(objective=o, pool_id="crew")) for o in objectives]
+        return [await board.wait(t.id, timeout=30) for t in tasks]
+
+
+async def _kinds(db: Path, kind: str) -> list[object]:
+    async with await SQLiteStore.open(db) as store:
+        return list(await store.read(kinds=[kind]))
+
+
+BAD = [
+    ("agents:\n  alpha:\n    ref: nomodule\n", 3, "ref is 'module:attr'"),
+    ("agents:\n  alpha:\n    ref: a:b\n    colour: red\n", 4, "unknown key 'colour'"),
+    ("agents:\n  alpha:\n    ref: a:b\n    pools: [nowhere]\n", 4, "pool 'nowhere'"),
+    ("pools:\n  p:\n    admission: vip\nagents:\n  a:\n    ref: a:b\n", 3, "admission is"),
+    (f"agents:\n  alpha:\n    ref: {W}:missing\n", 3, "has no attribute"),
+    ("agents:\n  alpha:\n    ref: a:b\n    max_batch: 0\n", 4, "max_batch"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), BAD)
+def test_a_bad_agents_file_exits_2_with_file_and_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(text)
+    result = CliRunner().invoke(
+        app, ["agents", "run", str(config), "--store", str(tmp_path / "x.db")]
+    )
+    assert result.exit_code == 2, result.output
+    [err] = result.stderr.strip().splitlines()
+    assert err.startswith(f"error: {config}:{line}: "), err
+    assert message in err
+    assert not (tmp_path / "x.db").exists()  # nothing was started
