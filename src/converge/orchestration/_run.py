@@ -23,9 +23,10 @@ from typing import Any
 import msgspec
 
 from converge.core.clock import Clock
-from converge.errors import ConvergeError, ValidationError
+from converge.errors import ConvergeError
 from converge.orchestration._agents import NodeAgent
 from converge.orchestration._context import NodeContext, Paused
+from converge.orchestration._host import NodeHost
 from converge.orchestration._pass import (
     NO_USAGE,
     FailureHook,
@@ -60,7 +61,7 @@ Spawn = Callable[[Any, dict[str, Any], str, str, Any], Awaitable[Any]]
 """Starts or continues a child run: (graph, inputs, child run id, trace id, answer)."""
 
 
-class RunState:
+class RunState(NodeHost):
     """The state and the loop of one run."""
 
     def __init__(
@@ -362,72 +363,6 @@ class RunState:
             limits=self._limits,
             host=self,
         )
-
-    # -- what a node's context reports -------------------------------------------------------------
-
-    def chunk(self, node_id: str, chunk: Any) -> None:
-        """Stream a node's partial output to the listener (never logged)."""
-        if self.listener is not None:
-            self.listener("node.chunk", node_id, {"node": node_id, "chunk": chunk})
-
-    def progress(self, node_id: str, iteration: int, fraction: float, message: str) -> None:
-        """Log a node's progress."""
-        if not 0.0 <= fraction <= 1.0:
-            raise ValidationError(f"progress is a fraction in [0, 1], not {fraction!r}")
-        self.log(
-            "node.progress",
-            {"node": node_id, "iteration": iteration, "fraction": fraction, "message": message},
-        )
-
-    async def checkpoint(self, node_id: str, label: str) -> None:
-        """Log a checkpoint named by a node, and write it at once."""
-        self.log("run.checkpoint", {"label": label, "node": node_id})
-        await self.flush()
-
-    @property
-    def services(self) -> Services:
-        """What the engine lends to nodes."""
-        return self._services
-
-    def memory_context(self, node_id: str) -> Any:
-        """The context of a node's agent: its grants, the run's request scope (shared by the
-        run's nodes), the session named by the graph input ``session_id`` if any, the agent
-        scope of its name and the graph scope of the run's root."""
-        scopes = self._services.memory
-        if scopes is None:
-            raise ValidationError(
-                f"node {node_id!r} asks for its context, but the engine has no memory: "
-                "Engine(services=Services(memory=ContextScopes(store)))",
-                field="services.memory",
-            )
-        agent = self.plan.by_id[node_id].agent.name
-        grants = self.plan_grants.get(agent, self._services.grants.get(agent, {}))
-        from converge.agents.memory import Grants, RequestScope
-
-        if isinstance(grants, dict) and grants and set(grants) <= {"read", "write"}:
-            grants = Grants(
-                read={k: tuple(v) for k, v in grants.get("read", {}).items()},
-                write={k: tuple(v) for k, v in grants.get("write", {}).items()},
-            )
-        if self._request is None:
-            self._request = RequestScope()
-        session = self.inputs.get("session_id")
-        return scopes.context(
-            grants,
-            agent=agent,
-            session_id=str(session) if session is not None else None,
-            run_id=self.trace_id,
-            request=self._request,
-        )
-
-    async def subrun(
-        self, node_id: str, iteration: int, graph: Any, inputs: dict[str, Any], answer: Any
-    ) -> Any:
-        """Run (or continue) the child run of a node's pass; see ``NodeContext.run_graph``."""
-        if self._spawn is None:
-            raise ValidationError("this run cannot start child runs")
-        child = f"{self.run_id}/{node_id}/{iteration}"
-        return await self._spawn(graph, inputs, child, self.trace_id, answer)
 
     async def _call(
         self, agent: NodeAgent, inputs: dict[str, Any], ctx: NodeContext, timeout: float | None
