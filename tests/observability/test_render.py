@@ -215,10 +215,10 @@ async def test_html_wraps_a_long_chain_into_bands_of_capped_width(tmp_path: Path
     page.feed(render_html(await graph_of(path, run_id)))
     at = {str(n["data-node"]): _corner(n) for n in page.nodes}
     assert len(at) == 23
-    # 23 layers in bands of 5 columns: 5 columns wide, 5 bands tall, not 23 columns wide.
-    assert float(str(page.svgs["graph"]["width"])) == 2 * 20 + 5 * 200
-    assert len({x for x, _ in at.values()}) == 5
-    assert len({y for _, y in at.values()}) == 5
+    # 23 layers in bands of 4 columns: 4 columns wide, 6 bands tall, not 23 columns wide.
+    assert float(str(page.svgs["graph"]["width"])) == 2 * 20 + 4 * 200
+    assert len({x for x, _ in at.values()}) == 4
+    assert len({y for _, y in at.values()}) == 6
     # read like text: left to right along a band, then the next band below
     order = sorted(at, key=lambda n: (at[n][1], at[n][0]))
     assert order == [f"n{i}" for i in range(23)]

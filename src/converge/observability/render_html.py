@@ -11,8 +11,8 @@ The page holds inline CSS, inline JavaScript and two inline SVGs laid out here:
   coordination objects it holds, from the JSON embedded in the page.
 
 Each SVG scrolls in a viewport of its own. The graph's layers wrap into bands of ``_WRAP``
-columns, so its width is capped whatever the run's depth (a 1,000-node chain is 5 columns by
-200 bands, not 200,000 px wide). Once painted, the page sets ``<body data-drawn="1">``.
+columns, so its width is capped whatever the run's depth (a 1,000-node chain is 4 columns by
+250 bands, not 200,000 px wide). Once painted, the page sets ``<body data-drawn="1">``.
 
 Layout is linear in the number of nodes: a 1,000-node run renders in milliseconds.
 """
@@ -29,8 +29,9 @@ from converge.observability.render_text import STATUS_COLOURS
 __all__ = ["render_html"]
 
 _COL_W, _NODE_W, _NODE_H, _ROW_H, _PAD = 200, 170, 36, 48, 20
-# Columns (layers) per band of the graph: the SVG is at most _PAD * 2 + _WRAP * _COL_W wide.
-_WRAP, _BAND_GAP = 5, 40
+# Columns (layers) per band of the graph: the SVG is at most _PAD * 2 + _WRAP * _COL_W = 840 px
+# wide, which fits the graph's viewport in a 1,280 px window beside the details.
+_WRAP, _BAND_GAP = 4, 40
 _BAR_H, _BAR_ROW, _AXIS_W, _LABEL_W = 12, 18, 900, 220
 
 _CSS = """
