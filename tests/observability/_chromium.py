@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -64,6 +66,9 @@ class Chromium:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # its own process group: chromium's helper processes outlive a terminated browser
+            # process, so close() ends the whole group
+            start_new_session=True,
         )
         try:
             port = self._port(Path(self._profile.name) / "DevToolsActivePort", start_timeout)
@@ -158,13 +163,14 @@ class Chromium:
     def close(self) -> None:
         """Close the connection, end chromium and remove its profile; idempotent."""
         self._stack.close()
-        if self._proc.poll() is None:
-            self._proc.terminate()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
+                os.killpg(self._proc.pid, sig)
+            except ProcessLookupError:  # the whole group has exited
+                break
+            # the browser first, gracefully; then SIGKILL whatever helper of it is left
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
         self._profile.cleanup()
 
     def __enter__(self) -> Chromium:
