@@ -1,5 +1,6 @@
 """Runs recorded in SQLite files for the observability tests: a fan-out with a subgraph, a
-failing run, coordination events of a tender round and a board task added to a run's trace."""
+failing run, a long chain, coordination events of a tender round and a board task added to a
+run's trace."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from converge.orchestration.subgraph import Subgraph
 from converge.protocol import Event
 from converge.store import SQLiteStore
 
-__all__ = ["COORDINATION_KINDS", "add_coordination", "failing_run", "subgraph_run"]
+__all__ = ["COORDINATION_KINDS", "add_coordination", "chain_run", "failing_run", "subgraph_run"]
 
 
 async def analyze(inputs: dict[str, Any], ctx: Any) -> str:
@@ -74,6 +75,18 @@ async def failing_run(path: Path) -> str:
         except RunFailed as exc:
             return exc.result.run_id
     raise AssertionError("the run should have failed")
+
+
+async def chain_run(path: Path, length: int) -> str:
+    """Run a chain ``n0 -> n1 -> …`` of ``length`` nodes into the store at ``path``; its run id."""
+    g = Graph("chain")
+    for i in range(length):
+        g.add_node(f"n{i}", lint)
+        if i:
+            g.connect(f"n{i - 1}", f"n{i}")
+    async with await SQLiteStore.open(path) as store:
+        result = await Engine(store).execute(g, {})
+    return result.run_id
 
 
 COORDINATION_KINDS = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from converge.observability import (
     run_graph,
 )
 from converge.store import SQLiteStore
-from tests.observability._runs import add_coordination, failing_run, subgraph_run
+from tests.observability._runs import add_coordination, chain_run, failing_run, subgraph_run
 
 
 async def graph_of(path: Path, run_id: str) -> dict[str, Any]:
@@ -133,6 +134,7 @@ async def test_tree_nests_subgraph_nodes_and_shows_objects(recorded: dict[str, A
 class _Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
+        self.svgs: dict[str, dict[str, str | None]] = {}
         self.nodes: list[dict[str, str | None]] = []
         self.bars: list[dict[str, str | None]] = []
         self.scripts: list[dict[str, str | None]] = []
@@ -142,6 +144,8 @@ class _Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
+        if tag == "svg":
+            self.svgs[str(a.get("id"))] = a
         if tag == "g" and a.get("class") == "node":
             self.nodes.append(a)
         elif tag == "rect" and a.get("class") == "bar":
@@ -197,6 +201,34 @@ async def test_html_escapes_what_the_log_holds(recorded: dict[str, Any]) -> None
     text = render_html(recorded)
     assert "<script>alert(1)" not in text
     assert "</script><b>" not in text
+
+
+def _corner(node: dict[str, str | None]) -> tuple[float, float]:
+    x, y = str(node["transform"]).removeprefix("translate(").removesuffix(")").split(",")
+    return float(x), float(y)
+
+
+async def test_html_wraps_a_long_chain_into_bands_of_capped_width(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    run_id = await chain_run(path, 23)
+    page = _Page()
+    page.feed(render_html(await graph_of(path, run_id)))
+    at = {str(n["data-node"]): _corner(n) for n in page.nodes}
+    assert len(at) == 23
+    # 23 layers in bands of 4 columns: 4 columns wide, 6 bands tall, not 23 columns wide.
+    assert float(str(page.svgs["graph"]["width"])) == 2 * 20 + 4 * 200
+    assert len({x for x, _ in at.values()}) == 4
+    assert len({y for _, y in at.values()}) == 6
+    # read like text: left to right along a band, then the next band below
+    order = sorted(at, key=lambda n: (at[n][1], at[n][0]))
+    assert order == [f"n{i}" for i in range(23)]
+    # the SVG holds every node, and no two overlap
+    height = float(str(page.svgs["graph"]["height"]))
+    assert all(0 <= y and y + 36 <= height for _, y in at.values())
+    assert all(
+        abs(a[0] - b[0]) >= 170 or abs(a[1] - b[1]) >= 36
+        for a, b in itertools.combinations(at.values(), 2)
+    )
 
 
 @pytest.mark.browser

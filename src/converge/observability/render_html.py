@@ -10,6 +10,10 @@ The page holds inline CSS, inline JavaScript and two inline SVGs laid out here:
 - **details**: clicking a node or a bar shows that pass's row of the trace, and the
   coordination objects it holds, from the JSON embedded in the page.
 
+Each SVG scrolls in a viewport of its own. The graph's layers wrap into bands of ``_WRAP``
+columns, so its width is capped whatever the run's depth (a 1,000-node chain is 4 columns by
+250 bands, not 200,000 px wide). Once painted, the page sets ``<body data-drawn="1">``.
+
 Layout is linear in the number of nodes: a 1,000-node run renders in milliseconds.
 """
 
@@ -25,13 +29,16 @@ from converge.observability.render_text import STATUS_COLOURS
 __all__ = ["render_html"]
 
 _COL_W, _NODE_W, _NODE_H, _ROW_H, _PAD = 200, 170, 36, 48, 20
+# Columns (layers) per band of the graph: the SVG is at most _PAD * 2 + _WRAP * _COL_W = 840 px
+# wide, which fits the graph's viewport in a 1,280 px window beside the details.
+_WRAP, _BAND_GAP = 4, 40
 _BAR_H, _BAR_ROW, _AXIS_W, _LABEL_W = 12, 18, 900, 220
 
 _CSS = """
 body{font:13px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 header{padding:12px 20px;background:#263238;color:#fff}
 header h1{font-size:16px;margin:0 0 4px}
-main{display:grid;grid-template-columns:1fr 360px;gap:12px;padding:12px 20px}
+main{display:grid;grid-template-columns:minmax(0,1fr) 360px;gap:12px;padding:12px 20px}
 section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;overflow:auto}
 h2{font-size:14px;margin:4px 0 8px}
 .scroll{overflow:auto;max-height:60vh}
@@ -60,6 +67,11 @@ _JS = """
   document.querySelectorAll('[data-i]').forEach(function(el){
     el.addEventListener('click',function(){show(+el.getAttribute('data-i'));});
   });
+  // Set once the page is laid out and painted (the frame after the first), for whoever
+  // drives a browser: tests, the benchmark.
+  requestAnimationFrame(function(){requestAnimationFrame(function(){
+    document.body.dataset.drawn='1';
+  });});
 })();
 """
 
@@ -101,27 +113,21 @@ def render_html(graph: dict[str, Any]) -> str:
 
 
 def _graph_svg(rows: list[dict[str, Any]], edges: list[dict[str, str]]) -> str:
+    at, band_of = _layout(rows)
     index: dict[str, int] = {}  # node id -> its latest pass's row index
     for i, row in enumerate(rows):
         index[row["node_id"]] = i
-    slots: dict[int, int] = {}  # depth -> nodes placed in that column so far
-    at: dict[str, tuple[int, int]] = {}
-    for node_id, i in index.items():
-        depth = int(rows[i].get("depth", 0))
-        slot = slots.get(depth, 0)
-        slots[depth] = slot + 1
-        at[node_id] = (_PAD + depth * _COL_W, _PAD + slot * _ROW_H)
-    width = _PAD * 2 + (max(slots, default=0) + 1) * _COL_W
-    height = _PAD * 2 + max(slots.values(), default=1) * _ROW_H
+    columns = min(max((int(r.get("depth", 0)) for r in rows), default=0) + 1, _WRAP)
+    width = _PAD * 2 + columns * _COL_W
+    height = _PAD * 2 + max((y for _, y in at.values()), default=0) + _ROW_H
     parts = [
         f"<svg id='graph' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>"
     ]
     for edge in edges:
         if edge["from"] in at and edge["to"] in at:
-            (x1, y1), (x2, y2) = at[edge["from"]], at[edge["to"]]
-            x1, y1, y2 = x1 + _NODE_W, y1 + _NODE_H // 2, y2 + _NODE_H // 2
-            mid = (x1 + x2) // 2
-            parts.append(f"<path class='edge' d='M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}'/>")
+            src, dst = at[edge["from"]], at[edge["to"]]
+            path = _edge_path(src, dst, band_of[edge["to"]] - _BAND_GAP // 2)
+            parts.append(f"<path class='edge' d='{path}'/>")
     for node_id, i in index.items():
         row, (x, y) = rows[i], at[node_id]
         colour = STATUS_COLOURS.get(row["status"], "#616161")
@@ -138,6 +144,48 @@ def _graph_svg(rows: list[dict[str, Any]], edges: list[dict[str, str]]) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _layout(
+    rows: list[dict[str, Any]],
+) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """Each node's top-left corner, and the top of its band: a column per ``depth``, the
+    columns wrapped into bands of ``_WRAP``, one under the other, so a long chain reads like
+    lines of text instead of one row as wide as the run is long."""
+    depth: dict[str, int] = {}  # node id -> depth of its latest pass, in first-seen order
+    for row in rows:
+        depth[row["node_id"]] = int(row.get("depth", 0))
+    slots: dict[int, int] = {}  # depth -> nodes placed in that column so far
+    slot_of: dict[str, int] = {}
+    for node_id, d in depth.items():
+        slot_of[node_id] = slots.get(d, 0)
+        slots[d] = slot_of[node_id] + 1
+    band_rows: dict[int, int] = {}  # band -> the most nodes a column of it holds
+    for d, n in slots.items():
+        band_rows[d // _WRAP] = max(band_rows.get(d // _WRAP, 0), n)
+    band_top: dict[int, int] = {}
+    top = _PAD
+    for band in range(max(band_rows, default=0) + 1):
+        band_top[band] = top
+        top += band_rows.get(band, 0) * _ROW_H + _BAND_GAP
+    at = {
+        node_id: (_PAD + d % _WRAP * _COL_W, band_top[d // _WRAP] + slot_of[node_id] * _ROW_H)
+        for node_id, d in depth.items()
+    }
+    return at, {node_id: band_top[d // _WRAP] for node_id, d in depth.items()}
+
+
+def _edge_path(src: tuple[int, int], dst: tuple[int, int], gap_y: int) -> str:
+    """A curve rightwards to a later column; an edge that wraps to a later band runs down
+    the gutter right of its source, left along ``gap_y`` (the gap above the band of its
+    target) and into the target, so it crosses no node."""
+    x1, y1 = src[0] + _NODE_W, src[1] + _NODE_H // 2
+    x2, y2 = dst[0], dst[1] + _NODE_H // 2
+    if x2 > x1:
+        mid = (x1 + x2) // 2
+        return f"M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}"
+    gutter = (_COL_W - _NODE_W) // 2
+    return f"M{x1},{y1} h{gutter} V{gap_y} H{x2 - gutter} V{y2} H{x2}"
 
 
 def _timeline_svg(rows: list[dict[str, Any]]) -> str:
