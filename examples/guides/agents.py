@@ -38,10 +38,10 @@ async def draft(inputs: dict[str, Any]) -> str:
 
 
 async def critic(inputs: dict[str, Any]) -> dict[str, Any]:
-    """``{"ok": bool, "round": n}``: a draft is good once it has at least 8 words."""
+    """``{"ok": bool, "round": n, "words": n, "text": draft}``: good from 8 words on."""
     text = str(_only(inputs))
     words = len(text.split())
-    return {"ok": words >= 8, "round": max(1, words - 3), "words": words}
+    return {"ok": words >= 8, "round": max(1, words - 3), "words": words, "text": text}
 
 
 async def publish(inputs: dict[str, Any]) -> str:
