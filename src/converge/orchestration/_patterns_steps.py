@@ -199,7 +199,17 @@ def _names(ctx: KindContext, options: Mapping[str, Any], key: str) -> list[str]:
     return names
 
 
-register_kind("assign", lambda options, ctx: Assign(_names(ctx, options, "workers")))
 register_kind(
-    "unknown_route", lambda options, ctx: UnknownRouteGuard(_names(ctx, options, "routes"))
+    "assign",
+    lambda options, ctx: Assign(_names(ctx, options, "workers")),
+    options={"workers": "The worker node ids a supervisor may assign parts to."},
+    required=("workers",),
+    doc="The supervisor pattern's check: passes a valid assignment on, refuses unknown workers.",
+)
+register_kind(
+    "unknown_route",
+    lambda options, ctx: UnknownRouteGuard(_names(ctx, options, "routes")),
+    options={"routes": "The route names the router may choose."},
+    required=("routes",),
+    doc="The router pattern's guard: fails the run with ``UnknownRoute`` naming the routes.",
 )

@@ -229,5 +229,16 @@ def _read(options: Mapping[str, Any], ctx: KindContext) -> BoardTask:
     return BoardTask(**found)
 
 
-_OPTIONS = ("pool", "capabilities", "priority", "objective", "max_attempts")
-register_kind("board", _read)
+_OPTIONS = {
+    "pool": "Post the task in this pool (only its members see it).",
+    "capabilities": "Capabilities a worker needs to claim it (each may carry a version range).",
+    "priority": "Higher is claimed first (default 0).",
+    "objective": "What the task asks, in words (default: the node's id).",
+    "max_attempts": "Claims a lapsing lease may use up before the task fails (default 3).",
+}
+register_kind(
+    "board",
+    _read,
+    options=_OPTIONS,
+    doc="Posts the node's inputs as a task on the board and waits for a decentralized worker.",
+)

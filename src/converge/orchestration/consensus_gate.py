@@ -229,19 +229,22 @@ def _proposal(inputs: Mapping[str, Any]) -> Any:
     return next(iter(plain.values())) if len(plain) == 1 else plain
 
 
+_OPTIONS = {
+    "pool": "The pool whose members vote.",
+    "voters": "Or the voters' dids.",
+    "rule": "``majority`` (default, of the eligible voters), ``plurality``, "
+    "``trust_weighted``, ``quorum`` or ``unanimity``.",
+    "question": "What the voters are asked (default: whether to pass the node's proposal).",
+    "options": "The options, in order (default ``[yes, no]``).",
+    "passes": "The option that opens the gate (default ``yes``).",
+    "timeout": "Seconds after which the ballot closes with the votes it has.",
+    "quorum": "The fewest voters for a result to count.",
+    "tie_break": "``first_option``, or unset: a tie decides nothing.",
+}
+
+
 def _read(options: Mapping[str, Any], ctx: KindContext) -> ConsensusGate:
-    allowed = (
-        "pool",
-        "voters",
-        "rule",
-        "question",
-        "options",
-        "passes",
-        "timeout",
-        "quorum",
-        "tie_break",
-    )
-    found = ctx.options(options, allowed)
+    found = ctx.options(options, _OPTIONS)
     try:
         return ConsensusGate(**found)
     except ValidationError as exc:
@@ -249,4 +252,9 @@ def _read(options: Mapping[str, Any], ctx: KindContext) -> ConsensusGate:
         raise ctx.fail(message, exc.field or None) from None
 
 
-register_kind("consensus", _read)
+register_kind(
+    "consensus",
+    _read,
+    options=_OPTIONS,
+    doc="Puts the node's input to a vote; a vote that fails halts the branch.",
+)

@@ -11,19 +11,20 @@ Each kind is a builder ``(options, KindContext) -> agent``: it checks its option
 ones are refused, like every YAML key) and returns an object the engine runs as a node's agent
 — usually one whose ``__call__(inputs, ctx)`` does the kind's work with ``ctx.services``.
 ``register_kind`` adds one (the coordination kinds — tender, team, board, consensus — register
-themselves this way).
+themselves this way), declaring its options with a one-line doc each: ``kind_info(name)`` reads
+them back, and ``converge.orchestration.yaml_reference`` writes them into the YAML reference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from converge.errors import ValidationError
 from converge.orchestration._agents import AgentSpec
 
-__all__ = ["KindContext", "kind_names", "read_kind", "register_kind"]
+__all__ = ["KindContext", "KindInfo", "kind_info", "kind_names", "read_kind", "register_kind"]
 
 
 class KindContext:
@@ -59,8 +60,8 @@ class KindContext:
     def options(
         self,
         options: Mapping[str, Any],
-        allowed: tuple[str, ...],
-        required: tuple[str, ...] = (),
+        allowed: Collection[str],
+        required: Collection[str] = (),
     ) -> dict[str, Any]:
         """``options`` checked against ``allowed`` and ``required`` keys (``kind`` excluded)."""
         found = {k: v for k, v in options.items() if k != "kind"}
@@ -76,12 +77,72 @@ class KindContext:
 
 
 KindBuilder = Callable[[Mapping[str, Any], KindContext], Any]
+
+
+class KindInfo:
+    """What a kind declared when it registered, for documentation.
+
+    Attributes:
+        name: the kind (``kind: name``).
+        doc: what an agent of this kind does, in one line.
+        options: each option's name and one-line doc, in the order the kind lists them.
+        required: the options an agent of this kind must set.
+    """
+
+    __slots__ = ("doc", "name", "options", "required")
+
+    def __init__(
+        self, name: str, doc: str, options: Mapping[str, str], required: Collection[str]
+    ) -> None:
+        self.name = name
+        self.doc = doc
+        self.options = dict(options)
+        self.required = tuple(required)
+
+    def __repr__(self) -> str:
+        return f"KindInfo({self.name!r}, options={list(self.options)!r})"
+
+
 _KINDS: dict[str, KindBuilder] = {}
+_INFO: dict[str, KindInfo] = {}
 
 
-def register_kind(name: str, builder: KindBuilder) -> None:
-    """Make ``kind: name`` readable from YAML."""
+def register_kind(
+    name: str,
+    builder: KindBuilder,
+    *,
+    options: Mapping[str, str] | None = None,
+    required: Collection[str] = (),
+    doc: str = "",
+) -> None:
+    """Make ``kind: name`` readable from YAML.
+
+    Args:
+        name: the kind.
+        builder: ``(options, KindContext) -> agent``; it checks the options itself.
+        options: the options it takes, each with a one-line doc (for the YAML reference).
+        required: the options it cannot do without.
+        doc: what an agent of this kind does, in one line.
+
+    Raises:
+        ValueError: ``required`` names an option that ``options`` does not declare.
+    """
+    declared = dict(options or {})
+    unknown = [key for key in required if key not in declared]
+    if unknown:
+        raise ValueError(f"kind {name!r}: required options {unknown} are not declared")
     _KINDS[name] = builder
+    _INFO[name] = KindInfo(name, doc, declared, required)
+
+
+def kind_info(name: str) -> KindInfo:
+    """What kind ``name`` declared when it registered.
+
+    Raises:
+        KeyError: no such kind.
+    """
+    _load_builtin()
+    return _INFO[name]
 
 
 def kind_names() -> list[str]:
@@ -103,8 +164,16 @@ def read_kind(kind: str, options: Mapping[str, Any], ctx: KindContext) -> Any:
     return builder(options, ctx)
 
 
+_PYTHON = {
+    "ref": "``module:attr`` of the agent: an ``Agent`` (instance or class) or a callable "
+    "``fn(inputs)`` / ``fn(inputs, ctx)``, async or not.",
+    "inline": "``true``: run a sync callable on the event loop instead of the thread pool "
+    "(default false).",
+}
+
+
 def _python(options: Mapping[str, Any], ctx: KindContext) -> Any:
-    found = ctx.options(options, ("ref", "inline"), required=("ref",))
+    found = ctx.options(options, _PYTHON, required=("ref",))
     ref, inline = found["ref"], found.get("inline", False)
     if not isinstance(ref, str) or not ref:
         raise ctx.fail(f"ref is 'module:attr', not {ref!r}", "ref")
@@ -113,7 +182,13 @@ def _python(options: Mapping[str, Any], ctx: KindContext) -> Any:
     return AgentSpec(ref, inline=inline)
 
 
-register_kind("python", _python)
+register_kind(
+    "python",
+    _python,
+    options=_PYTHON,
+    required=("ref",),
+    doc="The default: an agent or callable named by ``module:attr`` (a bare string is this kind).",
+)
 _loaded = False
 
 

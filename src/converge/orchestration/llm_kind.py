@@ -47,24 +47,26 @@ from converge.orchestration.kinds import KindContext, register_kind
 
 __all__: list[str] = []
 
-_OPTIONS = (
-    "provider",
-    "model",
-    "base_url",
-    "api_key_env",
-    "system",
-    "prompt",
-    "temperature",
-    "max_tokens",
-    "response_schema",
-    "tools",
-    "stream",
-    "max_tool_rounds",
-    "max_prompt_tokens",
-    "timeout",
-    "attempts",
-    "prices",
-)
+_OPTIONS = {
+    "provider": "``openai``, ``anthropic`` or ``compatible`` (any OpenAI-compatible server).",
+    "model": "The model's name.",
+    "base_url": "The API's URL (required for ``compatible``; a gateway for the others).",
+    "api_key_env": "The environment variable holding the key (default ``OPENAI_API_KEY`` / "
+    "``ANTHROPIC_API_KEY``; none for ``compatible``).",
+    "system": "The system message.",
+    "prompt": "The user message: a template over the node's inputs (``{source_code}``).",
+    "temperature": "Sampling temperature.",
+    "max_tokens": "The most tokens an answer may have.",
+    "response_schema": "A JSON Schema the answer must follow; the output is the decoded answer.",
+    "tools": "Tools the model may call: ``module:attr`` each (a Tool, function or ToolRegistry).",
+    "stream": "Stream the answer as ``node.chunk`` events (default false).",
+    "max_tool_rounds": "The most rounds of tool calls in one run (default 8).",
+    "max_prompt_tokens": "The most tokens a prompt may have (estimated); over it, nothing is "
+    "sent and the node fails with ``PromptTooLong``.",
+    "timeout": "Seconds per call (default 60).",
+    "attempts": "Tries per call on retryable errors (default 3).",
+    "prices": "US dollars per million tokens in and out, by model: ``{my-model: [0.3, 1.2]}``.",
+}
 _SDK = {"openai": "openai", "compatible": "openai", "anthropic": "anthropic"}
 _TYPES: dict[str, tuple[type, ...]] = {
     "base_url": (str,),
@@ -155,4 +157,10 @@ def _tools(refs: Any, ctx: KindContext) -> ToolRegistry:
     return registry
 
 
-register_kind("llm", _read)
+register_kind(
+    "llm",
+    _read,
+    options=_OPTIONS,
+    required=("provider", "model"),
+    doc="A model-backed agent (``LLMAgent``): prompt, tools, structured output, usage and cost.",
+)

@@ -66,10 +66,17 @@ class Subgraph:
         return f"Subgraph({self.name!r})"
 
 
+_OPTIONS = {
+    "graph": "Path of the child graph's YAML file, relative to this file.",
+    "inputs": "Maps the child's input names to this node's input references "
+    "(default: each input under its last name).",
+}
+
+
 def _read(options: Mapping[str, Any], ctx: KindContext) -> Subgraph:
     from converge.orchestration.yaml_loader import load_graph
 
-    found = ctx.options(options, ("graph", "inputs"), required=("graph",))
+    found = ctx.options(options, _OPTIONS, required=("graph",))
     path = found["graph"]
     if not isinstance(path, str) or not path:
         raise ctx.fail(f"graph is the path of a YAML graph, not {path!r}", "graph")
@@ -82,4 +89,10 @@ def _read(options: Mapping[str, Any], ctx: KindContext) -> Subgraph:
     return Subgraph(load_graph(ctx.base / path, agents=ctx.agents), inputs=mapping)
 
 
-register_kind("subgraph", _read)
+register_kind(
+    "subgraph",
+    _read,
+    options=_OPTIONS,
+    required=("graph",),
+    doc="Runs another YAML graph as a child run; its output is the node's output.",
+)

@@ -268,19 +268,24 @@ def _key(key: Key | str | None) -> Key | None:
     return found  # type: ignore[no-any-return]
 
 
+_OPTIONS = {
+    "members": "The members' agent names (looked up in the graph's agents, then "
+    "``Services.agents``).",
+    "pool": "Pick the members from this pool instead.",
+    "capability": "With ``pool``: only members offering this capability.",
+    "min_trust": "With ``pool``: only members whose trust is at least this.",
+    "size": "With ``pool``: at most this many members, the most trusted first.",
+    "resolution": "``majority_vote`` (default), ``trust_weighted``, ``leader_decides``, "
+    "``fail_on_conflict`` or ``fastest``.",
+    "key": "What answers are compared on: ``normalize_text`` or a ``module:attr`` callable.",
+    "leader": "The member whose result ``leader_decides`` takes.",
+    "output": "``answer`` (default: the chosen output) or ``resolution`` (the whole "
+    "``Resolution``).",
+}
+
+
 def _read(options: Mapping[str, Any], ctx: KindContext) -> Team:
-    allowed = (
-        "members",
-        "pool",
-        "capability",
-        "min_trust",
-        "size",
-        "resolution",
-        "key",
-        "leader",
-        "output",
-    )
-    found = ctx.options(options, allowed)
+    found = ctx.options(options, _OPTIONS)
     members = found.pop("members", None)
     if isinstance(members, list) and all(isinstance(m, str) for m in members):
         # Members the loader was given are bound now; the rest are looked up when the node runs.
@@ -292,4 +297,9 @@ def _read(options: Mapping[str, Any], ctx: KindContext) -> Team:
         raise ctx.fail(message, exc.field or None) from None
 
 
-register_kind("team", _read)
+register_kind(
+    "team",
+    _read,
+    options=_OPTIONS,
+    doc="One node done by several agents at once; their results are resolved into one answer.",
+)

@@ -350,25 +350,27 @@ def _weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     return out
 
 
-_OPTIONS = (
-    "capability",
-    "pool",
-    "providers",
-    "goal",
-    "strategy",
-    "weights",
-    "bid_window",
-    "min_offers",
-    "on_no_bids",
-    "fallback",
-    "max_cost",
-    "min_quality",
-    "min_trust",
-    "work_timeout",
-    "retry_after",
-    "max_rounds",
-    "currency",
-)
+_OPTIONS = {
+    "capability": "The capability the work needs, with an optional version range (``write>=1.2``).",
+    "pool": "Invite only members of this pool.",
+    "providers": "Invite exactly these dids (default: those discovery finds for the capability).",
+    "goal": "The intent's goal, in words (default: the node's id).",
+    "strategy": "``lowest_cost``, ``highest_quality``, ``weighted`` (default), ``first_price`` "
+    "or ``second_price``.",
+    "weights": "The weighted strategy's weights by criterion: cost, latency, quality, "
+    "reliability, trust.",
+    "bid_window": "Seconds offers are taken (default 5; closes early once every invitee bid).",
+    "min_offers": "The fewest valid offers worth awarding (default 1).",
+    "on_no_bids": "``fail`` (default), ``retry`` or ``fallback`` when too few valid offers came.",
+    "fallback": "An agent name or ``module:attr`` run in the node's place when bidding fails.",
+    "max_cost": "The most the node will pay.",
+    "min_quality": "The least quality an offer may state.",
+    "min_trust": "Invite, and accept offers from, only providers trusted at least this much.",
+    "work_timeout": "Seconds after the bid window the winner has to report.",
+    "retry_after": "Seconds between a round nobody bid on and the next (``on_no_bids: retry``).",
+    "max_rounds": "The most rounds one pass of the node opens.",
+    "currency": "The currency offers are priced in.",
+}
 
 
 def _read(options: Mapping[str, Any], ctx: KindContext) -> Tender:
@@ -385,4 +387,11 @@ def _read(options: Mapping[str, Any], ctx: KindContext) -> Tender:
         raise ctx.fail(exc.message, exc.field) from None
 
 
-register_kind("tender", _read)
+register_kind(
+    "tender",
+    _read,
+    options=_OPTIONS,
+    required=("capability",),
+    doc="Puts the node's work out to tender: a contract-net round among providers, "
+    "a signed receipt, trust.",
+)

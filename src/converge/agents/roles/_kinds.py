@@ -38,7 +38,11 @@ from converge.orchestration.kinds import KindContext, register_kind
 
 __all__: list[str] = []
 
-_LLM = ("provider", "attempts")
+_LLM = {
+    "provider": "LLM mode: ``module:attr`` of an ``LLMProvider`` or a factory of one "
+    "(unset: rule mode).",
+    "attempts": "LLM mode: calls before an invalid answer is an error (default 3).",
+}
 
 
 def _reference(ctx: KindContext, found: dict[str, Any], key: str) -> None:
@@ -60,7 +64,7 @@ def _reference(ctx: KindContext, found: dict[str, Any], key: str) -> None:
 
 def _builder(
     role: Callable[..., Any],
-    allowed: tuple[str, ...],
+    allowed: Mapping[str, str],
     required: tuple[str, ...] = (),
     positional: str | None = None,
     references: tuple[str, ...] = (),
@@ -85,47 +89,84 @@ def _builder(
     return build
 
 
-register_kind(
+def _register(
+    name: str,
+    doc: str,
+    role: Callable[..., Any],
+    options: Mapping[str, str],
+    required: tuple[str, ...] = (),
+    positional: str | None = None,
+    references: tuple[str, ...] = (),
+) -> None:
+    allowed = {**options, **_LLM}
+    builder = _builder(role, allowed, required, positional, references)
+    register_kind(name, builder, options=allowed, required=required, doc=doc)
+
+
+_register(
     "worker",
-    _builder(
-        Worker,
-        ("fn", "template", "prompt", "system", "response_schema", "description", *_LLM),
-        references=("fn",),
-    ),
+    "Does one step: a function, a template over its inputs, or (LLM mode) a prompt.",
+    Worker,
+    {
+        "fn": "Rule mode: ``module:attr`` of ``fn(inputs)`` or ``fn(inputs, ctx)``.",
+        "template": "Rule mode: a ``str.format`` template over the inputs (``{input}``, "
+        "``{draft}``).",
+        "prompt": "LLM mode: the user message, a template over the inputs.",
+        "system": "LLM mode: the system message.",
+        "response_schema": "LLM mode: a JSON Schema the answer must follow.",
+        "description": "What the worker does (read by supervisors and planners).",
+    },
+    references=("fn",),
 )
-register_kind(
+_register(
     "router",
-    _builder(
-        Router,
-        ("routes", "rules", "default", "instructions", *_LLM),
-        ("routes",),
-        positional="routes",
-    ),
+    "Returns the name of a route (the router pattern's contract).",
+    Router,
+    {
+        "routes": "``{name: description}``, in the order rules are tried.",
+        "rules": "Rule mode: ``{route: [regex, ...]}``, matched case-insensitively.",
+        "default": "Rule mode: the route taken when no rule matches.",
+        "instructions": "LLM mode: added to the system message.",
+    },
+    ("routes",),
+    positional="routes",
 )
-register_kind(
+_register(
     "critic",
-    _builder(
-        Critic,
-        ("criteria", "rubric", "threshold", "subject", *_LLM),
-        positional="criteria",
-    ),
+    "Judges its input: ``{score, passed, reasons}``.",
+    Critic,
+    {
+        "criteria": "Checkable criteria: lengths, required/forbidden words and regexes, "
+        "``json_schema``.",
+        "rubric": "LLM mode: what the model judges against.",
+        "threshold": "The score at or above which the verdict passes.",
+        "subject": "The input reference to judge when the critic has several inputs.",
+    },
+    positional="criteria",
 )
-register_kind(
+_register(
     "supervisor",
-    _builder(
-        Supervisor,
-        ("workers", "separator", "aggregate", "instructions", *_LLM),
-        ("workers",),
-        positional="workers",
-        references=("aggregate",),
-    ),
+    "Splits work among workers and aggregates it (the supervisor pattern's contract).",
+    Supervisor,
+    {
+        "workers": "The worker node ids, or ``{id: description}``.",
+        "separator": "Rule mode: what splits a text task and joins parts and results.",
+        "aggregate": "Rule mode: ``module:attr`` of ``aggregate([output, ...]) -> result``.",
+        "instructions": "LLM mode: added to the system message.",
+    },
+    ("workers",),
+    positional="workers",
+    references=("aggregate",),
 )
-register_kind(
+_register(
     "planner",
-    _builder(
-        Planner,
-        ("agents", "constraints", "instructions", *_LLM),
-        ("agents",),
-        positional="available_agents",
-    ),
+    "Turns a goal into a checked plan of steps (returned as data).",
+    Planner,
+    {
+        "agents": "The agents it may plan with: ``{name: description}``.",
+        "constraints": "``max_steps`` and ``time_budget_minutes``.",
+        "instructions": "LLM mode: added to the system message.",
+    },
+    ("agents",),
+    positional="available_agents",
 )
