@@ -184,12 +184,12 @@ async def _check_count(store: Store, expected: int) -> None:
 def sqlite_floor(path: Path, source: EventSource, total: int, batch: int) -> dict[str, float]:
     """Raw ``sqlite3`` inserting the same rows (already encoded) into converge's schema, with the
     store's pragmas, ``batch`` rows per transaction: the ceiling no SQLite store can pass here."""
-    rows = [(ev.trace_id, ev.kind, ev.at, to_msgpack(ev)) for ev in source.make(total + 5 * batch)]
+    rows = [(ev.trace_id, ev.kind, to_msgpack(ev)) for ev in source.make(total + 5 * batch)]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-        insert = "INSERT INTO events (trace_id, kind, at, body) VALUES (?, ?, ?, ?)"
+        insert = "INSERT INTO events (trace_id, kind, body) VALUES (?, ?, ?)"
         chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
         for chunk in chunks[:5]:  # warm-up
             conn.execute("BEGIN IMMEDIATE")
