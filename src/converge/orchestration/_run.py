@@ -369,6 +369,8 @@ class RunState(NodeHost):
     ) -> Any:
         args = (inputs, ctx) if agent.takes_ctx else (inputs,)
         if timeout is None:
+            if agent.is_async:  # the common case, without a frame more
+                return await agent.fn(*args)
             return await invoke(agent, args, self.pool)
         async with asyncio.timeout(timeout):
             return await invoke(agent, args, self.pool)
@@ -411,7 +413,8 @@ class RunState(NodeHost):
         else:
             stored = None if output is MISSING else output
             try:
-                _encoder.encode(stored)
+                if not _plainly_storable(stored):
+                    _encoder.encode(stored)
             except (TypeError, ValueError, OverflowError) as exc:
                 self.log(
                     "node.failed", {"node": node.id, "iteration": iteration, "error": str(exc)}
@@ -473,3 +476,17 @@ class RunState(NodeHost):
     def duration_ms(self) -> float:
         """Milliseconds since this process started (or resumed) the run."""
         return (time.perf_counter() - self._started) * 1e3
+
+
+_PLAIN = frozenset({type(None), bool, float})
+
+
+def _plainly_storable(value: Any) -> bool:
+    """Whether ``value`` is stored as it is without trying: None, a bool, a float, an int that
+    fits 64 bits, an ASCII str (a str may hold a lone surrogate, which UTF-8 cannot encode)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is int:
+        return bool(-(2**63) <= value < 2**64)
+    return kind is str and value.isascii()
