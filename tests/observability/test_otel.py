@@ -111,6 +111,60 @@ async def test_an_llm_node_span_has_the_calls_tokens_and_cost(spans: Any) -> Non
     assert node.attributes["converge.cost"] == pytest.approx(0.0009)
 
 
+async def test_llm_and_tool_calls_are_spans_inside_their_node(spans: Any) -> None:
+    from converge.agents.llm import ToolCall
+
+    exporter, provider = spans
+
+    def lookup(key: str) -> str:
+        "Look a key up."
+        return key.upper()
+
+    with FakeLLMServer() as server:
+        server.script(
+            Reply(
+                text="",
+                tool_calls=(ToolCall(id="c1", name="lookup", arguments={"key": "tide"}),),
+                tokens_in=10,
+                tokens_out=3,
+            ),
+            Reply(text="TIDE", tokens_in=20, tokens_out=2),
+        )
+        llm = OpenAIProvider("gpt-4o-mini", api_key="k", base_url=server.openai_url)
+        writer = LLMAgent(llm, prompt="Look up {topic}", tools=[lookup])
+        graph = Graph("look", agents={"writer": writer}).add_node(
+            "look", "writer", inputs=["topic"]
+        )
+        async with MemoryStore() as store:
+            engine = Engine(store, listeners=[OTelListener(provider)])
+            result = await engine.execute(graph, {"topic": "tide"})
+            calls = [
+                e.data for e in await store.read(trace_id=result.run_id) if e.kind == "node.call"
+            ]
+        await llm.aclose()
+    assert result.output == "TIDE"
+    assert [(c["call"], c["name"]) for c in calls] == [
+        ("llm", "gpt-4o-mini"),
+        ("tool", "lookup"),
+        ("llm", "gpt-4o-mini"),
+    ]
+    finished = exporter.get_finished_spans()
+    [node] = [s for s in finished if s.name == "converge.node look"]
+    children = [
+        s for s in finished if s.parent is not None and s.parent.span_id == node.context.span_id
+    ]
+    assert sorted(s.name for s in children) == [
+        "converge.llm gpt-4o-mini",
+        "converge.llm gpt-4o-mini",
+        "converge.tool lookup",
+    ]
+    first = min(
+        (s for s in children if s.name.startswith("converge.llm")), key=lambda s: s.start_time
+    )
+    assert first.attributes["gen_ai.usage.input_tokens"] == 10
+    assert all(node.start_time <= s.start_time <= s.end_time <= node.end_time for s in children)
+
+
 def test_a_trace_id_that_is_not_an_id_is_hashed_stably() -> None:
     assert trace_id_of("my-trace") == trace_id_of("my-trace") != trace_id_of("other")
     assert 0 < trace_id_of("my-trace") < 2**128

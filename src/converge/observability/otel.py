@@ -17,6 +17,8 @@ The engine calls each of its ``listeners`` with every event a run logs, as it lo
   ``run.failed``, ``run.waiting`` and ``run.cancelled`` end it (an error status on failure).
 - ``node.start`` opens a child span ``converge.node`` per node pass (attributes
   ``converge.node``, ``converge.agent``, ``converge.iteration``, ``converge.attempt``);
+  ``node.call`` (an LLM call, a tool call, an auction round the node recorded with
+  ``ctx.record_call``) is a span inside the node's, with the times it recorded;
   ``node.done`` ends it with ``converge.status`` and the pass's usage — ``converge.tokens_in``,
   ``converge.tokens_out``, ``converge.tool_calls``, ``converge.cost``, and the GenAI
   conventions' ``gen_ai.usage.input_tokens``/``output_tokens`` when a model was called (an
@@ -103,6 +105,8 @@ class OTelListener:
             self._open_node(event, run_id, at)
         elif kind in ("node.done", "node.failed", "node.waiting"):
             self._close_node(event, run_id, at)
+        elif kind == "node.call":
+            self._call(event, run_id)
         elif kind in _ENDS:
             self._close_run(event, run_id, at)
         else:
@@ -175,6 +179,30 @@ class OTelListener:
         elif event.kind == "node.waiting":
             span.add_event("node.waiting", _scalars(data), timestamp=at)
         span.end(end_time=at)
+
+    def _call(self, event: Event, run_id: str) -> None:
+        """A call the node made (LLM, tool, auction): a span inside the node's, with the times
+        the node recorded."""
+        data = event.data
+        parent = self._nodes.get(_key(run_id, data)) or self._runs.get(run_id)
+        if parent is None:
+            return
+        call, name = str(data.get("call", "call")), str(data.get("name", ""))
+        attributes = {f"converge.{k}": v for k, v in _scalars(data).items()}
+        if call == "llm":
+            attributes["gen_ai.request.model"] = name
+            for ours, theirs in (("tokens_in", "input"), ("tokens_out", "output")):
+                if data.get(ours) is not None:
+                    attributes[f"gen_ai.usage.{theirs}_tokens"] = int(data[ours])
+        span = self.tracer.start_span(
+            f"converge.{call} {name}",
+            context=trace.set_span_in_context(parent),
+            attributes=attributes,
+            start_time=_ns(float(data.get("started_at", event.at))),
+        )
+        if data.get("error"):
+            span.set_status(Status(StatusCode.ERROR, str(data["error"])))
+        span.end(end_time=_ns(float(data.get("finished_at", event.at))))
 
     def _close_run(self, event: Event, run_id: str, at: int) -> None:
         for key in [k for k in self._nodes if k[0] == run_id]:

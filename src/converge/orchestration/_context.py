@@ -53,6 +53,15 @@ class _Host(Protocol):
 
     def memory_context(self, node_id: str) -> Any: ...
 
+    def log(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        parent: str | None = None,
+        at: float | None = None,
+    ) -> Any: ...
+
 
 class NodeContext:
     """The context of one try of one node.
@@ -145,6 +154,30 @@ class NodeContext:
     def services(self) -> Services:
         """The coordination services the engine lends to nodes (see ``Services``)."""
         return self._host.services
+
+    def record_call(
+        self, kind: str, name: str, started: float, ended: float, **details: Any
+    ) -> None:
+        """Log one call this node made — an LLM call, a tool call, an auction round — as a
+        ``node.call`` event (traces draw it as a span inside the node's).
+
+        Args:
+            kind: ``llm``, ``tool``, ``auction`` or any short word.
+            name: what was called (the model, the tool, the auction id).
+            started: when it started (the engine's clock).
+            ended: when it ended.
+            details: plain values to keep (tokens, cost, status, error…).
+        """
+        data: dict[str, Any] = {
+            "node": self.node_id,
+            "iteration": self.iteration,
+            "call": kind,
+            "name": name,
+            "started_at": started,
+            "finished_at": ended,
+        }
+        data.update({k: v for k, v in details.items() if v is not None})
+        self._host.log("node.call", data, at=ended)
 
     @property
     def context(self) -> Any:

@@ -187,6 +187,7 @@ class Tender:
         auction_id, reason = f"{base}:1", "no_offers"
         for n in range(1, self.max_rounds + 1):
             auction_id = f"{base}:{n}"
+            started = ctx.clock.now()
             round_ = await bidding.get(auction_id)
             if round_ is None:
                 round_ = await self._announce(bidding, auction_id, inputs, ctx, candidates)
@@ -211,6 +212,16 @@ class Tender:
                 0.5, f"{auction_id} awarded to {award.provider} at {award.price} {award.currency}"
             )
             round_ = await self._finished(bidding, round_, ctx.clock)
+            ctx.record_call(
+                "auction",
+                auction_id,
+                started,
+                ctx.clock.now(),
+                winner=award.provider,
+                price=award.price,
+                currency=award.currency,
+                stage=str(round_.stage.value),
+            )
             done = None if round_.done is None else unseal(round_.done, TaskDone)
             if round_.stage is RoundStage.SETTLED and done and done.status == "completed":
                 u = done.usage

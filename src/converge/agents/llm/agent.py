@@ -22,6 +22,7 @@ go to ``ctx.emit`` as they arrive (a retried call streams again from its start).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -207,6 +208,7 @@ class LLMAgent(Agent):
         attempt = 0
         while True:
             attempt += 1
+            started = _now(ctx)
             try:
                 async with asyncio.timeout(policy.timeout):
                     response = await self.provider.chat(
@@ -224,15 +226,28 @@ class LLMAgent(Agent):
                     retryable=True,
                 )
                 error.__cause__ = exc
+                _record(ctx, "llm", self.provider.model, started, attempt=attempt, error=str(error))
             except LLMError as exc:
                 error = exc
+                _record(ctx, "llm", self.provider.model, started, attempt=attempt, error=str(exc))
             else:
                 if ctx is not None:
                     usage = response.usage
+                    cost = self.prices.cost(response.model or self.provider.model, usage)
                     ctx.report_usage(
+                        tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost=cost
+                    )
+                    _record(
+                        ctx,
+                        "llm",
+                        response.model or self.provider.model,
+                        started,
+                        attempt=attempt,
+                        provider=self.provider.name,
                         tokens_in=usage.tokens_in,
                         tokens_out=usage.tokens_out,
-                        cost=self.prices.cost(response.model or self.provider.model, usage),
+                        cost=cost,
+                        tool_calls=len(response.tool_calls) or None,
                     )
                 if response.content or response.tool_calls:
                     return response
@@ -248,12 +263,15 @@ class LLMAgent(Agent):
     async def _run_tools(self, response: ChatResponse, ctx: RunContext | None) -> list[ChatMessage]:
         results = []
         for call in response.tool_calls:
+            started = _now(ctx)
+            failure = None
             try:
                 output = await self.tools.call(self.did, call.name, call.arguments)
                 content = _text(output)
             except Exception as exc:
                 # The model gets the failure as the tool's result and may correct itself.
-                content = f"error: {type(exc).__name__}: {exc}"
+                content = failure = f"error: {type(exc).__name__}: {exc}"
+            _record(ctx, "tool", call.name, started, error=failure)
             results.append(
                 ChatMessage(role="tool", content=content, tool_call_id=call.id, name=call.name)
             )
@@ -308,3 +326,15 @@ def _text(value: Any) -> str:
         return msgspec.json.encode(value).decode()
     except (TypeError, msgspec.EncodeError):
         return str(value)
+
+
+def _now(ctx: RunContext | None) -> float:
+    clock = getattr(ctx, "clock", None)
+    return float(clock.now()) if clock is not None else time.time()
+
+
+def _record(ctx: RunContext | None, kind: str, name: str, started: float, **details: Any) -> None:
+    """Log the call on the node, when the context can (an engine's ``NodeContext`` can)."""
+    record = getattr(ctx, "record_call", None)
+    if record is not None:
+        record(kind, name, started, _now(ctx), **details)
