@@ -260,17 +260,19 @@ class RunState(NodeHost):
                 parent=None if trigger is None else self.done_event[trigger],
                 at=started,
             )
-            ctx = self._context(node, iteration, attempt)
+            # An agent that takes no context needs none made (it cannot report usage or pause).
+            ctx = self._context(node, iteration, attempt) if node.agent.takes_ctx else None
             try:
                 output = await self._call(node.agent, inputs, ctx, node.timeout)
-                return Outcome("completed", output, usage=ctx.usage, started_at=started)
+                usage = NO_USAGE if ctx is None else ctx.usage
+                return Outcome("completed", output, usage=usage, started_at=started)
             except Paused as paused:
                 return Outcome("paused", question=paused.question, index=paused.index)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 error = describe_error(exc, node.timeout)
-                usage = ctx.usage
+                usage = NO_USAGE if ctx is None else ctx.usage
             if attempt <= retry.max_retries:
                 delay = retry.delay(attempt)
                 self.log(
@@ -365,7 +367,11 @@ class RunState(NodeHost):
         )
 
     async def _call(
-        self, agent: NodeAgent, inputs: dict[str, Any], ctx: NodeContext, timeout: float | None
+        self,
+        agent: NodeAgent,
+        inputs: dict[str, Any],
+        ctx: NodeContext | None,
+        timeout: float | None,
     ) -> Any:
         args = (inputs, ctx) if agent.takes_ctx else (inputs,)
         if timeout is None:
