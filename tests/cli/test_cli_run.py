@@ -146,6 +146,8 @@ def test_waiting_run_prints_question_and_resume_answers_it(tmp_path: Path) -> No
     code, out, err = invoke("resume", "w1", "--answer", "yes", "--store", store)
     assert code == 0, err
     assert out.strip() == "HI: yes"
+    # progress on resume: the pass finished before, then the one that ran now
+    assert "up: done" in err and "count: running" in err and "count: done" in err
     code, out, _ = invoke("runs", "--store", store, "--json")
     assert json.loads(out)["status"] == "completed"
 

@@ -109,12 +109,19 @@ def resume(
 
     Example: [bold]converge resume 01J… --answer approved[/]
     """
-    from converge.cli._run import parse_value, resume_run
+    from converge.cli._progress import Progress
+    from converge.cli._run import graph_of, load, parse_value, resume_run
 
     cfg = settings(store=store)
-    graph = graph.resolve() if graph is not None else None
     value = None if answer is None else parse_value(answer)
-    outcome, _ = _interruptible(lambda: asyncio.run(resume_run(cfg, run_id, graph, value)), run_id)
+    path = (
+        graph.resolve() if graph is not None else guard(lambda: asyncio.run(graph_of(cfg, run_id)))
+    )
+    nodes = [n.id for n in guard(lambda: load(path)).nodes]
+    with Progress(nodes, log_format=cfg.log_format) as progress:
+        outcome, _ = _interruptible(
+            lambda: asyncio.run(resume_run(cfg, run_id, path, value, progress.event)), run_id
+        )
     _report(outcome, as_json)
 
 

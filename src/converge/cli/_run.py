@@ -158,9 +158,14 @@ async def start_run(
 
 
 async def resume_run(
-    cfg: Settings, run_id: str, graph_path: Path | None, answer: Any
+    cfg: Settings,
+    run_id: str,
+    graph_path: Path | None,
+    answer: Any,
+    listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
 ) -> tuple[Outcome, Path]:
-    """Continue run ``run_id`` (``answer`` answers its open question)."""
+    """Continue run ``run_id`` (``answer`` answers its open question); ``listener`` first hears
+    the passes that finished before, then the continuation's events as they happen."""
     from converge.errors import ValidationError
     from converge.orchestration import Engine, RunFailed
 
@@ -174,11 +179,15 @@ async def resume_run(
         graph = load(graph_path)
         await store.delete(CANCEL_KEY + run_id)
         await _record_run(store, run_id, graph_path)
+        if listener is not None:
+            for ev in await store.read(trace_id=run_id, kinds=("node.done",)):
+                if ev.subject == run_id:
+                    listener(ev.kind, ev.data.get("node"), ev.data)
         async with Engine(store) as engine:
 
             async def drive() -> Outcome:
                 try:
-                    result = await engine.resume(graph, run_id, answer=answer)
+                    result = await engine.resume(graph, run_id, answer=answer, listener=listener)
                 except RunFailed as exc:
                     result = exc.result
                 status = str(result.status)
@@ -252,6 +261,17 @@ async def run_note(store: SQLiteStore, run_id: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return note if isinstance(note, dict) else {}
+
+
+async def graph_of(cfg: Settings, run_id: str) -> Path:
+    """The graph file recorded for ``run_id`` in the configured store (bad input if none)."""
+    from converge.errors import ValidationError
+
+    async with await open_store(cfg, create=False) as store:
+        path = await recorded_graph(store, run_id)
+    if path is None:
+        raise ValidationError(f"run {run_id} has no recorded graph file: pass --graph GRAPH.yaml")
+    return path
 
 
 async def recorded_graph(store: SQLiteStore, run_id: str) -> Path | None:

@@ -191,21 +191,33 @@ class Engine:
 
     # -- continuing runs ---------------------------------------------------------------------------
 
-    async def resume(self, graph: Graph, run_id: str, *, answer: Any = None) -> RunResult:
+    async def resume(
+        self,
+        graph: Graph,
+        run_id: str,
+        *,
+        answer: Any = None,
+        listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+    ) -> RunResult:
         """Continue a run from its log: nodes that finished are read, never run again; nodes that
         had started run again (same ``idempotency_key``). ``answer`` answers the oldest open
-        question of a WAITING run. A COMPLETED run's result is returned as it is.
+        question of a WAITING run. A COMPLETED run's result is returned as it is. ``listener``
+        gets each event of the continuation as it is logged, like ``stream``'s.
 
         Raises:
             ValidationError: no such run, or it was started by a different graph.
             RunFailed: the run FAILED again.
         """
-        return _raise_failed(
-            await self._continue(graph, run_id, await self._records(run_id), answer)
-        )
+        records = await self._records(run_id)
+        return _raise_failed(await self._continue(graph, run_id, records, answer, listener))
 
     async def _continue(
-        self, graph: Graph, run_id: str, records: RunRecords, answer: Any
+        self,
+        graph: Graph,
+        run_id: str,
+        records: RunRecords,
+        answer: Any,
+        listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
     ) -> RunResult:
         plan = graph.compile()
         assert records.started is not None
@@ -229,6 +241,7 @@ class Engine:
             records=records,
             resumed=resumed,
             trace_id=records.started.trace_id,
+            listener=listener,
         )
 
     async def _child(
