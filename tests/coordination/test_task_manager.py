@@ -403,3 +403,19 @@ async def test_start_on_a_remembered_running_task_asks_the_store(
     with pytest.raises(InvalidTransition) as info:  # the store's answer: it is PENDING again
         await here.start(A, task.id, token)
     assert info.value.from_state == TaskState.PENDING
+
+
+async def test_a_follower_ends_quietly_when_its_store_closes(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from converge.store import SQLiteStore
+
+    store = await SQLiteStore.open(Path(str(tmp_path)) / "f.db")
+    board = TaskManager(store)
+    async with board.following():
+        follower = board._follow_task
+        assert follower is not None
+        await store.aclose()  # the store goes first, as in a hurried shutdown
+        await asyncio.wait([follower], timeout=5)
+        assert follower.done() and not follower.cancelled()
+        assert follower.exception() is None

@@ -25,6 +25,7 @@ from converge.errors import (
     InvalidTransition,
     PolicyViolation,
     StateError,
+    StoreClosed,
     TaskConflict,
     ValidationError,
 )
@@ -165,13 +166,16 @@ class TaskManager:
                 self._own_events.clear()
 
     async def _follow(self, after_seq: int) -> None:
-        async for event in self.store.tail(after_seq=after_seq, kinds=_PENDING_KINDS):
-            if event.id in self._own_events:
-                self._own_events.discard(event.id)  # ours: watchers heard already
-                continue
-            task = await self.store.get_task(event.subject)
-            if task is not None and task.state is TaskState.PENDING:
-                self._pending(task)
+        try:
+            async for event in self.store.tail(after_seq=after_seq, kinds=_PENDING_KINDS):
+                if event.id in self._own_events:
+                    self._own_events.discard(event.id)  # ours: watchers heard already
+                    continue
+                task = await self.store.get_task(event.subject)
+                if task is not None and task.state is TaskState.PENDING:
+                    self._pending(task)
+        except StoreClosed:
+            return  # the store closed under the follower (a shutdown): nothing more will come
 
     # -- submitting --------------------------------------------------------------------------------
 
