@@ -23,6 +23,7 @@ TREE = [
     (e.TaskConflict, e.ConflictError, None),
     (e.SchemaVersionError, e.StoreError, None),
     (e.StoreClosed, e.StoreError, None),
+    (e.MissingExtra, e.ConvergeError, ImportError),
     (e.TransportError, e.ConvergeError, ConnectionError),
     (e.OrchestrationError, e.ConvergeError, None),
 ]

@@ -315,6 +315,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "ConvergeError",
         "IdentityError",
         "InvalidTransition",
+        "MissingExtra",
         "OrchestrationError",
         "PolicyViolation",
         "ProtocolError",

@@ -30,7 +30,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     │   ├── (agents.ToolTimeout (TimeoutError): past its time limit; a sandboxed one killed)
     │   └── (agents.ToolMemoryExceeded (MemoryError): a sandboxed tool past its memory limit)
     ├── (coordination.resolution.ResolutionFailed: no answer could be picked from results)
-    ├── (agents.memory.MissingExtra (ImportError): an optional extra is not installed)
+    ├── MissingExtra           (ImportError) an optional extra is not installed
     ├── TransportError         (ConnectionError) a transport could not deliver
     └── OrchestrationError                    a graph run failed
         ├── (orchestration.RunFailed: a run ended FAILED or CANCELLED; carries its result)
@@ -53,6 +53,7 @@ __all__ = [
     "ConvergeError",
     "IdentityError",
     "InvalidTransition",
+    "MissingExtra",
     "OrchestrationError",
     "PolicyViolation",
     "ProtocolError",
@@ -285,3 +286,20 @@ class TransportError(ConvergeError, ConnectionError):
 
 class OrchestrationError(ConvergeError):
     """A graph run failed."""
+
+
+class MissingExtra(ConvergeError, ImportError):
+    """An optional feature whose packages are not installed.
+
+    Attributes:
+        extra: the converge extra that installs them (``pip install "converge-agents[embed]"``).
+        package: the import that failed.
+    """
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package!r} package, which is not installed; install the "
+            f'converge extra {extra!r}: pip install "converge-agents[{extra}]"'
+        )
+        self.package = package
+        self.extra = extra

@@ -17,26 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from converge.errors import ConvergeError
+from converge.errors import MissingExtra
 
 __all__ = ["MissingExtra", "prometheus_text"]
-
-
-class MissingExtra(ConvergeError, ImportError):
-    """An optional package is not installed (as ``converge.agents.memory.MissingExtra``).
-
-    Attributes:
-        extra: the converge extra that installs it (``pip install "converge-agents[metrics]"``).
-        package: the package that is missing.
-    """
-
-    def __init__(self, package: str, extra: str, feature: str) -> None:
-        super().__init__(
-            f"{feature} needs the {package!r} package, which is not installed; install the "
-            f'converge extra {extra!r}: pip install "converge-agents[{extra}]"'
-        )
-        self.package = package
-        self.extra = extra
 
 
 def prometheus_text(metrics: dict[str, Any], trace: dict[str, Any]) -> str:

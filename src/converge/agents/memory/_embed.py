@@ -19,28 +19,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from converge.errors import ConvergeError, ValidationError
+from converge.errors import MissingExtra, ValidationError
 
 __all__ = ["Embedder", "HashingEmbedder", "MissingExtra", "SentenceTransformerEmbedder"]
 
 _WORD = re.compile(r"\w+")
-
-
-class MissingExtra(ConvergeError, ImportError):
-    """An optional feature whose packages are not installed.
-
-    Attributes:
-        extra: the converge extra that installs them (``pip install "converge-agents[embed]"``).
-        package: the import that failed.
-    """
-
-    def __init__(self, package: str, extra: str, feature: str) -> None:
-        super().__init__(
-            f"{feature} needs the {package!r} package, which is not installed; install the "
-            f'converge extra {extra!r}: pip install "converge-agents[{extra}]"'
-        )
-        self.package = package
-        self.extra = extra
 
 
 @runtime_checkable
