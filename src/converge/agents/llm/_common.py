@@ -127,6 +127,19 @@ def import_sdk(provider: str, module: str) -> ModuleType:
         ) from exc
 
 
+def openai_client(
+    provider: str, key: str | None, base_url: str | None, timeout: float
+) -> tuple[ModuleType, Any]:
+    """The ``openai`` SDK and an ``AsyncOpenAI`` client with converge's settings: the SDK's own
+    retries off (callers retry), and a placeholder key for local servers that need none (the
+    SDK insists on one)."""
+    sdk = import_sdk(provider, "openai")
+    client = sdk.AsyncOpenAI(
+        api_key=key or "unused", base_url=base_url, timeout=timeout, max_retries=0
+    )
+    return sdk, client
+
+
 def translate_error(sdk: ModuleType, provider: str, exc: BaseException) -> LLMError:
     """``exc`` (raised by ``sdk``) as an ``LLMError``, retryable for rate limits, timeouts,
     lost connections and 5xx answers."""

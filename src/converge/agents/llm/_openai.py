@@ -17,7 +17,7 @@ import msgspec
 
 from converge.agents.llm._common import (
     decode_arguments,
-    import_sdk,
+    openai_client,
     parse_json,
     resolve_key,
     translate_error,
@@ -83,15 +83,9 @@ class OpenAIProvider:
 
     def _connect(self) -> tuple[ModuleType, Any]:
         if self._client is None:
-            sdk = import_sdk(self._provider_name, "openai")
-            self._client = sdk.AsyncOpenAI(
-                # A local server often needs no key, but the SDK insists on one.
-                api_key=self._key or "unused",
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=0,
+            self._sdk, self._client = openai_client(
+                self._provider_name, self._key, self.base_url, self.timeout
             )
-            self._sdk = sdk
         assert self._sdk is not None
         return self._sdk, self._client
 

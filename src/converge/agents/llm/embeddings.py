@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from converge.agents.llm._common import import_sdk, resolve_key, translate_error
+from converge.agents.llm._common import openai_client, resolve_key, translate_error
 from converge.agents.llm.base import LLMError
 from converge.errors import ValidationError
 
@@ -86,14 +86,9 @@ class OpenAIEmbedder:
 
     def _connect(self) -> tuple[ModuleType, Any]:
         if self._client is None:
-            sdk = import_sdk(self._provider, "openai")
-            self._client = sdk.AsyncOpenAI(
-                api_key=self._key or "unused",
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=0,
+            self._sdk, self._client = openai_client(
+                self._provider, self._key, self.base_url, self.timeout
             )
-            self._sdk = sdk
         assert self._sdk is not None
         return self._sdk, self._client
 
