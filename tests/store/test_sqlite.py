@@ -272,6 +272,67 @@ async def test_wait_for_events_sees_commits_of_another_store(tmp_path: Path) -> 
             await tail.aclose()  # type: ignore[attr-defined]
 
 
+async def test_writes_issued_together_commit_in_the_order_issued(tmp_path: Path) -> None:
+    async with await SQLiteStore.open(tmp_path / "s.db") as store:
+        for width in (1, 2, 3, 40):
+            results = await asyncio.gather(
+                *(store.append([make_event(n=i), make_event(n=i)]) for i in range(width)),
+                store.put(f"k{width}", b"v"),
+                store.append([make_event(n=width)]),
+            )
+            seqs = [seq for r in results if isinstance(r, list) for seq in r]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 2 * width + 1
+            events = await store.read(after_seq=seqs[0] - 1)
+            expected = [i for i in range(width) for _ in "ab"] + [width]
+            assert [e.data["n"] for e in events] == expected
+            assert await store.get(f"k{width}") == Entry(f"k{width}", b"v", 1)
+
+
+async def test_a_write_waits_for_another_process_lock_and_the_loop_goes_on(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path, busy_timeout=WAIT) as store:
+        await store.put("before", b"1")  # a lone write: committed on the loop when it can be
+        other = sqlite3.connect(path, isolation_level=None)  # another process, as SQLite sees it
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            write = asyncio.ensure_future(store.put("k", b"v"))
+            event = asyncio.ensure_future(store.append([make_event(n=1)]))
+            ticks = 0
+            for _ in range(5):  # the loop is not held by the waiting writes
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks == 5 and not write.done() and not event.done()
+            other.execute("INSERT INTO kv (key, value, version) VALUES ('theirs', x'00', 1)")
+            other.execute("COMMIT")
+            async with asyncio.timeout(WAIT):
+                assert await write == 1
+                (seq,) = await event
+        finally:
+            other.close()
+        assert await store.get("theirs") == Entry("theirs", b"\x00", 1)
+        assert [e.seq for e in await store.read(after_seq=seq - 1)] == [seq]
+        assert await store.put("after", b"2") == 1
+
+
+async def test_a_write_fails_typed_after_busy_timeout_and_commits_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path, busy_timeout=0.2) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreError) as caught:
+                await store.put("k", b"v")
+            assert caught.value.retryable
+            assert "locked" in str(caught.value) or "busy" in str(caught.value)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await store.get("k") is None
+        assert await store.put("k", b"w") == 1  # and the store goes on
+
+
 # -- crash safety ---------------------------------------------------------------------------------
 
 

@@ -4,6 +4,10 @@ The loop side puts jobs on a ``queue.SimpleQueue`` (no lock, no wake-up call per
 takes every job waiting, runs the whole batch, and hands all the results back to the loop with a
 single ``call_soon_threadsafe``: one thread hop per batch in each direction, never one per job.
 While a batch runs, new jobs queue up and form the next batch — that is the group commit.
+
+``idle_connection()`` lends the thread's connection to the loop while nothing is queued or
+running on the thread (the loop counts the jobs it has submitted and not yet seen resolved), so
+an owner may run a small job inline where two thread wake-ups would cost more than the job.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BatchWorker", "Job"]
+__all__ = ["BatchWorker", "Job", "resolve"]
 
 Outcome = tuple[asyncio.Future[Any], BaseException | None, Any]
 
@@ -55,17 +59,40 @@ class BatchWorker:
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stopped: asyncio.Future[None] = loop.create_future()
+        self._conn: sqlite3.Connection | None = None
+        self._outstanding = 0  # jobs submitted and not yet resolved (touched on the loop only)
+        self._stopping = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, payload: Any) -> asyncio.Future[Any]:
         """Queue a job; the returned future resolves on the loop when its batch is done."""
         fut = self._loop.create_future()
+        self._outstanding += 1
         self._queue.put(Job(fut, payload))
         return fut
 
+    def submit_jobs(self, jobs: list[Job]) -> None:
+        """Queue jobs made by the caller, in order (their futures resolve as ``submit``'s do)."""
+        self._outstanding += len(jobs)
+        for job in jobs:
+            self._queue.put(job)
+
+    @property
+    def busy(self) -> bool:
+        """Whether jobs are queued or running on the thread, or it is stopping."""
+        return bool(self._outstanding) or self._stopping
+
+    def idle_connection(self) -> sqlite3.Connection | None:
+        """The thread's connection if the thread has nothing to do and will not touch it until
+        the next ``submit`` (call on the loop; use it before yielding to the loop), else None."""
+        if self._outstanding or self._stopping:
+            return None
+        return self._conn
+
     async def stop(self) -> None:
         """Finish every queued job, close the connection and end the thread."""
+        self._stopping = True
         self._queue.put(_STOP)
         await asyncio.shield(self._stopped)
         self._thread.join()
@@ -77,6 +104,9 @@ class BatchWorker:
             conn = self._connect()
         except BaseException as exc:  # delivered to every job below
             connect_error = exc
+        # Published to the loop by the first batch's call_soon_threadsafe, before any
+        # idle_connection() can see no job outstanding.
+        self._conn = conn
         try:
             while True:
                 item = self._queue.get()
@@ -109,7 +139,11 @@ class BatchWorker:
             self._call(self._resolve_stopped)
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
-        self._call(_resolve, outcomes)
+        self._call(self._resolve, outcomes)
+
+    def _resolve(self, outcomes: list[Outcome]) -> None:
+        self._outstanding -= len(outcomes)
+        resolve(outcomes)
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -123,7 +157,8 @@ class BatchWorker:
             self._stopped.set_result(None)
 
 
-def _resolve(outcomes: list[Outcome]) -> None:
+def resolve(outcomes: list[Outcome]) -> None:
+    """Settle each future with its error or result (one already cancelled is skipped)."""
     for fut, error, result in outcomes:
         if fut.done():  # the caller was cancelled; the work itself still happened
             continue

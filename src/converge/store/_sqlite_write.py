@@ -11,6 +11,8 @@ the write lock.
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from typing import Any
 
 from converge.errors import ConflictError, StoreError, TaskConflict, ValidationError
@@ -18,14 +20,19 @@ from converge.store._board import TaskOp, index_capability, pool_key
 from converge.store._sqlite_worker import Job, Outcome
 from converge.store.base import Op
 
-__all__ = ["last_seq", "translate", "write_batch"]
+__all__ = ["commit_now", "last_seq", "translate", "while_busy", "write_batch"]
 
 _Row = tuple[str, str, bytes]  # trace_id, kind, body
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
 def translate(exc: sqlite3.Error, what: str) -> StoreError:
     text = str(exc)
-    busy = isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+    busy = _is_busy(exc)
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         return StoreError(f"{what}: the file is not a SQLite database")
     return StoreError(f"{what}: {text}", retryable=busy)
@@ -40,7 +47,9 @@ def last_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
-def write_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+def write_batch(conn: sqlite3.Connection, jobs: list[Job], busy_timeout: float) -> list[Outcome]:
+    """Run a batch of the writer thread's jobs; the commits wait up to ``busy_timeout`` seconds
+    for another process's write lock."""
     outcomes: list[Outcome] = []
     commits: list[Job] = []
     for job in jobs:
@@ -52,16 +61,35 @@ def write_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
         else:
             commits.append(job)
     if commits:
-        outcomes.extend(_commit_batch(conn, commits))
+        try:
+            while_busy(lambda: conn.execute("BEGIN IMMEDIATE"), busy_timeout)
+        except sqlite3.Error as exc:
+            error = translate(exc, "write failed; nothing in this batch was committed")
+            outcomes.extend((job.future, error, None) for job in commits)
+        else:
+            outcomes.extend(_commit_batch(conn, commits))
     return outcomes
 
 
+def commit_now(conn: sqlite3.Connection, job: Job) -> Outcome | None:
+    """Commit ``job``'s unit if the write lock is free this instant; None (nothing done) if
+    another connection holds it, so the caller can queue the job for the writer thread, which
+    waits for the lock. The writer's connection has no busy handler: ``BEGIN`` fails at once."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        if _is_busy(exc):
+            return None
+        return (job.future, translate(exc, "write failed; nothing was committed"), None)
+    return _commit_batch(conn, [job])[0]
+
+
 def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
-    """Commit every job's unit of work in one transaction, each unit atomic on its own."""
+    """Commit every job's unit of work in the transaction just begun (holding the write lock),
+    each unit atomic on its own."""
     done: list[Outcome] = []
     failed: list[Outcome] = []
     try:
-        conn.execute("BEGIN IMMEDIATE")
         next_seq = -1
         all_rows: list[_Row] = []
         applied = _apply_board_writes(conn, jobs)
@@ -237,3 +265,24 @@ def _apply_board_writes(conn: sqlite3.Connection, jobs: list[Job]) -> set[Job]:
         return set()
     conn.execute("RELEASE board")
     return set(single)
+
+
+def while_busy(fn: Callable[[], object], timeout: float) -> None:
+    """Run ``fn``, retrying while the database is locked, for up to ``timeout`` seconds.
+
+    The writer's connection has no busy handler (see ``commit_now``), so its thread waits for
+    the write lock here; SQLite's busy handler does not cover ``PRAGMA journal_mode`` either (two
+    processes opening a new file at once would otherwise fail instead of waiting for each other).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            fn()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)  # on the store's own thread, never the event loop
+        delay = min(delay * 2, 0.05)
