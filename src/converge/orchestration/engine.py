@@ -404,8 +404,11 @@ class Engine:
                 # A continued run's first events, and a submitted run (its id is out), are
                 # durable at once; a new run's `run.started` goes with its first completion.
                 await state.flush()
-            async with asyncio.timeout(plan.timeout):
+            if plan.timeout is None:  # most runs: no timeout object to make and cancel
                 await state.run()
+            else:
+                async with asyncio.timeout(plan.timeout):
+                    await state.run()
         except TimeoutError:
             state.status = "failed"
             state.error = f"the run timed out after {plan.timeout:g} s"

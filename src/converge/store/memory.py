@@ -198,6 +198,11 @@ class MemoryStore:
     ) -> builtins.list[int]:
         self._check_open()
         bodies = [encode_event(ev, i) for i, ev in enumerate(events)]
+        if not ops:  # an append: nothing to check
+            seqs = [self._log(ev.trace_id, ev.kind, b) for ev, b in zip(events, bodies, strict=True)]
+            if seqs:
+                self._waiters.publish(seqs[-1])
+            return seqs
         # Check every precondition against the state as the earlier ops leave it, then apply all:
         # nothing awaits in between, so the whole unit is atomic.
         staged: dict[str, tuple[bytes, int] | None] = {}
