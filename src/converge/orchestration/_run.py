@@ -105,6 +105,8 @@ class RunState(NodeHost):
         self.waiting: list[tuple[str, str]] = []  # (node id, question)
         self.started_event: str | None = None
         self._buffer: list[Event] = []
+        self._early: asyncio.Future[None] | None = None  # a write begun by ``write_soon``
+        self.wrote = False  # whether anything of the run was written yet (its start goes first)
         self._dependents = False  # a settled pass has dependents: write before they start
         self._request: Any = None  # the run's request scope, made on first use
         self.plan_grants: dict[str, Any] = {}
@@ -139,9 +141,23 @@ class RunState(NodeHost):
         return event
 
     async def flush(self) -> None:
-        """Write every buffered event (one unit of work); returns once it is committed."""
+        """Write every buffered event (one unit of work); returns once it is committed, and
+        once an early write (``write_soon``) is too: its failure is the run's."""
+        if self._early is not None:
+            early, self._early = self._early, None
+            await early
+        await self._write_buffer()
+
+    def write_soon(self) -> None:
+        """Start writing what is buffered now, without waiting for it (the next ``flush``
+        waits): a run whose first node is slow shows in the store before that node ends."""
+        if self._buffer and self._early is None:
+            self._early = asyncio.ensure_future(self._write_buffer())
+
+    async def _write_buffer(self) -> None:
         if self._buffer:
             events, self._buffer = self._buffer, []
+            self.wrote = True
             await self.store.append(events)
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -203,6 +219,12 @@ class RunState(NodeHost):
                     break
                 for task in running.values():  # abort: stop what is still in flight
                     task.cancel()
+        except BaseExceptionGroup as group_error:
+            # Passes catch their nodes' errors: what is left is the loop's own (a write the
+            # store refused), raised as itself rather than wrapped by the task group.
+            if len(group_error.exceptions) == 1:
+                raise group_error.exceptions[0] from None
+            raise
         finally:
             if self.status == "running":
                 self.status = "waiting" if self.waiting else "completed"

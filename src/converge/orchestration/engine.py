@@ -28,6 +28,7 @@ import msgspec
 from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
 from converge.errors import StateError, ValidationError
+from converge.orchestration._announce import Announcer
 from converge.orchestration._pass import FailureHook
 from converge.orchestration._records import RunRecords, read_records
 from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
@@ -42,6 +43,9 @@ from converge.store.memory import MemoryStore
 __all__ = ["Engine", "RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
 
 _log = logging.getLogger(__name__)
+_ANNOUNCE_AFTER = 0.1
+"""Seconds after which a new run that has written nothing has its buffered start written:
+other processes (``converge runs``) see a run whose first node is slow within twice this."""
 
 
 class Engine:
@@ -81,6 +85,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="converge-node")
         self._group: asyncio.TaskGroup | None = None
         self._handles: dict[str, RunHandle] = {}
+        self._announcer = Announcer(_ANNOUNCE_AFTER)
 
     async def __aenter__(self) -> Self:
         self._group = asyncio.TaskGroup()
@@ -399,11 +404,15 @@ class Engine:
                 )
         if resumed:
             state.log("node.answered", resumed)
+        announced = records is not None or sink is not None
         try:
-            if records is not None or sink is not None:
+            if announced:
                 # A continued run's first events, and a submitted run (its id is out), are
-                # durable at once; a new run's `run.started` goes with its first completion.
+                # durable at once; a new run's `run.started` goes with its first completion,
+                # or is written by the announcer if that is slow to come.
                 await state.flush()
+            else:
+                self._announcer.add(state)
             if plan.timeout is None:  # most runs: no timeout object to make and cancel
                 await state.run()
             else:
@@ -420,6 +429,9 @@ class Engine:
             if sink is not None:
                 sink.append(ended)
             raise
+        finally:
+            if not announced:
+                self._announcer.discard(state)
         ended = await self._finish(state)
         if sink is not None:
             sink.append(ended)

@@ -199,7 +199,8 @@ class MemoryStore:
         self._check_open()
         bodies = [encode_event(ev, i) for i, ev in enumerate(events)]
         if not ops:  # an append: nothing to check
-            seqs = [self._log(ev.trace_id, ev.kind, b) for ev, b in zip(events, bodies, strict=True)]
+            log = self._log
+            seqs = [log(ev.trace_id, ev.kind, b) for ev, b in zip(events, bodies, strict=True)]
             if seqs:
                 self._waiters.publish(seqs[-1])
             return seqs
