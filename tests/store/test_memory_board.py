@@ -1,4 +1,5 @@
-"""The memory board's lease heap: lazy deletion stays correct and bounded."""
+"""The memory board's indexes: the lease heap's lazy deletion and the pending index's kept
+empty lists stay correct and bounded."""
 
 from __future__ import annotations
 
@@ -48,3 +49,22 @@ def test_a_lease_renewed_or_retaken_at_the_same_time_is_listed_once() -> None:
     found = board.expiring(60.0, limit=10)
     assert [(t.id, t.attempts) for t in found] == [(again.id, 2)]
     assert board.expiring(60.0, limit=10) == found  # reading does not consume
+
+
+def test_emptied_pending_lists_are_reused_then_swept_and_never_listed() -> None:
+    board = MemoryBoard()
+    waiting: list[Task] = []
+    for i in range(3000):
+        task = board.write(task_op(Task(objective=f"t{i}", pool_id=f"pool-{i}"), None, 0))
+        if i % 1000 == 0:
+            waiting.append(task)  # stays pending: its list is never empty
+            continue
+        _claim(board, task, lease=100.0)
+        again = board.write(task_op(Task(objective=f"u{i}", pool_id=f"pool-{i}"), None, 0))
+        _claim(board, again, lease=100.0)  # the emptied list was taken again, then emptied
+    assert len(board._pending) <= len(waiting) + 1024 + 1
+    assert [t.id for t in board.pending(None, None, 100, None)] == [t.id for t in waiting]
+    pools = [f"pool-{i}" for i in range(3000)]
+    assert [t.id for t in board.pending(pools, [None], 100, None)] == [t.id for t in waiting]
+    late = board.write(task_op(Task(objective="late", pool_id="pool-1"), None, 0))
+    assert [t.id for t in board.pending(["pool-1"], [None], 100, None)] == [late.id]

@@ -28,6 +28,7 @@ _LEASED = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 _Key = tuple[int, str]  # (-priority, id): ascending order is the board's order
 # Values a caller cannot change after handing them over: the board may keep them as they are.
 _IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes})
+_EMPTY_KEPT = 1024  # empty pending lists kept before they are swept
 
 
 def _order(task: Task) -> _Key:
@@ -42,6 +43,7 @@ class MemoryBoard:
         self._pending: dict[tuple[str, str], SortedList[_Key]] = {}
         self._leases: list[tuple[float, str]] = []  # a heap; see the module docstring
         self._leased = 0  # tasks that hold a lease now (live entries of the heap)
+        self._empty = 0  # empty lists kept in the pending index
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -82,12 +84,18 @@ class MemoryBoard:
             bucket = self._pending[key]
             bucket.remove(_order(old))
             if not bucket:
-                del self._pending[key]
+                # Kept for the next task under its key (a board that takes each task as it
+                # comes would otherwise make a list per task); swept once many are empty.
+                self._empty += 1
+                if self._empty > _EMPTY_KEPT:
+                    self._sweep()
         if new.state is _PENDING:
             key = (pool_key(new.pool_id), index_capability(new))
             pending = self._pending.get(key)
             if pending is None:
                 pending = self._pending[key] = SortedList()
+            elif not pending:
+                self._empty -= 1
             pending.add(_order(new))
         lease = new.lease_expires_at
         leased = new.state in _LEASED and lease is not None
@@ -97,6 +105,10 @@ class MemoryBoard:
             heapq.heappush(self._leases, (lease, new.id))
             if len(self._leases) > 2 * self._leased + 1024:
                 self._compact_leases()
+
+    def _sweep(self) -> None:
+        self._pending = {key: bucket for key, bucket in self._pending.items() if bucket}
+        self._empty = 0
 
     def _compact_leases(self) -> None:
         live = {entry for entry in self._leases if self._holds(entry)}
@@ -126,16 +138,18 @@ class MemoryBoard:
         start = None if after is None else (-after[0], after[1])
         pool_keys = None if pools is None else {pool_key(p) for p in pools}
         cap_keys = None if capabilities is None else {c or "" for c in capabilities}
+        index = self._pending
         if pool_keys is not None and cap_keys is not None:
-            wanted = [k for k in itertools.product(pool_keys, cap_keys) if k in self._pending]
+            wanted = [k for k in itertools.product(pool_keys, cap_keys) if index.get(k)]
         else:
             wanted = [
                 k
-                for k in self._pending
-                if (pool_keys is None or k[0] in pool_keys)
+                for k, bucket in index.items()
+                if bucket
+                and (pool_keys is None or k[0] in pool_keys)
                 and (cap_keys is None or k[1] in cap_keys)
             ]
-        keys = heapq.merge(*(_from(self._pending[k], start) for k in wanted))
+        keys = heapq.merge(*(_from(index[k], start) for k in wanted))
         return [self.tasks[task_id] for _, task_id in itertools.islice(keys, max(limit, 0))]
 
     def expiring(self, before: float, limit: int) -> list[Task]:
