@@ -31,10 +31,6 @@ _IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes})
 _EMPTY_KEPT = 1024  # empty pending lists kept before they are swept
 
 
-def _order(task: Task) -> _Key:
-    return (-task.priority, task.id)
-
-
 class MemoryBoard:
     """Tasks and their indexes, changed by ``write`` (one op) or ``stage`` then ``apply``."""
 
@@ -78,30 +74,33 @@ class MemoryBoard:
 
     def _replace(self, old: Task | None, new: Task) -> None:
         self.tasks[new.id] = new
-        was_leased = old is not None and old.state in _LEASED and old.lease_expires_at is not None
-        if old is not None and old.state is _PENDING:
+        old_state = None if old is None else old.state
+        new_state = new.state
+        if old_state is _PENDING:
+            assert old is not None
             key = (pool_key(old.pool_id), index_capability(old))
             bucket = self._pending[key]
-            bucket.remove(_order(old))
+            bucket.remove((-old.priority, old.id))
             if not bucket:
                 # Kept for the next task under its key (a board that takes each task as it
                 # comes would otherwise make a list per task); swept once many are empty.
                 self._empty += 1
                 if self._empty > _EMPTY_KEPT:
                     self._sweep()
-        if new.state is _PENDING:
+        if new_state is _PENDING:
             key = (pool_key(new.pool_id), index_capability(new))
             pending = self._pending.get(key)
             if pending is None:
                 pending = self._pending[key] = SortedList()
             elif not pending:
                 self._empty -= 1
-            pending.add(_order(new))
-        lease = new.lease_expires_at
-        leased = new.state in _LEASED and lease is not None
-        self._leased += leased - was_leased
-        if leased and not (was_leased and old is not None and old.lease_expires_at == lease):
-            assert lease is not None
+            pending.add((-new.priority, new.id))
+        if old_state not in _LEASED and new_state not in _LEASED:
+            return  # nothing for the lease index
+        old_lease = None if old is None or old_state not in _LEASED else old.lease_expires_at
+        lease = new.lease_expires_at if new_state in _LEASED else None
+        self._leased += (lease is not None) - (old_lease is not None)
+        if lease is not None and lease != old_lease:
             heapq.heappush(self._leases, (lease, new.id))
             if len(self._leases) > 2 * self._leased + 1024:
                 self._compact_leases()
