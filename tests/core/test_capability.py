@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from converge.core import Capability, CapabilitySet, Requirement
@@ -84,11 +86,19 @@ def test_requirement_with_invalid_range_does_not_parse(text: str) -> None:
     assert info.value.field == "versions"
 
 
-@pytest.mark.parametrize("text", ["", "   ", "Summarize>=1", ">=1.2"])
-def test_unparseable_requirement(text: str) -> None:
-    with pytest.raises(ValidationError) as info:
-        Requirement.parse(text)
-    assert info.value.field == "capability"
+@pytest.mark.parametrize("text", ["", "   ", "Summarize>=1", ">=1.2", None, 3, b"summarize"])
+def test_unparseable_requirement(text: Any) -> None:
+    for _ in range(2):  # parsed requirements are remembered; refusals are not
+        with pytest.raises(ValidationError) as info:
+            Requirement.parse(text)
+        assert info.value.field == "capability"
+
+
+def test_a_requirement_parsed_again_is_equal_and_frozen() -> None:
+    first = Requirement.parse("summarize>=1.2")
+    assert Requirement.parse("summarize>=1.2") == first == Requirement("summarize", ">=1.2")
+    with pytest.raises(AttributeError):
+        first.name = "other"  # type: ignore[misc]
 
 
 def test_capability_set_lookup_and_matching() -> None:

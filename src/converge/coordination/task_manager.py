@@ -568,7 +568,7 @@ def _invisibility(task: Task, pools: frozenset[str], caps: CapabilitySet) -> str
     """Why ``task`` is not visible to an agent with ``pools`` and ``caps`` ('' if it is)."""
     if task.pool_id is not None and task.pool_id not in pools:
         return f"not a member of pool {task.pool_id}"
-    missing = caps.missing(task.required_capabilities)
-    if missing:
-        return f"missing capabilities {', '.join(missing)}"
+    required = task.required_capabilities
+    if required and not caps.satisfies_all(required):
+        return f"missing capabilities {', '.join(caps.missing(required))}"
     return ""

@@ -16,6 +16,7 @@ from converge.errors import ValidationError
 __all__ = ["Capability", "CapabilitySet", "Requirement"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-/]*$")
+_REQUIREMENT = re.compile(r"^\s*([a-z0-9][a-z0-9_.\-/]*)\s*(.*?)\s*$")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -89,10 +90,12 @@ class Requirement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     @classmethod
     def parse(cls, text: str) -> Requirement:
         """``"summarize"``, ``"summarize>=1.2,<2"`` or ``"summarize==1.4.0"``."""
-        m = re.match(r"^\s*([a-z0-9][a-z0-9_.\-/]*)\s*(.*?)\s*$", text)
-        if m is None:
-            raise ValidationError(f"invalid capability requirement {text!r}", field="capability")
-        return cls(m.group(1), m.group(2))
+        if not isinstance(text, str):
+            raise ValidationError(
+                f"a capability requirement is a str, not {type(text).__name__}",
+                field="capability",
+            )
+        return _parse_requirement(cls, text)  # a frozen value: the same text, the same one
 
     def matches(self, capability: Capability) -> bool:
         """Whether ``capability`` has this name and a version in range."""
@@ -104,6 +107,16 @@ class Requirement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
 
     def __str__(self) -> str:
         return f"{self.name}{self.versions}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_requirement(cls: type[Requirement], text: str) -> Requirement:
+    """Visibility checks parse each task's requirements on every query: a few distinct
+    strings, parsed once each."""
+    m = _REQUIREMENT.match(text)
+    if m is None:
+        raise ValidationError(f"invalid capability requirement {text!r}", field="capability")
+    return cls(m.group(1), m.group(2))
 
 
 class CapabilitySet:
