@@ -26,6 +26,11 @@ class Checkpointer:
         self._interval = interval
         self._wanted = threading.Event()
         self._stopping = threading.Event()
+        # After a checkpoint that copied the whole WAL, the next commit restarts the WAL and
+        # syncs its header, even with synchronous=NORMAL. ``completed`` counts such checkpoints;
+        # ``lock`` is held while one runs, so a commit made under it cannot race one's end.
+        self.lock = threading.Lock()
+        self.completed = 0
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -48,10 +53,13 @@ class Checkpointer:
             while True:
                 self._wanted.wait()
                 self._wanted.clear()
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass  # busy or locked: the next poke tries again; nothing is lost
+                with self.lock:
+                    try:
+                        row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    except sqlite3.Error:
+                        row = None  # busy or locked: the next poke tries again; nothing is lost
+                    if row is not None and row[0] == 0 and row[1] == row[2]:  # all copied
+                        self.completed += 1
                 if self._stopping.is_set():
                     return
                 # Let writes accumulate: fewer, larger checkpoints write each page once.

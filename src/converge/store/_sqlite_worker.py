@@ -79,6 +79,11 @@ class BatchWorker:
             self._queue.put(job)
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop whose futures the jobs resolve."""
+        return self._loop
+
+    @property
     def busy(self) -> bool:
         """Whether jobs are queued or running on the thread, or it is stopping."""
         return bool(self._outstanding) or self._stopping

@@ -81,7 +81,14 @@ def commit_now(conn: sqlite3.Connection, job: Job) -> Outcome | None:
         if _is_busy(exc):
             return None
         return (job.future, translate(exc, "write failed; nothing was committed"), None)
-    return _commit_batch(conn, [job])[0]
+    try:
+        return _commit_batch(conn, [job])[0]
+    except BaseException:
+        # Interrupted on the loop (KeyboardInterrupt, SystemExit from a signal handler): the
+        # connection must not stay in the transaction, holding the write lock.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:

@@ -11,8 +11,11 @@
   commits it itself — taking the write lock only if it is free that instant (if another process
   holds it, the thread waits for it instead). A second unit in the same turn means concurrent
   callers: both go to the thread at once, and so does everything while it is busy, as do
-  ``FULL`` commits and large units. The loop never waits for an fsync or a lock, and
-  concurrent callers still commit as a group.
+  ``FULL`` commits and large units. So does a commit while a checkpoint runs, and the first
+  after a checkpoint that copied the whole WAL: that one restarts the WAL and syncs its header
+  even under ``NORMAL``. The loop never waits for a lock and, but for a WAL restart that a
+  reader put off past the thread's commit, never for an fsync; concurrent callers still
+  commit as a group.
 - **One reader thread** serves reads on its own connection, so reads run beside writes and the
   event loop never waits on the disk.
 - **WAL** lets other processes read while one writes; a second writing process waits up to
@@ -82,6 +85,7 @@ class SQLiteStore:
         self._reader: BatchWorker | None = None
         self._waiters = EventWaiters()
         self._held: Job | None = None  # a unit written in this turn of the loop, not yet sent
+        self._restarted = -1  # whole-WAL checkpoints done before the thread's last commit began
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
@@ -174,9 +178,13 @@ class SQLiteStore:
     def _write_batch(
         self, conn: sqlite3.Connection, jobs: builtins.list[Job]
     ) -> builtins.list[Outcome]:
+        checkpointer = self._checkpointer
+        completed = -1 if checkpointer is None else checkpointer.completed
         outcomes = write_batch(conn, jobs, self.busy_timeout)
-        if self._checkpointer is not None:
-            self._checkpointer.poke()
+        if checkpointer is not None:
+            if any(job.payload[0] == "commit" for job in jobs):
+                self._restarted = completed  # a WAL restart due before this batch: done here
+            checkpointer.poke()
         return outcomes
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -336,11 +344,15 @@ class SQLiteStore:
             # and every unit after them while it is busy.
             writer.submit_jobs([self._held])
             self._held = None
-        elif self.synchronous == "NORMAL" and not writer.busy and _small(ops, rows):
+        elif (
+            self.synchronous == "NORMAL"
+            and not writer.busy
+            and _small(ops, rows)
+            and asyncio.get_running_loop() is writer.loop
+        ):
             # Held for the rest of this turn of the loop: if it stays alone, the loop commits it.
-            loop = asyncio.get_running_loop()
-            self._held = Job(loop.create_future(), payload)
-            loop.call_soon(self._release_held)
+            self._held = Job(writer.loop.create_future(), payload)
+            writer.loop.call_soon(self._release_held)
             return self._held.future
         return writer.submit(payload)
 
@@ -349,17 +361,34 @@ class SQLiteStore:
         if job is None or self._writer is None:
             return
         conn = self._writer.idle_connection()
-        if conn is not None:
+        checkpointer = self._checkpointer
+        # Not while a checkpoint runs, nor as the first commit after one that copied the whole
+        # WAL: that commit restarts the WAL and syncs its header. The thread makes it.
+        if (
+            conn is not None
+            and checkpointer is not None
+            and checkpointer.lock.acquire(blocking=False)
+        ):
             try:
-                outcome = commit_now(conn, job)
+                if checkpointer.completed != self._restarted:
+                    outcome = None
+                else:
+                    outcome = commit_now(conn, job)
             except Exception as exc:  # a bug fails its unit, never leaves its caller waiting
                 outcome = (job.future, exc, None)
+            except BaseException:  # interrupted (rolled back unless it had committed)
+                if not job.future.done():
+                    job.future.set_exception(
+                        StoreError("interrupted while committing; it may not have been committed")
+                    )
+                raise
+            finally:
+                checkpointer.lock.release()
             if outcome is not None:
-                if self._checkpointer is not None:
-                    self._checkpointer.poke()
+                checkpointer.poke()
                 resolve([outcome])
                 return
-            # Another process holds the write lock: the thread waits for it.
+            # Or another process holds the write lock: the thread waits for it.
         self._writer.submit_jobs([job])
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -416,8 +445,10 @@ def _small(ops: list[Op | TaskOp], rows: list[_Row]) -> bool:
         return False
     size = sum(len(row[2]) for row in rows)
     for op in ops:
-        value = op.body if isinstance(op, TaskOp) else op.value
-        size += 0 if value is None else len(value)
+        if isinstance(op, TaskOp):
+            size += len(op.body)
+        else:
+            size += len(op.key) + (0 if op.value is None else len(op.value))
     return size <= _INLINE_BYTES
 
 

@@ -1,0 +1,121 @@
+"""When ``SQLiteStore`` commits a lone unit on the event loop, and when it must not: after a
+checkpoint (the WAL restart syncs), from another loop, and what an interrupt leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from converge.store import SQLiteStore
+from converge.store import _sqlite_write as write_side
+from tests.store.conformance import make_event
+
+
+def _committers(store: SQLiteStore) -> list[tuple[str, int]]:
+    """Each write transaction begun on the writer's connection from now on: the thread that
+    began it and how many checkpoints had copied the whole WAL by then."""
+    seen: list[tuple[str, int]] = []
+    conn = store._writer._conn  # type: ignore[union-attr]
+    checkpointer = store._checkpointer
+    assert conn is not None and checkpointer is not None
+
+    def trace(statement: str) -> None:
+        if statement.startswith("BEGIN IMMEDIATE"):
+            seen.append((threading.current_thread().name, checkpointer.completed))
+
+    conn.set_trace_callback(trace)
+    return seen
+
+
+async def test_lone_writes_commit_on_the_loop_but_never_the_first_after_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    async with await SQLiteStore.open(tmp_path / "s.db") as store:
+        seen = _committers(store)
+        writer = store._writer._thread.name  # type: ignore[union-attr]
+        for i in range(300):
+            await store.put(f"k{i % 7}", b"v")
+            if i % 30 == 29:
+                await asyncio.sleep(0.05)  # the checkpointer copies the whole WAL meanwhile
+        assert len(seen) == 300
+        assert seen[0][0] == writer  # the first after opening
+        # The first commit after a checkpoint may restart the WAL, which syncs its header.
+        after_checkpoint = [
+            now
+            for (now, completed), (_, before) in zip(seen[1:], seen[:-1], strict=True)
+            if completed > before
+        ]
+        assert after_checkpoint and set(after_checkpoint) == {writer}
+        assert sum(name == "MainThread" for name, _ in seen) > 150
+        assert await store.get("k0") is not None
+
+
+def test_a_store_used_from_another_loop_fails_at_once(tmp_path: Path) -> None:
+    store = asyncio.run(SQLiteStore.open(tmp_path / "s.db"))
+
+    async def misuse() -> list[BaseException | int]:
+        lone: list[BaseException | int] = []
+        try:
+            lone.append(await asyncio.wait_for(store.put("a", b"1"), 5))
+        except RuntimeError as exc:
+            lone.append(exc)
+        pair = await asyncio.wait_for(
+            asyncio.gather(store.put("b", b"1"), store.put("c", b"1"), return_exceptions=True), 5
+        )
+        return lone + pair
+
+    results = asyncio.run(misuse())
+    assert all(isinstance(r, RuntimeError) for r in results), results
+    assert all("different loop" in str(r) for r in results)
+
+
+@pytest.fixture
+def interrupt_once(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Raise KeyboardInterrupt inside the next commit made on the main thread (mid-transaction)."""
+    armed = [False]
+    last_seq = write_side.last_seq
+
+    def interrupted(conn: sqlite3.Connection) -> int:
+        if armed[0] and threading.current_thread() is threading.main_thread():
+            armed[0] = False
+            raise KeyboardInterrupt
+        return last_seq(conn)
+
+    monkeypatch.setattr(write_side, "last_seq", interrupted)
+    yield armed
+
+
+def test_an_interrupt_inside_a_commit_on_the_loop_rolls_it_back(
+    tmp_path: Path, interrupt_once: list[bool]
+) -> None:
+    path = tmp_path / "s.db"
+    loop = asyncio.new_event_loop()
+    try:
+        store = loop.run_until_complete(SQLiteStore.open(path, busy_timeout=1.0))
+        first = loop.run_until_complete(store.append([make_event(n=-1)]))
+        interrupt_once[0] = True
+        written = 0
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(200):  # until a commit runs on the loop (the first ones may not)
+                loop.run_until_complete(store.append([make_event(n=written)]))
+                written += 1
+        assert not interrupt_once[0] and written < 200
+        assert not store._writer._conn.in_transaction  # type: ignore[union-attr]
+        other = sqlite3.connect(path, isolation_level=None, timeout=1.0)
+        try:  # the write lock was given back
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        after = loop.run_until_complete(store.append([make_event(n=1000)]))
+        events = loop.run_until_complete(store.read(after_seq=first[0]))
+        assert [e.data["n"] for e in events] == [*range(written), 1000]  # the interrupted one: not
+        assert events[-1].seq == after[0]
+        loop.run_until_complete(store.aclose())
+    finally:
+        loop.close()
