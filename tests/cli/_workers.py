@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from converge.core import Task
+from converge.core import Agent, Decision, Message, Task
 
 
 def shout(task: Task) -> dict[str, Any]:
@@ -14,3 +15,13 @@ def shout(task: Task) -> dict[str, Any]:
 
 async def refuse(task: Task) -> Any:
     raise RuntimeError(f"will not do {task.objective}")
+
+
+class CannotStart(Agent):
+    """An agent whose start fails: its runtime ends on its own."""
+
+    async def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        return []
+
+    async def on_start(self) -> None:
+        raise RuntimeError("no licence to start")

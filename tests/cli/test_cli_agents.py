@@ -87,11 +87,13 @@ def test_two_workers_in_another_process_complete_tasks_and_stop_on_ctrl_c(
     assert len(stopped) == 2
 
 
-async def _submit_and_wait(db: Path, objectives: list[str]) -> list[Task]:
+async def _submit_and_wait(
+    db: Path, objectives: list[str], pool: str | None = "crew"
+) -> list[Task]:
     """Another process's board on the same file: submit, and wait for the agents' results."""
     async with await SQLiteStore.open(db) as store:
         board = TaskManager(store)
-        tasks = [await board.submit(Task(objective=o, pool_id="crew")) for o in objectives]
+        tasks = [await board.submit(Task(objective=o, pool_id=pool)) for o in objectives]
         return [await board.wait(t.id, timeout=30) for t in tasks]
 
 
@@ -108,6 +110,52 @@ BAD = [
     (f"agents:\n  alpha:\n    ref: {W}:missing\n", 3, "has no attribute"),
     ("agents:\n  alpha:\n    ref: a:b\n    max_batch: 0\n", 4, "max_batch"),
 ]
+
+
+@pytest.mark.slow
+def test_an_agent_that_stops_on_its_own_is_reported_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(
+        f"agents:\n  alpha:\n    ref: {W}:shout\n  broken:\n    ref: {W}:CannotStart\n"
+    )
+    db = tmp_path / "board.db"
+    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(db))
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(3)]
+        assert lines[2] == (
+            "agent broken stopped on its own (failed: RuntimeError: no licence to start)"
+        ), (lines, proc.stderr.read() if proc.poll() is not None else "")
+        assert proc.poll() is None  # alpha still serves the board
+        done = asyncio.run(_submit_and_wait(db, ["still"], pool=None))
+        assert [t.result["shouted"] for t in done] == ["STILL"]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "agent alpha stopped (signal)" in out
+    assert "agent broken stopped" not in out  # said once, when it happened
+
+
+@pytest.mark.slow
+def test_when_every_agent_stops_on_its_own_the_command_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(f"agents:\n  broken:\n    ref: {W}:CannotStart\n")
+    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(tmp_path / "b.db"))
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, (out, err)
+    assert "agent broken stopped on its own (failed: RuntimeError: no licence to start)" in out
+    assert "every agent stopped on its own: broken failed: RuntimeError" in err
 
 
 @pytest.mark.parametrize(("text", "line", "message"), BAD)

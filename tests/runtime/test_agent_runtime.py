@@ -26,6 +26,7 @@ from converge.core import (
 )
 from converge.core.clock import ManualClock
 from converge.core.pool import Pool
+from converge.errors import StateError
 from converge.network import LocalNetwork
 from converge.policy import ActionPolicy, ResourceLimits
 from converge.runtime import AgentRuntime, StandardExecutor
@@ -397,3 +398,28 @@ async def test_the_runtime_registers_heartbeats_and_unregisters(
 async def _expires_after(discovery: Any, did: str, now: float) -> bool:
     found = await discovery.get(did)
     return found is not None and found.expires_at > now + 20
+
+
+async def test_wait_returns_when_the_runtime_ends_and_raises_its_failure(store: Store) -> None:
+    idle = AgentRuntime(Scripted(quiet), network=LocalNetwork(), store=store)
+    with pytest.raises(StateError):
+        await idle.wait()
+    idle.start()
+    waiter = asyncio.ensure_future(idle.wait())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # running: nothing to wait for yet
+    await idle.shutdown("done here")
+    await asyncio.wait_for(waiter, WAIT)
+    assert idle.stop_reason == "done here"
+
+    class CannotStart(Agent):
+        async def decide(self, m: Sequence[Message], t: Sequence[Task]) -> list[Decision]:
+            return []
+
+        async def on_start(self) -> None:
+            raise RuntimeError("no licence to start")
+
+    broken = AgentRuntime(CannotStart(), network=LocalNetwork(), store=store)
+    broken.start()
+    with pytest.raises(RuntimeError, match="no licence"):
+        await asyncio.wait_for(broken.wait(), WAIT)

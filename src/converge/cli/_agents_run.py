@@ -3,7 +3,9 @@
 One ``AgentRuntime`` per agent of the file (see ``_agents_config``), all sharing one
 ``LocalNetwork`` and one ``TaskManager``, ``PoolManager`` and ``DiscoveryService`` over the
 configured SQLite store. Tasks other processes put on the board wake the agents through the
-store's follower. The command runs until SIGINT (Ctrl-C) or SIGTERM, then:
+store's follower. The command runs until SIGINT (Ctrl-C) or SIGTERM, or until every agent has
+stopped on its own (its runtime failed: a line says so for each as it happens; the command then
+exits 1). On a signal:
 
 1. stops every runtime, in reverse start order, after its current ``decide()`` and the
    decisions it made (each agent is unregistered from discovery and logs ``runtime.stopped``);
@@ -34,7 +36,7 @@ from converge.core.decisions import ClaimTask, Decision, FailTask, ReportTask, S
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.task import Task
-from converge.errors import ConflictError, ValidationError
+from converge.errors import ConflictError, StateError, ValidationError
 
 __all__ = ["build_agent", "run_agents"]
 
@@ -181,21 +183,59 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
                     runtime.start()
                     started.append((spec.name, runtime))
                     echo(f"agent {spec.name} started ({agent.did})")
-                await stop.wait()
+                ended = await _until_stopped(stop, started, echo)
             finally:
                 for name, runtime in reversed(started):
-                    await _stop(name, runtime, echo)
+                    if name not in ended:
+                        await _stop(name, runtime, echo)
         echo(f"stopped {len(started)} agent(s); store {cfg.store} closed")
+        if started and len(ended) == len(started):
+            raise StateError(f"every agent stopped on its own: {'; '.join(ended.values())}")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def _until_stopped(
+    stop: asyncio.Event, started: list[tuple[str, Any]], echo: Callable[[str], None]
+) -> dict[str, str]:
+    """Wait for the signal, or for every runtime to end on its own; says so for each one as it
+    ends. Returns why each ended (by agent name)."""
+    ended: dict[str, str] = {}
+    watching = {asyncio.ensure_future(runtime.wait()): (name, runtime) for name, runtime in started}
+    signalled = asyncio.ensure_future(stop.wait())
+    try:
+        while watching:
+            done, _ = await asyncio.wait(
+                {signalled, *watching}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if signalled in done:
+                break
+            for fut in done:
+                name, runtime = watching.pop(fut)
+                if fut.cancelled():
+                    why = "cancelled"
+                elif (error := fut.exception()) is not None:
+                    why = f"failed: {_describe(error)}"
+                else:
+                    why = runtime.stop_reason or "ended"
+                ended[name] = f"{name} {why}"
+                echo(f"agent {name} stopped on its own ({why})")
+    finally:
+        for fut in (signalled, *watching):
+            fut.cancel()
+    return ended
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 async def _stop(name: str, runtime: Any, echo: Callable[[str], None]) -> None:
     try:
         await runtime.shutdown("signal")
     except Exception as exc:  # one agent's crash must not keep the others running
-        echo(f"agent {name} stopped (failed: {type(exc).__name__}: {exc})")
+        echo(f"agent {name} stopped (failed: {_describe(exc)})")
         return
     echo(f"agent {name} stopped ({runtime.stop_reason})")
 

@@ -35,7 +35,7 @@ from converge.core.clock import Clock, system_clock
 from converge.core.decisions import Decision, JoinPool, LeavePool, SendMessage
 from converge.core.message import Message, ReplayGuard
 from converge.core.task import Task
-from converge.errors import ConvergeError, ValidationError
+from converge.errors import ConvergeError, StateError, ValidationError
 from converge.network.local import Inbox, LocalNetwork
 from converge.policy.safety import (
     ActionPolicy,
@@ -172,6 +172,17 @@ class AgentRuntime:
         self._request_stop(reason)
         if self._task is not None:
             await asyncio.shield(self._task)
+
+    async def wait(self) -> None:
+        """Wait until the runtime has ended: by ``shutdown()``, an exhausted budget (see
+        ``stop_reason``), or a failure of ``run()``, raised here.
+
+        Raises:
+            StateError: the runtime was never started.
+        """
+        if self._task is None:
+            raise StateError("the runtime was never started: call start() first")
+        await asyncio.shield(self._task)
 
     def _request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
