@@ -8,14 +8,13 @@ progress and errors to stderr. Settings (``--store``…) resolve as described in
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from converge.cli._config import fail, guard, settings
+from converge.cli._config import fail, guard, run_async, settings
 
 __all__ = ["register"]
 
@@ -81,9 +80,7 @@ def run(
     try:
         with Progress(nodes, log_format=cfg.log_format) as progress:
             outcome = _interruptible(
-                lambda: asyncio.run(
-                    start_run(cfg, graph, inputs, run_id, progress.event, provider)
-                ),
+                lambda: run_async(start_run(cfg, graph, inputs, run_id, progress.event, provider)),
                 run_id,
             )
     finally:
@@ -114,13 +111,11 @@ def resume(
 
     cfg = settings(store=store)
     value = None if answer is None else parse_value(answer)
-    path = (
-        graph.resolve() if graph is not None else guard(lambda: asyncio.run(graph_of(cfg, run_id)))
-    )
+    path = graph.resolve() if graph is not None else guard(lambda: run_async(graph_of(cfg, run_id)))
     nodes = [n.id for n in guard(lambda: load(path)).nodes]
     with Progress(nodes, log_format=cfg.log_format) as progress:
         outcome, _ = _interruptible(
-            lambda: asyncio.run(resume_run(cfg, run_id, path, value, progress.event)), run_id
+            lambda: run_async(resume_run(cfg, run_id, path, value, progress.event)), run_id
         )
     _report(outcome, as_json)
 
@@ -143,7 +138,7 @@ def cancel(
         async with await open_store(cfg, create=False) as db:
             return await cancel_run(db, run_id, wait)
 
-    typer.echo(guard(lambda: asyncio.run(go())))
+    typer.echo(guard(lambda: run_async(go())))
 
 
 def runs(
@@ -164,7 +159,7 @@ def runs(
         async with await open_store(cfg, create=False) as db:
             return await list_runs(db, limit)
 
-    found = guard(lambda: asyncio.run(go()))
+    found = guard(lambda: run_async(go()))
     if as_json:
         for item in found:
             typer.echo(json.dumps(item, default=str))
@@ -193,7 +188,7 @@ def show(
         async with await open_store(cfg, create=False) as db:
             return await show_run(db, run_id)
 
-    found = guard(lambda: asyncio.run(go()))
+    found = guard(lambda: run_async(go()))
     if as_json:
         typer.echo(json.dumps(found, indent=2, default=str))
         return

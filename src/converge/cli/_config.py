@@ -18,10 +18,10 @@ the standard library are imported here at module level: ``converge --help`` stay
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
@@ -101,6 +101,14 @@ def _read_file(home: str | None) -> tuple[dict[str, object], Path | None]:
             fail(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(_KEYS)})", 2)
         return data, path.resolve().parent
     return {}, None
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, with asyncio imported only by the commands that run something
+    (importing it costs ``--help`` a third of its start-up)."""
+    import asyncio
+
+    return asyncio.run(coro)
 
 
 def guard(fn: Callable[[], T]) -> T:

@@ -8,7 +8,6 @@ differences exits 1. Renderers are imported inside each command.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from converge.cli._config import run_async
 
 __all__ = ["register"]
 
@@ -65,7 +66,7 @@ def _events(store: Path | None, run_id: str) -> list[Any]:
         async with await SQLiteStore.open(path, create=False) as db:
             return list(await db.read(trace_id=run_id.split("/", 1)[0]))
 
-    found = _guard(lambda: asyncio.run(read()))
+    found = _guard(lambda: run_async(read()))
     if not any(e.kind == "run.started" and e.subject == run_id for e in found):
         _fail(f"no run {run_id} in {path}", 2)
     return found

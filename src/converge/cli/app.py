@@ -7,7 +7,6 @@ inside the commands that need them, so ``converge --help`` starts fast.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ import typer
 
 from converge._version import __version__
 from converge.cli import _commands, _trace_cmd
+from converge.cli._config import run_async
 
 __all__ = ["app", "main"]
 
@@ -180,7 +180,7 @@ def events(
             found = await db.read(after_seq=after, trace_id=trace, kinds=kind, limit=limit)
         return list(found)
 
-    found = _guard(lambda: asyncio.run(read()))
+    found = _guard(lambda: run_async(read()))
     _print_events(found, as_json, title=f"events in {store}")
 
 
@@ -214,7 +214,7 @@ def demo(
     """
     from converge.cli._demo import run_demo
 
-    result = _guard(lambda: asyncio.run(run_demo(store)))
+    result = _guard(lambda: run_async(run_demo(store)))
     _print_events(
         list(result.events), as_json, title="intent -> offer, with a tampered and a replayed copy"
     )
@@ -251,7 +251,7 @@ def agents_run(
 
     cfg = settings(store=store)
     parsed = guard(lambda: load_agents_config(config))
-    guard(lambda: asyncio.run(run_agents(cfg, parsed, typer.echo)))
+    guard(lambda: run_async(run_agents(cfg, parsed, typer.echo)))
 
 
 # run, resume, cancel, runs, show, validate (their modules import heavy code lazily too)
