@@ -7,14 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from converge.cli import app
+from converge.cli._agents_config import load_agents_config
 from converge.coordination import TaskManager
 from converge.core import Task, TaskState
+from converge.policy import ActionPolicy, ResourceLimits
 from converge.store import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +112,66 @@ BAD = [
     ("pools:\n  p:\n    admission: vip\nagents:\n  a:\n    ref: a:b\n", 3, "admission is"),
     (f"agents:\n  alpha:\n    ref: {W}:missing\n", 3, "has no attribute"),
     ("agents:\n  alpha:\n    ref: a:b\n    max_batch: 0\n", 4, "max_batch"),
+    ("agents:\n  a:\n    ref: a:b\n    limits:\n      max_cost: -1\n", 5, "max_cost"),
+    ("agents:\n  a:\n    ref: a:b\n    limits:\n      max_tokens: 1.5\n", 5, "an int"),
+    ("agents:\n  a:\n    ref: a:b\n    limits:\n      max_coffee: 1\n", 5, "'max_coffee'"),
+    ("agents:\n  a:\n    ref: a:b\n    limits: 5\n", 4, "limits must be a mapping"),
+    ("agents:\n  a:\n    ref: a:b\n    policy:\n      deny_decisions: [fly]\n", 5, "fly"),
+    ("agents:\n  a:\n    ref: a:b\n    policy:\n      allow_tools: [1]\n", 5, "string"),
 ]
+
+
+def test_limits_and_policy_are_read_into_each_agent(tmp_path: Path) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(
+        "agents:\n"
+        "  alpha:\n"
+        "    ref: a:b\n"
+        "    limits:\n"
+        "      max_wall_time_s: 60\n"
+        "      max_claimed_tasks: 2\n"
+        "    policy:\n"
+        "      allow_decisions: [claim_task, report_task, fail_task]\n"
+        "      allow_tools: []\n"
+        "      deny_tools: shell\n"
+        "  beta:\n"
+        "    ref: a:b\n"
+    )
+    alpha, beta = load_agents_config(config).agents
+    assert alpha.limits == ResourceLimits(max_wall_time_s=60, max_claimed_tasks=2)
+    assert alpha.policy == ActionPolicy(
+        allow_decisions=frozenset({"claim_task", "report_task", "fail_task"}),
+        allow_tools=frozenset(),
+        deny_tools=frozenset({"shell"}),
+    )
+    assert (beta.limits, beta.policy) == (ResourceLimits(), ActionPolicy.allow_all())
+
+
+@pytest.mark.slow
+def test_an_agent_whose_budget_runs_out_stops_and_the_command_exits_0(tmp_path: Path) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(
+        f"agents:\n  alpha:\n    ref: {W}:shout\n    limits:\n      max_wall_time_s: 0.2\n"
+    )
+    db = tmp_path / "board.db"
+    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(db))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("agent alpha started")
+        time.sleep(0.4)  # past its wall-time budget; the next decide() is refused and ends it
+        asyncio.run(_submit(db, "too late"))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, (out, err)
+    assert "agent alpha stopped on its own (budget exhausted: max_wall_time_s)" in out
+
+
+async def _submit(db: Path, objective: str) -> None:
+    async with await SQLiteStore.open(db) as store:
+        await TaskManager(store).submit(Task(objective=objective))
 
 
 @pytest.mark.slow

@@ -13,6 +13,11 @@ agents:                        # required: one runtime per agent, by name
     pools: [reviewers]         # optional: pools it joins before it starts
     max_batch: 10              # optional: messages and tasks per decide() (default 100)
     key: keys/alpha.pem        # optional: its Ed25519 key; created (mode 0600) if absent
+    limits:                    # optional: its ResourceLimits, each optional
+      max_wall_time_s: 3600    #   also max_claimed_tasks, max_messages_per_second,
+      max_cost: 5.0            #   max_tool_calls, max_tokens, max_decisions_per_call
+    policy:                    # optional: its ActionPolicy (lists of names)
+      deny_decisions: [submit_task]  # also allow_decisions, allow_tools, deny_tools
 ```
 
 ``ref`` names an ``Agent`` class (instantiated without arguments) or instance that implements
@@ -22,6 +27,10 @@ computes the result before its claim is applied, so two workers racing for one t
 compute it (the loser's report is refused and logged): use it for idempotent work, and write an
 ``Agent`` when work must happen once.
 
+A budget in ``limits`` (``max_wall_time_s``, ``max_tokens``, ``max_cost``) that runs out stops
+the agent's runtime; the other limits refuse the decisions that break them. An ``allow_*`` list
+that is empty allows nothing; one left out allows everything.
+
 Relative ``key`` paths are relative to the file. A token pool's token is read from the
 environment, never from the file; agents joining it present the same variable's value. Every
 mistake is a ``ValidationError`` with the file and line.
@@ -29,6 +38,7 @@ mistake is a ``ValidationError`` with the file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +47,15 @@ import yaml
 
 from converge.errors import ValidationError
 from converge.orchestration.yaml_loader import _Reader
+from converge.policy.safety import ActionPolicy, ResourceLimits
 
 __all__ = ["AgentSpec", "AgentsConfig", "PoolSpec", "load_agents_config"]
 
 _TOP = ("pools", "agents")
 _POOL = ("name", "admission", "token_env")
-_AGENT = ("ref", "capabilities", "pools", "max_batch", "key")
+_AGENT = ("ref", "capabilities", "pools", "max_batch", "key", "limits", "policy")
+_LIMITS = tuple(ResourceLimits.__struct_fields__)
+_POLICY = tuple(ActionPolicy.__struct_fields__)
 _ADMISSIONS = ("open", "token")
 
 
@@ -80,6 +93,10 @@ class AgentSpec:
     """Its key file; None: a new identity each start."""
     line: int
     """Where it is declared."""
+    limits: ResourceLimits = dataclasses.field(default_factory=ResourceLimits)
+    """Its quotas and budgets."""
+    policy: ActionPolicy = dataclasses.field(default_factory=ActionPolicy)
+    """What it may do."""
 
 
 @dataclass(frozen=True)
@@ -192,4 +209,24 @@ def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[s
     key = None
     if "key" in spec:
         key = base / Path(reader.string(spec["key"], f"{field}.key")).expanduser()
-    return AgentSpec(name, ref, caps, joins, max_batch, key, node.start_mark.line + 1)
+    limits = ResourceLimits()
+    if "limits" in spec:
+        where = f"{field}.limits"
+        given = reader.mapping(spec["limits"], where, _LIMITS)
+        amounts = {k: reader.number(v, f"{where}.{k}") for k, v in given.items()}
+        limits = reader.build(ResourceLimits, spec["limits"], where, amounts)
+    policy = ActionPolicy()
+    if "policy" in spec:
+        where = f"{field}.policy"
+        given = reader.mapping(spec["policy"], where, _POLICY)
+        names = {k: _names(reader, v, f"{where}.{k}") for k, v in given.items()}
+        policy = reader.build(ActionPolicy, spec["policy"], where, names)
+    line = node.start_mark.line + 1
+    return AgentSpec(name, ref, caps, joins, max_batch, key, line, limits, policy)
+
+
+def _names(reader: _Reader, node: yaml.Node, field: str) -> frozenset[str]:
+    """A list of names (``[]``: none); a single name is taken as a list of one."""
+    if isinstance(node, yaml.SequenceNode) and not node.value:
+        return frozenset()
+    return frozenset(reader.strings(node, field))

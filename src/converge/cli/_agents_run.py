@@ -4,8 +4,8 @@ One ``AgentRuntime`` per agent of the file (see ``_agents_config``), all sharing
 ``LocalNetwork`` and one ``TaskManager``, ``PoolManager`` and ``DiscoveryService`` over the
 configured SQLite store. Tasks other processes put on the board wake the agents through the
 store's follower. The command runs until SIGINT (Ctrl-C) or SIGTERM, or until every agent has
-stopped on its own (its runtime failed: a line says so for each as it happens; the command then
-exits 1). On a signal:
+stopped on its own (a budget in its ``limits`` ran out, or its runtime failed: a line says so for
+each as it happens; the command then exits 1 if any failed, else 0). On a signal:
 
 1. stops every runtime, in reverse start order, after its current ``decide()`` and the
    decisions it made (each agent is unregistered from discovery and logs ``runtime.stopped``);
@@ -179,6 +179,8 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
                         discovery=discovery,
                         executor=executor,
                         max_batch=spec.max_batch,
+                        limits=spec.limits,
+                        policy=spec.policy,
                     )
                     runtime.start()
                     started.append((spec.name, runtime))
@@ -189,8 +191,9 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
                     if name not in ended:
                         await _stop(name, runtime, echo)
         echo(f"stopped {len(started)} agent(s); store {cfg.store} closed")
-        if started and len(ended) == len(started):
-            raise StateError(f"every agent stopped on its own: {'; '.join(ended.values())}")
+        failed = [f"{name} {why}" for name, (why, broke) in ended.items() if broke]
+        if started and len(ended) == len(started) and failed:
+            raise StateError(f"every agent stopped on its own: {'; '.join(failed)}")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -198,10 +201,10 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
 
 async def _until_stopped(
     stop: asyncio.Event, started: list[tuple[str, Any]], echo: Callable[[str], None]
-) -> dict[str, str]:
+) -> dict[str, tuple[str, bool]]:
     """Wait for the signal, or for every runtime to end on its own; says so for each one as it
-    ends. Returns why each ended (by agent name)."""
-    ended: dict[str, str] = {}
+    ends. Returns, by agent name, why each ended and whether it failed."""
+    ended: dict[str, tuple[str, bool]] = {}
     watching = {asyncio.ensure_future(runtime.wait()): (name, runtime) for name, runtime in started}
     signalled = asyncio.ensure_future(stop.wait())
     try:
@@ -214,12 +217,12 @@ async def _until_stopped(
             for fut in done:
                 name, runtime = watching.pop(fut)
                 if fut.cancelled():
-                    why = "cancelled"
+                    why, broke = "cancelled", True
                 elif (error := fut.exception()) is not None:
-                    why = f"failed: {_describe(error)}"
-                else:
-                    why = runtime.stop_reason or "ended"
-                ended[name] = f"{name} {why}"
+                    why, broke = f"failed: {_describe(error)}", True
+                else:  # a budget ran out: a planned end
+                    why, broke = runtime.stop_reason or "ended", False
+                ended[name] = (why, broke)
                 echo(f"agent {name} stopped on its own ({why})")
     finally:
         for fut in (signalled, *watching):

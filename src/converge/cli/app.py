@@ -239,9 +239,9 @@ def agents_run(
 ) -> None:
     """Run the file's agents on the store's board until Ctrl-C, then stop them cleanly.
 
-    Prints a line per agent started and stopped; exits 0 after a shutdown by SIGINT or SIGTERM,
-    1 once every agent has stopped on its own (failed), 2 on a bad file
-    ([bold]file:line: message[/]).
+    Prints a line per agent started and stopped; exits 0 after a shutdown by SIGINT or SIGTERM
+    or once every agent's budget ran out, 1 once every agent has stopped on its own and one
+    failed, 2 on a bad file ([bold]file:line: message[/]).
 
     Example: [bold]converge agents run agents.yaml --store .converge/board.db[/]
     """
