@@ -1,9 +1,13 @@
 """A new run's start is written with its first completion, or soon after it starts if that
-completion is slow to come: other processes see every run that is running."""
+completion is slow to come: other processes see every run that is running, and every run that
+started ends in the log (cancelled while that write waits, or broken by an escaping error)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +15,8 @@ import pytest
 
 from converge.cli._runs import list_runs
 from converge.errors import StoreClosed
-from converge.orchestration import Engine, Graph
-from converge.store import SQLiteStore
+from converge.orchestration import Engine, Graph, GraphConfig
+from converge.store import MemoryStore, SQLiteStore
 
 
 async def quick(inputs: dict[str, Any]) -> int:
@@ -81,3 +85,64 @@ async def test_a_store_that_closes_under_a_run_fails_it_with_store_closed(
     gate.set()
     with pytest.raises(StoreClosed):
         await asyncio.wait_for(run, 10)
+
+
+def _hold_write_lock(path: Path, seconds: float, held: threading.Event) -> None:
+    """Another process, as SQLite sees it, holding the write lock for ``seconds``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def test_a_run_cancelled_twice_while_its_start_is_being_written_still_logs_its_end(
+    tmp_path: Path,
+) -> None:
+    gate = asyncio.Event()
+    path = tmp_path / "runs.db"
+    async with await SQLiteStore.open(path) as store:
+        await store.put("created", b"")
+        run = asyncio.ensure_future(Engine(store).execute(gated(gate)))
+        await asyncio.sleep(0.02)
+        held = threading.Event()
+        locker = threading.Thread(target=_hold_write_lock, args=(path, 0.8, held))
+        locker.start()
+        try:
+            assert await asyncio.to_thread(held.wait, 10)
+            await asyncio.sleep(0.3)  # the announcer's write waits for the lock
+            run.cancel()
+            await asyncio.sleep(0.05)
+            run.cancel()  # again, while the run's end waits behind that write
+            with pytest.raises(asyncio.CancelledError):
+                await run
+        finally:
+            await asyncio.to_thread(locker.join, 10)
+        async with asyncio.timeout(10):
+            while not await store.read(kinds=["run.cancelled"]):  # noqa: ASYNC110 - queued writes
+                await asyncio.sleep(0.02)
+        kinds = [e.kind for e in await store.read() if e.kind.startswith(("run.", "node."))]
+        assert kinds == ["run.started", "node.start", "run.cancelled"]
+
+
+async def failing_node(inputs: dict[str, Any]) -> int:
+    raise ValueError("node failed")
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+async def test_an_error_escaping_a_run_is_raised_as_itself_and_the_run_logged_failed(
+    timeout: float | None,
+) -> None:
+    async def hook(failure: Any) -> Any:
+        raise TimeoutError("the supervisor's call timed out")
+
+    config = GraphConfig() if timeout is None else GraphConfig(timeout_seconds=timeout)
+    graph = Graph("g", config=config).add_node("a", failing_node)
+    store = MemoryStore()
+    with pytest.raises(TimeoutError, match="supervisor"):  # not taken for the run's timeout
+        await Engine(store, on_node_failed=hook).execute(graph)
+    (ended,) = await store.read(kinds=["run.failed"])
+    assert "TimeoutError: the supervisor's call timed out" in ended.data["error"]

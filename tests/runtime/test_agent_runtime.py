@@ -423,3 +423,12 @@ async def test_wait_returns_when_the_runtime_ends_and_raises_its_failure(store: 
     broken.start()
     with pytest.raises(RuntimeError, match="no licence"):
         await asyncio.wait_for(broken.wait(), WAIT)
+
+
+async def test_an_idle_runtime_stops_when_its_wall_time_budget_is_spent(store: Store) -> None:
+    limits = ResourceLimits(max_wall_time_s=0.1)
+    runtime = AgentRuntime(Scripted(quiet), network=LocalNetwork(), store=store, limits=limits)
+    runtime.start()
+    await asyncio.wait_for(runtime.wait(), WAIT)
+    assert runtime.stop_reason == "budget exhausted: max_wall_time_s"
+    assert runtime.decide_calls == 0

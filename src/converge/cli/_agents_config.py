@@ -28,8 +28,9 @@ compute it (the loser's report is refused and logged): use it for idempotent wor
 ``Agent`` when work must happen once.
 
 A budget in ``limits`` (``max_wall_time_s``, ``max_tokens``, ``max_cost``) that runs out stops
-the agent's runtime; the other limits refuse the decisions that break them. An ``allow_*`` list
-that is empty allows nothing; one left out allows everything.
+the agent's runtime (wall time when it is up, even for an idle agent); the other limits refuse
+the decisions that break them. A limit left out or null is unlimited. An ``allow_*`` list that
+is empty allows nothing; one left out or null allows everything.
 
 Relative ``key`` paths are relative to the file. A token pool's token is read from the
 environment, never from the file; agents joining it present the same variable's value. Every
@@ -42,6 +43,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
@@ -55,6 +57,7 @@ _TOP = ("pools", "agents")
 _POOL = ("name", "admission", "token_env")
 _AGENT = ("ref", "capabilities", "pools", "max_batch", "key", "limits", "policy")
 _LIMITS = tuple(ResourceLimits.__struct_fields__)
+T = TypeVar("T")
 _POLICY = tuple(ActionPolicy.__struct_fields__)
 _ADMISSIONS = ("open", "token")
 
@@ -210,23 +213,44 @@ def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[s
     if "key" in spec:
         key = base / Path(reader.string(spec["key"], f"{field}.key")).expanduser()
     limits = ResourceLimits()
-    if "limits" in spec:
+    if "limits" in spec and not reader.is_null(spec["limits"]):
         where = f"{field}.limits"
         given = reader.mapping(spec["limits"], where, _LIMITS)
-        amounts = {k: reader.number(v, f"{where}.{k}") for k, v in given.items()}
-        limits = reader.build(ResourceLimits, spec["limits"], where, amounts)
+        amounts = {
+            k: None if reader.is_null(v) else reader.number(v, f"{where}.{k}")
+            for k, v in given.items()
+        }
+        limits = _build(reader, ResourceLimits, spec["limits"], where, given, amounts)
     policy = ActionPolicy()
-    if "policy" in spec:
+    if "policy" in spec and not reader.is_null(spec["policy"]):
         where = f"{field}.policy"
         given = reader.mapping(spec["policy"], where, _POLICY)
         names = {k: _names(reader, v, f"{where}.{k}") for k, v in given.items()}
-        policy = reader.build(ActionPolicy, spec["policy"], where, names)
+        policy = _build(reader, ActionPolicy, spec["policy"], where, given, names)
     line = node.start_mark.line + 1
     return AgentSpec(name, ref, caps, joins, max_batch, key, line, limits, policy)
 
 
-def _names(reader: _Reader, node: yaml.Node, field: str) -> frozenset[str]:
-    """A list of names (``[]``: none); a single name is taken as a list of one."""
+def _names(reader: _Reader, node: yaml.Node, field: str) -> frozenset[str] | None:
+    """A list of names (``[]``: none; null: every one); a single name is a list of one."""
+    if reader.is_null(node):
+        return None
     if isinstance(node, yaml.SequenceNode) and not node.value:
         return frozenset()
     return frozenset(reader.strings(node, field))
+
+
+def _build(
+    reader: _Reader,
+    cls: type[T],
+    node: yaml.Node,
+    field: str,
+    given: dict[str, yaml.Node],
+    values: dict[str, Any],
+) -> T:
+    """``cls(**values)``; its error names the line of the key at fault."""
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        at = given.get(exc.field or "", node)
+        raise reader.fail(str(exc), at, f"{field}.{exc.field}" if exc.field else field) from None

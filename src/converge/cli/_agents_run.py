@@ -162,6 +162,7 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
             await _ensure_pools(pools, config.pools)
             tokens = {p.id: os.environ.get(p.token_env or "", "") for p in config.pools}
             started: list[tuple[str, AgentRuntime]] = []
+            ended: dict[str, tuple[str, bool]] = {}
             try:
                 for spec, agent in agents:
                     for pool_id in spec.pools:

@@ -26,44 +26,43 @@ class Announced(Protocol):
 
 
 class Announcer:
-    """Calls ``write_soon`` on runs that have written nothing ``after`` seconds after ``add``."""
+    """Calls ``write_soon`` on runs that have written nothing ``after`` seconds after ``add``.
+
+    One timer per event loop with runs to watch (an engine may serve several loops).
+    """
 
     def __init__(self, after: float) -> None:
         self.after = after
         self._runs: dict[Announced, tuple[asyncio.AbstractEventLoop, float]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
 
     def add(self, run: Announced) -> None:
         """Watch ``run`` (call on its event loop, as it starts)."""
         loop = asyncio.get_running_loop()
         self._runs[run] = (loop, loop.time())
-        if self._timer is None or self._loop is not loop:
-            self._schedule(loop)
+        if loop not in self._timers:
+            self._timers[loop] = loop.call_later(self.after, self._tick, loop)
 
     def discard(self, run: Announced) -> None:
         """Stop watching ``run`` (it ended)."""
         self._runs.pop(run, None)
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._loop = loop
-        self._timer = loop.call_later(self.after, self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        loop = self._loop
-        assert loop is not None
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timers.pop(loop, None)
         now = loop.time()
+        mine = False
         for run, (run_loop, since) in list(self._runs.items()):
             if run_loop is not loop:
                 if run_loop.is_closed():  # its loop ended without it: nothing will end it
-                    del self._runs[run]
+                    self._runs.pop(run, None)
             elif run.wrote:
-                del self._runs[run]
+                self._runs.pop(run, None)
             elif now - since >= self.after:
-                del self._runs[run]
+                self._runs.pop(run, None)
                 run.write_soon()
-        if any(run_loop is loop for run_loop, _ in self._runs.values()):
-            self._schedule(loop)
+            else:
+                mine = True
+        if mine:
+            self._timers[loop] = loop.call_later(self.after, self._tick, loop)
+        for closed in [other for other in self._timers if other.is_closed()]:
+            self._timers.pop(closed, None)

@@ -106,6 +106,7 @@ class RunState(NodeHost):
         self.started_event: str | None = None
         self._buffer: list[Event] = []
         self._early: asyncio.Future[None] | None = None  # a write begun by ``write_soon``
+        self._early_begun = False  # whether that write has taken the buffer
         self.wrote = False  # whether anything of the run was written yet (its start goes first)
         self._dependents = False  # a settled pass has dependents: write before they start
         self._request: Any = None  # the run's request scope, made on first use
@@ -142,17 +143,32 @@ class RunState(NodeHost):
 
     async def flush(self) -> None:
         """Write every buffered event (one unit of work); returns once it is committed, and
-        once an early write (``write_soon``) is too: its failure is the run's."""
-        if self._early is not None:
-            early, self._early = self._early, None
-            await early
+        once an early write (``write_soon``) is too: its failure is the run's.
+
+        The buffer's write is queued before anything is awaited (both stores keep the order
+        writes are queued in, and the early one is queued first if it has begun), so a flush
+        cancelled while it waits still writes its events — a cancelled run's end included.
+        """
+        early, self._early = self._early, None
+        if early is not None and not self._early_begun:
+            early.cancel()  # it never ran: its events are still in the buffer, written here
+            early = None
+        self._early_begun = False
         await self._write_buffer()
+        if early is not None:
+            await early
 
     def write_soon(self) -> None:
         """Start writing what is buffered now, without waiting for it (the next ``flush``
         waits): a run whose first node is slow shows in the store before that node ends."""
         if self._buffer and self._early is None:
-            self._early = asyncio.ensure_future(self._write_buffer())
+            self._early = asyncio.ensure_future(self._write_early())
+            # Seen here if no flush ever awaits it (the run raised, or its flush was cancelled).
+            self._early.add_done_callback(_retrieve)
+
+    async def _write_early(self) -> None:
+        self._early_begun = True
+        await self._write_buffer()
 
     async def _write_buffer(self) -> None:
         if self._buffer:
@@ -518,3 +534,8 @@ def _plainly_storable(value: Any) -> bool:
     if kind is int:
         return bool(-(2**63) <= value < 2**64)
     return kind is str and value.isascii()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -17,7 +17,9 @@ a run — its results, ``resume``, ``fork`` and its trace — is read back from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -405,6 +407,7 @@ class Engine:
         if resumed:
             state.log("node.answered", resumed)
         announced = records is not None or sink is not None
+        deadline: asyncio.Timeout | None = None
         try:
             if announced:
                 # A continued run's first events, and a submitted run (its id is out), are
@@ -416,9 +419,12 @@ class Engine:
             if plan.timeout is None:  # most runs: no timeout object to make and cancel
                 await state.run()
             else:
-                async with asyncio.timeout(plan.timeout):
+                async with asyncio.timeout(plan.timeout) as deadline:
                     await state.run()
         except TimeoutError:
+            if deadline is None or not deadline.expired():  # not the run's timeout: a hook's
+                await self._broken(state)
+                raise
             state.status = "failed"
             state.error = f"the run timed out after {plan.timeout:g} s"
         except asyncio.CancelledError:
@@ -429,6 +435,9 @@ class Engine:
             if sink is not None:
                 sink.append(ended)
             raise
+        except Exception:
+            await self._broken(state)
+            raise
         finally:
             if not announced:
                 self._announcer.discard(state)
@@ -436,6 +445,15 @@ class Engine:
         if sink is not None:
             sink.append(ended)
         return ended
+
+    async def _broken(self, state: RunState) -> None:
+        """Log the run FAILED with the error escaping it (a hook's bug, a write the store
+        refused), if the store still takes it: not left looking running. Call in ``except``."""
+        error = sys.exc_info()[1]
+        state.status = "failed"
+        state.error = f"{type(error).__name__}: {error}"
+        with contextlib.suppress(Exception):
+            await self._finish(state)
 
     async def _finish(self, state: RunState) -> RunResult:
         status = RunStatus(state.status)

@@ -207,6 +207,8 @@ class AgentRuntime:
                         helpers.append(group.create_task(self._reaper()))
                     if self.discovery is not None:
                         helpers.append(group.create_task(self._heartbeats(self.discovery)))
+                    if self.limits.max_wall_time_s is not None:
+                        helpers.append(group.create_task(self._wall_clock()))
                     await loop
                     for helper in helpers:
                         helper.cancel()
@@ -355,6 +357,14 @@ class AgentRuntime:
                 await self._register()  # lapsed (a long pause): register again
 
     # -- leases ------------------------------------------------------------------------------------
+
+    async def _wall_clock(self) -> None:
+        """Stop the runtime once its wall-time budget is spent, even if it has nothing to
+        decide (a decision past it is refused as well)."""
+        limit = self.limits.max_wall_time_s
+        assert limit is not None
+        await self.clock.sleep(max(0.0, self.usage.started_at + limit - self.clock.now()))
+        self._request_stop("budget exhausted: max_wall_time_s")
 
     async def _reaper(self) -> None:
         tasks = self.tasks
