@@ -9,14 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from converge.cli import app
 from converge.cli._agents_config import load_agents_config
-from converge.coordination import TaskManager
+from converge.coordination import PoolManager, TaskManager
 from converge.core import Task, TaskState
+from converge.core.pool import Pool
 from converge.policy import ActionPolicy, ResourceLimits
+from converge.policy.admission import token_admission
 from converge.store import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,6 +241,34 @@ def test_when_every_agent_stops_on_its_own_the_command_exits_1(tmp_path: Path) -
     assert proc.returncode == 1, (out, err)
     assert "agent broken stopped on its own (failed: RuntimeError: no licence to start)" in out
     assert "every agent stopped on its own: broken failed: RuntimeError" in err
+
+
+@pytest.mark.slow
+def test_an_agent_that_cannot_start_stops_the_ones_started_and_says_why(tmp_path: Path) -> None:
+    db = tmp_path / "board.db"
+    asyncio.run(_token_pool(db, "crew", "an older token"))
+    config = tmp_path / "agents.yaml"
+    config.write_text(
+        "pools:\n  crew:\n    admission: token\n    token_env: CREW_TOKEN\n"
+        f"agents:\n  alpha:\n    ref: {W}:shout\n  beta:\n    ref: {W}:shout\n"
+        "    pools: [crew]\n"
+    )
+    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(db))
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, (out, err)
+    assert "agent alpha stopped (shutdown)" in out
+    assert "may not join pool crew" in err and "Traceback" not in err
+
+
+async def _token_pool(db: Path, pool_id: str, token: str) -> None:
+    async with await SQLiteStore.open(db) as store:
+        admission = msgspec.to_builtins(token_admission(token))
+        await PoolManager(store).create_pool(Pool(name=pool_id, id=pool_id, admission=admission))
 
 
 @pytest.mark.parametrize(("text", "line", "message"), BAD)

@@ -190,7 +190,8 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
             finally:
                 for name, runtime in reversed(started):
                     if name not in ended:
-                        await _stop(name, runtime, echo)
+                        # A signal, or the command ending early (a later agent could not start).
+                        await _stop(name, runtime, echo, "signal" if stop.is_set() else "shutdown")
         echo(f"stopped {len(started)} agent(s); store {cfg.store} closed")
         failed = [f"{name} {why}" for name, (why, broke) in ended.items() if broke]
         if started and len(ended) == len(started) and failed:
@@ -235,9 +236,9 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-async def _stop(name: str, runtime: Any, echo: Callable[[str], None]) -> None:
+async def _stop(name: str, runtime: Any, echo: Callable[[str], None], reason: str) -> None:
     try:
-        await runtime.shutdown("signal")
+        await runtime.shutdown(reason)
     except Exception as exc:  # one agent's crash must not keep the others running
         echo(f"agent {name} stopped (failed: {_describe(exc)})")
         return
