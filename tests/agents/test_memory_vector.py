@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -135,3 +136,23 @@ def test_sentence_transformer_embedder_names_the_extra_when_missing(
     assert err.value.extra == "embed"
     assert "converge-agents[embed]" in str(err.value)
     assert isinstance(err.value, ImportError)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is None,
+    reason="the embed extra is not installed (pip install -e '.[embed]': torch, ~1.5 GB)",
+)
+async def test_the_packaged_model_ranks_by_meaning(store: Store) -> None:
+    embedder = SentenceTransformerEmbedder()
+    cat, kitten, sheet = await embedder.embed(
+        ["a cat sleeps on the sofa", "a kitten naps on the couch", "quarterly spreadsheet totals"]
+    )
+    assert len(cat) == 384 and math.isclose(sum(x * x for x in cat), 1.0, rel_tol=1e-4)
+    similar = sum(a * b for a, b in zip(cat, kitten, strict=True))
+    unrelated = sum(a * b for a, b in zip(cat, sheet, strict=True))
+    assert similar > unrelated + 0.3
+    memory = await VectorMemory.open(store, "kb", embedder)
+    for text, meta in DOCS:
+        await memory.add(text, meta)
+    hits = await memory.search("where did the kitty sit?", k=2, where={"lang": "en"})
+    assert hits[0].text == "The cat sat on the mat."
