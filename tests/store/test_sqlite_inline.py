@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,24 @@ def test_an_interrupt_inside_a_commit_on_the_loop_rolls_it_back(
         loop.run_until_complete(store.aclose())
     finally:
         loop.close()
+
+
+async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    wal = tmp_path / "s.db-wal"
+    async with await SQLiteStore.open(path) as store:
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        checkpointer._max_wal_bytes = 512 * 1024  # small, for the test (64 MiB by default)
+        largest, shrank, written = 0, False, 0
+        deadline = time.monotonic() + 10
+        # Each commit waits for the last: never a pause in which a PASSIVE checkpoint could copy
+        # the whole WAL and let it start over.
+        while not shrank and time.monotonic() < deadline:
+            await store.put(f"k{written}", bytes(2048))
+            written += 1
+            size = wal.stat().st_size
+            shrank = size < largest
+            largest = max(largest, size)
+        assert shrank, f"the WAL only grew, to {largest} bytes"
+        assert len(await store.list("k")) == written

@@ -126,7 +126,9 @@ class SQLiteStore:
         try:
             await store._writer.submit(("call", _noop))
             store._checkpointer = Checkpointer(
-                f"converge-sqlite-checkpoint:{store.path.name}", store._connect
+                f"converge-sqlite-checkpoint:{store.path.name}",
+                store._connect,
+                store.path.with_name(store.path.name + "-wal"),
             )
             store._reader = BatchWorker(
                 f"converge-sqlite-reader:{store.path.name}",
