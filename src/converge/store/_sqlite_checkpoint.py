@@ -59,7 +59,8 @@ class Checkpointer:
 
     def poke(self) -> None:
         """Ask for a checkpoint soon (cheap; called after every commit)."""
-        self._wanted.set()
+        if not self._wanted.is_set():  # set() takes a lock and wakes the thread: once is enough
+            self._wanted.set()
 
     def stop(self) -> None:
         """End the thread after a last checkpoint (blocks briefly; call off the event loop)."""
