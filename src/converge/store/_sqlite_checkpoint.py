@@ -6,12 +6,13 @@ writer connection's automatic checkpoint is off; after each commit the writer po
 which runs a ``PASSIVE`` checkpoint on its own connection (it never blocks writers or readers)
 at most every ``interval`` seconds while writes keep coming.
 
-A ``PASSIVE`` checkpoint copies the frames committed before it began; one that writes arrive
-during never copies the whole WAL, and only a whole copy lets the next writer start the WAL
-over. Under a steady stream of commits the WAL would so grow without end (hundreds of MB in a
-few seconds of a durable pipeline). Once the WAL file is larger than ``max_wal_bytes`` the
-thread runs a ``TRUNCATE`` checkpoint instead: it waits for the write lock (writers wait for
-it meanwhile, up to their busy timeout), copies everything and empties the file.
+A ``PASSIVE`` checkpoint copies the frames committed before it began; if commits arrive while
+it runs, the next writer cannot start the WAL over, so under a steady stream of commits the
+WAL would grow without end (hundreds of MB in a few seconds of a durable pipeline). Once the
+WAL holds more than ``max_wal_bytes`` of frames (as the last checkpoint counted them) the
+thread runs a ``RESTART`` checkpoint instead: it takes the write lock (writers wait for it
+meanwhile, up to their busy timeout; ~30 ms here), copies everything, and the next commit
+starts the WAL over; the writer's ``journal_size_limit`` then trims the file.
 """
 
 from __future__ import annotations
@@ -19,26 +20,23 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 __all__ = ["Checkpointer"]
 
 
 class Checkpointer:
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` after ``poke()``, at most every ``interval`` s;
-    ``TRUNCATE`` when the WAL file (``wal_path``) is over ``max_wal_bytes``."""
+    ``RESTART`` once the WAL holds more than ``max_wal_bytes`` of frames."""
 
     def __init__(
         self,
         name: str,
         connect: Callable[[], sqlite3.Connection],
-        wal_path: Path,
         *,
         interval: float = 0.2,
         max_wal_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._connect = connect
-        self._wal_path = wal_path
         self._max_wal_bytes = max_wal_bytes
         self._interval = interval
         self._wanted = threading.Event()
@@ -50,12 +48,6 @@ class Checkpointer:
         self.completed = 0
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
-
-    def _wal_bytes(self) -> int:
-        try:
-            return self._wal_path.stat().st_size
-        except OSError:
-            return 0
 
     def poke(self) -> None:
         """Ask for a checkpoint soon (cheap; called after every commit)."""
@@ -71,20 +63,27 @@ class Checkpointer:
     def _main(self) -> None:
         try:
             conn = self._connect()
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         except Exception:
             return  # the writer reports open errors; its auto-checkpoint-free WAL stays valid
+        frames = 0
         try:
             while True:
                 self._wanted.wait()
                 self._wanted.clear()
-                mode = "TRUNCATE" if self._wal_bytes() > self._max_wal_bytes else "PASSIVE"
+                mode = "RESTART" if frames * page_size > self._max_wal_bytes else "PASSIVE"
                 with self.lock:
                     try:
                         row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
                     except sqlite3.Error:
                         row = None  # busy or locked: the next poke tries again; nothing is lost
-                    if row is not None and row[0] == 0 and row[1] == row[2]:  # all copied
+                    complete = row is not None and row[0] == 0 and row[1] == row[2]
+                    if complete:  # all copied: the next commit may start the WAL over
                         self.completed += 1
+                if complete and mode == "RESTART":
+                    frames = 0  # it will start over
+                elif row is not None and row[1] >= 0:
+                    frames = row[1]  # the WAL's length when the checkpoint began
                 if self._stopping.is_set():
                     return
                 # Let writes accumulate: fewer, larger checkpoints write each page once.

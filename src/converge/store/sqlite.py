@@ -61,6 +61,7 @@ from converge.store.base import (
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
+_MAX_WAL_BYTES = 64 * 1024 * 1024  # past this, the checkpointer makes the WAL start over
 _INLINE_ITEMS = 16  # operations + events of a unit the loop may commit itself
 _INLINE_BYTES = 64 * 1024  # and their encoded bytes
 Synchronous = Literal["NORMAL", "FULL"]
@@ -128,7 +129,7 @@ class SQLiteStore:
             store._checkpointer = Checkpointer(
                 f"converge-sqlite-checkpoint:{store.path.name}",
                 store._connect,
-                store.path.with_name(store.path.name + "-wal"),
+                max_wal_bytes=_MAX_WAL_BYTES,
             )
             store._reader = BatchWorker(
                 f"converge-sqlite-reader:{store.path.name}",
@@ -165,6 +166,8 @@ class SQLiteStore:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             # The checkpointer thread copies the WAL into the database, off the commit path.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # After the checkpointer's RESTART, the WAL file is cut back to this when reused.
+            conn.execute(f"PRAGMA journal_size_limit = {_MAX_WAL_BYTES // 4}")
             schema.migrate(conn, location)
             # No busy handler on the writer: a commit on the loop must never wait for another
             # process's lock, and the thread waits for it itself (``write_batch``).
