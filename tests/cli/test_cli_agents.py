@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -42,6 +44,17 @@ agents:
 """
 
 
+@contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``proc``, killed on the way out if it is still running (a failed assertion, say)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     exe = Path(sys.executable).with_name("converge")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CREW_TOKEN": "s3cret"}
@@ -62,8 +75,7 @@ def test_two_workers_in_another_process_complete_tasks_and_stop_on_ctrl_c(
     config = tmp_path / "agents.yaml"
     config.write_text(CONFIG)
     db = tmp_path / "board.db"
-    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(db))
-    try:
+    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
         assert proc.stdout is not None
         started = [proc.stdout.readline().strip() for _ in range(2)]
         assert [line.split(" (")[0] for line in started] == [
@@ -76,10 +88,6 @@ def test_two_workers_in_another_process_complete_tasks_and_stop_on_ctrl_c(
         assert sorted(t.result["shouted"] for t in done) == ["FOUR", "ONE", "THREE", "TWO"]
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     lines = out.strip().splitlines()
@@ -163,13 +171,10 @@ def test_an_idle_agent_whose_budget_runs_out_stops_and_the_command_exits_0(
     config.write_text(
         f"agents:\n  alpha:\n    ref: {W}:shout\n    limits:\n      max_wall_time_s: 0.3\n"
     )
-    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(tmp_path / "b.db"))
-    try:
+    with _reaped(
+        _spawn(tmp_path, "agents", "run", str(config), "--store", str(tmp_path / "b.db"))
+    ) as proc:
         out, err = proc.communicate(timeout=30)  # nothing to do: it ends when its time is up
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, (out, err)
     assert out.splitlines()[0].startswith("agent alpha started")
     assert "agent alpha stopped on its own (budget exhausted: max_wall_time_s)" in out
@@ -206,8 +211,7 @@ def test_an_agent_that_stops_on_its_own_is_reported_and_the_others_go_on(
         f"agents:\n  alpha:\n    ref: {W}:shout\n  broken:\n    ref: {W}:CannotStart\n"
     )
     db = tmp_path / "board.db"
-    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(db))
-    try:
+    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
         assert proc.stdout is not None
         lines = [proc.stdout.readline().strip() for _ in range(3)]
         assert lines[2] == (
@@ -218,10 +222,6 @@ def test_an_agent_that_stops_on_its_own_is_reported_and_the_others_go_on(
         assert [t.result["shouted"] for t in done] == ["STILL"]
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert "agent alpha stopped (signal)" in out
     assert "agent broken stopped" not in out  # said once, when it happened
@@ -231,13 +231,10 @@ def test_an_agent_that_stops_on_its_own_is_reported_and_the_others_go_on(
 def test_when_every_agent_stops_on_its_own_the_command_exits_1(tmp_path: Path) -> None:
     config = tmp_path / "agents.yaml"
     config.write_text(f"agents:\n  broken:\n    ref: {W}:CannotStart\n")
-    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(tmp_path / "b.db"))
-    try:
+    with _reaped(
+        _spawn(tmp_path, "agents", "run", str(config), "--store", str(tmp_path / "b.db"))
+    ) as proc:
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1, (out, err)
     assert "agent broken stopped on its own (failed: RuntimeError: no licence to start)" in out
     assert "every agent stopped on its own: broken failed: RuntimeError" in err
@@ -253,13 +250,8 @@ def test_an_agent_that_cannot_start_stops_the_ones_started_and_says_why(tmp_path
         f"agents:\n  alpha:\n    ref: {W}:shout\n  beta:\n    ref: {W}:shout\n"
         "    pools: [crew]\n"
     )
-    proc = _spawn(tmp_path, "agents", "run", str(config), "--store", str(db))
-    try:
+    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1, (out, err)
     assert "agent alpha stopped (shutdown)" in out
     assert "may not join pool crew" in err and "Traceback" not in err

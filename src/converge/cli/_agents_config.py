@@ -43,7 +43,6 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import yaml
 
@@ -57,7 +56,6 @@ _TOP = ("pools", "agents")
 _POOL = ("name", "admission", "token_env")
 _AGENT = ("ref", "capabilities", "pools", "max_batch", "key", "limits", "policy")
 _LIMITS = tuple(ResourceLimits.__struct_fields__)
-T = TypeVar("T")
 _POLICY = tuple(ActionPolicy.__struct_fields__)
 _ADMISSIONS = ("open", "token")
 
@@ -220,13 +218,13 @@ def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[s
             k: None if reader.is_null(v) else reader.number(v, f"{where}.{k}")
             for k, v in given.items()
         }
-        limits = _build(reader, ResourceLimits, spec["limits"], where, given, amounts)
+        limits = reader.build(ResourceLimits, spec["limits"], where, amounts, given)
     policy = ActionPolicy()
     if "policy" in spec and not reader.is_null(spec["policy"]):
         where = f"{field}.policy"
         given = reader.mapping(spec["policy"], where, _POLICY)
         names = {k: _names(reader, v, f"{where}.{k}") for k, v in given.items()}
-        policy = _build(reader, ActionPolicy, spec["policy"], where, given, names)
+        policy = reader.build(ActionPolicy, spec["policy"], where, names, given)
     line = node.start_mark.line + 1
     return AgentSpec(name, ref, caps, joins, max_batch, key, line, limits, policy)
 
@@ -238,19 +236,3 @@ def _names(reader: _Reader, node: yaml.Node, field: str) -> frozenset[str] | Non
     if isinstance(node, yaml.SequenceNode) and not node.value:
         return frozenset()
     return frozenset(reader.strings(node, field))
-
-
-def _build(
-    reader: _Reader,
-    cls: type[T],
-    node: yaml.Node,
-    field: str,
-    given: dict[str, yaml.Node],
-    values: dict[str, Any],
-) -> T:
-    """``cls(**values)``; its error names the line of the key at fault."""
-    try:
-        return cls(**values)
-    except ValidationError as exc:
-        at = given.get(exc.field or "", node)
-        raise reader.fail(str(exc), at, f"{field}.{exc.field}" if exc.field else field) from None

@@ -205,10 +205,20 @@ class _Reader:
             raise self.fail(f"{field} must be a number, not {value!r}", node, field)
         return value
 
-    def build(self, cls: type[T], node: yaml.Node, field: str, values: dict[str, Any]) -> T:
+    def build(
+        self,
+        cls: type[T],
+        node: yaml.Node,
+        field: str,
+        values: dict[str, Any],
+        keys: dict[str, yaml.Node] | None = None,
+    ) -> T:
+        """``cls(**values)``; its error is at ``node``, or at the key it names among ``keys``."""
         try:
             return cls(**values)
         except ValidationError as exc:
+            if keys is not None and exc.field in keys:
+                raise self.fail(str(exc), keys[exc.field], f"{field}.{exc.field}") from None
             raise self.fail(str(exc), node, field) from None
 
     def retry(self, node: yaml.Node, field: str) -> RetryPolicy:
