@@ -10,6 +10,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     │   └── (orchestration._expr.ExpressionSyntaxError: a `when:` condition that does not parse)
     ├── StateError                            an operation the current state does not allow
     │   ├── InvalidTransition                 a task moved between two states the table forbids
+    │   ├── (orchestration.RunOwned: resume of a run that a live process is executing)
     │   └── (coordination.negotiation.ProposalSuperseded: answered a proposal already replaced)
     ├── ProtocolError                         a malformed or untrustworthy protocol object
     │   ├── SignatureError                    missing, bad or mismatched signature
@@ -33,7 +34,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     ├── MissingExtra           (ImportError) an optional extra is not installed
     ├── TransportError         (ConnectionError) a transport could not deliver
     └── OrchestrationError                    a graph run failed
-        ├── (orchestration.RunFailed: a run ended FAILED or CANCELLED; carries its result)
+        ├── (orchestration.RunFailed: a run ended FAILED, CANCELLED or INTERRUPTED; has its result)
         ├── (orchestration.ExpressionError: a condition could not be evaluated)
         ├── (orchestration.BoardTaskFailed: a board node's task ended FAILED or CANCELLED)
         ├── (orchestration.UnknownRoute (LookupError): a router chose no known route)

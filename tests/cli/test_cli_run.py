@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -278,10 +279,73 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
         "error: interrupted: the run is stopped and resumable (converge resume i1)"
     )
     assert "Traceback" not in err
+    assert _kinds(tmp_path / "c.db", "i1")[-1] == "run.interrupted"
+    _, out, _ = invoke("runs", "--store", str(tmp_path / "c.db"), "--json")
+    assert json.loads(out)["status"] == "interrupted"
     gate.write_text("open")
     resumed = _spawn(tmp_path, "resume", "i1", "--store", "c.db", "--json")
     out, err = resumed.communicate(timeout=30)
     assert resumed.returncode == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
+def _listed(store: str, run_id: str, proc: subprocess.Popen[str]) -> dict[str, object]:
+    """Run ``run_id``'s row in ``converge runs --json`` once it is listed (its start is written
+    within a moment of it starting)."""
+    deadline = time.monotonic() + 30
+    while True:
+        code, out, err = invoke("runs", "--store", store, "--json")
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.splitlines()]
+        found = [r for r in rows if r["run_id"] == run_id]
+        if found:
+            return found[0]
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run was never listed"
+        time.sleep(0.05)
+
+
+def _kinds(db: Path, run_id: str) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT kind FROM events WHERE trace_id = ? ORDER BY seq", (run_id,))
+        return [kind for (kind,) in rows]
+
+
+def test_resume_of_a_live_run_is_refused_and_works_once_its_process_is_killed(
+    tmp_path: Path,
+) -> None:
+    g = graph_file(tmp_path, HOLD)
+    gate, db = tmp_path / "gate", tmp_path / "c.db"
+    proc = _spawn(
+        tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "l1"
+    )
+    try:
+        _wait_for(tmp_path / "holding", proc)
+        row = _listed(str(db), "l1", proc)
+        owner = row["owner"]
+        assert row["status"] == "running" and isinstance(owner, dict)
+        assert (owner["pid"], owner["host"]) == (proc.pid, socket.gethostname())
+        code, out, _ = invoke("runs", "--store", str(db))
+        assert f"running (pid {proc.pid} on {socket.gethostname()}, lease renewed" in out
+        code, out, _ = invoke("show", "l1", "--store", str(db))
+        assert code == 0 and f"status running (pid {proc.pid} on" in out
+
+        # From another process while it runs: refused, naming the owner; nothing ran twice.
+        code, out, err = invoke("resume", "l1", "--store", str(db))
+        assert code == 1, (out, err)
+        assert f"run l1 is running in pid {proc.pid} on {socket.gethostname()} (since " in err
+        assert "Traceback" not in err
+        assert _kinds(db, "l1").count("node.start") == 1
+        assert _kinds(db, "l1").count("run.resumed") == 0
+    finally:
+        proc.kill()  # kill -9: its lease is left behind, its pid gone
+        proc.communicate(timeout=30)
+    row = _listed(str(db), "l1", proc)
+    assert row["status"] == "interrupted"
+    assert f"pid {proc.pid} on {socket.gethostname()} is gone" in str(row["interrupted_because"])
+    gate.write_text("open")
+    code, out, err = invoke("resume", "l1", "--store", str(db), "--json")
+    assert code == 0, err
     assert json.loads(out)["status"] == "completed"
 
 
@@ -297,6 +361,9 @@ def test_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "run k1 was cancelled" in err
+    assert _kinds(tmp_path / "c.db", "k1")[-1] == "run.cancelled"  # on purpose, not interrupted
+    _, out, _ = invoke("runs", "--store", str(tmp_path / "c.db"), "--json")
+    assert json.loads(out)["status"] == "cancelled"
 
 
 def test_run_with_otel_console_prints_the_runs_spans(tmp_path: Path) -> None:

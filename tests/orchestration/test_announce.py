@@ -122,10 +122,10 @@ async def test_a_run_cancelled_twice_while_its_start_is_being_written_still_logs
         finally:
             await asyncio.to_thread(locker.join, 10)
         async with asyncio.timeout(10):
-            while not await store.read(kinds=["run.cancelled"]):  # noqa: ASYNC110 - queued writes
+            while not await store.read(kinds=["run.interrupted"]):  # noqa: ASYNC110 - queued writes
                 await asyncio.sleep(0.02)
         kinds = [e.kind for e in await store.read() if e.kind.startswith(("run.", "node."))]
-        assert kinds == ["run.started", "node.start", "run.cancelled"]
+        assert kinds == ["run.started", "node.start", "run.interrupted"]
 
 
 async def failing_node(inputs: dict[str, Any]) -> int:

@@ -1,8 +1,9 @@
 """The run-facing commands: ``run``, ``resume``, ``cancel``, ``runs``, ``show``, ``validate``.
 
 Exit codes: 0 completed (or WAITING: the question is printed with how to answer it), 1 the run
-failed or was cancelled (or the store is locked), 2 bad input, 130 interrupted by Ctrl-C (the run
-is logged ``run.cancelled`` and ``converge resume`` finishes it). Results go to stdout, live
+failed or was cancelled (or the store is locked, or ``resume`` found the run running in a live
+process), 2 bad input, 130 interrupted by Ctrl-C (the run is logged ``run.interrupted`` and
+``converge resume`` finishes it). Results go to stdout, live
 progress and errors to stderr. Settings (``--store``…) resolve as described in ``_config``.
 """
 
@@ -268,6 +269,7 @@ def _runs_table(found: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     from converge.cli._progress import format_cost
+    from converge.cli._runs import status_text
 
     table = Table(box=None, pad_edge=False)
     for column in ("run id", "graph", "status", "started", "duration", "cost"):
@@ -276,7 +278,7 @@ def _runs_table(found: list[dict[str, Any]]) -> None:
         table.add_row(
             r["run_id"],
             r["graph"],
-            r["status"],
+            status_text(r),
             _when(r["started_at"]),
             _duration(r["duration_ms"]),
             format_cost(r["cost"]),
@@ -289,10 +291,11 @@ def _show_table(found: dict[str, Any]) -> None:
     from rich.table import Table
 
     from converge.cli._progress import format_cost
+    from converge.cli._runs import status_text
 
     console = Console(emoji=False, highlight=False, width=160)
     console.print(
-        f"run {found['run_id']}  graph {found['graph']}  status {found['status']}  "
+        f"run {found['run_id']}  graph {found['graph']}  status {status_text(found)}  "
         f"duration {_duration(found['duration_ms'])}  tokens {found['total_tokens']}  "
         f"cost {format_cost(found['total_cost'])}",
         markup=False,
@@ -314,6 +317,12 @@ def _show_table(found: dict[str, Any]) -> None:
     console.print(table)
     if found["status"] == "completed":
         console.print(f"output: {_cut(_text(found['output']), 400)}", markup=False)
+    elif found.get("interrupted_because"):
+        console.print(
+            f"interrupted: {found['interrupted_because']}; continue it with "
+            f"`converge resume {found['run_id']}`",
+            markup=False,
+        )
     elif found["error"]:
         console.print(f"error: {found['error']}", markup=False)
     for question in found["questions"]:

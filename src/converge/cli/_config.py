@@ -10,6 +10,9 @@ variable ``CONVERGE_<KEY>``, then ``converge.toml`` (in the current directory, e
   ``text`` lines (default) or ``json`` lines.
 - ``busy_timeout`` (``CONVERGE_BUSY_TIMEOUT``): seconds to wait for a store another process holds
   locked (default 5).
+- ``lease_ttl`` (``CONVERGE_LEASE_TTL``) and ``lease_renew`` (``CONVERGE_LEASE_RENEW``): how long
+  the lease of a process running a run holds (default 30 s) and how often it is renewed
+  (default 10 s): a process on another host may resume the run only once the lease lapsed.
 
 A relative ``store`` in ``converge.toml`` is relative to that file's directory. Only typer and
 the standard library are imported here at module level: ``converge --help`` stays fast.
@@ -29,7 +32,7 @@ __all__ = ["Settings", "fail", "guard", "settings"]
 
 T = TypeVar("T")
 LOG_FORMATS = ("text", "json")
-_KEYS = ("store", "log_format", "busy_timeout")
+_KEYS = ("store", "log_format", "busy_timeout", "lease_ttl", "lease_renew")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class Settings:
     """``text`` or ``json``: how live progress is printed when stderr is not a terminal."""
     busy_timeout: float
     """Seconds to wait for a store another process holds locked."""
+    lease_ttl: float = 30.0
+    """Seconds the lease on a running run holds after its last renewal."""
+    lease_renew: float = 10.0
+    """Seconds between renewals of that lease."""
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -80,7 +87,24 @@ def settings(*, store: Path | None = None, log_format: str | None = None) -> Set
         fail(f"busy_timeout must be a number of seconds, not {raw_timeout!r}", 2)
     if busy < 0:
         fail(f"busy_timeout must be >= 0, not {busy!r}", 2)
-    return Settings(store=store, log_format=fmt, busy_timeout=busy)
+    ttl = _seconds(values, "lease_ttl", 30.0)
+    renew = _seconds(values, "lease_renew", 10.0)
+    if renew >= ttl:
+        fail(f"lease_renew ({renew:g} s) must be less than lease_ttl ({ttl:g} s)", 2)
+    return Settings(
+        store=store, log_format=fmt, busy_timeout=busy, lease_ttl=ttl, lease_renew=renew
+    )
+
+
+def _seconds(values: dict[str, object], key: str, default: float) -> float:
+    raw = values.get(key, default)
+    try:
+        seconds = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        fail(f"{key} must be a number of seconds, not {raw!r}", 2)
+    if not 0 < seconds < float("inf"):
+        fail(f"{key} must be a number of seconds > 0, not {raw!r}", 2)
+    return seconds
 
 
 def _read_file(home: str | None) -> tuple[dict[str, object], Path | None]:

@@ -8,8 +8,11 @@
   ``cli/run/<run id>`` (with the pid and host of the process running it), so ``converge
   resume`` finds it without ``--graph``.
 - ``converge cancel`` in another process writes ``cli/cancel/<run id>``; the running command
-  polls for it and cancels the run, which logs ``run.cancelled``. Ctrl-C does the same in the
-  process itself. Either way the run stays resumable: ``converge resume`` finishes it.
+  polls for it and cancels the run on purpose (``Engine.cancel``), which logs ``run.cancelled``.
+  Ctrl-C interrupts it (``run.interrupted``). Either way the run stays resumable: ``converge
+  resume`` finishes it.
+- The process running a run owns it (the engine's lease, ``converge.orchestration.ownership``):
+  ``converge resume`` of a run whose owner is alive is refused before anything is touched.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from converge.cli._config import Settings, fail
 
 if TYPE_CHECKING:
-    from converge.orchestration import Graph
+    from converge.orchestration import Engine, Graph
     from converge.store import SQLiteStore
 
 __all__ = ["Outcome", "parse_inputs", "parse_value", "resume_run", "start_run"]
@@ -141,7 +144,10 @@ async def start_run(
 
             listeners.append(OTelListener(tracer_provider))
         async with Engine(
-            store, id_factory=lambda: next(ids, None) or new_id(), listeners=listeners
+            store,
+            id_factory=lambda: next(ids, None) or new_id(),
+            listeners=listeners,
+            lease=lease_policy(cfg),
         ) as engine:
 
             async def drive() -> Outcome:
@@ -154,7 +160,14 @@ async def start_run(
                         outcome.status, outcome.data = ev.kind.removeprefix("run."), ev.data
                 return outcome
 
-            return await _cancellable(store, run_id, drive)
+            return await _cancellable(store, engine, run_id, drive)
+
+
+def lease_policy(cfg: Settings) -> Any:
+    """The engine's ``LeasePolicy`` from the settings."""
+    from converge.orchestration.ownership import LeasePolicy
+
+    return LeasePolicy(ttl=cfg.lease_ttl, renew_every=cfg.lease_renew)
 
 
 async def resume_run(
@@ -166,10 +179,15 @@ async def resume_run(
 ) -> tuple[Outcome, Path]:
     """Continue run ``run_id`` (``answer`` answers its open question); ``listener`` first hears
     the passes that finished before, then the continuation's events as they happen."""
+    from converge.core.clock import system_clock
     from converge.errors import ValidationError
     from converge.orchestration import Engine, RunFailed
+    from converge.orchestration.ownership import check_resumable
 
     async with await open_store(cfg, create=False) as store:
+        # A run that a live process executes is refused before its notes are touched (the
+        # engine checks again, atomically, as it takes the run over).
+        await check_resumable(store, run_id, system_clock.now())
         if graph_path is None:
             graph_path = await recorded_graph(store, run_id)
             if graph_path is None:
@@ -183,7 +201,7 @@ async def resume_run(
             for ev in await store.read(trace_id=run_id, kinds=("node.done",)):
                 if ev.subject == run_id:
                     listener(ev.kind, ev.data.get("node"), ev.data)
-        async with Engine(store) as engine:
+        async with Engine(store, lease=lease_policy(cfg)) as engine:
 
             async def drive() -> Outcome:
                 try:
@@ -201,18 +219,17 @@ async def resume_run(
                 outcome.outputs = dict(result.outputs)
                 return outcome
 
-            return await _cancellable(store, run_id, drive), graph_path
+            return await _cancellable(store, engine, run_id, drive), graph_path
 
 
-_ENDS = ("run.completed", "run.failed", "run.waiting", "run.cancelled")
+_ENDS = ("run.completed", "run.failed", "run.waiting", "run.cancelled", "run.interrupted")
 
 
 async def _cancellable(
-    store: SQLiteStore, run_id: str, drive: Callable[[], Awaitable[Outcome]]
+    store: SQLiteStore, engine: Engine, run_id: str, drive: Callable[[], Awaitable[Outcome]]
 ) -> Outcome:
-    """Run ``drive`` while polling for a ``converge cancel`` request, which cancels it.
-
-    A cancelled run logs ``run.cancelled`` itself (the engine writes it on the way out).
+    """Run ``drive`` while polling for a ``converge cancel`` request, which cancels the run on
+    purpose (it logs ``run.cancelled`` itself, on the way out).
     """
     requested = False
     outcome: Outcome | None = None
@@ -231,7 +248,8 @@ async def _cancellable(
         while await store.get(CANCEL_KEY + run_id) is None:  # noqa: ASYNC110
             await asyncio.sleep(POLL_SECONDS)
         requested = True
-        runner.cancel()
+        if not engine.cancel(run_id):
+            runner.cancel()  # the run has not started (or is ending): stop the command
 
     async with asyncio.TaskGroup() as group:
         runner = group.create_task(run())

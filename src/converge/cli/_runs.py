@@ -2,16 +2,16 @@
 ``converge cancel``.
 
 A run's status is its last ``run.*`` event: ``completed``, ``failed``, ``waiting``,
-``cancelled``, or ``running`` (started or resumed, not ended: running now, or its process
-died; ``converge resume`` continues it either way). Duration is from ``run.started`` to the
-run's last end event (pauses included); cost sums its nodes' ``usage.cost``. Child runs of
-subgraph nodes (ids with ``/``) are listed within their parent, not as runs.
+``cancelled``, ``interrupted``; or, started or resumed and not ended, ``running`` while the
+process that owns it is alive (``running (pid 123 on host, lease renewed 2 s ago)``) and
+``interrupted`` once it is not (it died: ``converge resume`` continues it). Duration is from
+``run.started`` to the run's last end event (pauses included); cost sums its nodes'
+``usage.cost``. Child runs of subgraph nodes (ids with ``/``) are listed within their parent,
+not as runs.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from converge.cli._run import CANCEL_KEY, run_note
 
 if TYPE_CHECKING:
+    from converge.orchestration.ownership import Verdict
     from converge.store import SQLiteStore
 
 __all__ = ["cancel_run", "list_runs", "show_run"]
@@ -30,14 +31,17 @@ _RUN_KINDS = (
     "run.failed",
     "run.waiting",
     "run.cancelled",
+    "run.interrupted",
     "node.done",
 )
-_ENDS = ("run.completed", "run.failed", "run.waiting", "run.cancelled")
+_ENDS = ("run.completed", "run.failed", "run.waiting", "run.cancelled", "run.interrupted")
 
 
 async def list_runs(store: SQLiteStore, limit: int | None) -> list[dict[str, Any]]:
-    """The store's runs, newest first: id, graph, status, started, duration_ms, cost."""
+    """The store's runs, newest first: id, graph, status, started, duration_ms, cost (and, for
+    a run being executed, ``owner``: its process, from the owner's lease)."""
     runs: dict[str, dict[str, Any]] = {}
+    owners: dict[str, str | None] = {}  # the owner named by the last start of open runs
     for ev in await store.read(kinds=_RUN_KINDS):
         run_id = ev.subject
         if "/" in run_id:
@@ -52,6 +56,7 @@ async def list_runs(store: SQLiteStore, limit: int | None) -> list[dict[str, Any
                 "duration_ms": None,
                 "cost": 0.0,
             }
+            owners[run_id] = ev.data.get("owner")
             continue
         run = runs.get(run_id)
         if run is None:
@@ -60,14 +65,52 @@ async def list_runs(store: SQLiteStore, limit: int | None) -> list[dict[str, Any
             run["cost"] += float((ev.data.get("usage") or {}).get("cost", 0.0))
         elif ev.kind == "run.resumed":
             run["status"] = "running"
+            owners[run_id] = ev.data.get("owner")
         else:
             run["status"] = ev.kind.removeprefix("run.")
             run["ended_at"] = ev.at
             run["duration_ms"] = round((ev.at - run["started_at"]) * 1e3, 3)
+            owners.pop(run_id, None)
     found = sorted(runs.values(), key=lambda r: r["started_at"], reverse=True)
+    if limit is not None:
+        found = found[:limit]
     for run in found:
         run["cost"] = round(run["cost"], 10)
-    return found[:limit] if limit is not None else found
+        if run["status"] == "running":
+            owner = owners.get(run["run_id"])
+            owner_id = owner if isinstance(owner, str) else None
+            _owned(run, await _verdict(store, run["run_id"], owner_id))
+    return found
+
+
+async def _verdict(store: SQLiteStore, run_id: str, owner_id: str | None) -> Verdict:
+    from converge.core.clock import system_clock
+    from converge.orchestration.ownership import judge, read_owner
+
+    return judge(await read_owner(store, owner_id), run_id, system_clock.now())
+
+
+def _owned(run: dict[str, Any], verdict: Verdict) -> None:
+    """Set the status of an open run from its owner's verdict: ``running`` with ``owner`` (its
+    ``summary`` reads ``pid … on host, lease renewed … ago``), or ``interrupted`` with
+    ``interrupted_because``."""
+    from converge.core.clock import system_clock
+    from converge.orchestration.ownership import describe_owner
+
+    owner = verdict.owner
+    if verdict.alive and owner is not None:
+        run["status"] = "running"
+        run["owner"] = {
+            "id": owner.id,
+            "host": owner.host,
+            "pid": owner.pid,
+            "renewed_at": owner.renewed_at,
+            "expires_at": owner.expires_at,
+            "summary": describe_owner(owner, system_clock.now()),
+        }
+    else:
+        run["status"] = "interrupted"
+        run["interrupted_because"] = verdict.reason
 
 
 async def show_run(store: SQLiteStore, run_id: str) -> dict[str, Any]:
@@ -104,7 +147,7 @@ async def show_run(store: SQLiteStore, run_id: str) -> dict[str, Any]:
                 "latency_ms": row["latency_ms"],
             }
         )
-    return {
+    found = {
         "run_id": run_id,
         "graph": trace["graph_id"],
         "graph_path": note.get("graph_path"),
@@ -118,6 +161,10 @@ async def show_run(store: SQLiteStore, run_id: str) -> dict[str, Any]:
         "duration_ms": trace["duration_ms"],
         "nodes": nodes,
     }
+    if records.last_start is not None:
+        owner = records.last_start.data.get("owner")
+        _owned(found, await _verdict(store, run_id, owner if isinstance(owner, str) else None))
+    return found
 
 
 def _declared_inputs(path: object) -> dict[str, list[str]]:
@@ -138,10 +185,10 @@ async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
     """Cancel run ``run_id``; returns what was done, for one line of output.
 
     - ended (completed, failed, cancelled): nothing to cancel (``StateError``);
-    - waiting for an answer: no process runs it, so ``run.cancelled`` is logged here;
-    - running in a live process on this host: a request is written and, for up to ``wait``
-      seconds, its ``run.cancelled`` awaited; a process on another host gets the request;
-    - running, but its process is gone (this host): ``run.cancelled`` is logged here.
+    - waiting for an answer, or interrupted (ended so, or its owner is dead): no process runs
+      it, so ``run.cancelled`` is logged here;
+    - being executed by a live owner: a request is written and, for up to ``wait`` seconds, its
+      ``run.cancelled`` awaited (a ``converge run`` or ``resume`` process polls for requests).
     """
     from converge.errors import StateError, ValidationError
     from converge.orchestration._records import read_records
@@ -153,15 +200,27 @@ async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
 
     state = await records()
     note = await run_note(store, run_id)
-    alive = _alive(note)
-    # A new run's `run.started` is written with its first result: until then, the note
-    # `converge run` wrote beside it says it exists.
-    if state.started is None and (not note or alive is False):
-        raise ValidationError(f"no run {run_id!r} in {store.path}", field="run_id")
-    if state.ended is not None:
-        raise StateError(f"run {run_id} has already ended ({state.ended.kind}): nothing to cancel")
-    if state.started is not None and (state.waiting or alive is False):
-        why = "waiting for an answer" if state.waiting else "its process is gone"
+    if state.started is None:
+        # A new run's `run.started` is written with its first result: until then, the note
+        # `converge run` wrote beside it says it exists.
+        if not note:
+            raise ValidationError(f"no run {run_id!r} in {store.path}", field="run_id")
+        return await _request(store, run_id, note, wait, records)
+    ended = state.ended
+    if ended is not None and ended.kind != "run.interrupted":
+        what = ended.kind.removeprefix("run.")
+        raise StateError(f"run {run_id} has already ended ({what}): nothing to cancel")
+    why: str | None = None
+    if state.waiting:
+        why = "waiting for an answer"
+    elif ended is not None:
+        why = "it was interrupted"
+    else:
+        owner = state.last_start.data.get("owner") if state.last_start is not None else None
+        verdict = await _verdict(store, run_id, owner if isinstance(owner, str) else None)
+        if not verdict.alive:
+            why = f"it was interrupted: {verdict.reason}"
+    if why is not None:
         event = Event(
             kind="run.cancelled",
             trace_id=run_id.split("/", 1)[0],
@@ -171,6 +230,13 @@ async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
         )
         await store.append([event])
         return f"run {run_id} cancelled ({why})"
+    return await _request(store, run_id, note, wait, records)
+
+
+async def _request(
+    store: SQLiteStore, run_id: str, note: dict[str, Any], wait: float, records: Any
+) -> str:
+    """Ask the process running ``run_id`` to cancel it, and wait up to ``wait`` s for its end."""
     await store.put(CANCEL_KEY + run_id, b"requested")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -187,18 +253,12 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-def _alive(note: dict[str, Any]) -> bool | None:
-    """Whether the process that runs the run lives (None: cannot tell, e.g. another host)."""
-    pid, host = note.get("pid"), note.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid() or None
+def status_text(run: dict[str, Any]) -> str:
+    """A run's status for a table: ``running (pid 123 on host, lease renewed 2 s ago)``."""
+    owner = run.get("owner")
+    if run["status"] == "running" and isinstance(owner, dict):
+        return f"running ({owner['summary']})"
+    return str(run["status"])
 
 
 def graph_label(path: object) -> str:

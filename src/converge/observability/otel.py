@@ -14,7 +14,8 @@ The engine calls each of its ``listeners`` with every event a run logs, as it lo
 ``converge run --otel console|otlp`` (``tracer_provider`` below).
 
 - ``run.started`` (or ``run.resumed``) opens the run's span ``converge.run``; ``run.completed``,
-  ``run.failed``, ``run.waiting`` and ``run.cancelled`` end it (an error status on failure).
+  ``run.failed``, ``run.waiting``, ``run.cancelled`` and ``run.interrupted`` end it (an error
+  status on failure).
 - ``node.start`` opens a child span ``converge.node`` per node pass (attributes
   ``converge.node``, ``converge.agent``, ``converge.iteration``, ``converge.attempt``);
   ``node.call`` (an LLM call, a tool call, an auction round the node recorded with
@@ -58,6 +59,7 @@ __all__ = ["OTelListener", "span_id_of", "trace_id_of", "tracer_provider"]
 _log = logging.getLogger(__name__)
 _ENDS = {"run.completed": "completed", "run.failed": "failed", "run.waiting": "waiting"}
 _ENDS["run.cancelled"] = "cancelled"
+_ENDS["run.interrupted"] = "interrupted"
 _USAGE = ("tokens_in", "tokens_out", "tool_calls", "cost")
 
 

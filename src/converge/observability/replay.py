@@ -33,6 +33,7 @@ _RUN_STATUS = {
     "run.completed": "completed",
     "run.failed": "failed",
     "run.cancelled": "cancelled",
+    "run.interrupted": "interrupted",
 }
 _TRACE_STATUS = {"completed": "success"}
 
@@ -47,7 +48,8 @@ class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int
     """The seq of the last event of the run that was folded (0: none)."""
     status: str
-    """The run's status at that point: running, waiting, completed, failed or cancelled."""
+    """The run's status at that point: running, waiting, completed, failed, cancelled or
+    interrupted."""
     nodes: dict[str, str]
     """Each node pass's status by ``node#iteration`` (``node.done`` status, ``failed``,
     ``waiting`` or ``running``)."""

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     )
     from converge.orchestration.graph import Graph
     from converge.orchestration.kinds import KindContext, kind_names, register_kind
+    from converge.orchestration.ownership import LeasePolicy, RunOwned
     from converge.orchestration.patterns import (
         UnknownRoute,
         debate,
@@ -71,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "GraphConfig": "converge.orchestration._model",
     "Halt": "converge.orchestration._refs",
     "KindContext": "converge.orchestration.kinds",
+    "LeasePolicy": "converge.orchestration.ownership",
     "MISSING": "converge.orchestration._refs",
     "Missing": "converge.orchestration._refs",
     "Node": "converge.orchestration._model",
@@ -82,6 +84,7 @@ _EXPORTS: dict[str, str] = {
     "RunEvent": "converge.orchestration.engine",
     "RunFailed": "converge.orchestration.engine",
     "RunHandle": "converge.orchestration.engine",
+    "RunOwned": "converge.orchestration.ownership",
     "RunResult": "converge.orchestration.engine",
     "RunStatus": "converge.orchestration.engine",
     "Services": "converge.orchestration.services",
@@ -133,6 +136,7 @@ __all__ = [
     "GraphConfig",
     "Halt",
     "KindContext",
+    "LeasePolicy",
     "Missing",
     "Node",
     "NodeContext",
@@ -143,6 +147,7 @@ __all__ = [
     "RunEvent",
     "RunFailed",
     "RunHandle",
+    "RunOwned",
     "RunResult",
     "RunStatus",
     "Services",

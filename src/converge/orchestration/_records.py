@@ -3,7 +3,8 @@
 Event kinds a run writes (all in the run's trace, ``subject`` = run id; ``data.node`` names the
 node where there is one):
 
-- ``run.started`` ``{graph, fingerprint, inputs[, forked_from, label]}``
+- ``run.started`` ``{graph, fingerprint, inputs, owner[, forked_from, label]}`` (``owner``: the
+  engine executing it, see ``ownership``)
 - ``node.start`` ``{node, agent, iteration, attempt, task_id}`` (seed 003 ``TaskStart``)
 - ``node.progress`` ``{node, iteration, fraction, message}`` (``TaskProgress``)
 - ``node.retry`` ``{node, iteration, attempt, error, delay}``
@@ -16,8 +17,11 @@ node where there is one):
 - ``node.failed`` ``{node, iteration, error}`` (the run fails with it)
 - ``node.waiting`` ``{node, iteration, index, question}``; ``node.answered`` ``{node,
   iteration, index, answer}``
-- ``run.waiting`` / ``run.resumed`` / ``run.checkpoint`` ``{label}`` / ``run.completed``
-  ``{output, usage, duration_ms}`` / ``run.failed`` ``{error, node}`` / ``run.cancelled``
+- ``run.waiting`` / ``run.resumed`` ``{owner[, node, iteration, index, answer]}`` /
+  ``run.checkpoint`` ``{label}`` / ``run.completed`` ``{output, usage, duration_ms}`` /
+  ``run.failed`` ``{error, node}`` / ``run.cancelled`` (stopped on purpose: ``Engine.cancel``,
+  ``converge cancel``) / ``run.interrupted`` (the task executing it was cancelled otherwise:
+  Ctrl-C, a shutdown; resumable)
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from typing import Any
 
 from converge.protocol.event import Event
 
-__all__ = ["DoneRecord", "RunRecords", "read_records"]
+__all__ = ["ENDS", "DoneRecord", "RunRecords", "read_records"]
+
+ENDS = ("run.completed", "run.failed", "run.cancelled", "run.interrupted")
+"""The events that end a run (``run.waiting`` pauses it)."""
 
 
 class DoneRecord:
@@ -56,7 +63,11 @@ class RunRecords:
         self.checkpoints: list[tuple[str, int, float]] = []
         """(label, seq, at) in log order."""
         self.ended: Event | None = None
-        """The last ``run.completed``, ``run.failed`` or ``run.cancelled`` (None: open)."""
+        """The last ``run.completed``, ``run.failed``, ``run.cancelled`` or ``run.interrupted``
+        (None: open)."""
+        self.last_start: Event | None = None
+        """The last ``run.started`` or ``run.resumed`` when nothing ended or paused the run
+        after it: the run is being executed by the owner it names, if that owner lives."""
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -71,7 +82,7 @@ def read_records(events: Sequence[Event]) -> RunRecords:
     for ev in events:
         kind, data = ev.kind, ev.data
         if kind == "run.started":
-            records.started = ev
+            records.started = records.last_start = ev
         elif kind == "node.done":
             key = (data["node"], int(data["iteration"]))
             records.done[key] = DoneRecord(data["status"], data.get("output"), ev.id, ev.seq)
@@ -83,10 +94,14 @@ def read_records(events: Sequence[Event]) -> RunRecords:
             )
         elif kind == "run.checkpoint":
             records.checkpoints.append((data["label"], ev.seq, ev.at))
-        elif kind in ("run.completed", "run.failed", "run.cancelled"):
+        elif kind in ENDS:
             records.ended = ev
-        elif kind in ("run.resumed", "run.waiting"):
+            records.last_start = None
+        elif kind == "run.resumed":
             records.ended = None
+            records.last_start = ev
+        elif kind == "run.waiting":
+            records.ended = records.last_start = None
     records.waiting = [
         (node, iteration, index, question)
         for (node, iteration, index), question in asked.items()

@@ -30,7 +30,11 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     """A node failed with ``abort`` (or its policy ran out), or the run timed out."""
     CANCELLED = "cancelled"
-    """Stopped by ``cancel``."""
+    """Stopped on purpose (``Engine.cancel``, ``RunHandle.cancel``, ``converge cancel``); final
+    unless resumed on purpose."""
+    INTERRUPTED = "interrupted"
+    """Stopped without finishing: the task executing it was cancelled otherwise (Ctrl-C, a
+    shutdown, a caller's timeout), or its process died. Resumable."""
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -41,7 +45,7 @@ class RunResult(msgspec.Struct, frozen=True):
     graph: str
     """The graph's name."""
     status: RunStatus
-    """COMPLETED, FAILED, WAITING, CANCELLED (or RUNNING, from ``status``)."""
+    """COMPLETED, FAILED, WAITING, CANCELLED, INTERRUPTED (or RUNNING, from ``status``)."""
     output: Any = None
     """The sole sink node's output, or ``{sink id: output}`` of the sinks that ran."""
     outputs: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -69,7 +73,7 @@ class RunFailed(OrchestrationError):
 class RunEvent(msgspec.Struct, frozen=True):
     """What ``stream`` yields: ``node.start``, ``node.chunk``, ``node.progress``, ``node.done``,
     ``node.failed``, ``node.waiting``, … and last ``run.completed`` / ``run.failed`` /
-    ``run.waiting`` / ``run.cancelled``."""
+    ``run.waiting`` / ``run.cancelled`` / ``run.interrupted``."""
 
     kind: str
     """The event kind (as logged; ``node.chunk`` is streamed only, never logged)."""
@@ -108,7 +112,9 @@ class RunHandle:
         return self._results[-1]
 
     async def cancel(self) -> RunResult:
-        """Stop the run (its in-flight nodes are cancelled) and return its result."""
+        """Stop the run on purpose (its in-flight nodes are cancelled; it ends CANCELLED) and
+        return its result."""
         assert self._task is not None
-        self._task.cancel()
+        if not self._engine.cancel(self.run_id):
+            self._task.cancel()  # not started yet, or already ending
         return await self.wait()

@@ -108,6 +108,11 @@ class RunState(NodeHost):
         self._early: asyncio.Future[None] | None = None  # a write begun by ``write_soon``
         self._early_begun = False  # whether that write has taken the buffer
         self.wrote = False  # whether anything of the run was written yet (its start goes first)
+        self.task: asyncio.Task[Any] | None = None  # the task executing the run
+        self.cancels = 0  # how many times ``Engine.cancel`` cancelled that task
+        self.claim: tuple[str, int, bytes] | None = None
+        """A compare-and-set (key, expected version, value) that goes with the next write: a
+        resumed run takes its ``run-owner/`` key in the unit of its ``run.resumed``."""
         self._dependents = False  # a settled pass has dependents: write before they start
         self._request: Any = None  # the run's request scope, made on first use
         self.plan_grants: dict[str, Any] = {}
@@ -174,7 +179,14 @@ class RunState(NodeHost):
         if self._buffer:
             events, self._buffer = self._buffer, []
             self.wrote = True
-            await self.store.append(events)
+            if self.claim is None:
+                await self.store.append(events)
+                return
+            (key, version, value), self.claim = self.claim, None
+            unit = self.store.transaction()
+            unit.compare_and_set(key, version, value)
+            unit.append(*events)
+            await unit.commit()
 
     # -- the loop ----------------------------------------------------------------------------------
 

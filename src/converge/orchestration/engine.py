@@ -12,6 +12,12 @@ async with Engine(store=await SQLiteStore.open("runs.db")) as engine:
 
 Runs are logged in the engine's store (a ``MemoryStore`` when none is given); everything about
 a run — its results, ``resume``, ``fork`` and its trace — is read back from that log.
+
+Each engine is the *owner* of the runs it executes (``ownership``): it holds a lease in the
+store while they are in flight, and ``resume`` refuses a run whose owner is alive
+(``RunOwned``), in this process or another. A run stopped on purpose (``cancel``,
+``RunHandle.cancel``) ends CANCELLED; a run whose task is cancelled otherwise (Ctrl-C, a
+shutdown, a caller's timeout) ends INTERRUPTED. Both are resumable.
 """
 
 from __future__ import annotations
@@ -29,13 +35,23 @@ import msgspec
 
 from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
-from converge.errors import StateError, ValidationError
+from converge.errors import ConflictError, StateError, ValidationError
 from converge.orchestration._announce import Announcer
 from converge.orchestration._pass import FailureHook
 from converge.orchestration._records import RunRecords, read_records
 from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
 from converge.orchestration._run import EventListener, RunState
 from converge.orchestration.graph import Graph
+from converge.orchestration.ownership import (
+    RUN_OWNER_KEY,
+    LeasePolicy,
+    OwnerLease,
+    RunOwned,
+    check_free,
+    claim_version,
+    owner_of,
+    read_owner,
+)
 from converge.orchestration.services import Services
 from converge.orchestration.trace import metrics_of, trace_of
 from converge.protocol.event import Event
@@ -65,6 +81,9 @@ class Engine:
         listeners: called with every event a run of this engine logs, as it is logged (before
             it is written), e.g. ``converge.observability.otel.OTelListener``. A listener
             observes: it must not block, and what it raises is logged and ignored.
+        lease: how long this engine's lease on its runs holds (``ttl``, 30 s) and how often it
+            is renewed while runs are in flight (``renew_every``, 10 s): a process on another
+            host may resume a run of this engine only once the lease has lapsed.
     """
 
     def __init__(
@@ -77,6 +96,7 @@ class Engine:
         on_node_failed: FailureHook | None = None,
         services: Services | None = None,
         listeners: Sequence[EventListener] = (),
+        lease: LeasePolicy | None = None,
     ) -> None:
         self.listeners = tuple(listeners)
         self.on_node_failed = on_node_failed
@@ -88,6 +108,12 @@ class Engine:
         self._group: asyncio.TaskGroup | None = None
         self._handles: dict[str, RunHandle] = {}
         self._announcer = Announcer(_ANNOUNCE_AFTER)
+        if lease is not None and not isinstance(lease, LeasePolicy):
+            raise ValidationError(
+                f"lease is a LeasePolicy, not {type(lease).__name__}", field="lease"
+            )
+        self.owner = OwnerLease(self.store, clock, lease or LeasePolicy())
+        """This engine's lease on the runs it executes (``owner.id`` names it in their log)."""
 
     async def __aenter__(self) -> Self:
         self._group = asyncio.TaskGroup()
@@ -106,6 +132,7 @@ class Engine:
                 await group.__aexit__(exc_type, exc, tb)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            await self.owner.aclose()
 
     def _observe(self, event: Event) -> None:
         for listener in self.listeners:
@@ -145,6 +172,18 @@ class Engine:
     def handle(self, run_id: str) -> RunHandle | None:
         """The handle of a run this engine is running (None once it ended)."""
         return self._handles.get(run_id)
+
+    def cancel(self, run_id: str) -> bool:
+        """Stop run ``run_id`` on purpose, if this engine is executing it: its in-flight nodes
+        are cancelled and it ends CANCELLED (``execute`` raises ``RunFailed``, ``stream`` yields
+        ``run.cancelled``, a handle's ``wait`` returns the result). Returns whether it was
+        found. ``resume`` can still continue it later, on purpose."""
+        state = self.owner.active.get(run_id)
+        if state is None or state.task is None or state.task.done():
+            return False
+        state.cancels += 1
+        state.task.cancel()
+        return True
 
     async def stream(
         self, graph: Graph, inputs: Mapping[str, Any] | None = None
@@ -215,8 +254,13 @@ class Engine:
             ValidationError: no such run, or it was started by a different graph.
             RunFailed: the run FAILED again.
         """
+        if not isinstance(run_id, str) or not run_id:
+            raise ValidationError(f"invalid run id {run_id!r}", field="run_id")
+        version = await claim_version(self.store, run_id)  # before the log: see ``ownership``
         records = await self._records(run_id)
-        return _raise_failed(await self._continue(graph, run_id, records, answer, listener))
+        return _raise_failed(
+            await self._continue(graph, run_id, records, answer, listener, version)
+        )
 
     async def _continue(
         self,
@@ -225,6 +269,7 @@ class Engine:
         records: RunRecords,
         answer: Any,
         listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+        version: int = 0,
     ) -> RunResult:
         plan = graph.compile()
         assert records.started is not None
@@ -236,6 +281,8 @@ class Engine:
             )
         if records.ended is not None and records.ended.kind == "run.completed":
             return self._ended_result(graph, run_id, records)
+        owner_id, _ = owner_of(records)
+        check_free(run_id, records, await read_owner(self.store, owner_id), self.clock.now())
         resumed: dict[str, Any] = {}
         if records.waiting and answer is not None:
             node, iteration, index, _ = records.waiting[0]
@@ -249,6 +296,7 @@ class Engine:
             resumed=resumed,
             trace_id=records.started.trace_id,
             listener=listener,
+            claim=version,
         )
 
     async def _child(
@@ -261,8 +309,9 @@ class Engine:
         # (every event of every run in it), which would make each child cost more than the last.
         started = await self.store.read(trace_id=trace_id, kinds=("run.started",))
         if any(e.subject == run_id for e in started):
+            version = await claim_version(self.store, run_id)
             records = read_records(_own(await self.store.read(trace_id=trace_id), run_id))
-            return await self._continue(graph, run_id, records, answer)
+            return await self._continue(graph, run_id, records, answer, version=version)
         return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id)
 
     async def checkpoint(self, run_id: str, label: str) -> None:
@@ -361,6 +410,7 @@ class Engine:
         listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
         sink: list[RunResult] | None = None,
         trace_id: str | None = None,
+        claim: int | None = None,
     ) -> RunResult:
         plan = graph.compile()
         args = _inputs(plan.graph_inputs, inputs)
@@ -380,14 +430,17 @@ class Engine:
             observer=self._observe if self.listeners else None,
         )
         state.plan_grants = graph.grants
+        owner = self.owner
+        run_id = state.run_id
         if records is not None and records.started is not None and forked is None:
             state.started_event = records.started.id
-            state.log("run.resumed", resumed or {})
+            state.log("run.resumed", {"owner": owner.id, **(resumed or {})})
         else:
             data: dict[str, Any] = {
                 "graph": plan.name,
                 "fingerprint": plan.fingerprint,
                 "inputs": args,
+                "owner": owner.id,
                 **(forked or {}),
             }
             state.started_event = state.log("run.started", data).id
@@ -408,6 +461,22 @@ class Engine:
             state.log("node.answered", resumed)
         announced = records is not None or sink is not None
         deadline: asyncio.Timeout | None = None
+        state.task = asyncio.current_task()
+        await owner.hold(run_id, state)
+        try:
+            if claim is not None:
+                # Taking the run over: the compare-and-set of its `run-owner/` key goes in one
+                # unit with `run.resumed`, so of two processes resuming it one is refused.
+                state.claim = (RUN_OWNER_KEY + run_id, claim, owner.id.encode())
+                try:
+                    await state.flush()
+                except ConflictError as exc:
+                    raise RunOwned(
+                        run_id, None, None, "another process took it over first", self.clock.now()
+                    ) from exc
+        except BaseException:
+            owner.drop(run_id)
+            raise
         try:
             if announced:
                 # A continued run's first events, and a submitted run (its id is out), are
@@ -428,20 +497,37 @@ class Engine:
             state.status = "failed"
             state.error = f"the run timed out after {plan.timeout:g} s"
         except asyncio.CancelledError:
-            state.status = "cancelled"
-            state.error = "cancelled"
+            # On purpose (``cancel``) if every cancellation of this task is one of ours: the
+            # run ends CANCELLED and returns. Otherwise (Ctrl-C, a shutdown, a caller's
+            # timeout) it is INTERRUPTED and the cancellation goes on.
+            task, own = state.task, False
+            if state.cancels and task is not None:
+                for _ in range(state.cancels):
+                    remaining = task.uncancel()
+                own = remaining == 0
+            state.status = "cancelled" if own else "interrupted"
+            state.error = "cancelled" if own else "interrupted"
             # Its end is logged even so: the write is queued before anything can interrupt it.
-            ended = await self._finish(state)
+            try:
+                ended = await self._finish(state)
+            finally:
+                owner.drop(run_id)
             if sink is not None:
                 sink.append(ended)
+            if own:
+                return ended
             raise
         except Exception:
             await self._broken(state)
+            owner.drop(run_id)
             raise
         finally:
             if not announced:
                 self._announcer.discard(state)
-        ended = await self._finish(state)
+        try:
+            ended = await self._finish(state)
+        finally:
+            owner.drop(run_id)
         if sink is not None:
             sink.append(ended)
         return ended
@@ -471,8 +557,10 @@ class Engine:
             state.log("run.waiting", {"questions": dict(state.waiting)})
         elif status is RunStatus.FAILED:
             state.log("run.failed", {"error": state.error, "node": state.failed_node})
-        else:
+        elif status is RunStatus.CANCELLED:
             state.log("run.cancelled", {})
+        else:
+            state.log("run.interrupted", {})
         await state.flush()
         return RunResult(
             run_id=state.run_id,
@@ -507,7 +595,7 @@ def _own(events: list[Any], run_id: str) -> list[Any]:
 
 
 def _raise_failed(result: RunResult) -> RunResult:
-    if result.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+    if result.status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED):
         raise RunFailed(result)
     return result
 

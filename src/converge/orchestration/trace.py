@@ -26,7 +26,7 @@ from converge.protocol.event import Event
 __all__ = ["metrics_of", "trace_of"]
 
 _STATUS = {"completed": "success"}
-_END = ("run.completed", "run.failed", "run.cancelled", "run.waiting")
+_END = ("run.completed", "run.failed", "run.cancelled", "run.interrupted", "run.waiting")
 
 
 def trace_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:
