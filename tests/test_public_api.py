@@ -145,7 +145,13 @@ PUBLIC_API: dict[str, list[str]] = {
         "Worker",
         "run_in_sandbox",
     ],
-    "converge.runtime": ["AgentRuntime", "StandardExecutor", "sign_and_send"],
+    "converge.runtime": [
+        "DEFAULT_MAX_CONSECUTIVE_FAILURES",
+        "AgentRuntime",
+        "StandardExecutor",
+        "TooManyFailedDecisions",
+        "sign_and_send",
+    ],
     "converge.observability": [
         "JsonFormatter",
         "MissingExtra",

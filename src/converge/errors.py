@@ -31,6 +31,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     │   ├── (agents.ToolTimeout (TimeoutError): past its time limit; a sandboxed one killed)
     │   └── (agents.ToolMemoryExceeded (MemoryError): a sandboxed tool past its memory limit)
     ├── (coordination.resolution.ResolutionFailed: no answer could be picked from results)
+    ├── (runtime.TooManyFailedDecisions: a runtime stopped after that many failures in a row)
     ├── MissingExtra           (ImportError) an optional extra is not installed
     ├── TransportError         (ConnectionError) a transport could not deliver
     └── OrchestrationError                    a graph run failed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from converge.core import Agent, Decision, Message, Task
+from converge.core import Agent, Decision, Message, SubmitBid, Task
 
 
 def shout(task: Task) -> dict[str, Any]:
@@ -25,3 +25,10 @@ class CannotStart(Agent):
 
     async def on_start(self) -> None:
         raise RuntimeError("no licence to start")
+
+
+class Bidder(Agent):
+    """Bids on every task it sees, in auctions no protocol runs: each decision fails."""
+
+    async def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        return [SubmitBid(auction_id=t.id, amount=1.0) for t in tasks for _ in range(3)]

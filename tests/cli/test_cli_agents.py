@@ -57,7 +57,10 @@ def _reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
 
 def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     exe = Path(sys.executable).with_name("converge")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CREW_TOKEN": "s3cret"}
+    # This checkout's sources (src layout) and its tests package, not whatever `converge` the
+    # environment's install points at.
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    env = {**os.environ, "PYTHONPATH": path, "CREW_TOKEN": "s3cret"}
     return subprocess.Popen(
         [str(exe), *args],
         cwd=tmp_path,
@@ -134,6 +137,9 @@ BAD = [
         "max_cost",
     ),
     ("agents:\n  a:\n    ref: a:b\n    policy:\n      deny_tools: ~\n", 5, "deny_tools"),
+    ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: 0\n", 4, "an int >= 1"),
+    ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: 2.5\n", 4, "an int >= 1"),
+    ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: ~\n", 4, "a number"),
 ]
 
 
@@ -161,6 +167,37 @@ def test_limits_and_policy_are_read_into_each_agent(tmp_path: Path) -> None:
         deny_tools=frozenset({"shell"}),
     )
     assert (beta.limits, beta.policy) == (ResourceLimits(), ActionPolicy.allow_all())
+
+
+def test_the_failure_limit_is_read_into_each_agent(tmp_path: Path) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(
+        "agents:\n  alpha:\n    ref: a:b\n    max_consecutive_failures: 7\n  beta:\n    ref: a:b\n"
+    )
+    alpha, beta = load_agents_config(config).agents
+    assert (alpha.max_consecutive_failures, beta.max_consecutive_failures) == (7, 100)
+
+
+@pytest.mark.slow
+def test_an_agent_whose_decisions_keep_failing_stops_as_a_failure(tmp_path: Path) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(f"agents:\n  bidder:\n    ref: {W}:Bidder\n    max_consecutive_failures: 2\n")
+    db = tmp_path / "board.db"
+    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("agent bidder started")
+        asyncio.run(_submit(db, "bid on me"))
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert "agent bidder stopped on its own (failed: TooManyFailedDecisions: agent did:" in out
+    assert "2 decisions failed in a row (the last: PolicyViolation:" in out
+    assert "every agent stopped on its own: bidder failed: TooManyFailedDecisions" in err
+    assert len(asyncio.run(_kinds(db, "decision.failed"))) == 2  # the third bid never ran
+
+
+async def _submit(db: Path, objective: str) -> None:
+    async with await SQLiteStore.open(db) as store:
+        await TaskManager(store).submit(Task(objective=objective))
 
 
 @pytest.mark.slow

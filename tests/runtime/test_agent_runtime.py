@@ -21,8 +21,10 @@ from converge.core import (
     ReportTask,
     SendMessage,
     SubmitBid,
+    SubmitTask,
     Task,
     TaskState,
+    Vote,
 )
 from converge.core.clock import ManualClock
 from converge.core.pool import Pool
@@ -432,3 +434,181 @@ async def test_an_idle_runtime_stops_when_its_wall_time_budget_is_spent(store: S
     await asyncio.wait_for(runtime.wait(), WAIT)
     assert runtime.stop_reason == "budget exhausted: max_wall_time_s"
     assert runtime.decide_calls == 0
+
+
+class _BuggyExecutor(StandardExecutor):
+    """An executor with a bug: a ``SubmitTask`` raises something that is no ConvergeError."""
+
+    async def execute(
+        self, agent: Agent, decision: Decision, *, trace_id: str | None = None
+    ) -> Any:
+        if isinstance(decision, SubmitTask):
+            raise ZeroDivisionError("a bug in the executor")
+        return await super().execute(agent, decision, trace_id=trace_id)
+
+
+async def test_any_exception_from_one_decision_is_a_failed_event_and_the_loop_goes_on(
+    store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = LocalNetwork()
+    listener = Scripted(quiet)
+
+    def submit_then_tell(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        decisions: list[Decision] = []
+        for m in messages:  # each message: a decision that fails, then one that must still run
+            decisions.append(SubmitTask(objective="boom", inputs={"n": m.payload}))
+            decisions.append(SendMessage(kind="after", payload=m.payload, recipient=listener.did))
+        return decisions
+
+    agent = Scripted(submit_then_tell, name="worker")
+    executor = _BuggyExecutor(network=net, clock=clock)
+    caplog.set_level("WARNING", logger="converge.runtime")
+    async with (
+        AgentRuntime(listener, network=net, store=store, clock=clock),
+        AgentRuntime(agent, network=net, store=store, executor=executor, clock=clock) as rt,
+    ):
+        await executor.execute(listener, SendMessage(kind="go", payload=1, recipient=agent.did))
+        await eventually(lambda: len(listener.seen) == 1)  # the decision after the failed one ran
+        await executor.execute(listener, SendMessage(kind="go", payload=2, recipient=agent.did))
+        await eventually(lambda: len(listener.seen) == 2)  # and the runtime goes on
+        assert (rt.stop_reason, rt.failed_in_a_row) == (None, 0)
+    assert [m.payload for m in listener.seen] == [1, 2]
+    failures = await kinds(store, "decision.failed")
+    assert len(failures) == 2
+    assert failures[0] == {
+        "type": "submit_task",
+        "error": "a bug in the executor",
+        "error_type": "ZeroDivisionError",
+        "decision": {"type": "submit_task", "objective": "boom", "inputs": {"n": 1}},
+        "agent": agent.did,
+    }
+    [first, _] = [r for r in caplog.records if "decision submit_task failed" in r.getMessage()]
+    assert first.levelname == "ERROR" and first.exc_info is not None  # a bug: its traceback
+    assert first.__dict__["agent"] == agent.did
+    ends = await kinds(store, "runtime.stopped")  # both ended by leaving `async with`
+    assert [e["reason"] for e in ends] == ["shutdown", "shutdown"]
+
+
+async def test_seed_000_runtime_casts_votes_on_a_plain_votes_store_and_goes_on(
+    store: Store, clock: ManualClock
+) -> None:
+    """``StandardExecutor(votes_store={})``: once an AttributeError that ended the runtime."""
+    from converge.coordination import majority
+
+    net = LocalNetwork()
+    listener = Scripted(quiet)
+
+    def vote_then_tell(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        return [
+            Vote(ballot_id="ship", choice="yes"),
+            Vote(ballot_id="ship", choice="no"),  # a second vote: refused, and it goes on
+            SendMessage(kind="voted", recipient=listener.did),
+        ]
+
+    agent = Scripted(vote_then_tell)
+    votes: dict[str, list[tuple[str, str]]] = {}
+    executor = StandardExecutor(network=net, votes_store=votes, clock=clock)
+    async with (
+        AgentRuntime(listener, network=net, store=store, clock=clock),
+        AgentRuntime(agent, network=net, store=store, executor=executor, clock=clock),
+    ):
+        await executor.execute(listener, SendMessage(kind="go", recipient=agent.did))
+        await eventually(lambda: len(listener.seen) == 1)
+    assert votes == {"ship": [(agent.did, "yes")]}
+    assert majority(dict(votes["ship"])) == "yes"
+    [refused] = await kinds(store, "decision.failed")
+    assert (refused["type"], refused["error_type"]) == ("vote", "BallotRefused")
+
+
+async def test_failed_decisions_in_a_row_stop_the_runtime_at_its_limit(
+    store: Store, clock: ManualClock
+) -> None:
+    from converge.errors import PolicyViolation
+    from converge.network import Inbox
+    from converge.runtime import TooManyFailedDecisions
+
+    net = LocalNetwork()
+    observer = Identity.generate()
+    seen_by_observer = Inbox()
+    net.register(observer.did, seen_by_observer)
+    bid = SubmitBid(auction_id="a", amount=1.0)  # no bidding protocol: each one fails
+
+    def failing(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        if any(m.kind == "start" for m in messages):
+            # Four failures, never three in a row: the message between resets the count.
+            return [bid, bid, SendMessage(kind="again", recipient=me.did), bid, bid]
+        return [bid, SendMessage(kind="never", recipient=observer.did)]
+
+    me = Scripted(failing)
+    executor = StandardExecutor(network=net, clock=clock)
+    rt = AgentRuntime(
+        me, network=net, store=store, executor=executor, clock=clock, max_consecutive_failures=3
+    )
+    rt.start()
+    await executor.execute(me, SendMessage(kind="start", recipient=me.did))
+    with pytest.raises(TooManyFailedDecisions) as stopped:
+        await asyncio.wait_for(rt.wait(), WAIT)
+    assert (stopped.value.agent_id, stopped.value.failures) == (me.did, 3)
+    assert stopped.value.last_error.startswith(
+        "PolicyViolation: this executor runs no coordination"
+    )
+    assert isinstance(stopped.value.__cause__, PolicyViolation)
+    assert rt.stop_reason == "3 decisions failed in a row"
+    assert [m.kind for m in me.seen] == ["start", "again"]
+    assert rt.decide_calls == 2
+    assert len(seen_by_observer) == 0  # the decision after the limit was not executed
+    assert len(await kinds(store, "decision.failed")) == 5
+    [ended] = await kinds(store, "runtime.stopped")
+    assert ended == {"reason": "3 decisions failed in a row"}
+    with pytest.raises(TooManyFailedDecisions):  # shutdown() and async with report it too
+        await rt.shutdown()
+
+
+def test_the_failure_limit_defaults_to_100(store: Store) -> None:
+    from converge.runtime import DEFAULT_MAX_CONSECUTIVE_FAILURES
+
+    runtime = AgentRuntime(Scripted(quiet), network=LocalNetwork(), store=store)
+    assert runtime.max_consecutive_failures == DEFAULT_MAX_CONSECUTIVE_FAILURES == 100
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("network", "local"),
+        ("store", {}),
+        ("tasks", LocalNetwork()),
+        ("pools", "pools"),
+        ("discovery", object()),
+        ("executor", object()),
+        ("limits", {"max_cost": 1.0}),
+        ("policy", ["send_message"]),
+        ("replay_guard", True),
+        ("clock", 0.0),
+        ("reap_leases", "no"),
+        ("max_batch", "10"),
+        ("max_batch", 0),
+        ("inbox_size", 0),
+        ("max_consecutive_failures", 0),
+        ("max_consecutive_failures", True),
+        ("max_consecutive_failures", 2.5),
+        ("max_consecutive_failures", None),
+    ],
+)
+def test_wrong_arguments_are_refused_at_construction_naming_them(
+    store: Store, name: str, value: object
+) -> None:
+    from converge.errors import ValidationError
+
+    arguments: dict[str, Any] = {"network": LocalNetwork(), "store": store, name: value}
+    with pytest.raises(ValidationError) as refused:
+        AgentRuntime(Scripted(quiet), **arguments)
+    assert refused.value.field == name
+    assert name in str(refused.value)
+
+
+def test_an_agent_that_is_not_an_agent_is_refused(store: Store) -> None:
+    from converge.errors import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        AgentRuntime(quiet, network=LocalNetwork(), store=store)  # type: ignore[arg-type]
+    assert refused.value.field == "agent"

@@ -107,3 +107,103 @@ async def test_submit_bid_runs_through_the_auctions_bidding_protocol(
     anywhere = StandardExecutor(bidding_protocols={"*": protocol}, clock=clock)
     with pytest.raises(ValidationError, match="no auction 'other'"):
         await anywhere.execute(provider, SubmitBid(auction_id="other", amount=1.0))
+
+
+async def test_seed_001s_plain_votes_store_is_appended_to_one_vote_per_agent(
+    clock: ManualClock,
+) -> None:
+    """Seed 001's form: ``votes_store`` maps a vote id to the (agent, option) pairs cast."""
+    from collections import defaultdict
+
+    from converge.coordination import BallotRefused, majority, plurality
+    from converge.core import Vote
+
+    votes: dict[str, list[tuple[str, str]]] = {}
+    executor = StandardExecutor(votes_store=votes, clock=clock)
+    assert executor.votes_store is votes
+    a, b, c = Agent(), Agent(), Agent()
+    await executor.execute(a, Vote(ballot_id="ship", choice="yes"))
+    await executor.execute(b, Vote(ballot_id="ship", choice="no"))
+    cast = await executor.execute(c, Vote(ballot_id="ship", choice="yes"))
+    assert votes == {"ship": [(a.did, "yes"), (b.did, "no"), (c.did, "yes")]}
+    assert cast is votes["ship"]
+    with pytest.raises(BallotRefused) as refused:  # one vote per agent, as Consensus refuses
+        await executor.execute(a, Vote(ballot_id="ship", choice="no"))
+    assert (refused.value.reason, refused.value.agent_id) == ("already_voted", a.did)
+    assert votes["ship"][0] == (a.did, "yes") and len(votes["ship"]) == 3
+    assert majority(dict(votes["ship"])) == plurality(dict(votes["ship"])) == "yes"
+    await executor.execute(a, Vote(ballot_id="lunch", choice="soup"))  # another vote id
+    assert votes["lunch"] == [(a.did, "soup")]
+
+    seeded: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    seeded["ship"].append(("did:key:earlier", "no"))  # votes cast before are kept
+    await StandardExecutor(votes_store=seeded).execute(a, Vote(ballot_id="ship", choice="yes"))
+    assert seeded["ship"] == [("did:key:earlier", "no"), (a.did, "yes")]
+
+
+@pytest.mark.parametrize(
+    ("votes_store", "field"),
+    [
+        ([], "votes_store"),
+        ("ballots", "votes_store"),
+        (frozenset(), "votes_store"),
+        ({"ship": "yes"}, "votes_store['ship']"),
+        ({"ship": [("did:a",)]}, "votes_store['ship']"),
+        ({"ship": [("did:a", 1)]}, "votes_store['ship']"),
+        ({1: []}, "votes_store[1]"),
+    ],
+)
+def test_a_votes_store_of_another_form_is_refused_naming_consensus(
+    votes_store: object, field: str
+) -> None:
+    with pytest.raises(ValidationError, match="Consensus") as refused:
+        StandardExecutor(votes_store=votes_store)  # type: ignore[arg-type]
+    assert refused.value.field == field
+
+
+def test_a_read_only_mapping_is_not_a_votes_store() -> None:
+    from types import MappingProxyType
+
+    with pytest.raises(ValidationError, match="Consensus") as refused:
+        StandardExecutor(votes_store=MappingProxyType({}))  # type: ignore[arg-type]
+    assert refused.value.field == "votes_store"
+
+
+def _wrong_executor_arguments(store: Store) -> list[tuple[str, object]]:
+    from converge.coordination import Consensus, TaskManager
+    from converge.network import LocalNetwork
+
+    return [
+        ("network", "local"),
+        ("network", TaskManager(store)),
+        ("tasks", store),
+        ("pools", TaskManager(store)),
+        ("tools", {"search": len}),
+        ("negotiation_protocol", Consensus(store)),
+        ("delegation_protocol", object()),
+        ("bidding_protocols", [LocalNetwork()]),
+        ("clock", 1.0),
+        ("clock", None),
+    ]
+
+
+async def test_wrong_arguments_are_refused_at_construction_naming_them(store: Store) -> None:
+    for name, value in _wrong_executor_arguments(store):
+        with pytest.raises(ValidationError) as refused:
+            StandardExecutor(**{name: value})  # type: ignore[arg-type]
+        assert refused.value.field == name, (name, value)
+        assert name in str(refused.value) and type(value).__name__ in str(refused.value)
+
+
+async def test_each_bidding_protocol_is_checked_at_construction(store: Store) -> None:
+    from converge.coordination import BiddingProtocol, Consensus
+    from converge.core import Identity
+
+    good = BiddingProtocol(store, Identity.generate())
+    StandardExecutor(bidding_protocols={"*": good, "a-1": good})
+    with pytest.raises(ValidationError) as refused:
+        StandardExecutor(bidding_protocols={"*": good, "a-1": Consensus(store)})  # type: ignore[dict-item]
+    assert refused.value.field == "bidding_protocols['a-1']"
+    with pytest.raises(ValidationError) as refused:
+        StandardExecutor(bidding_protocols={"*": None})  # type: ignore[dict-item]
+    assert refused.value.field == "bidding_protocols['*']"

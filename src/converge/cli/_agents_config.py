@@ -12,6 +12,7 @@ agents:                        # required: one runtime per agent, by name
     capabilities: [review@1.0] # optional: replaces the agent's own
     pools: [reviewers]         # optional: pools it joins before it starts
     max_batch: 10              # optional: messages and tasks per decide() (default 100)
+    max_consecutive_failures: 20  # optional: failed decisions in a row that stop it (default 100)
     key: keys/alpha.pem        # optional: its Ed25519 key; created (mode 0600) if absent
     limits:                    # optional: its ResourceLimits, each optional
       max_wall_time_s: 3600    #   also max_claimed_tasks, max_messages_per_second,
@@ -30,7 +31,9 @@ compute it (the loser's report is refused and logged): use it for idempotent wor
 A budget in ``limits`` (``max_wall_time_s``, ``max_tokens``, ``max_cost``) that runs out stops
 the agent's runtime (wall time when it is up, even for an idle agent); the other limits refuse
 the decisions that break them. A limit left out or null is unlimited. An ``allow_*`` list that
-is empty allows nothing; one left out or null allows everything.
+is empty allows nothing; one left out or null allows everything. ``max_consecutive_failures``
+decisions failing in a row (a refused claim, a tool that raises…) also stop the agent's runtime,
+as a failure.
 
 Relative ``key`` paths are relative to the file. A token pool's token is read from the
 environment, never from the file; agents joining it present the same variable's value. Every
@@ -54,7 +57,16 @@ __all__ = ["AgentSpec", "AgentsConfig", "PoolSpec", "load_agents_config"]
 
 _TOP = ("pools", "agents")
 _POOL = ("name", "admission", "token_env")
-_AGENT = ("ref", "capabilities", "pools", "max_batch", "key", "limits", "policy")
+_AGENT = (
+    "ref",
+    "capabilities",
+    "pools",
+    "max_batch",
+    "max_consecutive_failures",
+    "key",
+    "limits",
+    "policy",
+)
 _LIMITS = tuple(ResourceLimits.__struct_fields__)
 _POLICY = tuple(ActionPolicy.__struct_fields__)
 _ADMISSIONS = ("open", "token")
@@ -98,6 +110,8 @@ class AgentSpec:
     """Its quotas and budgets."""
     policy: ActionPolicy = dataclasses.field(default_factory=ActionPolicy)
     """What it may do."""
+    max_consecutive_failures: int = 100
+    """Failed decisions in a row that stop its runtime (``AgentRuntime``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -198,15 +212,9 @@ def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[s
                 spec["pools"],
                 f"{field}.pools",
             )
-    max_batch = 100
-    if "max_batch" in spec:
-        max_batch = reader.number(spec["max_batch"], f"{field}.max_batch")
-        if not isinstance(max_batch, int) or max_batch < 1:
-            raise reader.fail(
-                f"max_batch must be an int >= 1, not {max_batch!r}",
-                spec["max_batch"],
-                f"{field}.max_batch",
-            )
+    max_batch = _count(reader, spec, "max_batch", field, 100)
+    # AgentRuntime's defaults, repeated: this module is read before the runtime is imported.
+    failures = _count(reader, spec, "max_consecutive_failures", field, 100)
     key = None
     if "key" in spec:
         key = base / Path(reader.string(spec["key"], f"{field}.key")).expanduser()
@@ -226,7 +234,17 @@ def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[s
         names = {k: _names(reader, v, f"{where}.{k}") for k, v in given.items()}
         policy = reader.build(ActionPolicy, spec["policy"], where, names, given)
     line = node.start_mark.line + 1
-    return AgentSpec(name, ref, caps, joins, max_batch, key, line, limits, policy)
+    return AgentSpec(name, ref, caps, joins, max_batch, key, line, limits, policy, failures)
+
+
+def _count(reader: _Reader, spec: dict[str, yaml.Node], key: str, field: str, default: int) -> int:
+    """The agent's ``key``, an int >= 1, or ``default`` when absent."""
+    if key not in spec:
+        return default
+    value = reader.number(spec[key], f"{field}.{key}")
+    if not isinstance(value, int) or value < 1:
+        raise reader.fail(f"{key} must be an int >= 1, not {value!r}", spec[key], f"{field}.{key}")
+    return value
 
 
 def _names(reader: _Reader, node: yaml.Node, field: str) -> frozenset[str] | None:

@@ -4,8 +4,9 @@ One ``AgentRuntime`` per agent of the file (see ``_agents_config``), all sharing
 ``LocalNetwork`` and one ``TaskManager``, ``PoolManager`` and ``DiscoveryService`` over the
 configured SQLite store. Tasks other processes put on the board wake the agents through the
 store's follower. The command runs until SIGINT (Ctrl-C) or SIGTERM, or until every agent has
-stopped on its own (a budget in its ``limits`` ran out, or its runtime failed: a line says so for
-each as it happens; the command then exits 1 if any failed, else 0). On a signal:
+stopped on its own (a budget in its ``limits`` ran out, or its runtime failed — its
+``max_consecutive_failures`` decisions failed in a row, say: a line says so for each as it
+happens; the command then exits 1 if any failed, else 0). On a signal:
 
 1. stops every runtime, in reverse start order, after its current ``decide()`` and the
    decisions it made (each agent is unregistered from discovery and logs ``runtime.stopped``);
@@ -180,6 +181,7 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
                         discovery=discovery,
                         executor=executor,
                         max_batch=spec.max_batch,
+                        max_consecutive_failures=spec.max_consecutive_failures,
                         limits=spec.limits,
                         policy=spec.policy,
                     )

@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
-from converge.runtime.agent_runtime import AgentRuntime
+from converge.runtime.agent_runtime import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    AgentRuntime,
+    TooManyFailedDecisions,
+)
 from converge.runtime.executor import StandardExecutor, sign_and_send
 
-__all__ = ["AgentRuntime", "StandardExecutor", "sign_and_send"]
+__all__ = [
+    "DEFAULT_MAX_CONSECUTIVE_FAILURES",
+    "AgentRuntime",
+    "StandardExecutor",
+    "TooManyFailedDecisions",
+    "sign_and_send",
+]

@@ -9,8 +9,15 @@ agent decides through ``validate_safety``, and has the executor apply the accept
   concurrently.
 - Incoming messages are verified and replay-checked; a bad one is dropped with a
   ``message.rejected`` event.
-- A refused decision is a ``decision.refused`` event (its rule and why), a failed one a
-  ``decision.failed`` event; the runtime goes on with the next decision either way.
+- A refused decision is a ``decision.refused`` event (its rule and why). A decision whose
+  execution raises any ``Exception`` — a refusal by the board, a lost race, a bug in a protocol
+  or a tool — is a ``decision.failed`` event (the error's type and message, the decision as
+  data, the agent), logged too; the runtime goes on with the next decision either way. Only
+  cancellation (``BaseException``: ``CancelledError``, ``KeyboardInterrupt``) stops it there.
+- ``max_consecutive_failures`` decisions failing in a row (100 by default; a decision that
+  succeeds starts the count again) stop the runtime: ``runtime.stopped`` says why, and ``run()``
+  and ``wait()`` raise ``TooManyFailedDecisions``. An agent whose every decision fails would
+  otherwise go on failing for ever, unnoticed.
 - An agent that exhausts a budget (wall time, tokens, cost) is stopped with ``runtime.stopped``.
 - Without an executor, seed 000's fallback applies: messages are signed and sent, every other
   decision is refused with an event.
@@ -23,9 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
+
+import msgspec
 
 from converge.coordination.discovery import AgentDescriptor, DiscoveryService
 from converge.coordination.pool_manager import PoolManager
@@ -46,12 +56,39 @@ from converge.policy.safety import (
     validate_safety,
 )
 from converge.protocol.event import Event
+from converge.runtime._arguments import check_count, check_type
 from converge.runtime.executor import StandardExecutor, sign_and_send
 from converge.store.base import Store
 
-__all__ = ["AgentRuntime"]
+__all__ = ["DEFAULT_MAX_CONSECUTIVE_FAILURES", "AgentRuntime", "TooManyFailedDecisions"]
 
 _BUDGETS = frozenset({"max_wall_time_s", "max_tokens", "max_cost"})
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 100
+"""How many decisions may fail in a row before a runtime stops (``AgentRuntime``'s default)."""
+
+
+class TooManyFailedDecisions(ConvergeError):
+    """A runtime stopped because its agent's decisions failed too many times in a row.
+
+    Raised by ``AgentRuntime.run()`` and ``wait()`` (and so on leaving ``async with``), chained
+    from the last failure; every failure is a ``decision.failed`` event before it.
+
+    Attributes:
+        agent_id: the agent's did.
+        failures: how many decisions failed in a row (the runtime's limit).
+        last_error: the last failure, as ``"Type: message"``.
+    """
+
+    def __init__(self, agent_id: str, failures: int, last_error: str) -> None:
+        super().__init__(
+            f"agent {agent_id}: {failures} decisions failed in a row (the last: {last_error}); "
+            "its runtime stopped"
+        )
+        self.agent_id = agent_id
+        self.failures = failures
+        self.last_error = last_error
 
 
 class AgentRuntime:
@@ -72,6 +109,12 @@ class AgentRuntime:
         replay_guard: rejects stale and replayed messages (one per runtime by default).
         clock: the time source.
         reap_leases: whether this runtime returns expired leases to the board.
+        max_consecutive_failures: how many decisions may fail in a row before the runtime
+            stops (``TooManyFailedDecisions``); a decision that succeeds resets the count.
+
+    Raises:
+        ValidationError: an argument of the wrong type or out of range (``field`` names it),
+            an agent without ``decide()``, or no store for the runtime's events.
     """
 
     def __init__(
@@ -91,7 +134,26 @@ class AgentRuntime:
         replay_guard: ReplayGuard | None = None,
         clock: Clock = system_clock,
         reap_leases: bool = True,
+        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     ) -> None:
+        check_type(agent, Agent, "agent", optional=False)
+        check_type(network, LocalNetwork, "network", optional=False)
+        check_type(store, Store, "store")
+        check_type(tasks, TaskManager, "tasks")
+        check_type(pools, PoolManager, "pools")
+        check_type(discovery, DiscoveryService, "discovery")
+        check_type(executor, StandardExecutor, "executor")
+        check_type(limits, ResourceLimits, "limits")
+        check_type(policy, ActionPolicy, "policy")
+        check_type(replay_guard, ReplayGuard, "replay_guard")
+        check_type(clock, Clock, "clock", optional=False)
+        check_type(reap_leases, bool, "reap_leases", optional=False)
+        max_batch = check_count(max_batch, "max_batch")
+        inbox_size = check_count(inbox_size, "inbox_size")
+        self.max_consecutive_failures = check_count(
+            max_consecutive_failures, "max_consecutive_failures"
+        )
+        """How many decisions may fail in a row before the runtime stops."""
         if not agent.supports_decide:
             raise ValidationError(
                 f"agent {agent.name!r} does not implement decide(), so it cannot run in the "
@@ -101,8 +163,6 @@ class AgentRuntime:
         events = store or (tasks.store if tasks else None) or (pools.store if pools else None)
         if events is None:
             raise ValidationError("a runtime needs a store for its events", field="store")
-        if max_batch < 1:
-            raise ValidationError(f"max_batch must be >= 1, not {max_batch}", field="max_batch")
         self.agent = agent
         self.network = network
         self.store = events
@@ -127,6 +187,9 @@ class AgentRuntime:
         self._pool_ids: list[str] = []
         self.decide_calls = 0
         """How many times ``decide()`` has been called."""
+        self.failed_in_a_row = 0
+        """How many decisions have failed since the last one that succeeded."""
+        self._gave_up: TooManyFailedDecisions | None = None
 
     @property
     def did(self) -> str:
@@ -179,6 +242,8 @@ class AgentRuntime:
 
         Raises:
             StateError: the runtime was never started.
+            TooManyFailedDecisions: it stopped after ``max_consecutive_failures`` failed
+                decisions in a row.
         """
         if self._task is None:
             raise StateError("the runtime was never started: call start() first")
@@ -191,7 +256,12 @@ class AgentRuntime:
         self._wake.set()
 
     async def run(self) -> None:
-        """Run the agent until ``shutdown()`` or until it exhausts a budget."""
+        """Run the agent until ``shutdown()``, until it exhausts a budget, or until
+        ``max_consecutive_failures`` of its decisions have failed in a row.
+
+        Raises:
+            TooManyFailedDecisions: that many decisions failed in a row.
+        """
         self._attach()
         try:
             await self.agent.on_start()
@@ -212,6 +282,8 @@ class AgentRuntime:
                     await loop
                     for helper in helpers:
                         helper.cancel()
+            if self._gave_up is not None:
+                raise self._gave_up  # chained from the last failure
         finally:
             if self._unwatch is not None:
                 self._unwatch()
@@ -284,15 +356,12 @@ class AgentRuntime:
                         detail="without an executor only messages are sent",
                     )
                     continue
-            except ConvergeError as exc:
-                await self._record(
-                    "decision.failed",
-                    trace_id,
-                    type=tag,
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                )
+            except Exception as exc:  # any failure of one decision; cancellation goes through
+                await self._failed(decision, exc, trace_id)
+                if self.failed_in_a_row >= self.max_consecutive_failures:
+                    return  # the runtime stops: the decisions left are not executed
                 continue
+            self.failed_in_a_row = 0
             self.usage.apply(decision, self.clock.now())
             if isinstance(decision, (JoinPool, LeavePool)):
                 self._pool_ids = []  # memberships changed: read them again
@@ -384,6 +453,37 @@ class AgentRuntime:
                 await self._record("runtime.reaper_failed", error=str(exc))
                 await self.clock.sleep(tasks.claim_ttl_sec)
 
+    async def _failed(self, decision: Decision, exc: Exception, trace_id: str | None) -> None:
+        """Record (and log) a decision that failed; stop the runtime at the limit."""
+        self.failed_in_a_row += 1
+        tag = str(type(decision).__struct_config__.tag)
+        error = f"{type(exc).__name__}: {exc}"
+        # A refusal (a ConvergeError) is the decision's fault or a lost race; anything else is a
+        # bug in the executor, a protocol or a tool: log its traceback.
+        _log.log(
+            logging.WARNING if isinstance(exc, ConvergeError) else logging.ERROR,
+            "agent %s: decision %s failed: %s",
+            self.agent.name,
+            tag,
+            error,
+            exc_info=None if isinstance(exc, ConvergeError) else exc,
+            extra={"agent": self.did, "trace_id": trace_id},
+        )
+        await self._record(
+            "decision.failed",
+            trace_id,
+            type=tag,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            decision=_as_data(decision),
+            agent=self.did,
+        )
+        if self.failed_in_a_row >= self.max_consecutive_failures:
+            gave_up = TooManyFailedDecisions(self.did, self.failed_in_a_row, error)
+            gave_up.__cause__ = exc
+            self._gave_up = gave_up
+            self._request_stop(f"{self.failed_in_a_row} decisions failed in a row")
+
     # -- events ------------------------------------------------------------------------------------
 
     async def _refused(self, violation: SafetyViolation, trace_id: str | None) -> None:
@@ -409,3 +509,12 @@ class AgentRuntime:
                 )
             ]
         )
+
+
+def _as_data(decision: Decision) -> Any:
+    """The decision as plain data for its ``decision.failed`` event; its ``repr`` when a field
+    holds something that is not data (a payload object)."""
+    try:
+        return msgspec.to_builtins(decision)
+    except (TypeError, ValueError):
+        return {"type": type(decision).__struct_config__.tag, "repr": repr(decision)[:1000]}

@@ -9,15 +9,25 @@ Coordination decisions run only when the executor is given the matching protocol
 for ``Vote``, ``delegation_protocol`` for ``Delegate``/``RevokeDelegation`` and the authority
 check before everything else, ``bidding_protocols`` for ``SubmitBid``); without it they are
 refused with a clear reason, never silently dropped.
+
+``votes_store`` takes seed 001's own form as well as a ``Consensus``: a plain mutable mapping
+``vote id -> [(agent, option)]``, which the executor appends each ``Vote`` to (one vote per agent
+and vote id: a second is refused with ``BallotRefused``, ``reason="already_voted"``, as a
+``Consensus`` ballot refuses it by default). Such a vote has no electorate, options or deadline
+and records no event; count it with ``majority(dict(votes[vote_id]))`` or ``plurality(...)``.
+A ``Consensus`` is the form with eligible voters, rules, deadlines and events.
+
+Every argument is checked when the executor is built: a wrong type is a ``ValidationError``
+naming it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, MutableSequence
 from typing import Any, TypeVar
 
 from converge.coordination.bidding import BiddingProtocol
-from converge.coordination.consensus import Consensus
+from converge.coordination.consensus import BallotRefused, Consensus
 from converge.coordination.delegation import DelegationProtocol
 from converge.coordination.negotiation import NegotiationProtocol
 from converge.coordination.pool_manager import PoolManager
@@ -50,11 +60,15 @@ from converge.core.task import Task
 from converge.core.tools import ToolRegistry
 from converge.errors import PolicyViolation, ValidationError
 from converge.network.local import LocalNetwork
+from converge.runtime._arguments import check_type, describe
 from converge.runtime.tools import SafeTools
 
 __all__ = ["StandardExecutor", "sign_and_send"]
 
 T = TypeVar("T")
+
+_VotesMapping = MutableMapping[str, list[tuple[str, str]]]
+"""Seed 001's ``votes_store``: vote id -> the ``(agent, option)`` pairs voted so far."""
 
 _COORDINATION = (
     SubmitBid,
@@ -100,7 +114,9 @@ class StandardExecutor:
             ``ToolRegistry`` is wrapped in one that allows everything (the runtime has already
             checked the agent's policy and limits) with the default timeout.
         negotiation_protocol: runs ``Propose``, ``AcceptProposal`` and ``RejectProposal``.
-        votes_store: the ballots ``Vote`` decisions are cast on.
+        votes_store: where ``Vote`` decisions are cast: a ``Consensus`` (its ballots), or seed
+            001's plain mapping ``vote id -> [(agent, option)]`` that each vote is appended to
+            (one per agent and vote id; see the module's docstring).
         delegation_protocol: runs ``Delegate``/``RevokeDelegation``; when given, every other
             decision needs the agent's authority for it (``require(did, action)``), where the
             action is the decision's tag (``invoke_tool:<tool>`` for tools).
@@ -109,6 +125,11 @@ class StandardExecutor:
             the agent and submitted to it. The mapping is read at each bid, so a requester may
             add its auctions as it opens them.
         clock: the time source (message timestamps).
+
+    Raises:
+        ValidationError: an argument of the wrong type (``field`` names it); a ``votes_store``
+            that is neither a ``Consensus`` nor a mutable mapping of lists of
+            ``(agent, option)`` pairs.
     """
 
     def __init__(
@@ -119,11 +140,20 @@ class StandardExecutor:
         pools: PoolManager | None = None,
         tools: ToolRegistry | SafeTools | None = None,
         negotiation_protocol: NegotiationProtocol | None = None,
-        votes_store: Consensus | None = None,
+        votes_store: Consensus | _VotesMapping | None = None,
         delegation_protocol: DelegationProtocol | None = None,
         bidding_protocols: Mapping[str, BiddingProtocol] | None = None,
         clock: Clock = system_clock,
     ) -> None:
+        check_type(network, LocalNetwork, "network")
+        check_type(tasks, TaskManager, "tasks")
+        check_type(pools, PoolManager, "pools")
+        check_type(tools, (ToolRegistry, SafeTools), "tools")
+        check_type(negotiation_protocol, NegotiationProtocol, "negotiation_protocol")
+        check_type(delegation_protocol, DelegationProtocol, "delegation_protocol")
+        _check_bidding(bidding_protocols)
+        check_type(clock, Clock, "clock", optional=False)
+        self._ballots = _ballots(votes_store)
         self.network = network
         self.bidding_protocols = bidding_protocols
         self.delegation_protocol = delegation_protocol
@@ -240,8 +270,8 @@ class StandardExecutor:
                     f"no bidding protocol runs auction {decision.auction_id!r} for this executor"
                 )
             return await protocol.bid(agent.identity, decision, capabilities=agent.capabilities)
-        if isinstance(decision, Vote) and self.votes_store is not None:
-            return await self.votes_store.vote(did, decision.ballot_id, decision.choice)
+        if isinstance(decision, Vote) and self._ballots is not None:
+            return await self._ballots.vote(did, decision.ballot_id, decision.choice)
         if isinstance(decision, _COORDINATION):
             tag = type(decision).__struct_config__.tag
             raise PolicyViolation(
@@ -284,6 +314,91 @@ class StandardExecutor:
         if token is None:
             raise PolicyViolation(f"{did} has no claim on task {task_id} through this executor")
         return token
+
+
+class _MappingBallots:
+    """Seed 001's plain ``votes_store``: votes appended to ``vote id -> [(agent, option)]``."""
+
+    def __init__(self, votes: _VotesMapping) -> None:
+        self.votes = votes
+
+    async def vote(self, voter: str, ballot_id: str, option: str) -> list[tuple[str, str]]:
+        """Append ``(voter, option)`` to the vote's list; returns the list.
+
+        Raises:
+            BallotRefused: ``voter`` voted on ``ballot_id`` already (``already_voted``).
+        """
+        cast = self.votes.setdefault(ballot_id, [])
+        # No await between the check and the append: two runtimes sharing this executor cannot
+        # both pass the check for one agent.
+        for agent, chosen in cast:
+            if agent == voter:
+                raise BallotRefused(
+                    f"{voter} voted on {ballot_id!r} already (for {chosen!r})",
+                    ballot_id=ballot_id,
+                    agent_id=voter,
+                    act="vote",
+                    reason="already_voted",
+                )
+        cast.append((voter, option))
+        return cast
+
+
+def _ballots(votes_store: object) -> Consensus | _MappingBallots | None:
+    """What ``Vote`` decisions are cast on, from the ``votes_store`` given."""
+    if votes_store is None or isinstance(votes_store, Consensus):
+        return votes_store
+    hint = (
+        "a Consensus (converge.coordination.Consensus(store)), or a plain mutable mapping "
+        "vote id -> [(agent, option)] such as {}"
+    )
+    if not isinstance(votes_store, MutableMapping):
+        raise ValidationError(
+            f"votes_store must be {hint}, not {describe(votes_store)}", field="votes_store"
+        )
+    for vote_id, cast in votes_store.items():
+        where = f"votes_store[{vote_id!r}]"
+        if not isinstance(vote_id, str):
+            raise ValidationError(
+                f"votes_store's vote ids must be strings, not {describe(vote_id)}; votes_store "
+                f"is {hint}",
+                field=where,
+            )
+        if not isinstance(cast, MutableSequence) or not all(_is_pair(v) for v in cast):
+            raise ValidationError(
+                f"{where} must be a list of (agent, option) pairs of strings, not "
+                f"{describe(cast)}; votes_store is {hint}",
+                field=where,
+            )
+    return _MappingBallots(votes_store)
+
+
+def _is_pair(vote: object) -> bool:
+    return (
+        isinstance(vote, tuple)
+        and len(vote) == 2
+        and isinstance(vote[0], str)
+        and isinstance(vote[1], str)
+    )
+
+
+def _check_bidding(protocols: object) -> None:
+    if protocols is None:
+        return
+    if not isinstance(protocols, Mapping):
+        raise ValidationError(
+            'bidding_protocols must be a mapping auction id -> BiddingProtocol ("*": any '
+            f"auction), not {describe(protocols)}",
+            field="bidding_protocols",
+        )
+    for auction_id, protocol in protocols.items():
+        where = f"bidding_protocols[{auction_id!r}]"
+        if not isinstance(auction_id, str):
+            raise ValidationError(
+                f"bidding_protocols' auction ids must be strings, not {describe(auction_id)}",
+                field=where,
+            )
+        check_type(protocol, BiddingProtocol, where, optional=False)
 
 
 def _action(decision: Decision) -> str:
