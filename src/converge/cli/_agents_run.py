@@ -39,7 +39,7 @@ from converge.core.message import Message
 from converge.core.task import Task
 from converge.errors import ConflictError, StateError, ValidationError
 
-__all__ = ["build_agent", "run_agents"]
+__all__ = ["AgentHost", "build_agent", "build_agents", "run_agents"]
 
 _WAKE = "converge.board_worker.more"
 
@@ -73,7 +73,15 @@ class _BoardWorker(Agent):
         return decisions
 
 
-def build_agent(spec: AgentSpec, source: str) -> Agent:
+def build_agents(
+    config: AgentsConfig, *, create_keys: bool = True
+) -> list[tuple[AgentSpec, Agent]]:
+    """Every agent of ``config``, built (``ValidationError`` with file and line); with
+    ``create_keys=False`` a missing key file is left to be created on the first start."""
+    return [(spec, build_agent(spec, config.source, create_keys)) for spec in config.agents]
+
+
+def build_agent(spec: AgentSpec, source: str, create_keys: bool = True) -> Agent:
     """The agent ``spec`` names, with its name, key and capabilities applied."""
     from converge.core.capability import CapabilitySet
     from converge.orchestration._agents import _import
@@ -113,7 +121,8 @@ def build_agent(spec: AgentSpec, source: str) -> Agent:
             line=spec.line,
         )
     if spec.key is not None:
-        agent.identity = _identity(spec, source)
+        if create_keys or spec.key.exists():
+            agent.identity = _identity(spec, source)
     if spec.capabilities is not None:
         try:
             agent.capabilities = CapabilitySet(spec.capabilities)
@@ -141,14 +150,94 @@ def _identity(spec: AgentSpec, source: str) -> Identity:
         ) from None
 
 
+class AgentHost:
+    """The runtimes of an agents file, over coordination services shared with their host:
+    ``start()`` creates the file's pools (joining them if they exist), joins each agent to its
+    pools and starts its runtime; ``stop(reason)`` stops those still running, in reverse start
+    order. ``converge agents run`` hosts them alone; ``converge run --agents`` beside a run.
+    """
+
+    def __init__(
+        self,
+        config: AgentsConfig,
+        agents: list[tuple[AgentSpec, Agent]],
+        *,
+        network: Any,
+        tasks: Any,
+        pools: Any,
+        discovery: Any,
+        executor: Any,
+        echo: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.agents = agents
+        self.network = network
+        self.tasks = tasks
+        self.pools = pools
+        self.discovery = discovery
+        self.executor = executor
+        self.echo = echo
+        self.started: list[tuple[str, Any]] = []
+        """(agent name, runtime) in start order."""
+        self.ended: dict[str, tuple[str, bool]] = {}
+        """Agents whose runtime ended on its own: why, and whether it failed."""
+        self._stopped: set[str] = set()
+
+    def by_name(self) -> dict[str, Agent]:
+        """The agents by their name in the file."""
+        return {spec.name: agent for spec, agent in self.agents}
+
+    async def start(self) -> None:
+        """Create the pools and start every agent's runtime (stopping those already started if
+        one cannot start)."""
+        from converge.runtime import AgentRuntime
+
+        await _ensure_pools(self.pools, self.config.pools)
+        tokens = {p.id: os.environ.get(p.token_env or "", "") for p in self.config.pools}
+        try:
+            for spec, agent in self.agents:
+                for pool_id in spec.pools:
+                    await self.pools.join_pool(
+                        agent.did,
+                        pool_id,
+                        {"token": tokens[pool_id]} if tokens[pool_id] else None,
+                        capabilities=agent.capabilities,
+                    )
+                runtime = AgentRuntime(
+                    agent,
+                    network=self.network,
+                    tasks=self.tasks,
+                    pools=self.pools,
+                    discovery=self.discovery,
+                    executor=self.executor,
+                    max_batch=spec.max_batch,
+                    max_consecutive_failures=spec.max_consecutive_failures,
+                    limits=spec.limits,
+                    policy=spec.policy,
+                )
+                runtime.start()
+                self.started.append((spec.name, runtime))
+                self.echo(f"agent {spec.name} started ({agent.did})")
+        except BaseException:
+            await self.stop("shutdown")
+            raise
+
+    async def stop(self, reason: str) -> None:
+        """Stop every runtime that has not ended on its own, newest first."""
+        for name, runtime in reversed(self.started):
+            if name not in self.ended and name not in self._stopped:
+                self._stopped.add(name)
+                await _stop(name, runtime, self.echo, reason)
+
+
 async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], None]) -> None:
     """Run the agents of ``config`` until SIGINT or SIGTERM, then stop them and close the store."""
     from converge.cli._run import open_store
-    from converge.coordination import DiscoveryService, PoolManager, TaskManager
+    from converge.coordination import Consensus, DiscoveryService, PoolManager, TaskManager
     from converge.network import LocalNetwork
-    from converge.runtime import AgentRuntime, StandardExecutor
+    from converge.runtime import StandardExecutor
 
-    agents = [(spec, build_agent(spec, config.source)) for spec in config.agents]
+    agents = build_agents(config)  # a bad reference is found before the store is opened
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -158,42 +247,27 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
             network = LocalNetwork()
             board = TaskManager(store)
             pools = PoolManager(store)
-            discovery = DiscoveryService(store)
-            executor = StandardExecutor(network=network, tasks=board, pools=pools)
-            await _ensure_pools(pools, config.pools)
-            tokens = {p.id: os.environ.get(p.token_env or "", "") for p in config.pools}
-            started: list[tuple[str, AgentRuntime]] = []
-            ended: dict[str, tuple[str, bool]] = {}
+            # Votes cast here go on the store's ballots, wherever they were opened.
+            executor = StandardExecutor(
+                network=network, tasks=board, pools=pools, votes_store=Consensus(store)
+            )
+            host = AgentHost(
+                config,
+                agents,
+                network=network,
+                tasks=board,
+                pools=pools,
+                discovery=DiscoveryService(store),
+                executor=executor,
+                echo=echo,
+            )
             try:
-                for spec, agent in agents:
-                    for pool_id in spec.pools:
-                        await pools.join_pool(
-                            agent.did,
-                            pool_id,
-                            {"token": tokens[pool_id]} if tokens[pool_id] else None,
-                            capabilities=agent.capabilities,
-                        )
-                    runtime = AgentRuntime(
-                        agent,
-                        network=network,
-                        tasks=board,
-                        pools=pools,
-                        discovery=discovery,
-                        executor=executor,
-                        max_batch=spec.max_batch,
-                        max_consecutive_failures=spec.max_consecutive_failures,
-                        limits=spec.limits,
-                        policy=spec.policy,
-                    )
-                    runtime.start()
-                    started.append((spec.name, runtime))
-                    echo(f"agent {spec.name} started ({agent.did})")
-                ended = await _until_stopped(stop, started, echo)
+                await host.start()
+                host.ended = await _until_stopped(stop, host.started, echo)
             finally:
-                for name, runtime in reversed(started):
-                    if name not in ended:
-                        # A signal, or the command ending early (a later agent could not start).
-                        await _stop(name, runtime, echo, "signal" if stop.is_set() else "shutdown")
+                # A signal, or the command ending early (a later agent could not start).
+                await host.stop("signal" if stop.is_set() else "shutdown")
+        started, ended = host.started, host.ended
         echo(f"stopped {len(started)} agent(s); store {cfg.store} closed")
         failed = [f"{name} {why}" for name, (why, broke) in ended.items() if broke]
         if started and len(ended) == len(started) and failed:

@@ -27,6 +27,15 @@ StoreOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+AgentsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--agents",
+        help="An agents file (as for `converge agents run`) whose agents run in this process "
+        "beside the run: tender providers, consensus voters, board workers, team members.",
+        show_default=False,
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -59,8 +68,12 @@ def run(
             show_default=False,
         ),
     ] = None,
+    agents: AgentsOpt = None,
 ) -> None:
     """Run a graph on the embedded store, with live progress; print its result and run id.
+
+    Nodes that coordinate (board, tender, consensus, team) get the store's task board, pools,
+    ballots and the engine's bidding; --agents starts an agents file's agents beside the run.
 
     Example: [bold]converge run review.yaml --input source_code=@app.py[/]
     """
@@ -71,6 +84,7 @@ def run(
     graph = graph.resolve()
     inputs = parse_inputs(input_ or [])
     nodes = [n.id for n in guard(lambda: load(graph)).nodes]
+    config = _agents_file(agents)
     provider = None
     if otel is not None:
         if otel not in ("console", "otlp"):
@@ -81,7 +95,9 @@ def run(
     try:
         with Progress(nodes, log_format=cfg.log_format) as progress:
             outcome = _interruptible(
-                lambda: run_async(start_run(cfg, graph, inputs, run_id, progress.event, provider)),
+                lambda: run_async(
+                    start_run(cfg, graph, inputs, run_id, progress.event, provider, config, _err)
+                ),
                 run_id,
             )
     finally:
@@ -102,8 +118,12 @@ def resume(
     ] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
+    agents: AgentsOpt = None,
 ) -> None:
     """Continue a run that paused for an answer, was interrupted or cancelled.
+
+    Refused while the process that runs it is alive. --agents starts an agents file's agents
+    beside the run, as for `converge run`.
 
     Example: [bold]converge resume 01J… --answer approved[/]
     """
@@ -114,9 +134,11 @@ def resume(
     value = None if answer is None else parse_value(answer)
     path = graph.resolve() if graph is not None else guard(lambda: run_async(graph_of(cfg, run_id)))
     nodes = [n.id for n in guard(lambda: load(path)).nodes]
+    config = _agents_file(agents)
     with Progress(nodes, log_format=cfg.log_format) as progress:
         outcome, _ = _interruptible(
-            lambda: run_async(resume_run(cfg, run_id, path, value, progress.event)), run_id
+            lambda: run_async(resume_run(cfg, run_id, path, value, progress.event, config, _err)),
+            run_id,
         )
     _report(outcome, as_json)
 
@@ -196,18 +218,46 @@ def show(
     _show_table(found)
 
 
-def validate(graph: Annotated[Path, typer.Argument(help="The graph's YAML file.")]) -> None:
+def validate(
+    graph: Annotated[Path, typer.Argument(help="The graph's YAML file.")],
+    agents: AgentsOpt = None,
+) -> None:
     """Check a graph file: print [bold]ok[/], or [bold]file:line: message[/] and exit 2.
 
-    Example: [bold]converge validate review.yaml[/]
+    Then, for each node that coordinates (board, tender, consensus, team), which services it
+    needs and whether `converge run` (with --agents, if given) provides them and who does its
+    work.
+
+    Example: [bold]converge validate review.yaml --agents agents.yaml[/]
     """
     from converge.cli._run import load
+    from converge.cli._services import explain
 
-    guard(lambda: load(graph))
+    loaded = guard(lambda: load(graph))
+    config = _agents_file(agents)
+    if config is not None:
+        from converge.cli._agents_run import build_agents
+
+        guard(lambda: build_agents(config, create_keys=False))  # references import, keys load
     typer.echo("ok")
+    for line in explain(loaded, config):
+        typer.echo(line)
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def _agents_file(path: Path | None) -> Any:
+    """The agents file at ``path``, read and checked (exit 2 with file and line), or None."""
+    if path is None:
+        return None
+    from converge.cli._agents_config import load_agents_config
+
+    return guard(lambda: load_agents_config(path.resolve()))
+
+
+def _err(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def _interruptible(fn: Any, run_id: str | None) -> Any:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from converge.cli._config import Settings, fail
 
 if TYPE_CHECKING:
+    from converge.cli._agents_config import AgentsConfig
     from converge.orchestration import Engine, Graph
     from converge.store import SQLiteStore
 
@@ -37,6 +38,10 @@ __all__ = ["Outcome", "parse_inputs", "parse_value", "resume_run", "start_run"]
 RUN_KEY = "cli/run/"
 CANCEL_KEY = "cli/cancel/"
 POLL_SECONDS = 0.2
+
+
+def _quiet(line: str) -> None:
+    """Say nothing (the default for the agents' start and stop lines)."""
 
 
 class Outcome:
@@ -114,9 +119,14 @@ async def start_run(
     run_id: str | None,
     listener: Callable[[str, str | None, dict[str, Any]], None],
     tracer_provider: Any = None,
+    agents: AgentsConfig | None = None,
+    echo: Callable[[str], None] = _quiet,
 ) -> Outcome:
     """Run the graph at ``graph_path``, feeding its events to ``listener`` (and to an
-    ``OTelListener`` on ``tracer_provider`` when one is given)."""
+    ``OTelListener`` on ``tracer_provider`` when one is given), with the coordination services
+    its nodes need on the store and the agents of ``agents`` running beside it
+    (``_services``)."""
+    from converge.cli._services import run_services
     from converge.core.ids import new_id
     from converge.errors import ValidationError
     from converge.orchestration import Engine
@@ -143,12 +153,16 @@ async def start_run(
             from converge.observability.otel import OTelListener
 
             listeners.append(OTelListener(tracer_provider))
-        async with Engine(
-            store,
-            id_factory=lambda: next(ids, None) or new_id(),
-            listeners=listeners,
-            lease=lease_policy(cfg),
-        ) as engine:
+        async with (
+            run_services(cfg, store, graph, agents, echo) as services,
+            Engine(
+                store,
+                id_factory=lambda: next(ids, None) or new_id(),
+                listeners=listeners,
+                lease=lease_policy(cfg),
+                services=services,
+            ) as engine,
+        ):
 
             async def drive() -> Outcome:
                 outcome = Outcome(run_id, "cancelled", {})
@@ -176,9 +190,13 @@ async def resume_run(
     graph_path: Path | None,
     answer: Any,
     listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+    agents: AgentsConfig | None = None,
+    echo: Callable[[str], None] = _quiet,
 ) -> tuple[Outcome, Path]:
     """Continue run ``run_id`` (``answer`` answers its open question); ``listener`` first hears
-    the passes that finished before, then the continuation's events as they happen."""
+    the passes that finished before, then the continuation's events as they happen. The run
+    gets the services and agents ``start_run`` gives it."""
+    from converge.cli._services import run_services
     from converge.core.clock import system_clock
     from converge.errors import ValidationError
     from converge.orchestration import Engine, RunFailed
@@ -201,7 +219,10 @@ async def resume_run(
             for ev in await store.read(trace_id=run_id, kinds=("node.done",)):
                 if ev.subject == run_id:
                     listener(ev.kind, ev.data.get("node"), ev.data)
-        async with Engine(store, lease=lease_policy(cfg)) as engine:
+        async with (
+            run_services(cfg, store, graph, agents, echo) as services,
+            Engine(store, lease=lease_policy(cfg), services=services) as engine,
+        ):
 
             async def drive() -> Outcome:
                 try:

@@ -49,6 +49,7 @@ from converge.errors import ConvergeError, OrchestrationError, TaskConflict, Val
 from converge.orchestration._context import NodeContext
 from converge.orchestration._refs import MISSING
 from converge.orchestration.kinds import KindContext, register_kind
+from converge.orchestration.services import Needs
 
 if TYPE_CHECKING:
     from converge.coordination.task_manager import TaskManager
@@ -161,6 +162,10 @@ class BoardTask:
             max_attempts=self.max_attempts,
             trace_id=ctx.run_id,
         )
+
+    def needs(self) -> Needs:
+        """The task board; its workers may run anywhere that shares the store."""
+        return Needs("board", ("tasks",), "workers", across_processes=True)
 
     def __repr__(self) -> str:
         opts = [f"pool={self.pool!r}"] if self.pool else []

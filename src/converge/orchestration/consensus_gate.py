@@ -42,6 +42,7 @@ from converge.errors import ConflictError, TransportError, ValidationError
 from converge.orchestration._context import NodeContext
 from converge.orchestration._refs import MISSING, Halt
 from converge.orchestration.kinds import KindContext, register_kind
+from converge.orchestration.services import Needs
 
 __all__ = ["ConsensusGate"]
 
@@ -217,6 +218,13 @@ class ConsensusGate:
                     continue
             # Every vote is an event: wake on the next one (or at the deadline) and look again.
             await store.wait_for_events(seen, timeout=left)
+
+    def needs(self) -> Needs:
+        """Ballots, the engine's identity and network (and pools to find the voters); voters
+        are asked by message, so they run in the engine's process (until messages cross
+        processes)."""
+        pools = ("pools",) if self.pool is not None else ()
+        return Needs("consensus", ("consensus", "identity", "network", *pools), "voters")
 
     def __repr__(self) -> str:
         who = f"pool={self.pool!r}" if self.pool is not None else f"voters={self.voters!r}"

@@ -5,11 +5,19 @@ ballot box, a team node the pool to pick from and the trust model to weigh by. T
 *what* a node does (``kind: tender``, ``pool: writers``…); the engine's ``Services`` say *with
 what*, so one graph runs unchanged against an in-memory test setup or a shared store.
 Every field is optional; a node kind that needs a missing one fails with an error naming it.
+
+A node kind says what it needs with a ``needs()`` method returning ``Needs``: the services, and
+who beside the engine does its work (a board node's workers, a tender's providers, a consensus
+gate's voters). ``needs_of(graph)`` collects them for every node, subgraphs included, so a host
+(the command line) builds only what a graph uses and ``converge validate`` can say who provides
+what.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from converge.errors import ValidationError
 
@@ -24,7 +32,61 @@ if TYPE_CHECKING:
     from converge.network.local import LocalNetwork
     from converge.policy.trust import TrustModel
 
-__all__ = ["Services"]
+__all__ = ["Needs", "Services", "needs_of"]
+
+SERVICES = (
+    "identity",
+    "network",
+    "pools",
+    "tasks",
+    "discovery",
+    "trust",
+    "bidding",
+    "consensus",
+    "agents",
+    "memory",
+)
+"""The services by name, as ``Services`` has them."""
+
+
+class Needs(msgspec.Struct, frozen=True):
+    """What one node needs of the engine's services, and who does its work."""
+
+    kind: str
+    """The node's kind (``board``, ``tender``…)."""
+    services: tuple[str, ...]
+    """The ``Services`` fields it uses."""
+    participants: str = ""
+    """Who beside the engine does its work (``workers``, ``providers``, ``voters``,
+    ``members``); empty: nobody."""
+    across_processes: bool = False
+    """Whether those participants may run in another process sharing the store (the task board
+    crosses processes through the store; messages do not yet)."""
+
+
+def needs_of(graph: Any) -> list[tuple[str, Needs]]:
+    """``(node id, Needs)`` of every node of ``graph`` that needs a service, in node order;
+    nodes of a subgraph are named ``node/child``. A graph with ``grants`` needs ``memory``."""
+    found: list[tuple[str, Needs]] = []
+    _collect(graph, "", found, set())
+    return found
+
+
+def _collect(graph: Any, prefix: str, found: list[tuple[str, Needs]], seen: set[int]) -> None:
+    if id(graph) in seen:  # a graph nested in itself is refused when compiled; do not loop
+        return
+    seen.add(id(graph))
+    if getattr(graph, "grants", None):
+        found.append((prefix.rstrip("/") or graph.name, Needs("grants", ("memory",))))
+    agents = getattr(graph, "agents", {})
+    for node in graph.nodes:
+        agent = agents.get(node.agent, node.agent)
+        needs = getattr(agent, "needs", None)
+        if callable(needs):
+            found.append((prefix + node.id, needs()))
+        child = getattr(agent, "graph", None)
+        if child is not None and hasattr(child, "nodes"):
+            _collect(child, f"{prefix}{node.id}/", found, seen)
 
 
 class Services:

@@ -49,6 +49,7 @@ from converge.errors import ValidationError
 from converge.orchestration._agents import NodeAgent, _import, resolve_agent
 from converge.orchestration._context import NodeContext
 from converge.orchestration.kinds import KindContext, register_kind
+from converge.orchestration.services import Needs
 
 __all__ = ["Team"]
 
@@ -218,6 +219,19 @@ class Team:
             return False
         offered = await discovery.capabilities_of(did)
         return offered is not None and self.capability in offered
+
+    def needs(self) -> Needs:
+        """Pools and trust as its options use them; members that are not bound to the graph
+        come from ``Services.agents`` (they run in the engine's process)."""
+        services: list[str] = []
+        if self.pool is not None:
+            services += ["pools", "agents"]
+        elif any(self.agents.get(name) is None for name in self.members):
+            services.append("agents")
+        weighted = self.resolution is ConflictStrategy.TRUST_WEIGHTED
+        if weighted or self.min_trust is not None or self.size is not None:
+            services.append("trust")
+        return Needs("team", tuple(services), "members" if "agents" in services else "")
 
     def __repr__(self) -> str:
         who = f"pool={self.pool!r}" if self.pool is not None else f"members={self.members!r}"

@@ -42,6 +42,7 @@ from converge.errors import ConvergeError, OrchestrationError, ValidationError
 from converge.orchestration._agents import NodeAgent, call_kwargs, resolve_agent
 from converge.orchestration._context import NodeContext
 from converge.orchestration.kinds import KindContext, register_kind
+from converge.orchestration.services import Needs
 from converge.protocol.objects import Constraints, Intent, TaskDone
 
 __all__ = ["NoBids", "Tender", "TenderFailed"]
@@ -174,6 +175,11 @@ class Tender:
         if not isinstance(currency, str) or not currency:
             raise _bad("currency", f"is a currency code, not {currency!r}")
         self.currency = currency
+
+    def needs(self) -> Needs:
+        """The engine's bidding protocol and identity; its providers answer by message, so
+        they run in the engine's process (until messages cross processes)."""
+        return Needs("tender", ("bidding", "identity"), "providers")
 
     def __repr__(self) -> str:
         return f"Tender({self.capability!r}, pool={self.pool!r}, strategy={self.strategy!r})"
