@@ -225,6 +225,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "report_progress",
         "task_start_of",
         "Ballot",
+        "BallotClosed",
         "BallotRefused",
         "BallotResult",
         "BallotState",
