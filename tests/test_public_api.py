@@ -233,6 +233,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "report_progress",
         "task_start_of",
         "Ballot",
+        "BallotClosed",
         "BallotRefused",
         "BallotResult",
         "BallotState",

@@ -9,7 +9,8 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     │   ├── (agents.StructuredOutputError: a model's structured answer stayed invalid)
     │   └── (orchestration._expr.ExpressionSyntaxError: a `when:` condition that does not parse)
     ├── StateError                            an operation the current state does not allow
-    │   ├── InvalidTransition                 a task moved between two states the table forbids
+    │   ├── InvalidTransition                 a move between two states the table forbids
+    │   │   └── (coordination.consensus.BallotClosed: a vote on a ballot already closed)
     │   ├── (orchestration.RunOwned: resume of a run that a live process is executing)
     │   └── (coordination.negotiation.ProposalSuperseded: answered a proposal already replaced)
     ├── ProtocolError                         a malformed or untrustworthy protocol object
@@ -144,11 +145,19 @@ class InvalidTransition(StateError):
         subject: id of the object, when known.
     """
 
-    def __init__(self, from_state: object, to_state: object, *, subject: str | None = None) -> None:
+    def __init__(
+        self,
+        from_state: object,
+        to_state: object,
+        *,
+        subject: str | None = None,
+        message: str | None = None,
+    ) -> None:
         a = getattr(from_state, "value", from_state)
         b = getattr(to_state, "value", to_state)
         who = f" for {subject}" if subject else ""
-        super().__init__(f"invalid transition{who}: {a} -> {b}")
+        # A subclass that knows why the move is forbidden says so in its own words.
+        super().__init__(message or f"invalid transition{who}: {a} -> {b}")
         self.from_state = from_state
         self.to_state = to_state
         self.subject = subject

@@ -164,4 +164,4 @@ def test_tender_and_consensus_nodes_get_their_agents_from_an_agents_file(tmp_pat
     code, out, err = invoke("trace", "m1", "--store", str(db), "--format", "json")
     assert code == 0, err
     kinds = {obj["type"] for obj in json.loads(out)["coordination"]}
-    assert "intent" in kinds
+    assert {"intent", "offer", "award", "receipt", "ballot", "vote"} <= kinds

@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 
 from converge.cli import app
 from converge.observability.log_format import JsonFormatter
+from converge.orchestration import ConsensusGate, Engine
 from converge.protocol import Event
 from converge.store import SQLiteStore
 from tests.observability._runs import add_coordination, failing_run, subgraph_run
+from tests.orchestration.test_consensus_gate import POOL, council, gated, votes
 
 runner = CliRunner()
 
@@ -71,6 +73,51 @@ def test_trace_tree_mermaid_dot_and_html(run: tuple[Path, str], tmp_path: Path) 
     assert f"wrote {page}" in err
     text = page.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.count("class='node'") == 6
+
+
+@pytest.fixture
+async def gate_run(tmp_path: Path) -> tuple[Path, str, list[str]]:
+    """A run whose node ``vote`` is a consensus gate three voters pass unanimously."""
+    path = tmp_path / "gate.db"
+    voters = votes("yes", "yes", "yes")
+    async with await SQLiteStore.open(path) as store, council(store, voters) as services:
+        gate = ConsensusGate(POOL, rule="unanimity")
+        result = await Engine(store, services=services).execute(gated(gate, []), {"amount": 4})
+    return path, result.run_id, [v.did for v in voters]
+
+
+def test_every_format_shows_the_gate_s_ballot_and_each_vote(
+    gate_run: tuple[Path, str, list[str]], tmp_path: Path
+) -> None:
+    path, run_id, voters = gate_run
+    ballot_id = f"gate/{run_id}/vote/1"
+    code, out, _ = invoke("trace", run_id, "--store", str(path), "--format", "json")
+    assert code == 0
+    objects = json.loads(out)["coordination"]
+    assert [(o["type"], o["id"], o["node"]) for o in objects if o["type"] == "ballot"] == [
+        ("ballot", ballot_id, "vote")
+    ]
+    assert sorted((o["detail"]["voter"], o["node"]) for o in objects if o["type"] == "vote") == [
+        (did, "vote") for did in sorted(voters)
+    ]
+    code, out, _ = invoke("trace", run_id, "--store", str(path))  # the tree
+    assert code == 0
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "vote [" in line)  # the gate's node
+    under = lines[at + 1 : at + 5]
+    assert sum("ballot " in line and "(winner yes)" in line for line in under) == 1
+    assert sum("vote " in line and "(option yes)" in line for line in under) == 3
+    code, out, _ = invoke("trace", run_id, "--store", str(path), "-f", "mermaid")
+    assert code == 0 and out.count("n_vote -.- c_") == 4
+    code, out, _ = invoke("trace", run_id, "--store", str(path), "-f", "dot")
+    assert code == 0 and out.count("n_vote -> c_") == 4
+    page = tmp_path / "gate.html"
+    code, _, _ = invoke("trace", run_id, "--store", str(path), "-f", "html", "-o", str(page))
+    assert code == 0
+    text = page.read_text(encoding="utf-8")
+    data = text.split("id='trace-data'>", 1)[1].split("</script>", 1)[0]
+    embedded = json.loads(data)["coordination"]
+    assert sorted(o["type"] for o in embedded if o["node"] == "vote") == ["ballot", *["vote"] * 3]
 
 
 def test_trace_of_unknown_run_or_store_is_bad_input(run: tuple[Path, str], tmp_path: Path) -> None:

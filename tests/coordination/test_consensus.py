@@ -15,6 +15,7 @@ from converge.coordination import _consensus_core as core
 from converge.coordination.consensus import (
     BALLOT_TRANSITIONS,
     Ballot,
+    BallotClosed,
     BallotRefused,
     BallotResult,
     BallotState,
@@ -94,11 +95,28 @@ async def test_majority_of_the_eligible_closes_the_ballot_when_reached(
     assert result == closed.result
     assert (result.decided, result.winner, result.final) == (True, "yes", True)
     assert (counts(result), result.eligible, len(result.voted)) == ({"yes": 3, "no": 1}, 5, 4)
-    with pytest.raises(InvalidTransition) as info:
+    # A late vote on the ballot that closed itself: refused as BallotClosed, saying when and
+    # how it closed (an InvalidTransition CLOSED -> OPEN still, for those who catch that).
+    with pytest.raises(BallotClosed) as late:
         await consensus.vote(E, ballot.id, "no")
-    assert info.value.from_state is BallotState.CLOSED
+    assert isinstance(late.value, InvalidTransition)
+    assert (late.value.from_state, late.value.to_state) == (BallotState.CLOSED, BallotState.OPEN)
+    assert (late.value.ballot_id, late.value.agent_id) == (ballot.id, E)
+    assert (late.value.closed_at, late.value.cause, late.value.outcome) == (
+        closed.closed_at,
+        "settled",
+        "yes",
+    )
+    assert str(late.value) == (
+        f"ballot {ballot.id} closed at 2027-01-15T08:00:00.000000Z (a vote settled it) with "
+        f"outcome 'yes': {E}'s vote is not counted"
+    )
+    assert "closed -> open" not in str(late.value)
     kinds = [e.kind for e in await events(store, ballot)]
     assert kinds == ["ballot.opened"] + ["ballot.voted"] * 4 + ["ballot.closed", "ballot.refused"]
+    [refusal] = await events(store, ballot, "ballot.refused")
+    assert refusal.data["reason"] == str(late.value)
+    assert (refusal.data["code"], refusal.data["error"]) == ("closed", "BallotClosed")
     [closed_event] = await events(store, ballot, "ballot.closed")
     assert closed_event.data["cause"] == "settled"
     assert closed_event.data["result"]["winner"] == "yes"
@@ -291,7 +309,15 @@ async def test_every_refusal_is_an_event_with_a_reason_and_changes_nothing_else(
     await refused(consensus.vote(A, ballot.id, "b"), BallotRefused, "already_voted")
     unknown = await refused(consensus.vote(B, ballot.id, "c"), ValidationError, "unknown_option")
     assert isinstance(unknown, ValidationError) and unknown.field == "option"
-    await refused(consensus.vote(B, closed.id, "a"), InvalidTransition, "closed", closed.id)
+    shut = await refused(consensus.vote(B, closed.id, "a"), BallotClosed, "closed", closed.id)
+    assert isinstance(shut, InvalidTransition) and isinstance(shut, BallotClosed)
+    assert (shut.ballot_id, shut.agent_id, shut.cause, shut.outcome) == (
+        closed.id,
+        B,
+        "opener",
+        None,
+    )
+    assert "its opener closed it) with outcome none (nothing was decided)" in str(shut)
     not_opener = await refused(consensus.close(ballot.id, actor=B), BallotRefused, "not_opener")
     assert isinstance(not_opener, BallotRefused) and not_opener.act == "close"
     clock.advance(60)

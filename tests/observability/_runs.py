@@ -103,9 +103,11 @@ COORDINATION_KINDS = (
 )
 
 
-async def add_coordination(path: Path, run_id: str) -> None:
+async def add_coordination(path: Path, run_id: str, *, ballot_trace: str | None = None) -> None:
     """Append a tender round on ``analyze``, a board task on ``lint`` and a gate ballot on
-    ``review`` to the run's trace, as those nodes would have written them."""
+    ``review`` to the run's trace, as those nodes would have written them (the ballot's events
+    in ``ballot_trace`` if given: a gate before gates logged in the run's trace used the
+    ballot's id)."""
     round_id = f"tender:{run_id}/analyze/1:1"
     task_id = f"{run_id}/lint/1"
     ballot_id = f"gate/{run_id}/review/1"
@@ -123,7 +125,14 @@ async def add_coordination(path: Path, run_id: str) -> None:
         ("ballot.closed", ballot_id, {"cause": "settled", "result": {"winner": "yes"}}),
     ]
     events = [
-        Event(kind=kind, trace_id=run_id, subject=subject, data=data, at=t + i, actor="engine")
+        Event(
+            kind=kind,
+            trace_id=ballot_trace if ballot_trace and kind.startswith("ballot.") else run_id,
+            subject=subject,
+            data=data,
+            at=t + i,
+            actor="engine",
+        )
         for i, (kind, subject, data) in enumerate(rows)
     ]
     async with await SQLiteStore.open(path) as store:

@@ -87,6 +87,24 @@ async def test_coordination_objects_are_folded_and_attached_to_their_nodes(
     assert objs[("vote", "review")]["detail"]["option"] == "yes"
 
 
+async def test_a_run_stored_with_the_gate_s_ballot_in_its_own_trace_still_renders(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    run_id = await subgraph_run(path)
+    await add_coordination(path, run_id, ballot_trace=f"gate/{run_id}/review/1")
+    graph = await graph_of(path, run_id)
+    types = {o["type"] for o in graph["coordination"]}
+    assert types == {"intent", "offer", "award", "receipt", "task"}  # no ballot, no vote
+    assert "review" in {n["node_id"] for n in graph["nodes"]}
+    assert render_mermaid(graph).startswith("flowchart LR")
+    assert render_dot(graph).startswith("digraph run {")
+    assert render_html(graph).startswith("<!DOCTYPE html>")
+    console = Console(record=True, width=120)
+    console.print(render_tree(graph))
+    assert "review" in console.export_text()
+
+
 async def test_mermaid_draws_nodes_subgraph_edges_objects_and_status(
     recorded: dict[str, Any],
 ) -> None:

@@ -33,6 +33,7 @@ from converge.orchestration import (
     RetryPolicy,
     RunFailed,
     Services,
+    Subgraph,
     loads_graph,
 )
 from converge.runtime import AgentRuntime, StandardExecutor
@@ -161,6 +162,34 @@ async def test_a_board_node_is_done_by_a_worker_in_its_pool(
         4,
     )
     assert await submitted(store) == ["r1/label/1"]
+
+
+async def test_a_board_task_of_a_subgraph_is_in_the_root_run_s_trace(
+    store: Store, clock: ManualClock
+) -> None:
+    board = TaskManager(store, clock=clock)
+    outer = (
+        Graph("outer")
+        .add_node("start", lambda inputs: inputs["item"], inputs=["item"])
+        .add_node("sub", Subgraph(graph(BoardTask()), inputs={"item": "start.output"}))
+        .connect("start", "sub")
+    )
+    async with worker(board, clock=clock, capabilities=()):
+        engine = Engine(store, services=Services(tasks=board), id_factory=lambda: "r1")
+        result = await engine.execute(outer, {"item": "b"})
+        trace = await engine.trace(result.run_id)
+    assert result.output == {"published": {"label": "ITEM B", "objective": "label"}}
+    task_id = "r1/sub/1/label/1"  # the child run's node's idempotency key
+    logged = [e for e in await store.read(trace_id="r1") if e.kind.startswith("task.")]
+    assert {e.subject for e in logged} == {task_id}
+    assert [e.kind for e in logged][:1] == ["task.submitted"]
+    tasks = [o for o in trace["coordination"] if o["type"] == "task"]
+    assert [(o["id"], o["node"], o["status"]) for o in tasks] == [
+        (task_id, "sub/label", "completed")
+    ]
+    # The child run's own trace lists the task too, under its own node name.
+    child = await engine.trace("r1/sub/1")
+    assert [(o["id"], o["node"]) for o in child["coordination"]] == [(task_id, "label")]
 
 
 async def test_a_task_already_completed_is_read_not_posted_again(store: Store) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -146,6 +147,99 @@ async def test_at_its_timeout_the_gate_closes_the_ballot_with_the_votes_it_has(
     gate_out = result.outputs["vote"]
     assert (gate_out["passed"], gate_out["decided"], gate_out["final"]) == (False, False, True)
     assert len(gate_out["voted"]) == 2 and ran == []
+
+
+async def test_the_ballot_and_every_vote_are_in_the_run_s_trace(store: Store) -> None:
+    voters = votes("yes", "yes", "yes")  # unanimity settles on the last of the three
+    async with council(store, voters) as services:
+        engine = Engine(store, services=services)
+        gate = ConsensusGate(POOL, rule="unanimity")
+        result = await engine.execute(gated(gate, []), {"amount": 2})
+        trace = await engine.trace(result.run_id)
+        assert services.consensus is not None
+        ballot = await services.consensus.get(f"gate/{result.run_id}/vote/1")
+    run = result.run_id
+    assert ballot is not None and ballot.trace_id == run
+    # Logged under the run's trace id, the ballot's own id the events' subject.
+    logged = [e for e in await store.read(trace_id=run) if e.kind.startswith("ballot.")]
+    assert [e.kind for e in logged] == ["ballot.opened", *["ballot.voted"] * 3, "ballot.closed"]
+    assert {e.subject for e in logged} == {ballot.id}
+    objects = trace["coordination"]
+    assert [
+        (o["type"], o["id"], o["node"], o["status"]) for o in objects if o["type"] == "ballot"
+    ] == [("ballot", ballot.id, "vote", "closed")]
+    [ballot_row] = [o for o in objects if o["type"] == "ballot"]
+    assert (ballot_row["detail"]["winner"], ballot_row["events"]) == ("yes", 2)
+    cast = sorted(
+        (o["detail"]["voter"], o["detail"]["option"], o["node"], o["status"])
+        for o in objects
+        if o["type"] == "vote"
+    )
+    assert cast == sorted((v.did, "yes", "vote", "cast") for v in voters)
+
+
+class LateVoter(Voter):
+    """Votes ``choice`` only once the ballot it is asked about has closed without it."""
+
+    def __init__(self, seed: int, choice: str, store: Store) -> None:
+        super().__init__(seed, lambda _: choice)
+        self.ballots = Consensus(store)
+
+    async def vote_on(self, payload: dict[str, Any]) -> str:
+        store = self.ballots.store
+        while True:
+            seen = await store.last_seq()
+            ballot = await self.ballots.get(payload["ballot_id"])
+            if ballot is not None and ballot.is_closed:
+                return await super().vote_on(payload)
+            await store.wait_for_events(seen, timeout=5)
+
+
+async def test_a_late_vote_is_refused_as_ballot_closed_and_shown_in_the_trace(
+    store: Store,
+) -> None:
+    late = LateVoter(2, "no", store)
+    voters = [*votes("yes", "yes"), late]  # 2 of 3 eligible settle it before `late` votes
+    async with council(store, voters) as services:
+        engine = Engine(store, services=services)
+        result = await engine.execute(gated(ConsensusGate(POOL), []), {"amount": 3})
+        run = result.run_id
+
+        async def logged(kind: str) -> list[Any]:
+            return [e for e in await store.read(trace_id=run) if e.kind == kind]
+
+        # The late vote lands after the run: wait (woken by each event) for its refusal and
+        # for the voter's runtime to record the failed decision that follows it.
+        async with asyncio.timeout(10):
+            while True:
+                seen = await store.last_seq()
+                if await logged("decision.failed"):
+                    break
+                await store.wait_for_events(seen, timeout=5)
+        trace = await engine.trace(run)
+        failed = await logged("decision.failed")
+        refusals = await logged("ballot.refused")
+    assert result.outputs["vote"]["passed"] is True
+    [refusal] = refusals
+    reason = refusal.data["reason"]
+    assert (refusal.data["voter"], refusal.data["code"], refusal.data["error"]) == (
+        late.did,
+        "closed",
+        "BallotClosed",
+    )
+    assert reason.startswith(f"ballot gate/{run}/vote/1 closed at ")
+    assert "(a vote settled it) with outcome 'yes'" in reason
+    assert "closed -> open" not in reason
+    # The late voter's runtime heard the same: a BallotClosed, not a raw InvalidTransition.
+    assert [(e.actor, e.data["error_type"], e.data["error"]) for e in failed] == [
+        (late.did, "BallotClosed", reason)
+    ]
+    late_rows = [
+        o for o in trace["coordination"] if o["type"] == "vote" and o["status"] == "refused"
+    ]
+    assert [(o["node"], o["detail"]["voter"], o["detail"]["reason"]) for o in late_rows] == [
+        ("vote", late.did, reason)
+    ]
 
 
 async def test_a_gate_without_its_services_fails_naming_them(store: Store) -> None:

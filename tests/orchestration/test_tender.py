@@ -91,6 +91,34 @@ async def test_a_tender_awards_the_best_offer_and_the_winner_does_the_work(store
     assert kinds.index("bidding.settled") < kinds.index("node.done write")
 
 
+async def test_engine_trace_lists_the_auction_s_intent_offers_award_receipt_and_trust(
+    store: Store,
+) -> None:
+    def three(clock: Any) -> list[Provider]:
+        return [Provider(i, clock) for i in range(3)]
+
+    async with world(store, three) as w:
+        engine = Engine(store, services=w.services)
+        tender = Tender(pool=POOL, capability="write", strategy="lowest_cost", bid_window=30)
+        result = await engine.execute(graph(tender), {"topic": "t"})
+        trace = await engine.trace(result.run_id)
+    (round_,) = await rounds(w, result.run_id)
+    winner = w.providers[0].did
+    rows = {(o["type"], o["id"]): o for o in trace["coordination"]}
+    assert {o["node"] for o in rows.values()} == {"write"}  # every object is the node's
+    assert rows[("intent", round_.id)]["status"] == "awarded"
+    offers = [o for o in rows.values() if o["type"] == "offer"]
+    assert sorted(o["detail"]["provider"] for o in offers) == sorted(p.did for p in w.providers)
+    assert {o["status"] for o in offers} == {"accepted"}
+    award = rows[("award", f"{round_.id}:award")]
+    assert (award["detail"]["winner"], award["detail"]["price"]) == (winner, 10.0)
+    receipt = unseal(round_.receipt, Receipt)
+    assert rows[("receipt", receipt.id)]["detail"]["cost"] == 10.0
+    trust = rows[("trust", f"{round_.id}:{winner}")]
+    assert (trust["status"], trust["detail"]["agent"]) == ("success", winner)
+    assert [o["type"] for o in trace["coordination"]].count("trust") == 1
+
+
 @pytest.mark.parametrize(
     ("strategy", "winner", "price"),
     [("lowest_cost", 0, 10.0), ("highest_quality", N - 1, 29.0), ("first_price", 0, 10.0)],

@@ -237,7 +237,7 @@ async def test_every_update_appends_a_trust_updated_event(
         ALICE, "timeout", weight=2.0, trace_id="run-1", actor=BOB, reason="lease expired"
     )
     await model.record(ALICE, Outcome.SUCCESS)
-    await model.record(BOB, Outcome.SUCCESS)
+    await model.record(BOB, Outcome.SUCCESS, cause="tender:run-1/write/1:1")
     first, second, third = await store.read(kinds=[TRUST_UPDATED])
     assert (first.trace_id, first.actor, first.subject, first.at) == (
         "run-1",
@@ -255,6 +255,8 @@ async def test_every_update_appends_a_trust_updated_event(
     }
     assert (second.trace_id, second.actor, second.data["outcome"]) == ("trace-0", "", "success")
     assert (third.trace_id, third.subject) == ("trace-1", BOB)
+    assert "cause" not in second.data  # only when the caller names one
+    assert third.data["cause"] == "tender:run-1/write/1:1"
 
 
 async def test_the_record_and_its_event_commit_in_one_transaction(

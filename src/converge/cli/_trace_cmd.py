@@ -84,8 +84,8 @@ def trace(
 ) -> None:
     """Show a run's coordination graph as a tree, JSON, Mermaid, DOT or an HTML page.
 
-    Nodes (a subgraph's nested), agents, and the intents, offers, awards, receipts, votes and
-    tasks of the run's trace, with timings.
+    Nodes (a subgraph's nested), agents, and the intents, offers, awards, receipts, trust
+    updates, ballots, votes and board tasks of the run's trace under their nodes, with timings.
 
     Example: [bold]converge trace 01J… --format html -o run.html[/]
     """

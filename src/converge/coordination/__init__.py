@@ -21,6 +21,7 @@ from converge.coordination.bidding import (
 )
 from converge.coordination.consensus import (
     Ballot,
+    BallotClosed,
     BallotRefused,
     BallotResult,
     BallotState,
@@ -73,6 +74,7 @@ __all__ = [
     "AuctionClosed",
     "Award",
     "Ballot",
+    "BallotClosed",
     "BallotRefused",
     "BallotResult",
     "BallotState",

@@ -25,8 +25,8 @@ Events (trace: the round's; subject: the auction id), ``data``:
 
 A settled receipt carries both signatures; a disputed one only the executor's (the requester
 never countersigns an output it refused). The winner's trust is recorded (``trust.updated``, same
-trace) after the round's own unit of work: a crash between the two loses that one update, never
-the receipt.
+trace, ``cause`` the round's id) after the round's own unit of work: a crash between the two
+loses that one update, never the receipt.
 """
 
 from __future__ import annotations
@@ -251,6 +251,7 @@ async def on_receipt(p: BiddingProtocol, message: Message) -> None:
                 trace_id=round_.trace_id,
                 actor=p.did,
                 reason=f"receipt {receipt.id}: {dispute or receipt.status}",
+                cause=round_.id,
             )
     finally:
         p._notify(round_.id)

@@ -9,6 +9,7 @@ most one counted vote: a second one replaces the first or is refused, as the bal
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import math
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "REVOTE_POLICIES",
     "RULES",
     "Ballot",
+    "BallotClosed",
     "BallotRefused",
     "BallotResult",
     "BallotState",
@@ -142,9 +144,54 @@ class VoteAfterDeadline(StaleMessage):
         self.at = at
 
 
+class BallotClosed(InvalidTransition):
+    """A vote on a ballot that has closed: by the vote that settled it, at its deadline, or
+    by its opener. An ``InvalidTransition`` (CLOSED -> OPEN) that says when and how.
+
+    Attributes:
+        ballot_id: the ballot.
+        agent_id: the voter.
+        closed_at: when the ballot closed (seconds since the epoch).
+        cause: why it closed: ``"settled"``, ``"deadline"`` or ``"opener"``.
+        outcome: the option that carried, or None when nothing was decided.
+    """
+
+    reason = "closed"
+
+    def __init__(
+        self,
+        ballot_id: str,
+        agent_id: str,
+        closed_at: float,
+        cause: str,
+        outcome: str | None,
+    ) -> None:
+        when = dt.datetime.fromtimestamp(closed_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        result = repr(outcome) if outcome is not None else "none (nothing was decided)"
+        super().__init__(
+            BallotState.CLOSED,
+            BallotState.OPEN,
+            subject=ballot_id,
+            message=f"ballot {ballot_id} closed at {when} ({_CAUSES.get(cause, cause)}) with "
+            f"outcome {result}: {agent_id}'s vote is not counted",
+        )
+        self.ballot_id = ballot_id
+        self.agent_id = agent_id
+        self.closed_at = closed_at
+        self.cause = cause
+        self.outcome = outcome
+
+
+_CAUSES = {
+    "settled": "a vote settled it",
+    "deadline": "its deadline passed",
+    "opener": "its opener closed it",
+}
+
+
 def refusal_code(exc: ConvergeError) -> str:
     """The machine-readable code of a refusal."""
-    if isinstance(exc, (BallotRefused, VoteAfterDeadline)):
+    if isinstance(exc, (BallotRefused, VoteAfterDeadline, BallotClosed)):
         return exc.reason
     if isinstance(exc, InvalidTransition):
         return "closed"
@@ -359,7 +406,7 @@ def cast(ballot: Ballot, voter: str, option: str, now: float) -> Ballot:
             not one of the ballot's options (``field="option"``).
         BallotRefused: the voter is not eligible (``reason="not_eligible"``), or voted already
             and the ballot refuses second votes (``"already_voted"``).
-        InvalidTransition: the ballot is CLOSED.
+        BallotClosed: the ballot is CLOSED (when, why and with what outcome).
         VoteAfterDeadline: ``now`` is at or after the deadline.
     """
     _text(voter, "voter")
@@ -371,6 +418,11 @@ def cast(ballot: Ballot, voter: str, option: str, now: float) -> Ballot:
             act="vote",
             reason="not_eligible",
         )
+    if ballot.is_closed:
+        assert ballot.closed_at is not None and ballot.close_cause is not None
+        final = ballot.result
+        winner = final.winner if final is not None and final.decided else None
+        raise BallotClosed(ballot.id, voter, ballot.closed_at, ballot.close_cause, winner)
     check_ballot_transition(ballot.state, _S.OPEN, ballot.id)
     if ballot.due(now):
         assert ballot.deadline is not None

@@ -68,6 +68,7 @@ from converge.coordination._consensus_core import (
     BALLOT_TRANSITIONS,
     DUE_PREFIX,
     Ballot,
+    BallotClosed,
     BallotRefused,
     BallotResult,
     BallotState,
@@ -100,6 +101,7 @@ __all__ = [
     "BALLOT_TRANSITIONS",
     "DEFAULT_TRUST",
     "Ballot",
+    "BallotClosed",
     "BallotRefused",
     "BallotResult",
     "BallotState",
@@ -238,7 +240,8 @@ class Consensus:
             ValidationError: no such ballot, or ``option`` is not one of its options.
             BallotRefused: the voter is not eligible, or voted already on a ballot that refuses
                 second votes (``reason`` says which).
-            InvalidTransition: the ballot is closed.
+            BallotClosed: the ballot is closed (the message says when, why and with what
+                outcome; an ``InvalidTransition``).
             VoteAfterDeadline: the deadline has passed.
         """
         key = ballot_key(check_ballot_id(ballot_id))

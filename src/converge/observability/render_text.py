@@ -187,7 +187,7 @@ def _short(obj: dict[str, Any]) -> str:
     oid = obj["id"]
     oid = oid if len(oid) <= 28 else f"…{oid[-24:]}"
     detail = obj["detail"]
-    for key in ("winner", "provider", "option", "capability", "question"):
+    for key in ("winner", "provider", "option", "agent", "capability", "question"):
         value = detail.get(key)
         if isinstance(value, str) and value:
             value = value if len(value) <= 24 else f"{value[:12]}…{value[-6:]}"

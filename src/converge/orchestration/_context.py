@@ -74,6 +74,9 @@ class NodeContext:
         idempotency_key: ``run/node/iteration``: the same for every try of this pass, and for a
             try that runs again after a crash and ``resume``, so an agent with side effects can
             deduplicate them across retries and resumes.
+        trace_id: the run's trace (a subgraph's child run shares its root run's): what the
+            node logs beyond the run's own events — a ballot, an auction, a board task — is
+            logged under it, so the run's trace shows it.
         clock: the engine's clock.
     """
 
@@ -88,6 +91,7 @@ class NodeContext:
         "iteration",
         "node_id",
         "run_id",
+        "trace_id",
         "usage",
     )
 
@@ -102,8 +106,10 @@ class NodeContext:
         answers: dict[int, Any],
         limits: tuple[int | None, int | None],
         host: _Host,
+        trace_id: str | None = None,
     ) -> None:
         self.run_id = run_id
+        self.trace_id = trace_id if trace_id is not None else run_id.split("/", 1)[0]
         self.node_id = node_id
         self.iteration = iteration
         self.attempt = attempt

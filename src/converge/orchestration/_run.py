@@ -414,6 +414,7 @@ class RunState(NodeHost):
             answers=answers,
             limits=self._limits,
             host=self,
+            trace_id=self.trace_id,
         )
 
     async def _call(

@@ -24,7 +24,8 @@ resumed waits for the task it posted — no second task is posted); an absent on
 So a task that ended without a result is never waited on again: the next try (a retry, or a
 resume of the failed run) posts a fresh one, ``key#n``, and each try posts at most one.
 A ``TaskConflict`` on submit means the task is already there (another process resuming the
-same run posted it): it is waited for.
+same run posted it): it is waited for. The task's events are in the run's trace
+(``ctx.trace_id``: a subgraph's child run shares its root's), so the root run's trace shows it.
 
 **Deadline.** The node's ``timeout`` (per try) is the deadline: the engine cancels the try when
 it runs out. A try that is cancelled — its timeout, the run cancelled, the run aborted by
@@ -160,7 +161,7 @@ class BoardTask:
             required_capabilities=self.capabilities,
             priority=self.priority,
             max_attempts=self.max_attempts,
-            trace_id=ctx.run_id,
+            trace_id=ctx.trace_id,  # the root run's trace, which a child run shares
         )
 
     def needs(self) -> Needs:

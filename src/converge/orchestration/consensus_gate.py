@@ -27,6 +27,11 @@ the node returns ``Halt(output)``: its output is recorded, and none of its edges
 The ballot's id is ``gate/<idempotency key>`` (``gate/run/node/iteration``): a node retried,
 or resumed after a crash, finds the ballot it opened instead of opening a second one, and asks
 only the voters who have not voted yet; a ballot that closed meanwhile is read, not re-run.
+Its events — opened, each vote, each refusal, closed — are logged under the run's trace id
+(``ctx.trace_id``; the ballot id is their ``subject``), so ``converge trace RUN`` and
+``Engine.trace`` show the ballot and its votes under the node. (A ballot opened before this
+was so has its own id as trace id; a gate resumed on it goes on in that trace.) A vote that
+comes after the ballot closed is refused as ``BallotClosed``.
 """
 
 from __future__ import annotations
@@ -154,6 +159,7 @@ class ConsensusGate:
                     quorum=self.quorum,
                     tie_break=self.tie_break,
                     ballot_id=ballot_id,
+                    trace_id=ctx.trace_id,
                 )
             except ConflictError:  # an earlier try opened it a moment ago
                 ballot = await consensus.get(ballot_id)

@@ -366,7 +366,10 @@ class Engine:
     # -- reading runs ------------------------------------------------------------------------------
 
     async def trace(self, run_id: str) -> dict[str, Any]:
-        """The run's trace in the shape of seed 002 §8.1, from its log (see ``trace``)."""
+        """The run's trace in the shape of seed 002 §8.1, from its log (see ``trace``), with
+        ``coordination``: the intents, offers, awards, receipts, trust updates, ballots, votes
+        and board tasks its nodes caused (``coordination_objects``), each attached to its node.
+        """
         await self._records(run_id)
         return trace_of(await self.store.read(trace_id=run_id.split("/", 1)[0]), run_id)
 

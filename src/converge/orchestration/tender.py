@@ -266,7 +266,7 @@ class Tender:
             utility=dict(self.weights),
             bid_window_s=self.bid_window,
             id=auction_id,
-            trace_id=ctx.run_id.split("/", 1)[0],  # the run's trace (a child run's is its root's)
+            trace_id=ctx.trace_id,  # the run's trace (a child run's is its root's)
         )
         return await bidding.announce(
             intent,

@@ -6,6 +6,10 @@
             "start_time": "2025-12-26T10:00:00.000000Z", "end_time": "...",
             "tokens_in": 1500, "tokens_out": 800, "tool_calls": 3, "cost": 0.01,
             "attempts": 1, "status": "success"}],
+ "coordination": [{"type": "ballot", "id": "gate/<run>/approve/1", "node": "approve",
+                   "status": "closed", "actor": "did:key:…", "start_time": "...",
+                   "end_time": "...", "latency_ms": 12.5, "events": 5,
+                   "detail": {"question": "...", "winner": "yes"}}],
  "total_tokens": 15000, "total_cost": 0.045, "duration_ms": 45000}
 ```
 
@@ -13,6 +17,13 @@ A node's ``status`` is ``success``, ``fallback``, ``answered`` (a person's answe
 ``replanned`` (``on_node_failed``'s replacement nodes stood in),
 ``skipped``, ``failed``, ``waiting`` or ``running`` (started, not finished: the run is still
 going, or its process died). Times are UTC ISO 8601 from the events' ``at``.
+
+``coordination`` (beyond §8.1) lists the protocol objects the run caused, folded from their
+events in the run's trace (``coordination_objects``): each intent, offer, award, receipt and
+trust update of a tender node's auctions, each ballot and vote of a consensus node, each task
+of a board node. Node kinds log these under the run's trace id with the object's own id as
+the events' subject, and derive that id from the node's idempotency key, which says which node
+an object belongs to (``node``).
 """
 
 from __future__ import annotations
@@ -23,22 +34,26 @@ from typing import Any
 
 from converge.protocol.event import Event
 
-__all__ = ["metrics_of", "trace_of"]
+__all__ = ["coordination_objects", "metrics_of", "node_of", "trace_of"]
 
 _STATUS = {"completed": "success"}
 _END = ("run.completed", "run.failed", "run.cancelled", "run.interrupted", "run.waiting")
+_OFFER_STATUS = {"bidding.offer_accepted": "accepted", "bidding.offer_refused": "refused"}
+_OPEN = frozenset({"open", "submitted", "claimed", "started", "running"})
 
 
 def trace_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:
     """The §8.1 trace of run ``run_id`` from the events of its trace (in log order).
 
     Runs of subgraph nodes share their parent's trace: their nodes are listed too, their ids
-    prefixed by the path of subgraph nodes that leads to them (``review/analyzer``). Without
-    ``run_id``, every event is taken as the run's own.
+    prefixed by the path of subgraph nodes that leads to them (``review/analyzer``), and so
+    are the coordination objects they caused. Without ``run_id``, every event is taken as the
+    run's own.
     """
+    root = run_id if run_id is not None else (events[0].subject if events else "")
+    coordination = coordination_objects(events, root)
     if run_id is not None:
         events = [e for e in events if e.subject == run_id or e.subject.startswith(run_id + "/")]
-    root = run_id if run_id is not None else (events[0].subject if events else "")
     graph = ""
     status = "running"
     first_at: float | None = None
@@ -77,10 +92,188 @@ def trace_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, An
         "graph_id": graph,
         "status": status,
         "nodes": rows,
+        "coordination": coordination,
         "total_tokens": sum(n["tokens_in"] + n["tokens_out"] for n in rows),
         "total_cost": round(sum(n["cost"] for n in rows), 10),
         "duration_ms": 0.0 if first_at is None or end is None else round((end - first_at) * 1e3, 3),
     }
+
+
+def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str, Any]]:
+    """The coordination objects of run ``run_id``, folded from the events of its trace (in
+    log order), in the order they first appear.
+
+    Each is ``{"type", "id", "node", "status", "actor", "start_time", "end_time",
+    "latency_ms", "events", "detail"}``; ``type`` is one of
+
+    - ``intent`` (a tender's auction round; ``bidding.opened``, ``bidding.awarded``,
+      ``bidding.failed``: ``open``, ``awarded``, ``failed``), ``offer`` (``accepted`` or
+      ``refused``), ``award`` (``awarded``), ``receipt`` (``bidding.settled``/``disputed``:
+      its status, or ``disputed``), ``trust`` (the winner's ``trust.updated``: its outcome);
+    - ``ballot`` (``open``, ``closed``) and ``vote`` (``cast``; a vote the ballot refused,
+      ``ballot.refused``, is a vote ``refused``, with the ``reason`` and ``code``);
+    - ``task`` (a board task: the last ``task.*`` state).
+
+    ``node`` is the node the object belongs to, read from its id (``node_of``), else None.
+    The trace's own run (``run_id`` is the trace id) lists every object of its trace, those no
+    node claims included; a subgraph's child run lists the objects of its own nodes.
+    """
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def touch(kind: str, oid: str, ev: Event, status: str, ref: str, **detail: Any) -> None:
+        obj = objects.get((kind, oid))
+        if obj is None:
+            obj = objects[(kind, oid)] = {
+                "type": kind,
+                "id": oid,
+                "node": node_of(ref, run_id),
+                "status": status,
+                "actor": ev.actor,
+                "_start": ev.at,
+                "_end": None,
+                "_own": False,
+                "events": 0,
+                "detail": {},
+            }
+        obj["status"] = status
+        obj["events"] += 1
+        obj["_own"] = obj["_own"] or ev.trace_id == run_id
+        obj["detail"].update({k: v for k, v in detail.items() if v is not None})
+        if status not in _OPEN:
+            obj["_end"] = ev.at
+
+    for ev in events:
+        kind, data, subject = ev.kind, ev.data, ev.subject
+        if kind == "bidding.opened":
+            touch("intent", subject, ev, "open", subject, capability=data.get("capability"))
+        elif kind in ("bidding.awarded", "bidding.failed"):
+            status = kind.removeprefix("bidding.")
+            touch("intent", subject, ev, status, subject, reason=data.get("reason"))
+            if kind == "bidding.awarded":
+                touch(
+                    "award",
+                    f"{subject}:award",
+                    ev,
+                    "awarded",
+                    subject,
+                    winner=data.get("winner"),
+                    offer_id=data.get("offer_id"),
+                    price=data.get("price"),
+                    strategy=data.get("strategy"),
+                    task_id=data.get("task_id"),
+                )
+        elif kind in _OFFER_STATUS:
+            oid = str(data.get("offer_id", ev.id))
+            provider = data.get("provider", data.get("claimed_provider"))
+            touch(
+                "offer",
+                oid,
+                ev,
+                _OFFER_STATUS[kind],
+                subject,
+                provider=provider,
+                cost=data.get("cost"),
+            )
+        elif kind in ("bidding.settled", "bidding.disputed"):
+            rid = str(data.get("receipt_id", subject))
+            status = data.get("status", "settled") if kind == "bidding.settled" else "disputed"
+            touch(
+                "receipt",
+                rid,
+                ev,
+                str(status),
+                subject,
+                cost=data.get("cost"),
+                reason=data.get("reason"),
+            )
+        elif kind == "trust.updated":
+            cause = str(data.get("cause") or "")
+            touch(
+                "trust",
+                f"{cause or ev.id}:{subject}",
+                ev,
+                str(data.get("outcome", "updated")),
+                cause,
+                agent=subject,
+                score=data.get("score"),
+            )
+        elif kind == "ballot.opened":
+            touch(
+                "ballot",
+                subject,
+                ev,
+                "open",
+                subject,
+                question=data.get("question"),
+                rule=data.get("rule"),
+            )
+        elif kind == "ballot.closed":
+            result = data.get("result") or {}
+            touch(
+                "ballot",
+                subject,
+                ev,
+                "closed",
+                subject,
+                cause=data.get("cause"),
+                winner=result.get("winner"),
+                reason=result.get("reason"),
+            )
+        elif kind == "ballot.voted":
+            voter = str(data.get("voter", ev.actor))
+            touch(
+                "vote",
+                f"{subject}:{voter}",
+                ev,
+                "cast",
+                subject,
+                voter=voter,
+                option=data.get("option"),
+            )
+        elif kind == "ballot.refused" and data.get("act") == "vote":
+            voter = str(data.get("voter", ev.actor))
+            touch(
+                "vote",
+                f"{subject}:{voter}#refused",
+                ev,
+                "refused",
+                subject,
+                voter=voter,
+                option=data.get("option"),
+                code=data.get("code"),
+                reason=data.get("reason"),
+            )
+        elif kind.startswith("task.") and kind != "task.heartbeat":
+            touch("task", subject, ev, kind.removeprefix("task."), subject)
+    out = []
+    for obj in objects.values():
+        start, end, own = obj.pop("_start"), obj.pop("_end"), obj.pop("_own")
+        if obj["node"] is None and not own:
+            continue  # another run's: a child run lists only what its own nodes caused
+        obj["start_time"] = _iso(start)
+        obj["end_time"] = None if end is None else _iso(end)
+        obj["latency_ms"] = None if end is None else round((end - start) * 1e3, 3)
+        out.append(obj)
+    return out
+
+
+def node_of(object_id: str, run_id: str) -> str | None:
+    """The node of run ``run_id`` that object ``object_id`` belongs to, read from the id, or
+    None.
+
+    Node kinds derive their objects' ids from the node's idempotency key
+    (``<run>/<node>/<iteration>``): tender rounds ``tender:<run>/<node>/<i>:<n>``, board
+    tasks ``<run>/<node>/<i>[#n]``, gate ballots ``gate/<run>/<node>/<i>``. A node of a
+    subgraph's child run (``<run>/write/1/x/1``) is named by its path, ``write/x``.
+    """
+    at = object_id.find(run_id + "/")
+    if not run_id or at < 0:
+        return None
+    rest = object_id[at + len(run_id) + 1 :]
+    for stop in ":#":
+        rest = rest.split(stop, 1)[0]
+    parts = [p for p in rest.split("/")[0::2] if p]
+    return "/".join(parts) or None
 
 
 def metrics_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:

@@ -20,7 +20,9 @@ update appends a ``trust.updated`` event in the same transaction, with ``data``:
 - ``outcome``: ``"success"``, ``"failure"`` or ``"timeout"``;
 - ``weight``: the call's weight (the evidence added is this times the policy's outcome weight);
 - ``score``, ``alpha``, ``beta``: the agent's standing after the update;
-- ``reason``: the caller's words, possibly empty.
+- ``reason``: the caller's words, possibly empty;
+- ``cause``: the id of the object whose outcome it is (a contract round…), when the caller
+  named one.
 
 With the event's ``at`` (the model's clock) the log is enough to recompute every record.
 """
@@ -140,6 +142,7 @@ class TrustModel:
         trace_id: str | None = None,
         actor: str = "",
         reason: str = "",
+        cause: str = "",
     ) -> float:
         """Record an outcome of ``agent_id``'s work and return its new score.
 
@@ -154,6 +157,8 @@ class TrustModel:
             trace_id: the trace the event belongs to; a new id when None.
             actor: who reports the outcome (a did, or empty for the system).
             reason: why, in words, for the event.
+            cause: the id of the object whose outcome this is (a contract round, a task), for
+                the event; empty: none.
 
         Raises:
             ValidationError: a bad ``agent_id``, ``outcome`` or ``weight`` (``field`` names it).
@@ -184,6 +189,7 @@ class TrustModel:
                         "alpha": new.alpha,
                         "beta": new.beta,
                         "reason": reason,
+                        **({"cause": cause} if cause else {}),
                     },
                     at=now,
                 )
