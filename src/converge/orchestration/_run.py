@@ -27,6 +27,7 @@ from converge.errors import ConvergeError
 from converge.orchestration._agents import NodeAgent
 from converge.orchestration._context import NodeContext, Paused
 from converge.orchestration._host import NodeHost
+from converge.orchestration._missing import explain_missing
 from converge.orchestration._pass import (
     NO_USAGE,
     FailureHook,
@@ -455,19 +456,15 @@ class RunState(NodeHost):
         if outcome.replayed:
             self.done_event[index] = outcome.event_id
         else:
+            if output is MISSING and status != "skipped":
+                self._unstorable(node, iteration, output, None)
+                return
             stored = None if output is MISSING else output
             try:
                 if not _plainly_storable(stored):
                     _encoder.encode(stored)
             except (TypeError, ValueError, OverflowError) as exc:
-                self.log(
-                    "node.failed", {"node": node.id, "iteration": iteration, "error": str(exc)}
-                )
-                self._fail(
-                    f"node {node.id!r} returned an output that cannot be stored "
-                    f"({type(output).__name__}): {exc}",
-                    node.id,
-                )
+                self._unstorable(node, iteration, output, exc)
                 return
             usage = outcome.usage or Usage()
             self.usage = add_usage(self.usage, usage)
@@ -495,6 +492,19 @@ class RunState(NodeHost):
             self.scheduler.finish(index, self.values, halt=halt)
         except ConvergeError as exc:
             self._fail(f"after node {node.id!r}: {exc}", node.id)
+
+    def _unstorable(
+        self, node: PlanNode, iteration: int, output: Any, exc: Exception | None
+    ) -> None:
+        """Fail ``node``, whose output cannot be stored: said why at length if it holds
+        ``MISSING`` (a value from a branch not taken, most often)."""
+        why = explain_missing(self.plan, node, output, self.inputs, self.outputs)
+        error = why or str(exc)
+        self.log("node.failed", {"node": node.id, "iteration": iteration, "error": error})
+        kind = "" if why else f" ({type(output).__name__})"
+        self._fail(
+            f"node {node.id!r} returned an output that cannot be stored{kind}: {error}", node.id
+        )
 
     # -- the result --------------------------------------------------------------------------------
 
