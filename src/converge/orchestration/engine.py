@@ -31,8 +31,9 @@ from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
 from converge.errors import StateError, ValidationError
 from converge.orchestration._announce import Announcer
+from converge.orchestration._budget import AgentBudget
 from converge.orchestration._pass import FailureHook
-from converge.orchestration._records import RunRecords, read_records
+from converge.orchestration._records import RunRecords, agent_usage, read_records
 from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
 from converge.orchestration._run import EventListener, RunState
 from converge.orchestration.graph import Graph
@@ -225,6 +226,7 @@ class Engine:
         records: RunRecords,
         answer: Any,
         listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+        budget: AgentBudget | None = None,
     ) -> RunResult:
         plan = graph.compile()
         assert records.started is not None
@@ -249,12 +251,20 @@ class Engine:
             resumed=resumed,
             trace_id=records.started.trace_id,
             listener=listener,
+            budget=budget,
         )
 
     async def _child(
-        self, graph: Graph, inputs: dict[str, Any], run_id: str, trace_id: str, answer: Any
+        self,
+        graph: Graph,
+        inputs: dict[str, Any],
+        run_id: str,
+        trace_id: str,
+        answer: Any,
+        budget: AgentBudget,
     ) -> RunResult:
-        """Start, or continue from its log, the child run ``run_id`` (a subgraph node's)."""
+        """Start, or continue from its log, the child run ``run_id`` (a subgraph node's), its
+        agents counted in its parent's ``budget``."""
         if not isinstance(graph, Graph):
             raise ValidationError(f"a subgraph is a Graph, not {type(graph).__name__}")
         # Most child runs are new: look for their start alone before reading the whole trace
@@ -262,8 +272,8 @@ class Engine:
         started = await self.store.read(trace_id=trace_id, kinds=("run.started",))
         if any(e.subject == run_id for e in started):
             records = read_records(_own(await self.store.read(trace_id=trace_id), run_id))
-            return await self._continue(graph, run_id, records, answer)
-        return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id)
+            return await self._continue(graph, run_id, records, answer, budget=budget)
+        return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id, budget=budget)
 
     async def checkpoint(self, run_id: str, label: str) -> None:
         """Name the current point of a run (``fork`` can start from it)."""
@@ -333,6 +343,7 @@ class Engine:
             raise ValidationError(f"invalid run id {run_id!r}", field="run_id")
         events = await self.store.read(trace_id=run_id.split("/", 1)[0])
         records = read_records(_own(events, run_id))
+        records.spent = agent_usage(events, run_id)
         if records.started is None:
             raise ValidationError(f"no run {run_id!r} in this engine's store", field="run_id")
         return records
@@ -361,6 +372,7 @@ class Engine:
         listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
         sink: list[RunResult] | None = None,
         trace_id: str | None = None,
+        budget: AgentBudget | None = None,
     ) -> RunResult:
         plan = graph.compile()
         args = _inputs(plan.graph_inputs, inputs)
@@ -378,6 +390,7 @@ class Engine:
             spawn=self._child,
             trace_id=trace_id,
             observer=self._observe if self.listeners else None,
+            budget=budget,
         )
         state.plan_grants = graph.grants
         if records is not None and records.started is not None and forked is None:
