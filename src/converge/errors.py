@@ -41,7 +41,7 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
         ├── (orchestration.BoardTaskFailed: a board node's task ended FAILED or CANCELLED)
         ├── (orchestration.UnknownRoute (LookupError): a router chose no known route)
         │   └── (agents.NoMatchingRoute: a rule-mode router matched nothing, no default)
-        └── (orchestration.UsageExceeded: a node went past its token or tool-call limit)
+        └── (orchestration.UsageExceeded: an agent went past its token or tool-call limit)
 
 Errors carry their data as read-only attributes (``field``, ``source``, ``line``, ``retryable``…)
 so callers never parse messages. Third-party exceptions (``sqlite3``, ``msgspec``, ``cryptography``)

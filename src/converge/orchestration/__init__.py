@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from converge.orchestration._agents import AgentSpec
-    from converge.orchestration._context import NodeContext, UsageExceeded
+    from converge.orchestration._budget import UsageExceeded
+    from converge.orchestration._context import NodeContext
     from converge.orchestration._expr import Expression, ExpressionError, parse_expression
     from converge.orchestration._model import (
         Edge,
@@ -93,7 +94,7 @@ _EXPORTS: dict[str, str] = {
     "Tender": "converge.orchestration.tender",
     "TenderFailed": "converge.orchestration.tender",
     "UnknownRoute": "converge.orchestration.patterns",
-    "UsageExceeded": "converge.orchestration._context",
+    "UsageExceeded": "converge.orchestration._budget",
     "debate": "converge.orchestration.patterns",
     "fan_out": "converge.orchestration.patterns",
     "hierarchy": "converge.orchestration.patterns",

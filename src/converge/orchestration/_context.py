@@ -6,10 +6,11 @@ from typing import Any, Protocol
 
 from converge.core.clock import Clock
 from converge.errors import OrchestrationError
+from converge.orchestration._budget import AgentBudget
 from converge.orchestration.services import Services
 from converge.protocol.objects import Usage
 
-__all__ = ["NodeContext", "Paused", "UsageExceeded"]
+__all__ = ["NodeContext", "Paused"]
 
 _NO_USAGE = Usage()
 
@@ -22,17 +23,6 @@ class Paused(Exception):
         super().__init__(question)
         self.question = question
         self.index = index
-
-
-class UsageExceeded(OrchestrationError):
-    """A node reported more tokens or tool calls than ``execution`` allows one agent."""
-
-    def __init__(self, node: str, what: str, used: int, limit: int) -> None:
-        super().__init__(f"node {node!r} used {used} {what}; the limit per agent is {limit}")
-        self.node = node
-        self.what = what
-        self.used = used
-        self.limit = limit
 
 
 class _Host(Protocol):
@@ -81,9 +71,10 @@ class NodeContext:
     """
 
     __slots__ = (
+        "_agent",
         "_answers",
+        "_budget",
         "_host",
-        "_limits",
         "_pauses",
         "attempt",
         "clock",
@@ -104,7 +95,8 @@ class NodeContext:
         clock: Clock,
         *,
         answers: dict[int, Any],
-        limits: tuple[int | None, int | None],
+        agent: str,
+        budget: AgentBudget,
         host: _Host,
         trace_id: str | None = None,
     ) -> None:
@@ -117,18 +109,19 @@ class NodeContext:
         self.clock = clock
         self.usage = _NO_USAGE
         self._answers = answers
-        self._limits = limits
+        self._agent = agent
+        self._budget = budget
         self._host = host
         self._pauses = 0
 
     def report_usage(
         self, tokens_in: int = 0, tokens_out: int = 0, tool_calls: int = 0, cost: float = 0.0
     ) -> None:
-        """Add to this try's resource accounting.
+        """Add to this try's resource accounting, and to its agent's over the run.
 
         Raises:
-            UsageExceeded: the node went past ``max_tokens_per_agent`` or
-                ``max_tool_calls_per_agent``.
+            UsageExceeded: the agent has now used more than ``max_tokens_per_agent`` or
+                ``max_tool_calls_per_agent`` in the run (every node, pass and try of it).
         """
         u = self.usage
         self.usage = Usage(
@@ -137,12 +130,7 @@ class NodeContext:
             tool_calls=u.tool_calls + tool_calls,
             cost=u.cost + cost,
         )
-        max_tokens, max_tools = self._limits
-        tokens = self.usage.tokens_in + self.usage.tokens_out
-        if max_tokens is not None and tokens > max_tokens:
-            raise UsageExceeded(self.node_id, "tokens", tokens, max_tokens)
-        if max_tools is not None and self.usage.tool_calls > max_tools:
-            raise UsageExceeded(self.node_id, "tool calls", self.usage.tool_calls, max_tools)
+        self._budget.charge(self._agent, self.node_id, tokens_in + tokens_out, tool_calls)
 
     async def emit(self, chunk: Any) -> None:
         """Stream a piece of partial output to the run's ``stream`` listeners."""

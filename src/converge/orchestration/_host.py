@@ -12,6 +12,7 @@ from converge.errors import ValidationError
 from converge.orchestration.services import Services
 
 if TYPE_CHECKING:
+    from converge.orchestration._budget import AgentBudget
     from converge.orchestration._plan import Plan
 
 __all__ = ["NodeHost"]
@@ -28,7 +29,8 @@ class NodeHost:
     plan_grants: dict[str, Any]
     listener: Callable[[str, str | None, dict[str, Any]], None] | None
     _services: Services
-    _spawn: Callable[[Any, dict[str, Any], str, str, Any], Awaitable[Any]] | None
+    budget: AgentBudget
+    _spawn: Callable[[Any, dict[str, Any], str, str, Any, AgentBudget], Awaitable[Any]] | None
     _request: Any
 
     def log(
@@ -106,4 +108,5 @@ class NodeHost:
         if self._spawn is None:
             raise ValidationError("this run cannot start child runs")
         child = f"{self.run_id}/{node_id}/{iteration}"
-        return await self._spawn(graph, inputs, child, self.trace_id, answer)
+        # The child's agents count in this run's budget (``_budget``).
+        return await self._spawn(graph, inputs, child, self.trace_id, answer, self.budget)

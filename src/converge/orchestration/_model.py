@@ -117,9 +117,10 @@ class ExecutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_concurrent_agents: int = 10
     """Nodes running at once."""
     max_tokens_per_agent: int | None = None
-    """Tokens (in + out) one node may report; more fails the node."""
+    """Tokens (in + out) one agent may report over the run (all its nodes, passes, retries and
+    subgraph runs); the report that goes past fails its node."""
     max_tool_calls_per_agent: int | None = None
-    """Tool calls one node may report; more fails the node."""
+    """Tool calls one agent may report over the run, counted like ``max_tokens_per_agent``."""
     timeout_per_agent_seconds: float | None = None
     """Seconds one try of a node may take, unless the node says otherwise."""
     total_timeout_seconds: float | None = None

@@ -128,11 +128,12 @@ async def run_replacements(
     error: str,
     replacements: Sequence[Replacement],
     started: float,
+    usage: Usage,
 ) -> Outcome:
     """Run the hook's replacement nodes in a chain in place of ``node``: the first gets its
     inputs, each next one ``{"<previous id>.output": ...}``; the last one's output is the
-    node's. Each is logged as a node of its own (``replaces`` names the failed one)."""
-    usage = Usage()
+    node's. Each is logged as a node of its own (``replaces`` names the failed one). ``usage``
+    is the failed try's; the replacements' is added to it."""
     value: dict[str, Any] = inputs
     output: Any = None
     for i, spec in enumerate(replacements):
@@ -154,7 +155,7 @@ async def run_replacements(
             return Outcome(
                 "failed",
                 error=f"{error}; its replacement {spec.id!r} failed too: {reason}",
-                usage=usage,
+                usage=add_usage(usage, ctx.usage),
             )
         usage = add_usage(usage, ctx.usage)
         run.log(

@@ -7,16 +7,20 @@ node where there is one):
   engine executing it, see ``ownership``)
 - ``node.start`` ``{node, agent, iteration, attempt, task_id}`` (seed 003 ``TaskStart``)
 - ``node.progress`` ``{node, iteration, fraction, message}`` (``TaskProgress``)
-- ``node.retry`` ``{node, iteration, attempt, error, delay}``
-- ``node.done`` ``{node, iteration, status, output, usage, started_at, finished_at[, error]}``
+- ``node.retry`` ``{node, iteration, attempt, error, delay[, usage]}``
+- ``node.done`` ``{node, iteration, status, output[, usage], started_at, finished_at[, error]}``
   (``TaskDone``); ``status`` is ``completed``, ``skipped`` (output ``null``, read as
   ``MISSING``), ``fallback``, ``answered`` (a person's answer stood in for it) or
   ``replanned`` (``on_node_failed``'s replacement nodes did), or ``halted`` (it returned
   ``Halt(output)``: finished, and none of its edges taken)
 - ``node.replaced`` ``{node, iteration, replaces, output}``: a replacement node finished
-- ``node.failed`` ``{node, iteration, error}`` (the run fails with it)
-- ``node.waiting`` ``{node, iteration, index, question}``; ``node.answered`` ``{node,
+- ``node.failed`` ``{node, iteration, error[, usage]}`` (the run fails with it)
+- ``node.waiting`` ``{node, iteration, index, question[, usage]}``; ``node.answered`` ``{node,
   iteration, index, answer}``
+
+``usage`` ``{tokens_in, tokens_out, tool_calls, cost}`` is what the pass reported since the
+last event that carried it (the try that failed, paused or finished; with a fallback or
+replacement nodes, theirs too); absent when nothing was reported.
 - ``run.waiting`` / ``run.resumed`` ``{owner[, node, iteration, index, answer]}`` /
   ``run.checkpoint`` ``{label}`` / ``run.completed`` ``{output, usage, duration_ms}`` /
   ``run.failed`` ``{error, node}`` / ``run.cancelled`` (stopped on purpose: ``Engine.cancel``,
@@ -31,7 +35,7 @@ from typing import Any
 
 from converge.protocol.event import Event
 
-__all__ = ["ENDS", "DoneRecord", "RunRecords", "read_records"]
+__all__ = ["ENDS", "DoneRecord", "RunRecords", "agent_usage", "read_records"]
 
 ENDS = ("run.completed", "run.failed", "run.cancelled", "run.interrupted")
 """The events that end a run (``run.waiting`` pauses it)."""
@@ -68,6 +72,9 @@ class RunRecords:
         self.last_start: Event | None = None
         """The last ``run.started`` or ``run.resumed`` when nothing ended or paused the run
         after it: the run is being executed by the owner it names, if that owner lives."""
+        self.spent: dict[str, list[int]] = {}
+        """Tokens and tool calls used so far, by agent: ``{agent: [tokens, tool calls]}`` (its
+        child runs' included; see ``agent_usage``)."""
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -108,3 +115,31 @@ def read_records(events: Sequence[Event]) -> RunRecords:
         if (node, iteration, index) not in records.answers and (node, iteration) not in records.done
     ]
     return records
+
+
+_USAGE_KINDS = frozenset({"node.done", "node.retry", "node.failed", "node.waiting"})
+
+
+def agent_usage(events: Sequence[Event], run_id: str) -> dict[str, list[int]]:
+    """Tokens (in + out) and tool calls each agent used in run ``run_id`` and the runs of its
+    subgraph nodes, as its events (in log order) recorded them: ``{agent: [tokens, tool
+    calls]}``. An event's usage is charged to the agent its node's ``node.start`` names (the
+    node's own: a replacement node's start does not change it)."""
+    family = run_id + "/"
+    agents: dict[tuple[str, str], str] = {}  # (run, node) -> agent
+    spent: dict[str, list[int]] = {}
+    for ev in events:
+        if ev.subject != run_id and not ev.subject.startswith(family):
+            continue
+        kind, data = ev.kind, ev.data
+        if kind == "node.start":
+            if "replaces" not in data:
+                agents[(ev.subject, data["node"])] = data.get("agent", "")
+        elif kind in _USAGE_KINDS:
+            usage = data.get("usage")
+            agent = agents.get((ev.subject, data["node"]))
+            if usage and agent is not None:
+                tally = spent.setdefault(agent, [0, 0])
+                tally[0] += int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0))
+                tally[1] += int(usage.get("tool_calls", 0))
+    return spent

@@ -25,8 +25,10 @@ import msgspec
 from converge.core.clock import Clock
 from converge.errors import ConvergeError
 from converge.orchestration._agents import NodeAgent
+from converge.orchestration._budget import AgentBudget
 from converge.orchestration._context import NodeContext, Paused
 from converge.orchestration._host import NodeHost
+from converge.orchestration._missing import explain_missing
 from converge.orchestration._pass import (
     NO_USAGE,
     FailureHook,
@@ -57,8 +59,9 @@ Listener = Callable[[str, str | None, dict[str, Any]], None]
 EventListener = Callable[[Event], None]
 
 
-Spawn = Callable[[Any, dict[str, Any], str, str, Any], Awaitable[Any]]
-"""Starts or continues a child run: (graph, inputs, child run id, trace id, answer)."""
+Spawn = Callable[[Any, dict[str, Any], str, str, Any, AgentBudget], Awaitable[Any]]
+"""Starts or continues a child run: (graph, inputs, child run id, trace id, answer, the
+parent's per-agent budget)."""
 
 
 class RunState(NodeHost):
@@ -80,6 +83,7 @@ class RunState(NodeHost):
         spawn: Spawn | None = None,
         trace_id: str | None = None,
         observer: EventListener | None = None,
+        budget: AgentBudget | None = None,
     ) -> None:
         self.plan = plan
         self.observer = observer  # sees every event: the engine's listeners (tracing…)
@@ -117,7 +121,11 @@ class RunState(NodeHost):
         self._request: Any = None  # the run's request scope, made on first use
         self.plan_grants: dict[str, Any] = {}
         execution = plan.execution
-        self._limits = (execution.max_tokens_per_agent, execution.max_tool_calls_per_agent)
+        # A child run (a subgraph's) counts in its parent's budget; a resumed one starts from
+        # what its log says its agents used.
+        self.budget = (budget if budget is not None else AgentBudget(self.records.spent)).within(
+            execution.max_tokens_per_agent, execution.max_tool_calls_per_agent
+        )
         self._started = time.perf_counter()
 
     # -- the log -----------------------------------------------------------------------------------
@@ -317,7 +325,8 @@ class RunState(NodeHost):
                 usage = NO_USAGE if ctx is None else ctx.usage
                 return Outcome("completed", output, usage=usage, started_at=started)
             except Paused as paused:
-                return Outcome("paused", question=paused.question, index=paused.index)
+                usage = NO_USAGE if ctx is None else ctx.usage
+                return Outcome("paused", question=paused.question, index=paused.index, usage=usage)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -325,16 +334,14 @@ class RunState(NodeHost):
                 usage = NO_USAGE if ctx is None else ctx.usage
             if attempt <= retry.max_retries:
                 delay = retry.delay(attempt)
-                self.log(
-                    "node.retry",
-                    {
-                        "node": node.id,
-                        "iteration": iteration,
-                        "attempt": attempt,
-                        "error": error,
-                        "delay": delay,
-                    },
-                )
+                data = {
+                    "node": node.id,
+                    "iteration": iteration,
+                    "attempt": attempt,
+                    "error": error,
+                    "delay": delay,
+                }
+                self.log("node.retry", self._spent(data, usage))
                 if delay > 0:
                     await self.clock.sleep(delay)
                 attempt += 1
@@ -356,7 +363,7 @@ class RunState(NodeHost):
             question = (
                 f"node {node.id!r} failed: {error}. Answer with the output to use in its place."
             )
-            return Outcome("paused", question=question, index=-1, error=error)
+            return Outcome("paused", question=question, index=-1, error=error, usage=usage)
         if node.on_error == "fallback" and node.fallback is not None:
             ctx = self._context(node, iteration, 0)
             try:
@@ -368,8 +375,9 @@ class RunState(NodeHost):
                     f"{error}; its fallback {node.fallback.name!r} failed too: "
                     + describe_error(exc, node.timeout)
                 )
-                return Outcome("failed", error=error, usage=usage)
-            return Outcome("fallback", output, error=error, usage=ctx.usage, started_at=started)
+                return Outcome("failed", error=error, usage=add_usage(usage, ctx.usage))
+            usage = add_usage(usage, ctx.usage)
+            return Outcome("fallback", output, error=error, usage=usage, started_at=started)
         if self.on_node_failed is not None:
             failure = NodeFailure(
                 node.id, iteration, error, dict(inputs), self.node_outputs(), self.run_id
@@ -377,7 +385,7 @@ class RunState(NodeHost):
             replacements = await self.on_node_failed(failure)
             if replacements:
                 return await run_replacements(
-                    self, node, iteration, inputs, error, replacements, started
+                    self, node, iteration, inputs, error, replacements, started, usage
                 )
         return Outcome("failed", error=error, usage=usage)
 
@@ -412,7 +420,8 @@ class RunState(NodeHost):
             attempt,
             self.clock,
             answers=answers,
-            limits=self._limits,
+            agent=node.agent.name,
+            budget=self.budget,
             host=self,
             trace_id=self.trace_id,
         )
@@ -443,22 +452,19 @@ class RunState(NodeHost):
             self._fail(outcome.error or "", node.id)
             return
         if status == "failed":
-            self.log(
-                "node.failed", {"node": node.id, "iteration": iteration, "error": outcome.error}
-            )
+            failed = {"node": node.id, "iteration": iteration, "error": outcome.error}
+            self.log("node.failed", self._spent(failed, outcome.usage))
             self._fail(f"node {node.id!r} failed: {outcome.error}", node.id)
             return
         if status == "paused":
             assert outcome.question is not None
-            self.log(
-                "node.waiting",
-                {
-                    "node": node.id,
-                    "iteration": iteration,
-                    "index": outcome.index,
-                    "question": outcome.question,
-                },
-            )
+            asked = {
+                "node": node.id,
+                "iteration": iteration,
+                "index": outcome.index,
+                "question": outcome.question,
+            }
+            self.log("node.waiting", self._spent(asked, outcome.usage))
             self.waiting.append((node.id, outcome.question))
             return
         output = outcome.output
@@ -468,22 +474,16 @@ class RunState(NodeHost):
         if outcome.replayed:
             self.done_event[index] = outcome.event_id
         else:
+            if output is MISSING and status != "skipped":
+                self._unstorable(node, iteration, outcome, output, None)
+                return
             stored = None if output is MISSING else output
             try:
                 if not _plainly_storable(stored):
                     _encoder.encode(stored)
             except (TypeError, ValueError, OverflowError) as exc:
-                self.log(
-                    "node.failed", {"node": node.id, "iteration": iteration, "error": str(exc)}
-                )
-                self._fail(
-                    f"node {node.id!r} returned an output that cannot be stored "
-                    f"({type(output).__name__}): {exc}",
-                    node.id,
-                )
+                self._unstorable(node, iteration, outcome, output, exc)
                 return
-            usage = outcome.usage or Usage()
-            self.usage = add_usage(self.usage, usage)
             data: dict[str, Any] = {
                 "node": node.id,
                 "iteration": iteration,
@@ -492,8 +492,7 @@ class RunState(NodeHost):
                 "started_at": outcome.started_at,
                 "finished_at": (finished := self.clock.now()),
             }
-            if usage != NO_USAGE:
-                data["usage"] = msgspec.structs.asdict(usage)
+            self._spent(data, outcome.usage)
             if outcome.error is not None:
                 data["error"] = outcome.error
             done = self.log("node.done", data, at=finished)
@@ -508,6 +507,34 @@ class RunState(NodeHost):
             self.scheduler.finish(index, self.values, halt=halt)
         except ConvergeError as exc:
             self._fail(f"after node {node.id!r}: {exc}", node.id)
+
+    def _unstorable(
+        self,
+        node: PlanNode,
+        iteration: int,
+        outcome: Outcome,
+        output: Any,
+        exc: Exception | None,
+    ) -> None:
+        """Fail ``node``, whose output cannot be stored: said why at length if it holds
+        ``MISSING`` (a value from a branch not taken, most often)."""
+        why = explain_missing(self.plan, node, output, self.inputs, self.outputs)
+        error = why or str(exc)
+        failed = {"node": node.id, "iteration": iteration, "error": error}
+        self.log("node.failed", self._spent(failed, outcome.usage))
+        kind = "" if why else f" ({type(output).__name__})"
+        self._fail(
+            f"node {node.id!r} returned an output that cannot be stored{kind}: {error}", node.id
+        )
+
+    def _spent(self, data: dict[str, Any], usage: Usage | None) -> dict[str, Any]:
+        """``data`` (an event's) with the usage it accounts for, if any; the run's total counts
+        it. Failed, retried and paused tries are logged with theirs, so a resumed run's
+        per-agent counts (``_budget``) miss nothing its log could hold."""
+        if usage is not None and usage != NO_USAGE:
+            self.usage = add_usage(self.usage, usage)
+            data["usage"] = msgspec.structs.asdict(usage)
+        return data
 
     # -- the result --------------------------------------------------------------------------------
 

@@ -37,8 +37,9 @@ from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
 from converge.errors import ConflictError, StateError, ValidationError
 from converge.orchestration._announce import Announcer
+from converge.orchestration._budget import AgentBudget
 from converge.orchestration._pass import FailureHook
-from converge.orchestration._records import RunRecords, read_records
+from converge.orchestration._records import RunRecords, agent_usage, read_records
 from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
 from converge.orchestration._run import EventListener, RunState
 from converge.orchestration.graph import Graph
@@ -270,6 +271,7 @@ class Engine:
         answer: Any,
         listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
         version: int = 0,
+        budget: AgentBudget | None = None,
     ) -> RunResult:
         plan = graph.compile()
         assert records.started is not None
@@ -297,12 +299,20 @@ class Engine:
             trace_id=records.started.trace_id,
             listener=listener,
             claim=version,
+            budget=budget,
         )
 
     async def _child(
-        self, graph: Graph, inputs: dict[str, Any], run_id: str, trace_id: str, answer: Any
+        self,
+        graph: Graph,
+        inputs: dict[str, Any],
+        run_id: str,
+        trace_id: str,
+        answer: Any,
+        budget: AgentBudget,
     ) -> RunResult:
-        """Start, or continue from its log, the child run ``run_id`` (a subgraph node's)."""
+        """Start, or continue from its log, the child run ``run_id`` (a subgraph node's), its
+        agents counted in its parent's ``budget``."""
         if not isinstance(graph, Graph):
             raise ValidationError(f"a subgraph is a Graph, not {type(graph).__name__}")
         # Most child runs are new: look for their start alone before reading the whole trace
@@ -311,8 +321,10 @@ class Engine:
         if any(e.subject == run_id for e in started):
             version = await claim_version(self.store, run_id)
             records = read_records(_own(await self.store.read(trace_id=trace_id), run_id))
-            return await self._continue(graph, run_id, records, answer, version=version)
-        return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id)
+            return await self._continue(
+                graph, run_id, records, answer, version=version, budget=budget
+            )
+        return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id, budget=budget)
 
     async def checkpoint(self, run_id: str, label: str) -> None:
         """Name the current point of a run (``fork`` can start from it)."""
@@ -385,6 +397,7 @@ class Engine:
             raise ValidationError(f"invalid run id {run_id!r}", field="run_id")
         events = await self.store.read(trace_id=run_id.split("/", 1)[0])
         records = read_records(_own(events, run_id))
+        records.spent = agent_usage(events, run_id)
         if records.started is None:
             raise ValidationError(f"no run {run_id!r} in this engine's store", field="run_id")
         return records
@@ -414,6 +427,7 @@ class Engine:
         sink: list[RunResult] | None = None,
         trace_id: str | None = None,
         claim: int | None = None,
+        budget: AgentBudget | None = None,
     ) -> RunResult:
         plan = graph.compile()
         args = _inputs(plan.graph_inputs, inputs)
@@ -431,6 +445,7 @@ class Engine:
             spawn=self._child,
             trace_id=trace_id,
             observer=self._observe if self.listeners else None,
+            budget=budget,
         )
         state.plan_grants = graph.grants
         owner = self.owner

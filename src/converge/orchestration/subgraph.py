@@ -19,6 +19,7 @@ from typing import Any
 
 from converge.errors import ValidationError
 from converge.orchestration._context import NodeContext
+from converge.orchestration._refs import MISSING
 from converge.orchestration.graph import Graph
 from converge.orchestration.kinds import KindContext, register_kind
 
@@ -45,7 +46,12 @@ class Subgraph:
         return await ctx.run_graph(self.graph, self.child_inputs(inputs))
 
     def child_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """The child run's graph inputs made from the node's inputs."""
+        """The child run's graph inputs made from the node's inputs.
+
+        Raises:
+            ValidationError: a mapped input the node does not read, or a child input that is
+                ``MISSING`` (a run's inputs are stored, and ``MISSING`` cannot be).
+        """
         if self.inputs is not None:
             missing = [ref for ref in self.inputs.values() if ref not in inputs]
             if missing:
@@ -54,12 +60,23 @@ class Subgraph:
                     f"{', '.join(missing)}",
                     field="inputs",
                 )
-            return {name: inputs[ref] for name, ref in self.inputs.items()}
-        out: dict[str, Any] = {}
-        for key, value in inputs.items():
-            parts = key.split(".")
-            name = parts[0] if len(parts) <= 2 else parts[-1]
-            out[name] = value
+            sources = dict(self.inputs)
+        else:
+            sources = {}
+            for key in inputs:
+                parts = key.split(".")
+                sources[parts[0] if len(parts) <= 2 else parts[-1]] = key
+        out = {name: inputs[ref] for name, ref in sources.items()}
+        for name, value in out.items():
+            if value is MISSING:
+                ref = sources[name]
+                raise ValidationError(
+                    f"subgraph {self.name!r} would get MISSING as its input {name!r}: the "
+                    f"node's input {ref!r} is not there (a node that did not run or was "
+                    "skipped, or a key its output lacks), and a run's inputs are stored: put "
+                    "a value in its place (a node before it that returns a default)",
+                    field=f"inputs.{name}",
+                )
         return out
 
     def __repr__(self) -> str:

@@ -40,6 +40,7 @@ _STATUS = {"completed": "success"}
 _END = ("run.completed", "run.failed", "run.cancelled", "run.interrupted", "run.waiting")
 _OFFER_STATUS = {"bidding.offer_accepted": "accepted", "bidding.offer_refused": "refused"}
 _OPEN = frozenset({"open", "submitted", "claimed", "started", "running"})
+_USAGE_KINDS = frozenset({"node.done", "node.retry", "node.failed", "node.waiting"})
 
 
 def trace_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:
@@ -344,12 +345,13 @@ def _prefix(root: str, subject: str) -> str:
 
 
 def _apply(node: dict[str, Any], kind: str, data: dict[str, Any], at: float) -> None:
-    if kind == "node.done":
-        usage = data.get("usage") or {}
+    usage = data.get("usage") if kind in _USAGE_KINDS else None
+    if usage:  # a pass's usage: its retried, failed or paused tries' too
         node["tokens_in"] += int(usage.get("tokens_in", 0))
         node["tokens_out"] += int(usage.get("tokens_out", 0))
         node["tool_calls"] += int(usage.get("tool_calls", 0))
         node["cost"] += float(usage.get("cost", 0.0))
+    if kind == "node.done":
         node["status"] = _STATUS.get(data.get("status", ""), data.get("status", ""))
         _end(node, at)
     elif kind == "node.replaced":  # a replacement node spliced in by on_node_failed
