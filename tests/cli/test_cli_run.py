@@ -310,3 +310,40 @@ def test_run_with_otel_console_prints_the_runs_spans(tmp_path: Path) -> None:
         assert f'"name": "{name}"' in err
     code, _, err = invoke("run", str(graph_file(tmp_path)), "-i", "text=hi", "--otel", "zipkin")
     assert code == 2 and "--otel is console or otlp" in err
+
+
+def test_an_agent_module_that_fails_to_import_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = list(sys.path)
+    monkeypatch.setattr(sys, "path", list(saved))  # the commands put the cwd on it
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONVERGE_TEST_UNSET_KEY", raising=False)
+    (tmp_path / "keyed_agent_q.py").write_text(
+        "import os\n\nKEY = os.environ['CONVERGE_TEST_UNSET_KEY']\n\n\ndef fn(inputs):\n"
+        "    return KEY\n"
+    )
+    g = graph_file(tmp_path, PIPELINE.replace(f"{A}:count", "keyed_agent_q:fn"))
+    store = str(tmp_path / "s.db")
+    expected = (
+        f"error: {g}:14: agent 'count' (keyed_agent_q:fn): importing keyed_agent_q failed: "
+        "KeyError: 'CONVERGE_TEST_UNSET_KEY' (keyed_agent_q.py:3)"
+    )
+    for args in (
+        ("validate", str(g)),
+        ("run", str(g), "-i", "text=a", "--store", store),
+        ("resume", "r1", "--graph", str(g), "--store", store),
+    ):
+        code, out, err = invoke(*args)
+        assert (code, out) == (2, ""), args
+        assert err.startswith(expected) and err.count("\n") == 1, err
+    code, _, err = invoke("validate", "g.yaml")
+    assert err.startswith(expected.replace(str(g), "g.yaml"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sys.path[:] = saved
+    code, _, err = invoke("validate", str(g))
+    assert code == 2 and err.count("\n") == 1
+    assert "no module named 'keyed_agent_q'" in err
+    assert f"looked up in the current directory ({elsewhere}), PYTHONPATH" in err
