@@ -303,6 +303,28 @@ async def test_a_read_only_store_sees_what_another_process_commits(tmp_path: Pat
         assert [e.key for e in await early.list()] == ["a", "b", "first"]
 
 
+_CRASHING_WRITER = """\
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA wal_autocheckpoint = 0")
+conn.execute("INSERT INTO kv (key, value, version) VALUES ('crashed', x'01', 1)")
+os._exit(0)  # no close: the commit is in the -wal file only, the -shm index as it was
+"""
+
+
+async def test_a_read_only_store_reads_the_wal_a_crashed_writer_left(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path) as store:
+        await store.put("first", b"v")
+    writer = await asyncio.create_subprocess_exec(sys.executable, "-c", _CRASHING_WRITER, str(path))
+    async with asyncio.timeout(WAIT):
+        assert await writer.wait() == 0
+    database = path.read_bytes()
+    async with await SQLiteStore.open(path, read_only=True) as store:
+        assert [e.key for e in await store.list()] == ["crashed", "first"]
+    assert path.read_bytes() == database  # the -wal was read, not checkpointed into the file
+
+
 # -- settings -------------------------------------------------------------------------------------
 
 
