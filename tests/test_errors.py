@@ -22,6 +22,8 @@ TREE = [
     (e.ConflictError, e.StoreError, None),
     (e.TaskConflict, e.ConflictError, None),
     (e.SchemaVersionError, e.StoreError, None),
+    (e.NotAStore, e.StoreError, None),
+    (e.StoreReadOnly, e.StoreError, None),
     (e.StoreClosed, e.StoreError, None),
     (e.MissingExtra, e.ConvergeError, ImportError),
     (e.TransportError, e.ConvergeError, ConnectionError),

@@ -27,6 +27,8 @@ The tree is shallow on purpose: catch ``ConvergeError`` for everything, or one b
     │   ├── ConflictError                     an optimistic-concurrency precondition failed
     │   │   └── TaskConflict                  a task was not in the state the caller read
     │   ├── SchemaVersionError                a store written by a newer converge
+    │   ├── NotAStore                         a file that is not a converge store
+    │   ├── StoreReadOnly                     a write through a store opened read-only
     │   └── StoreClosed                       an operation on a closed store
     ├── (agents.ToolError: a tool ran and failed; names the tool)
     │   ├── (agents.ToolTimeout (TimeoutError): past its time limit; a sandboxed one killed)
@@ -57,6 +59,7 @@ __all__ = [
     "IdentityError",
     "InvalidTransition",
     "MissingExtra",
+    "NotAStore",
     "OrchestrationError",
     "PolicyViolation",
     "ProtocolError",
@@ -67,6 +70,7 @@ __all__ = [
     "StateError",
     "StoreClosed",
     "StoreError",
+    "StoreReadOnly",
     "TaskConflict",
     "TransportError",
     "ValidationError",
@@ -285,6 +289,25 @@ class SchemaVersionError(StoreError):
         self.location = location
         self.found = found
         self.supported = supported
+
+
+class NotAStore(StoreError):
+    """A file opened as an existing store is not one: not a SQLite database, or one without
+    converge's schema. Nothing was written to it.
+
+    Attributes:
+        location: the file.
+        reason: what it is instead, in words.
+    """
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"{location} is not a converge store: {reason} (it was not modified)")
+        self.location = location
+        self.reason = reason
+
+
+class StoreReadOnly(StoreError):
+    """A write through a store opened read-only; nothing was written."""
 
 
 class StoreClosed(StoreError):

@@ -166,7 +166,7 @@ def test_events_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     store = tmp_path / "notes.db"
     store.write_text("these are not the bytes of a database\n" * 100)
     code, _, err = invoke("events", "--store", str(store))
-    assert code == 1
+    assert code == 2  # bad input: a file that is not a converge store
     assert "not a SQLite database" in err
     assert "Traceback" not in err
 

@@ -173,10 +173,12 @@ def test_cancel_a_waiting_run_and_unknown_runs(tmp_path: Path) -> None:
     assert (code, out.strip()) == (0, "run w2 cancelled (waiting for an answer)")
     code, _, err = invoke("cancel", "w2", "--store", store)
     assert code == 1 and "already ended" in err
-    for command in ("cancel", "show", "resume"):
+    for command in ("cancel", "show"):
         code, _, err = invoke(command, "nope", "--store", store)
         assert code == 2, command
-        assert "no run 'nope'" in err or "no recorded graph" in err
+        assert "no run 'nope'" in err
+    code, _, err = invoke("resume", "nope", "--store", store)
+    assert (code, err) == (2, f"error: no run nope in {store} (field `run_id`)\n")
     code, _, err = invoke("runs", "--store", str(tmp_path / "absent.db"))
     assert code == 2 and "no store" in err
 
@@ -377,3 +379,115 @@ def test_run_with_otel_console_prints_the_runs_spans(tmp_path: Path) -> None:
         assert f'"name": "{name}"' in err
     code, _, err = invoke("run", str(graph_file(tmp_path)), "-i", "text=hi", "--otel", "zipkin")
     assert code == 2 and "--otel is console or otlp" in err
+
+
+def test_an_agent_module_that_fails_to_import_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = list(sys.path)
+    monkeypatch.setattr(sys, "path", list(saved))  # the commands put the cwd on it
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONVERGE_TEST_UNSET_KEY", raising=False)
+    (tmp_path / "keyed_agent_q.py").write_text(
+        "import os\n\nKEY = os.environ['CONVERGE_TEST_UNSET_KEY']\n\n\ndef fn(inputs):\n"
+        "    return KEY\n"
+    )
+    g = graph_file(tmp_path, PIPELINE.replace(f"{A}:count", "keyed_agent_q:fn"))
+    store = str(tmp_path / "s.db")
+    expected = (
+        f"error: {g}:14: agent 'count' (keyed_agent_q:fn): importing keyed_agent_q failed: "
+        "KeyError: 'CONVERGE_TEST_UNSET_KEY' (keyed_agent_q.py:3)"
+    )
+    for args in (
+        ("validate", str(g)),
+        ("run", str(g), "-i", "text=a", "--store", store),
+        ("resume", "r1", "--graph", str(g), "--store", store),
+    ):
+        code, out, err = invoke(*args)
+        assert (code, out) == (2, ""), args
+        assert err.startswith(expected) and err.count("\n") == 1, err
+    code, _, err = invoke("validate", "g.yaml")
+    assert err.startswith(expected.replace(str(g), "g.yaml"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sys.path[:] = saved
+    code, _, err = invoke("validate", str(g))
+    assert code == 2 and err.count("\n") == 1
+    assert "no module named 'keyed_agent_q'" in err
+    assert f"looked up in the current directory ({elsewhere}), PYTHONPATH" in err
+
+
+READ_ONLY_COMMANDS = (
+    ("runs",),
+    ("show", "r1"),
+    ("trace", "r1"),
+    ("replay", "r1"),
+    ("metrics", "r1"),
+    ("events",),
+)
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_read_only_commands_never_write_and_refuse_other_files(tmp_path: Path) -> None:
+    store = tmp_path / "s.db"
+    g = str(graph_file(tmp_path))
+    assert invoke("run", g, "-i", "text=a", "--store", str(store), "--run-id", "r1")[0] == 0
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    conn.close()
+    before = _snapshot(tmp_path)
+    for args in READ_ONLY_COMMANDS:
+        code, out, err = invoke(*args, "--store", str(other))
+        assert (code, out) == (2, ""), args
+        assert err == (
+            f"error: {other} is not a converge store: a SQLite database of other tables, "
+            "without converge's schema_version table (it was not modified)\n"
+        ), args
+        code, _, err = invoke(*args, "--store", str(store))
+        assert code == 0, (args, err)
+    # `cancel` writes, but it too opens only a store that exists
+    code, _, err = invoke("cancel", "r1", "--store", str(other))
+    assert code == 2 and "is not a converge store" in err
+    after = _snapshot(tmp_path)
+    assert after.pop("s.db-wal", b"") == b"" and after.pop("s.db-shm", None) is not None
+    assert after == before
+    assert _sqlite_tables(other) == ["users"]
+
+
+def _sqlite_tables(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    finally:
+        conn.close()
+
+
+def test_read_only_commands_resolve_the_store_like_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONVERGE_STORE", raising=False)
+    monkeypatch.delenv("CONVERGE_HOME", raising=False)
+    g = str(graph_file(tmp_path))
+    assert invoke("run", g, "-i", "text=a", "--run-id", "r1")[0] == 0  # the default store
+    for args in READ_ONLY_COMMANDS:
+        code, out, err = invoke(*args)
+        assert code == 0 and "r1" in out, (args, err)
+    Path(".converge/converge.db").rename("elsewhere.db")
+    for how in ("env", "file"):
+        if how == "env":
+            monkeypatch.setenv("CONVERGE_STORE", "elsewhere.db")
+        else:
+            monkeypatch.delenv("CONVERGE_STORE")
+            Path("converge.toml").write_text('store = "elsewhere.db"\n')
+        for args in READ_ONLY_COMMANDS:
+            code, out, err = invoke(*args)
+            assert code == 0 and "r1" in out, (how, args, err)
+    code, _, err = invoke("events", "--store", "missing.db")
+    assert (code, err) == (2, "error: no store at missing.db\n")

@@ -189,10 +189,87 @@ async def test_a_heartbeat_keeps_the_lease(board: TaskManager, clock: ManualCloc
     assert (await board.report(A, task.id, "ok", token)).state is TaskState.COMPLETED
 
 
-async def test_now_from_another_clock_is_refused(board: TaskManager) -> None:
-    with pytest.raises(ValidationError, match="another clock") as info:
-        await board.release_expired_claims(time.monotonic())
+async def test_now_from_time_monotonic_is_translated_to_the_boards_clock(
+    board: TaskManager, clock: ManualClock
+) -> None:
+    task = await board.submit(Task(objective="x"))
+    await board.claim(A, task.id)  # the lease ends 10 s from now on the board's clock
+    clock.advance(9.9)
+    assert await board.release_expired_claims(time.monotonic()) == []  # seed 001's call
+    clock.advance(0.2)
+    # read 5 s ago on the monotonic clock: 4.9 s before the lease ended on the board's
+    assert await board.release_expired_claims(time.monotonic() - 5) == []
+    [released] = await board.release_expired_claims(time.monotonic())
+    assert released.state is TaskState.PENDING
+    assert released.updated_at == pytest.approx(clock.now(), abs=1.0)  # in the board's time
+
+
+async def test_now_on_the_boards_clock_is_used_as_is(
+    board: TaskManager, clock: ManualClock
+) -> None:
+    task = await board.submit(Task(objective="x"))
+    await board.claim(A, task.id)
+    assert await board.release_expired_claims(clock.now() + 9.9) == []
+    [released] = await board.release_expired_claims(clock.now() + 10.1)
+    assert released.updated_at == clock.now() + 10.1
+
+
+@pytest.mark.parametrize("now", [12.5, 1e6, -3.0, float("nan"), float("inf"), True, "1"])
+async def test_now_on_neither_clock_is_refused(board: TaskManager, now: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        await board.release_expired_claims(now)  # type: ignore[arg-type]
     assert info.value.field == "now"
+    assert "neither the board's clock" in str(info.value) or "finite number" in str(info.value)
+
+
+class OffsetMonotonic:
+    """A clock that reads ``time.monotonic() + offset`` (0: the monotonic clock itself)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.monotonic() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def test_a_board_clock_close_to_time_monotonic_refuses_the_ambiguous_now(
+    store: Store,
+) -> None:
+    # A board clock that started near 0 reads close to time.monotonic() (seconds since boot):
+    # a `now` within both clocks' windows could be either, and the two readings differ.
+    near = TaskManager(store, claim_ttl_sec=10.0, clock=OffsetMonotonic(-600.0))
+    with pytest.raises(ValidationError, match="ambiguous") as info:
+        await near.release_expired_claims(time.monotonic())
+    assert info.value.field == "now"
+    assert await near.release_expired_claims(None) == []
+    assert await near.release_expired_claims(near.clock.now()) == []  # 600 s from monotonic
+    # the board's clock is the monotonic clock: both readings agree, nothing to tell apart
+    same = TaskManager(store, claim_ttl_sec=10.0, clock=OffsetMonotonic(0.0))
+    task = await same.submit(Task(objective="x"))
+    await same.claim(A, task.id)
+    assert await same.release_expired_claims(time.monotonic()) == []
+    [released] = await same.release_expired_claims(time.monotonic() + 11)
+    assert released.id == task.id
+
+
+async def test_visible_tasks_with_no_pool_and_no_capability_filter(board: TaskManager) -> None:
+    tasks = [
+        await board.submit(Task(objective="open", priority=1)),
+        await board.submit(Task(objective="pool-a", pool_id="a", priority=3)),
+        await board.submit(Task(objective="needs-sum", required_capabilities=("sum",), priority=2)),
+    ]
+    everything = await board.list_pending_tasks_for_agent(A, None, None)  # seed 001's form
+    assert [t.id for t in everything] == [tasks[1].id, tasks[2].id, tasks[0].id]
+    any_pool = await board.list_pending_tasks_for_agent(A, None, [])
+    assert [t.objective for t in any_pool] == ["pool-a", "open"]
+    any_capability = await board.list_pending_tasks_for_agent(A, [], None)
+    assert [t.objective for t in any_capability] == ["needs-sum", "open"]
+    assert [t.objective for t in await board.list_pending_tasks_for_agent(A, None, None, 1)] == [
+        "pool-a"
+    ]
 
 
 async def test_visible_tasks_respect_pools_capabilities_priority_and_limit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,8 @@ BASE = "name: g\nnodes:\n  - {id: a, agent: code_analyzer, inputs: [source_code]
          4, "nodes[1].inputs[0]", "contradict"),
         ("config: {max_iterations: 0}\n", 4, "config", "max_iterations"),
         ("execution: {max_concurrent_agents: 0}\n", 4, "execution", "max_concurrent_agents"),
-        ("agents: {x: {ref: 'no_such_module_x:f'}}\n", None, "agents.x", "cannot import"),
+        ("agents: {x: {ref: 'no_such_module_x:f'}}\n", 4, "agents.x",
+         "no module named 'no_such_module_x'"),
         ("agents: {x: {ref: 'os:path', kind: psi}}\n", 4, "agents.x.kind", "unknown agent kind"),
     ],
 )  # fmt: skip
@@ -268,3 +270,63 @@ async def test_missing_graph_inputs_are_refused_before_running() -> None:
     graph = loads_graph(BASE, agents=SEED_AGENTS)
     with pytest.raises(ValidationError, match="source_code"):
         await graph.execute({})
+
+
+AGENT_GRAPH = """\
+name: g
+nodes:
+  - id: a
+    agent: worker
+agents:
+  spare: {module}:fn
+  worker:
+    ref: {module}:fn
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "body", "raised"),
+    [
+        ("env_agent_q", "import os\n\nKEY = os.environ['CONVERGE_TEST_UNSET_KEY']\n",
+         "KeyError: 'CONVERGE_TEST_UNSET_KEY' ({file}:3)"),
+        ("syntax_agent_q", "def fn(inputs):\n    return (1\n",
+         "SyntaxError: '(' was never closed ({file}:2)"),
+        ("dependent_agent_q", "import json\nimport no_such_dependency_q\n",
+         "ModuleNotFoundError: No module named 'no_such_dependency_q' ({file}:2)"),
+    ],
+)  # fmt: skip
+def test_an_agent_module_that_fails_to_import_is_located(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, body: str, raised: str
+) -> None:
+    (tmp_path / f"{module}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CONVERGE_TEST_UNSET_KEY", raising=False)
+    graph = tmp_path / "g.yaml"
+    graph.write_text(AGENT_GRAPH.format(module=module))
+    with pytest.raises(ValidationError) as info:
+        load_graph(graph)
+    error = info.value
+    assert (error.source, error.line, error.field) == (str(graph), 8, "agents.worker")
+    assert f"agent 'worker' ({module}:fn): importing {module} failed: " in str(error)
+    assert raised.format(file=f"{module}.py") in str(error)
+    assert error.__cause__ is not None  # the original error, for a debugger
+
+
+def test_an_agent_module_not_found_says_where_modules_are_looked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    monkeypatch.setenv("PYTHONPATH", "/nowhere")
+    with pytest.raises(ValidationError) as info:
+        loads_graph(AGENT_GRAPH.format(module="no_such_agent_module_q"), source="g.yaml")
+    text = str(info.value)
+    assert info.value.line == 8
+    assert "no module named 'no_such_agent_module_q'" in text
+    assert "PYTHONPATH (/nowhere)" in text
+    assert f"not in the current directory ({tmp_path})" in text
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValidationError) as info:
+        loads_graph(AGENT_GRAPH.format(module="no_such_agent_module_q"), source="g.yaml")
+    assert f"looked up in the current directory ({tmp_path}), PYTHONPATH" in str(info.value)

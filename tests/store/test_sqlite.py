@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from converge.errors import SchemaVersionError, StoreError, ValidationError
+from converge.core.task import Task
+from converge.errors import (
+    NotAStore,
+    SchemaVersionError,
+    StoreError,
+    StoreReadOnly,
+    ValidationError,
+)
 from converge.protocol.event import Event
 from converge.store import Entry, SQLiteStore
 from tests.store._crash_child import KIND, payload, payload_bytes
@@ -172,6 +179,150 @@ async def test_newer_schema_is_refused_and_the_file_left_untouched(
     # In WAL mode a write would sit in the -wal file before reaching the database file.
     assert after.get(f"{path.name}-wal", b"") == before.get(f"{path.name}-wal", b"")
     assert _sqlite_rows(path, "SELECT max(version) FROM schema_version") == [(newer,)]
+
+
+# -- read-only ------------------------------------------------------------------------------------
+
+
+async def transaction(store: SQLiteStore) -> None:
+    async with store.transaction() as tx:
+        tx.put("n", b"w")
+        tx.append(make_event())
+
+
+async def test_read_only_reads_a_store_and_refuses_every_write(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path) as store:  # closed cleanly: no -wal, no -shm
+        await store.put("k", b"v")
+        seqs = await store.append([make_event(n=1)])
+    assert list(_files(tmp_path)) == ["s.db"]
+    database = path.read_bytes()
+    async with await SQLiteStore.open(path, read_only=True) as store:
+        assert store.read_only and "read-only" in repr(store)
+        assert await store.get("k") == Entry("k", b"v", 1)
+        assert [e.seq for e in await store.read()] == seqs
+        assert await store.pending_tasks() == []
+        writes = [
+            lambda: store.put("k", b"w"),
+            lambda: store.put_if_absent("n", b"w"),
+            lambda: store.compare_and_set("k", 1, b"w"),
+            lambda: store.delete("k"),
+            lambda: store.append([make_event(n=2)]),
+            lambda: store.write_task(Task(objective="x"), make_event()),
+            lambda: transaction(store),
+        ]
+        for write in writes:
+            with pytest.raises(StoreReadOnly, match="read-only; nothing was written"):
+                await write()
+        assert await store.get("k") == Entry("k", b"v", 1)
+    assert path.read_bytes() == database
+    # SQLite's WAL readers share these two files (created empty when absent): never data.
+    assert (tmp_path / "s.db-wal").read_bytes() == b""
+    assert _sqlite_rows(path, "PRAGMA journal_mode") == [("wal",)]
+    with pytest.raises(ValidationError, match="cannot be created"):
+        await SQLiteStore.open(path, read_only=True, create=True)
+
+
+async def test_files_that_are_not_stores_are_refused_untouched(tmp_path: Path) -> None:
+    other = tmp_path / "app.db"  # someone's own SQLite database, in rollback-journal mode
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+        conn.execute("INSERT INTO users VALUES ('ada')")
+    conn.close()
+    (tmp_path / "notes.db").write_text("not the bytes of a database\n" * 100)
+    (tmp_path / "empty.db").write_bytes(b"")
+    before = _files(tmp_path)
+    for name, reason in (
+        ("app.db", "a SQLite database of other tables"),
+        ("notes.db", "not a SQLite database"),
+        ("empty.db", "an empty SQLite database"),
+    ):
+        for kwargs in ({"read_only": True}, {"create": False}):
+            with pytest.raises(NotAStore) as caught:
+                await SQLiteStore.open(tmp_path / name, **kwargs)
+            assert caught.value.location == str(tmp_path / name)
+            assert reason in str(caught.value), kwargs
+    assert _files(tmp_path) == before  # no table added, no -wal or -journal left
+    with pytest.raises(StoreError, match="no converge store"):
+        await SQLiteStore.open(tmp_path / "absent.db", read_only=True)
+    assert not (tmp_path / "absent.db").exists()
+    _make_future_db(tmp_path / "future.db", SQLiteStore.SCHEMA_VERSION + 1)
+    with pytest.raises(SchemaVersionError):
+        await SQLiteStore.open(tmp_path / "future.db", read_only=True)
+
+
+_WRITER = """\
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA wal_autocheckpoint = 0")  # what it commits stays in the -wal file
+for line in sys.stdin:
+    conn.execute("INSERT INTO kv (key, value, version) VALUES (?, x'01', 1)", (line.strip(),))
+    print(line.strip(), flush=True)
+conn.close()
+"""
+
+
+async def test_a_read_only_store_sees_what_another_process_commits(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path) as store:
+        await store.put("first", b"v")
+    async with AsyncExitStack() as stack:
+        early = await SQLiteStore.open(path, read_only=True)  # before any -wal file exists
+        stack.push_async_callback(early.aclose)
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WRITER,
+            str(path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert writer.stdin is not None and writer.stdout is not None
+        try:
+
+            async def commit(key: str) -> None:
+                assert writer.stdin is not None and writer.stdout is not None
+                writer.stdin.write(f"{key}\n".encode())
+                await writer.stdin.drain()
+                async with asyncio.timeout(WAIT):
+                    assert (await writer.stdout.readline()).decode().strip() == key
+
+            await commit("a")
+            # opened while a commit sits in the -wal file only
+            late = await SQLiteStore.open(path, read_only=True)
+            stack.push_async_callback(late.aclose)
+            await commit("b")
+            for reader in (early, late):
+                keys = [e.key for e in await reader.list()]
+                assert keys == ["a", "b", "first"]
+        finally:
+            writer.stdin.close()
+            async with asyncio.timeout(WAIT):
+                assert await writer.wait() == 0
+        assert [e.key for e in await early.list()] == ["a", "b", "first"]
+
+
+_CRASHING_WRITER = """\
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA wal_autocheckpoint = 0")
+conn.execute("INSERT INTO kv (key, value, version) VALUES ('crashed', x'01', 1)")
+os._exit(0)  # no close: the commit is in the -wal file only, the -shm index as it was
+"""
+
+
+async def test_a_read_only_store_reads_the_wal_a_crashed_writer_left(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await SQLiteStore.open(path) as store:
+        await store.put("first", b"v")
+    writer = await asyncio.create_subprocess_exec(sys.executable, "-c", _CRASHING_WRITER, str(path))
+    async with asyncio.timeout(WAIT):
+        assert await writer.wait() == 0
+    database = path.read_bytes()
+    async with await SQLiteStore.open(path, read_only=True) as store:
+        assert [e.key for e in await store.list()] == ["crashed", "first"]
+    assert path.read_bytes() == database  # the -wal was read, not checkpointed into the file
 
 
 # -- settings -------------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def runs(
     cfg = settings(store=store)
 
     async def go() -> list[dict[str, Any]]:
-        async with await open_store(cfg, create=False) as db:
+        async with await open_store(cfg, create=False, read_only=True) as db:
             return await list_runs(db, limit)
 
     found = guard(lambda: run_async(go()))
@@ -208,7 +208,7 @@ def show(
     cfg = settings(store=store)
 
     async def go() -> dict[str, Any]:
-        async with await open_store(cfg, create=False) as db:
+        async with await open_store(cfg, create=False, read_only=True) as db:
             return await show_run(db, run_id)
 
     found = guard(lambda: run_async(go()))

@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-__all__ = ["Settings", "fail", "guard", "settings"]
+__all__ = ["Settings", "bad_input", "fail", "guard", "settings"]
 
 T = TypeVar("T")
 LOG_FORMATS = ("text", "json")
@@ -140,21 +140,29 @@ def guard(fn: Callable[[], T]) -> T:
 
     An ``ExceptionGroup`` holding one error (a task group's) is unwrapped first.
     """
-    from converge.errors import ConvergeError, IdentityError, SchemaVersionError, ValidationError
+    from converge.errors import ConvergeError
 
     try:
         return fn()
     except BaseExceptionGroup as group:
         inner = _sole(group)
-        if isinstance(inner, (ValidationError, IdentityError, SchemaVersionError)):
+        if isinstance(inner, bad_input()):
             fail(str(inner), 2)
         if isinstance(inner, ConvergeError):
             fail(str(inner), 1)
         raise
-    except (ValidationError, IdentityError, SchemaVersionError) as exc:
+    except bad_input() as exc:
         fail(str(exc), 2)
     except ConvergeError as exc:
         fail(str(exc), 1)
+
+
+def bad_input() -> tuple[type[Exception], ...]:
+    """The errors that are bad input (exit 2): a bad argument or file, an unusable key, a
+    file that is not a converge store or is one from a newer converge."""
+    from converge.errors import IdentityError, NotAStore, SchemaVersionError, ValidationError
+
+    return (ValidationError, IdentityError, NotAStore, SchemaVersionError)
 
 
 def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:

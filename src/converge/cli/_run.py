@@ -101,12 +101,15 @@ def load(path: Path) -> Graph:
     return graph
 
 
-async def open_store(cfg: Settings, *, create: bool) -> SQLiteStore:
-    """Open the configured store (without ``create``, a missing file is bad input)."""
+async def open_store(cfg: Settings, *, create: bool, read_only: bool = False) -> SQLiteStore:
+    """Open the configured store (without ``create``, a missing file is bad input; with
+    ``read_only``, nothing is ever written to it)."""
     from converge.store import SQLiteStore
 
     if not create and not cfg.store.exists():
         fail(f"no store at {cfg.store}", 2)
+    if read_only:
+        return await SQLiteStore.open(cfg.store, busy_timeout=cfg.busy_timeout, read_only=True)
     if create:
         cfg.store.parent.mkdir(parents=True, exist_ok=True)
     return await SQLiteStore.open(cfg.store, busy_timeout=cfg.busy_timeout, create=create)
@@ -306,8 +309,11 @@ async def graph_of(cfg: Settings, run_id: str) -> Path:
     """The graph file recorded for ``run_id`` in the configured store (bad input if none)."""
     from converge.errors import ValidationError
 
-    async with await open_store(cfg, create=False) as store:
+    async with await open_store(cfg, create=False, read_only=True) as store:
         path = await recorded_graph(store, run_id)
+        started = await store.read(trace_id=run_id.split("/", 1)[0], kinds=("run.started",))
+    if path is None and not any(ev.subject == run_id for ev in started):
+        raise ValidationError(f"no run {run_id} in {cfg.store}", field="run_id")
     if path is None:
         raise ValidationError(f"run {run_id} has no recorded graph file: pass --graph GRAPH.yaml")
     return path

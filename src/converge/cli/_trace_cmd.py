@@ -1,15 +1,15 @@
 """``converge trace``, ``converge replay`` and ``converge metrics``: a run, read back from the
 event log of a SQLite store.
 
-The store is ``--store``, else ``CONVERGE_STORE``, else ``$CONVERGE_HOME/converge.db``, else
-``.converge/converge.db``. An unknown store or run is bad input (exit 2); a replay that finds
-differences exits 1. Renderers are imported inside each command.
+The store resolves as for every command (``--store``, ``CONVERGE_STORE``, ``converge.toml``,
+the default: see ``_config``) and is opened read-only. An unknown store or run, or a file that
+is not a converge store, is bad input (exit 2); a replay that finds differences exits 1.
+Renderers are imported inside each command.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -25,8 +25,7 @@ StoreOption = Annotated[
     Path | None,
     typer.Option(
         "--store",
-        envvar="CONVERGE_STORE",
-        help="The SQLite store holding the run (default: $CONVERGE_HOME/converge.db, else "
+        help="The SQLite store holding the run (default: $CONVERGE_STORE, converge.toml, "
         ".converge/converge.db).",
         show_default=False,
     ),
@@ -44,31 +43,21 @@ class TraceFormat(StrEnum):
     html = "html"
 
 
-def _store(store: Path | None) -> Path:
-    from converge.cli.app import _fail
-
-    if store is None:
-        home = os.environ.get("CONVERGE_HOME")
-        store = Path(home) / "converge.db" if home else Path(".converge/converge.db")
-    if not store.exists():
-        _fail(f"no store at {store}", 2)
-    return store
-
-
 def _events(store: Path | None, run_id: str) -> list[Any]:
     """The events of ``run_id``'s trace; exits 2 when the store does not hold the run."""
+    from converge.cli._config import settings
+    from converge.cli._run import open_store
     from converge.cli.app import _fail, _guard
-    from converge.store import SQLiteStore
 
-    path = _store(store)
+    cfg = settings(store=store)
 
     async def read() -> list[Any]:
-        async with await SQLiteStore.open(path, create=False) as db:
+        async with await open_store(cfg, create=False, read_only=True) as db:
             return list(await db.read(trace_id=run_id.split("/", 1)[0]))
 
     found = _guard(lambda: run_async(read()))
     if not any(e.kind == "run.started" and e.subject == run_id for e in found):
-        _fail(f"no run {run_id} in {path}", 2)
+        _fail(f"no run {run_id} in {cfg.store}", 2)
     return found
 
 

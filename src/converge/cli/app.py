@@ -1,8 +1,9 @@
 """The ``converge`` command.
 
-Exit codes: 0 success, 1 the operation failed, 2 bad input (arguments, files, keys, a store from
-a newer converge). Errors print one line on stderr, never a traceback. Heavy modules are imported
-inside the commands that need them, so ``converge --help`` starts fast.
+Exit codes: 0 success, 1 the operation failed, 2 bad input (arguments, files, keys, a file that
+is not a converge store or is one from a newer converge). Errors print one line on stderr, never
+a traceback. Heavy modules are imported inside the commands that need them, so ``converge
+--help`` starts fast.
 """
 
 from __future__ import annotations
@@ -45,16 +46,12 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _guard(fn: Callable[[], T]) -> T:
     """Run a command body, turning converge's errors into one line and an exit code."""
-    from converge.errors import (
-        ConvergeError,
-        IdentityError,
-        SchemaVersionError,
-        ValidationError,
-    )
+    from converge.cli._config import bad_input
+    from converge.errors import ConvergeError
 
     try:
         return fn()
-    except (ValidationError, IdentityError, SchemaVersionError) as exc:
+    except bad_input() as exc:
         _fail(str(exc), 2)
     except ConvergeError as exc:
         _fail(str(exc), 1)
@@ -159,7 +156,14 @@ def _password(env: str | None) -> bytes | None:
 
 @app.command()
 def events(
-    store: Annotated[Path, typer.Option(help="The SQLite store to read.")],
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="The SQLite store to read (default: $CONVERGE_STORE, converge.toml, "
+            ".converge/converge.db).",
+            show_default=False,
+        ),
+    ] = None,
     trace: Annotated[str | None, typer.Option(help="Only this trace.")] = None,
     kind: Annotated[list[str] | None, typer.Option(help="Only these kinds (repeatable).")] = None,
     after: Annotated[int, typer.Option(help="Only events after this seq.")] = 0,
@@ -170,18 +174,18 @@ def events(
 
     Example: [bold]converge events --store .converge/demo.db --trace 01J…[/]
     """
-    if not store.exists():
-        _fail(f"no store at {store}", 2)
+    from converge.cli._config import settings
+    from converge.cli._run import open_store
 
-    from converge.store import SQLiteStore
+    cfg = settings(store=store)
 
     async def read() -> list[object]:
-        async with await SQLiteStore.open(store, create=False) as db:
+        async with await open_store(cfg, create=False, read_only=True) as db:
             found = await db.read(after_seq=after, trace_id=trace, kinds=kind, limit=limit)
         return list(found)
 
     found = _guard(lambda: run_async(read()))
-    _print_events(found, as_json, title=f"events in {store}")
+    _print_events(found, as_json, title=f"events in {cfg.store}")
 
 
 def _print_events(found: list[object], as_json: bool, *, title: str) -> None:

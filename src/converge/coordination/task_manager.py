@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
 
 from converge.core.capability import Capability, CapabilitySet, Requirement
-from converge.core.clock import Clock, on_clock, system_clock
+from converge.core.clock import CLOCK_SKEW_LIMIT_S, Clock, system_clock
 from converge.core.task import TERMINAL_STATES, Task, TaskState
 from converge.errors import (
     InvalidTransition,
@@ -37,6 +39,12 @@ __all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]
 _HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 _PENDING_KINDS = ("task.submitted", "task.released")
 _KNOWN_MAX = 10_000  # tasks a manager remembers as it last wrote them
+# release_expired_claims(now): how far `now` may be from time.monotonic() to be taken as read
+# from it just before the call (a descheduled process, a GC pause: seconds at worst), and how
+# close two clocks must read to be taken as one clock (the two are read one after the other,
+# so a busy machine puts some milliseconds between them; a lease judged 50 ms off is the same).
+_MONOTONIC_TOLERANCE_S = 10.0
+_SAME_CLOCK_S = 0.05
 
 
 class LeaseLost(StateError):
@@ -388,14 +396,34 @@ class TaskManager:
     async def release_expired_claims(self, now: float | None = None) -> list[Task]:
         """Return tasks whose lease expired to PENDING, or FAIL those out of attempts.
 
+        Leases are stored in the manager's clock (wall-clock seconds by default), and seed 001
+        has callers pass ``time.monotonic()``, so ``now`` may come from either clock:
+
+        - ``None``: the manager's clock, now.
+        - a value from the manager's clock (within 30 days of it, ``CLOCK_SKEW_LIMIT_S``):
+          used as is.
+        - a value from this process's ``time.monotonic()`` (within 10 s of it: read just
+          before the call): translated to the manager's clock, keeping its age:
+          ``clock.now() - (time.monotonic() - now)``.
+        - anything else is refused.
+
+        With the default wall clock the two never meet (seconds since 1970 against seconds
+        since boot). An injected clock can read close to ``time.monotonic()`` (one started at
+        0, say): a ``now`` that fits both rules is then ambiguous, and refused, unless the two
+        clocks read the same (within 50 ms: the manager's clock is the monotonic one), when
+        both rules give the same time.
+
         Args:
-            now: the time to judge leases by; the manager's clock by default. A value from
-                another clock (``time.monotonic()`` for a wall-clock manager) is refused.
+            now: the time to judge leases by (see above).
 
         Returns:
             The tasks changed, as stored after the change.
+
+        Raises:
+            ValidationError: ``now`` is not a finite number, fits neither clock, or fits both
+                while they read differently (``field`` is ``"now"``).
         """
-        now = self._check_now(now)
+        now = _lease_time(now, self.clock.now(), time.monotonic())
         changed: list[Task] = []
         for task in await self.store.expiring_tasks(now, limit=1000):
             if task.attempts >= task.max_attempts:
@@ -433,19 +461,23 @@ class TaskManager:
     async def list_pending_tasks_for_agent(
         self,
         agent_id: str,
-        pool_ids: Iterable[str],
-        capabilities: CapabilitySet | Iterable[Capability | str],
+        pool_ids: Iterable[str] | None,
+        capabilities: CapabilitySet | Iterable[Capability | str] | None,
         limit: int = 100,
     ) -> list[Task]:
         """PENDING tasks ``agent_id`` may claim, in priority order, at most ``limit``.
 
         A task is visible iff its pool is unset or among ``pool_ids`` and every requirement is
-        met by ``capabilities``. Served from the (pool, capability) index, never a full scan.
+        met by ``capabilities``. ``None`` turns that filter off (seed 001's
+        ``list_pending_tasks_for_agent(agent_id, None, None)`` lists every pending task):
+        ``pool_ids=None`` is any pool, ``capabilities=None`` any requirement. ``claim`` still
+        checks the agent's own pools and capabilities. Served from the (pool, capability)
+        index, never a full scan.
         """
-        caps = _as_capability_set(capabilities)
-        pools = frozenset(pool_ids)
-        keys_pools: list[str | None] = [None, *pools]
-        keys_caps: list[str | None] = [None, *caps.names]
+        caps = None if capabilities is None else _as_capability_set(capabilities)
+        pools = None if pool_ids is None else frozenset(pool_ids)
+        keys_pools: list[str | None] | None = None if pools is None else [None, *pools]
+        keys_caps: list[str | None] | None = None if caps is None else [None, *caps.names]
         found: list[Task] = []
         after: tuple[int, str] | None = None
         page = max(limit, 1)
@@ -552,8 +584,39 @@ class TaskManager:
                 return found
         return CapabilitySet()
 
-    def _check_now(self, now: float | None) -> float:
-        return on_clock(now, self.clock, what="leases")
+
+def _lease_time(now: float | None, board_now: float, monotonic_now: float) -> float:
+    """``now`` on the board's clock, by the rule ``release_expired_claims`` documents:
+    ``board_now`` is the board's clock and ``monotonic_now`` ``time.monotonic()``, both read
+    on entry.
+
+    Raises:
+        ValidationError: ``now`` fits neither clock, or both when they differ.
+    """
+    if now is None:
+        return board_now
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise ValidationError(f"now must be a finite number of seconds, not {now!r}", field="now")
+    on_board = abs(now - board_now) <= CLOCK_SKEW_LIMIT_S
+    on_monotonic = abs(monotonic_now - now) <= _MONOTONIC_TOLERANCE_S
+    if on_board and on_monotonic and abs(monotonic_now - board_now) > _SAME_CLOCK_S:
+        raise ValidationError(
+            f"now={now!r} is ambiguous: the board's clock reads {board_now!r}, too close to "
+            f"time.monotonic() ({monotonic_now!r}) to tell which of the two it was read from. "
+            "Omit `now` (the board's clock is used) or pass the board's clock.now().",
+            field="now",
+        )
+    if on_board:
+        return float(now)
+    if on_monotonic:
+        return board_now - (monotonic_now - now)
+    raise ValidationError(
+        f"now={now!r} is a time on neither the board's clock (it reads {board_now!r}; a value "
+        f"within {CLOCK_SKEW_LIMIT_S / 86400:g} days of it is used as is) nor time.monotonic() "
+        f"({monotonic_now!r}; a value read within {_MONOTONIC_TOLERANCE_S:g} s of it is "
+        "translated to the board's clock). Omit `now` to use the board's clock.",
+        field="now",
+    )
 
 
 def _holds(task: Task, agent_id: str, token: int) -> bool:
@@ -564,11 +627,12 @@ def _as_capability_set(caps: CapabilitySet | Iterable[Capability | str]) -> Capa
     return caps if isinstance(caps, CapabilitySet) else CapabilitySet(caps)
 
 
-def _invisibility(task: Task, pools: frozenset[str], caps: CapabilitySet) -> str:
-    """Why ``task`` is not visible to an agent with ``pools`` and ``caps`` ('' if it is)."""
-    if task.pool_id is not None and task.pool_id not in pools:
+def _invisibility(task: Task, pools: frozenset[str] | None, caps: CapabilitySet | None) -> str:
+    """Why ``task`` is not visible to an agent with ``pools`` and ``caps`` ('' if it is;
+    ``None`` does not filter)."""
+    if pools is not None and task.pool_id is not None and task.pool_id not in pools:
         return f"not a member of pool {task.pool_id}"
     required = task.required_capabilities
-    if required and not caps.satisfies_all(required):
+    if caps is not None and required and not caps.satisfies_all(required):
         return f"missing capabilities {', '.join(caps.missing(required))}"
     return ""

@@ -149,8 +149,9 @@ def build_plan(
     execution: ExecutionConfig,
     *,
     source: str | None = None,
+    agent_lines: Mapping[str, int] | None = None,
 ) -> Plan:
-    """Check the graph and build its plan.
+    """Check the graph and build its plan (``agent_lines``: where ``source`` defines agents).
 
     Raises:
         ValidationError: the first problem found, located as precisely as the input allows.
@@ -177,7 +178,12 @@ def build_plan(
                     source=source,
                     line=where.line,
                 )
-            resolved[agent_name] = resolve_agent(agent_name, agents[agent_name], source=source)
+            resolved[agent_name] = resolve_agent(
+                agent_name,
+                agents[agent_name],
+                source=source,
+                line=(agent_lines or {}).get(agent_name),
+            )
         return resolved[agent_name]
 
     groups: dict[str, list[str]] = {}

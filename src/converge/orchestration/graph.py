@@ -75,6 +75,8 @@ class Graph:
         """What each agent may read and write in its context scopes (``ctx.context``), by agent
         name: ``{"writer": {"read": {"session": ["history"]}, "write": {...}}}``."""
         self.source = source
+        self._agent_lines: dict[str, tuple[int, Any]] = {}
+        """Where ``source`` defines each agent: name -> (line, the value read there)."""
         self._nodes: list[Node] = []
         self._edges: list[Edge] = []
         self._plan: Plan | None = None
@@ -202,6 +204,11 @@ class Graph:
                 self.config,
                 self.execution,
                 source=self.source,
+                agent_lines={
+                    name: line
+                    for name, (line, value) in self._agent_lines.items()
+                    if self.agents.get(name) is value  # not replaced since it was read
+                },
             )
             self._plan_key = key
         return self._plan

@@ -132,6 +132,7 @@ def loads_graph(
     if "agents" in top and not reader.is_null(top["agents"]):
         for key, value in reader.mapping(top["agents"], "agents", None).items():
             graph.agents[key] = reader.agent(value, f"agents.{key}", key, agents or {})
+            graph._agent_lines[key] = (value.start_mark.line + 1, graph.agents[key])
     graph.agents.update(agents or {})
     if "grants" in top and not reader.is_null(top["grants"]):
         for key, value in reader.mapping(top["grants"], "grants", None).items():

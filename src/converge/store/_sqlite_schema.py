@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from converge.errors import SchemaVersionError
+from converge.errors import NotAStore, SchemaVersionError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "read_version"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_store", "migrate", "read_version"]
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -84,6 +84,31 @@ def check_version(conn: sqlite3.Connection, location: str) -> int:
     if found > SCHEMA_VERSION:
         raise SchemaVersionError(location, found, SCHEMA_VERSION)
     return found
+
+
+_VERSION_COLUMNS = {"version", "applied_at", "description"}
+
+
+def check_store(conn: sqlite3.Connection, location: str) -> int:
+    """The schema version of an existing converge store, read without writing anything.
+
+    Raises:
+        NotAStore: the database has no ``schema_version`` table of converge's, or an empty one
+            (a migration writes its row with its tables, in one transaction).
+        SchemaVersionError: the store is from a newer converge.
+        sqlite3.DatabaseError: the file is not a SQLite database (for the caller to translate).
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(schema_version)")}
+    if not columns:
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+        what = "an empty SQLite database" if not tables[0] else "a SQLite database of other tables"
+        raise NotAStore(location, f"{what}, without converge's schema_version table")
+    if not _VERSION_COLUMNS <= columns:
+        raise NotAStore(location, "its schema_version table is not converge's")
+    found = read_version(conn)
+    if found == 0:
+        raise NotAStore(location, "its schema_version table is empty")
+    return check_version(conn, location)
 
 
 def migrate(conn: sqlite3.Connection, location: str) -> int:

@@ -23,6 +23,13 @@
   process; ``FULL`` also survives a power loss, at the price of an fsync per commit.
 - The schema is versioned (table ``schema_version``) and migrated forward on open; a file from a
   newer converge is refused before anything is written to it.
+- **Read-only** (``open(path, read_only=True)``): no writer and no checkpointer thread; the
+  reader's connection opens the file with SQLite's ``mode=ro``, runs no pragma that writes
+  (no ``journal_mode``, no migration) and refuses a file that is not a converge store
+  (``NotAStore``); writes raise ``StoreReadOnly``. Each read sees what was committed before it,
+  also while another process writes. As any reader of a WAL database, it may create the empty
+  ``-wal`` and ``-shm`` files SQLite's readers share when they are absent (a store closed
+  cleanly has none): the database file itself is never written.
 """
 
 from __future__ import annotations
@@ -39,7 +46,14 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from converge.core.task import Task, TaskState
-from converge.errors import ConflictError, StoreClosed, StoreError, ValidationError
+from converge.errors import (
+    ConflictError,
+    NotAStore,
+    StoreClosed,
+    StoreError,
+    StoreReadOnly,
+    ValidationError,
+)
 from converge.protocol.event import Event
 from converge.store import _sqlite_schema as schema
 from converge.store._board import TaskOp, pool_key, task_decoder
@@ -75,10 +89,17 @@ class SQLiteStore:
     """The newest schema version this converge knows."""
 
     def __init__(
-        self, path: Path, synchronous: Synchronous, busy_timeout: float, create: bool = True
+        self,
+        path: Path,
+        synchronous: Synchronous,
+        busy_timeout: float,
+        create: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.path = path
-        self._create = create
+        self._create = create and not read_only
+        self.read_only = read_only
+        """Whether the store was opened read-only (writes raise ``StoreReadOnly``)."""
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self._writer: BatchWorker | None = None
@@ -97,15 +118,30 @@ class SQLiteStore:
         *,
         synchronous: Synchronous = "NORMAL",
         busy_timeout: float = 5.0,
-        create: bool = True,
+        create: bool | None = None,
+        read_only: bool = False,
     ) -> SQLiteStore:
-        """Open (and with ``create``, create) the store at ``path``, migrating it forward.
+        """Open the store at ``path``: create it if need be and migrate it forward, or with
+        ``create=False`` open an existing store only, or with ``read_only`` read one.
+
+        Args:
+            path: the SQLite file.
+            synchronous: ``NORMAL`` (survives a crash of the process) or ``FULL`` (also a
+                power loss).
+            busy_timeout: seconds to wait for a lock another process holds.
+            create: create the file and converge's tables when they are missing (default:
+                true unless ``read_only``). Without it, the file must be a converge store.
+            read_only: read an existing converge store without ever writing to it: no
+                migration, no pragma that writes; writes raise ``StoreReadOnly``. A store from
+                an older converge is read as it is.
 
         Raises:
-            ValidationError: a bad ``synchronous`` or ``busy_timeout``.
+            ValidationError: a bad ``synchronous`` or ``busy_timeout``, or ``create`` with
+                ``read_only``.
             SchemaVersionError: the file was written by a newer converge (it is left untouched).
-            StoreError: the file cannot be opened, is not a SQLite database, or (``create=False``)
-                does not exist.
+            NotAStore: (without ``create``) the file is not a SQLite database, or has no
+                converge schema; it is left untouched.
+            StoreError: the file cannot be opened or (without ``create``) does not exist.
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValidationError(
@@ -116,8 +152,25 @@ class SQLiteStore:
                 f"busy_timeout must be a number of seconds >= 0, not {busy_timeout!r}",
                 field="busy_timeout",
             )
-        store = cls(Path(path), synchronous, float(busy_timeout), create)
+        if create and read_only:
+            raise ValidationError("a store opened read_only cannot be created", field="create")
+        store = cls(
+            Path(path), synchronous, float(busy_timeout), create is not False, read_only=read_only
+        )
         loop = asyncio.get_running_loop()
+        if read_only:
+            store._reader = BatchWorker(
+                f"converge-sqlite-reader:{store.path.name}",
+                store._connect_read_only,
+                _read_batch,
+                loop,
+            )
+            try:
+                await store._reader.submit(_noop)
+            except BaseException:
+                await store.aclose()
+                raise
+            return store
         store._writer = BatchWorker(
             f"converge-sqlite-writer:{store.path.name}",
             store._connect_writer,
@@ -157,11 +210,54 @@ class SQLiteStore:
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         return conn
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreError(f"no converge store at {self.path}")
+        # mode=ro: SQLite itself refuses every write on this connection, to the database file
+        # and to its header (a journal_mode change), whatever this code does.
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(
+                uri,
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path} read-only: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA query_only = ON")
+            schema.check_store(conn, str(self.path))
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._open_error(exc, "cannot open read-only") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_error(self, exc: sqlite3.Error, what: str) -> StoreError:
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            return NotAStore(str(self.path), "not a SQLite database")
+        if getattr(exc, "sqlite_errorname", None) == "SQLITE_READONLY_DIRECTORY":
+            # SQLite's readers of a WAL database share its -wal and -shm files: they can read
+            # them when another process created them, but not create them where they cannot
+            # write.
+            return StoreError(
+                f"{what} {self.path}: its -wal and -shm files are absent and this process "
+                "cannot create them in a directory it cannot write to (they exist while a "
+                "writer has the store open)"
+            )
+        return translate(exc, f"{what} {self.path}")
+
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
         try:
             location = str(self.path)
-            schema.check_version(conn, location)  # before the first write of any kind
+            # before the first write of any kind
+            (schema.check_version if self._create else schema.check_store)(conn, location)
             while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"), self.busy_timeout)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             # The checkpointer thread copies the WAL into the database, off the commit path.
@@ -174,7 +270,7 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             conn.close()
-            raise translate(exc, f"cannot open {self.path}") from exc
+            raise self._open_error(exc, "cannot open") from exc
         except BaseException:
             conn.close()
             raise
@@ -342,6 +438,8 @@ class SQLiteStore:
     ) -> asyncio.Future[tuple[builtins.list[int], Any]]:
         """Commit one unit, on the loop or the writer thread (see the module doc); the caller
         awaits the returned future."""
+        if self.read_only and not self._closed:
+            raise StoreReadOnly(f"the store at {self.path} is open read-only; nothing was written")
         writer = self._check_open(self._writer)
         payload = ("commit", ops, rows)
         if self._held is not None:
@@ -439,6 +537,8 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
+        if self.read_only:
+            return f"SQLiteStore({str(self.path)!r}, read-only, {state})"
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous}, {state})"
 
 
