@@ -230,7 +230,8 @@ def test_settings_flag_over_env_over_file(tmp_path: Path, monkeypatch: pytest.Mo
 
 def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     exe = Path(sys.executable).with_name("converge")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # This checkout's sources and its tests package, whatever `converge` the environment has.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     return subprocess.Popen(
         [str(exe), *args],
         cwd=tmp_path,
