@@ -362,7 +362,7 @@ class OwnerLease:
         self._renewed: float | None = None  # time.monotonic() of the last renewal written
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
-        self._writes: set[asyncio.Future[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
         _live[self.id] = self
 
     async def hold(self, run_id: str, state: Any) -> None:
@@ -414,12 +414,12 @@ class OwnerLease:
             return  # idle: the next run renews before it starts
         loop = self._timer_loop
         assert loop is not None
-        write = asyncio.ensure_future(self.renew(), loop=loop)
+        write = loop.create_task(self.renew())
         self._writes.add(write)
         write.add_done_callback(self._written)
         self._timer = loop.call_later(self.policy.renew_every, self._tick)
 
-    def _written(self, write: asyncio.Future[None]) -> None:
+    def _written(self, write: asyncio.Task[None]) -> None:
         self._writes.discard(write)
         if write.cancelled():
             return
