@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ async def test_two_resumers_that_both_saw_the_dead_owner_cannot_both_take_the_ru
         ]
         await until(lambda: _count(starts, 2))
         [loser] = [t for t in tries if t.done()]
-        with pytest.raises(RunOwned, match="another process took it over first"):
+        with pytest.raises(RunOwned, match="run r4 is running in pid"):
             loser.result()
         gate.set()
         [winner] = [t for t in tries if t is not loser]
@@ -332,3 +333,185 @@ def test_lease_policy_is_checked() -> None:
         LeasePolicy(ttl=5, renew_every=5)
     with pytest.raises(ValidationError, match="lease is a LeasePolicy"):
         Engine(lease=30)  # type: ignore[arg-type]
+
+
+async def test_one_engine_resuming_a_run_twice_at_once_runs_it_once(tmp_path: Path) -> None:
+    gate, starts = asyncio.Event(), []
+    graph = held(gate, starts)
+    async with await SQLiteStore.open(tmp_path / "runs.db") as store:
+        first = asyncio.ensure_future(Engine(store, id_factory=lambda: "s1").execute(graph))
+        await until(lambda: _true(starts))
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        async with Engine(store) as engine:
+            tries = [asyncio.ensure_future(engine.resume(graph, "s1")) for _ in range(3)]
+            await until(lambda: _count(starts, 2))
+            refused = [t for t in tries if t.done()]
+            assert len(refused) == 2
+            for t in refused:
+                assert isinstance(t.exception(), RunOwned)
+            verdict = await run_verdict(store, "s1", 0.0)
+            assert verdict is not None and verdict.alive  # the winner is still known to run it
+            gate.set()
+            [winner] = [t for t in tries if t not in refused]
+            assert (await winner).status is RunStatus.COMPLETED
+    assert starts == ["b", "b"]
+
+
+class _SlowCommits(MemoryStore):
+    """A store whose units of work wait for ``release`` once ``hold`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def transaction(self) -> Any:
+        unit = super().transaction()
+        if not self.hold:
+            return unit
+        store = self
+
+        class Slow:
+            def compare_and_set(self, *args: Any) -> None:
+                unit.compare_and_set(*args)
+
+            def append(self, *events: Any) -> None:
+                unit.append(*events)
+
+            async def commit(self) -> list[int]:
+                store.waiting.set()
+                await store.release.wait()
+                return await unit.commit()
+
+        return Slow()
+
+
+async def test_a_resume_cancelled_while_it_takes_the_run_over_logs_its_end() -> None:
+    store = _SlowCommits()
+    gate, starts = asyncio.Event(), []
+    graph = held(gate, starts)
+    first = asyncio.ensure_future(Engine(store, id_factory=lambda: "t1").execute(graph))
+    await until(lambda: _true(starts))
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    store.hold = True
+    resume = asyncio.ensure_future(Engine(store).resume(graph, "t1"))
+    await asyncio.wait_for(store.waiting.wait(), 10)
+    resume.cancel()  # while its run.resumed is being written
+    await asyncio.sleep(0)
+    store.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await resume
+    kinds = await run_kinds(store, "t1")
+    assert kinds[-2:] == ["run.resumed", "run.interrupted"]  # not left looking owned
+    store.hold = False
+    gate.set()
+    assert (await Engine(store).resume(graph, "t1")).status is RunStatus.COMPLETED
+
+
+async def test_a_subgraphs_child_run_is_not_cancelled_alone_and_an_unstarted_handle_is() -> None:
+    gate, starts = asyncio.Event(), []
+    inner = held(gate, starts)
+    from converge.orchestration import Subgraph
+
+    outer = Graph("outer").add_node("sub", Subgraph(inner))
+    async with Engine(id_factory=lambda: "p1") as engine:
+        handle = await engine.submit(outer)
+        await until(lambda: _true(starts))
+        assert not engine.cancel("p1/sub/1")  # it stops with its parent
+        assert (await handle.cancel()).status is RunStatus.CANCELLED
+        unstarted = await engine.submit(outer)
+        result = await unstarted.cancel()  # before its task ever ran
+        assert result.status is RunStatus.CANCELLED and result.run_id == unstarted.run_id
+
+
+def test_liveness_is_judged_by_the_lease_where_pids_cannot_be_compared() -> None:
+    from converge.orchestration.ownership import this_process
+
+    me = this_process()
+    fresh = {"started_at": 0.0, "renewed_at": 90.0, "expires_at": 120.0}
+    # Another machine with this host name (and the same first PID namespace): another boot.
+    twin = Owner(id="t", host=me.host, pid=1, boot_id="another-boot", pid_ns=me.pid_ns, **fresh)
+    assert judge(twin, "r", 100.0).alive
+    assert not judge(twin, "r", 121.0).alive
+    # This host, a live pid whose start time cannot be checked: the lease decides.
+    unknown = Owner(
+        id="u", host=me.host, pid=os.getppid(), boot_id=me.boot_id, pid_ns=me.pid_ns, **fresh
+    )
+    assert judge(unknown, "r", 100.0).alive
+    assert not judge(unknown, "r", 121.0).alive
+
+
+def test_a_killed_owner_not_yet_reaped_is_dead() -> None:
+    from converge.orchestration.ownership import this_process
+
+    me = this_process()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = _start_of(child.pid)
+        if start is None:
+            pytest.skip("process start times cannot be read here (no /proc)")
+        owner = Owner(
+            id="z",
+            host=me.host,
+            pid=child.pid,
+            pid_start=start,
+            boot_id=me.boot_id,
+            pid_ns=me.pid_ns,
+            started_at=0.0,
+            renewed_at=0.0,
+            expires_at=1e12,
+        )
+        assert judge(owner, "r", 0.0).alive
+        child.kill()
+        deadline = time.monotonic() + 30
+        while _state_of(child.pid) not in ("Z", "X", None):  # a zombie until reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not judge(owner, "r", 0.0).alive
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+def _state_of(pid: int) -> str | None:
+    from converge.orchestration import ownership
+
+    found = ownership._stat(pid)
+    return None if found is None else found[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_process_is_an_owner_of_its_own() -> None:
+    engine = Engine()
+    engine.owner.active["x"] = object()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its owner id and what it has in flight, then leave
+        try:
+            os.write(write, f"{engine.owner.id} {len(engine.owner.active)}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_id, in_flight = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert child_id != engine.owner.id and in_flight == "0"
+    assert engine.owner.active  # the parent's is untouched
+
+
+async def test_a_write_guarded_by_an_old_version_fails_once_the_run_was_taken_over() -> None:
+    from converge.orchestration.ownership import append_unowned, claim_version, reserve
+    from converge.protocol.event import Event
+
+    store = MemoryStore()
+    assert await reserve(store, "g1") and not await reserve(store, "g1")
+    version = await claim_version(store, "g1")
+    event = Event(kind="run.cancelled", trace_id="g1", subject="g1", data={})
+    assert await append_unowned(store, "g1", version, [event])
+    assert not await append_unowned(store, "g1", version, [event])  # taken since it was read
+    assert len(await store.read(trace_id="g1")) == 1

@@ -299,6 +299,8 @@ def _report(outcome: Any, as_json: bool) -> None:
     if status == "failed":
         where = f" at node {data['node']}" if data.get("node") else ""
         fail(f"run {run_id} failed{where}: {data.get('error')}", 1)
+    if status == "interrupted":
+        fail(f"run {run_id} was interrupted; continue it with `converge resume {run_id}`", 1)
     fail(f"run {run_id} was cancelled; continue it with `converge resume {run_id}`", 1)
 
 
@@ -367,10 +369,10 @@ def _show_table(found: dict[str, Any]) -> None:
     console.print(table)
     if found["status"] == "completed":
         console.print(f"output: {_cut(_text(found['output']), 400)}", markup=False)
-    elif found.get("interrupted_because"):
+    elif found["status"] == "interrupted":
+        why = found.get("interrupted_because") or "its process stopped before it ended"
         console.print(
-            f"interrupted: {found['interrupted_because']}; continue it with "
-            f"`converge resume {found['run_id']}`",
+            f"interrupted: {why}; continue it with `converge resume {found['run_id']}`",
             markup=False,
         )
     elif found["error"]:

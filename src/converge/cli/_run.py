@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,11 +142,19 @@ async def start_run(
             f"the graph reads inputs it was not given: {', '.join(missing)} "
             f"(pass --input {missing[0]}=...)"
         )
+    from converge.orchestration.ownership import reserve
+
+    chosen = run_id is not None
     run_id = run_id or new_id()
     if "/" in run_id or not run_id.strip():
         raise ValidationError(f"bad run id {run_id!r}: no '/' and not empty", field="run_id")
+    since = time.time()
     async with await open_store(cfg, create=True) as store:
-        if await store.read(trace_id=run_id, kinds=("run.started",), limit=1):
+        # A chosen id is taken for good before anything runs: of two commands given the same
+        # id at once, one is refused (the run's start is written only with its first result).
+        if await store.read(trace_id=run_id, kinds=("run.started",), limit=1) or (
+            chosen and not await reserve(store, run_id)
+        ):
             raise ValidationError(
                 f"run {run_id} already exists: continue it with `converge resume {run_id}`"
             )
@@ -177,7 +186,7 @@ async def start_run(
                         outcome.status, outcome.data = ev.kind.removeprefix("run."), ev.data
                 return outcome
 
-            return await _cancellable(store, engine, run_id, drive)
+            return await _cancellable(store, engine, run_id, drive, since)
 
 
 def lease_policy(cfg: Settings) -> Any:
@@ -205,6 +214,7 @@ async def resume_run(
     from converge.orchestration import Engine, RunFailed
     from converge.orchestration.ownership import check_resumable
 
+    since = time.time()
     async with await open_store(cfg, create=False) as store:
         # A run that a live process executes is refused before its notes are touched (the
         # engine checks again, atomically, as it takes the run over).
@@ -216,7 +226,6 @@ async def resume_run(
                     f"run {run_id} has no recorded graph file: pass --graph GRAPH.yaml"
                 )
         graph = load(graph_path)
-        await store.delete(CANCEL_KEY + run_id)
         await _record_run(store, run_id, graph_path)
         if listener is not None:
             for ev in await store.read(trace_id=run_id, kinds=("node.done",)):
@@ -243,17 +252,22 @@ async def resume_run(
                 outcome.outputs = dict(result.outputs)
                 return outcome
 
-            return await _cancellable(store, engine, run_id, drive), graph_path
+            return await _cancellable(store, engine, run_id, drive, since), graph_path
 
 
 _ENDS = ("run.completed", "run.failed", "run.waiting", "run.cancelled", "run.interrupted")
 
 
 async def _cancellable(
-    store: SQLiteStore, engine: Engine, run_id: str, drive: Callable[[], Awaitable[Outcome]]
+    store: SQLiteStore,
+    engine: Engine,
+    run_id: str,
+    drive: Callable[[], Awaitable[Outcome]],
+    since: float,
 ) -> Outcome:
     """Run ``drive`` while polling for a ``converge cancel`` request, which cancels the run on
-    purpose (it logs ``run.cancelled`` itself, on the way out).
+    purpose (it logs ``run.cancelled`` itself, on the way out). A request made before
+    ``since`` (when this command began) was for a process that ran the run before: ignored.
     """
     requested = False
     outcome: Outcome | None = None
@@ -269,7 +283,7 @@ async def _cancellable(
         nonlocal requested
         # The request comes from another process through the store: there is nothing to wait
         # on but the store itself.
-        while await store.get(CANCEL_KEY + run_id) is None:  # noqa: ASYNC110
+        while not _requested(await store.get(CANCEL_KEY + run_id), since):  # noqa: ASYNC110
             await asyncio.sleep(POLL_SECONDS)
         requested = True
         if not engine.cancel(run_id):
@@ -282,6 +296,22 @@ async def _cancellable(
         await store.delete(CANCEL_KEY + run_id)
         return Outcome(run_id, "cancelled", {"error": "cancelled by `converge cancel`"})
     return outcome
+
+
+def _requested(entry: Any, since: float) -> bool:
+    """Whether a cancel request (``{"at": time}``) stands for a command begun at ``since``."""
+    if entry is None:
+        return False
+    try:
+        at = json.loads(entry.value).get("at")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(at, (int, float)) and at >= since
+
+
+def cancel_request() -> bytes:
+    """A cancel request made now."""
+    return json.dumps({"at": time.time()}).encode()
 
 
 async def _record_run(store: SQLiteStore, run_id: str, graph_path: Path) -> None:

@@ -186,41 +186,46 @@ async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
 
     - ended (completed, failed, cancelled): nothing to cancel (``StateError``);
     - waiting for an answer, or interrupted (ended so, or its owner is dead): no process runs
-      it, so ``run.cancelled`` is logged here;
+      it, so ``run.cancelled`` is logged here — unless a process takes it over meanwhile (the
+      write is guarded like a resume's), then as below;
     - being executed by a live owner: a request is written and, for up to ``wait`` seconds, its
       ``run.cancelled`` awaited (a ``converge run`` or ``resume`` process polls for requests).
     """
     from converge.errors import StateError, ValidationError
     from converge.orchestration._records import read_records
+    from converge.orchestration.ownership import append_unowned, claim_version
     from converge.protocol.event import Event
 
     async def records() -> Any:
         found = await store.read(trace_id=run_id.split("/", 1)[0])
         return read_records([e for e in found if e.subject == run_id])
 
-    state = await records()
-    note = await run_note(store, run_id)
-    if state.started is None:
-        # A new run's `run.started` is written with its first result: until then, the note
-        # `converge run` wrote beside it says it exists.
-        if not note:
-            raise ValidationError(f"no run {run_id!r} in {store.path}", field="run_id")
-        return await _request(store, run_id, note, wait, records)
-    ended = state.ended
-    if ended is not None and ended.kind != "run.interrupted":
-        what = ended.kind.removeprefix("run.")
-        raise StateError(f"run {run_id} has already ended ({what}): nothing to cancel")
-    why: str | None = None
-    if state.waiting:
-        why = "waiting for an answer"
-    elif ended is not None:
-        why = "it was interrupted"
-    else:
-        owner = state.last_start.data.get("owner") if state.last_start is not None else None
-        verdict = await _verdict(store, run_id, owner if isinstance(owner, str) else None)
-        if not verdict.alive:
-            why = f"it was interrupted: {verdict.reason}"
-    if why is not None:
+    for _ in range(3):  # a process that takes the run over meanwhile makes this look again
+        version = await claim_version(store, run_id)  # before the log, as a resume reads it
+        state = await records()
+        if state.started is None:
+            # A new run's `run.started` is written with its first result: until then, the
+            # note `converge run` wrote beside it says it exists.
+            if not await run_note(store, run_id):
+                raise ValidationError(f"no run {run_id!r} in {store.path}", field="run_id")
+            return await _request(store, run_id, None, wait, records)
+        ended = state.ended
+        if ended is not None and ended.kind != "run.interrupted":
+            what = ended.kind.removeprefix("run.")
+            raise StateError(f"run {run_id} has already ended ({what}): nothing to cancel")
+        why: str | None = None
+        verdict = None
+        if state.waiting:
+            why = "waiting for an answer"
+        elif ended is not None:
+            why = "it was interrupted"
+        else:
+            owner = state.last_start.data.get("owner") if state.last_start is not None else None
+            verdict = await _verdict(store, run_id, owner if isinstance(owner, str) else None)
+            if not verdict.alive:
+                why = f"it was interrupted: {verdict.reason}"
+        if why is None:
+            return await _request(store, run_id, verdict, wait, records)
         event = Event(
             kind="run.cancelled",
             trace_id=run_id.split("/", 1)[0],
@@ -228,23 +233,30 @@ async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
             data={"by": "converge cancel", "reason": why},
             parent_id=state.started.id,
         )
-        await store.append([event])
-        return f"run {run_id} cancelled ({why})"
-    return await _request(store, run_id, note, wait, records)
+        if await append_unowned(store, run_id, version, [event]):
+            return f"run {run_id} cancelled ({why})"
+    raise StateError(f"run {run_id} keeps being taken over by other processes: try again")
 
 
 async def _request(
-    store: SQLiteStore, run_id: str, note: dict[str, Any], wait: float, records: Any
+    store: SQLiteStore, run_id: str, verdict: Verdict | None, wait: float, records: Any
 ) -> str:
     """Ask the process running ``run_id`` to cancel it, and wait up to ``wait`` s for its end."""
-    await store.put(CANCEL_KEY + run_id, b"requested")
+    from converge.cli._run import cancel_request
+
+    await store.put(CANCEL_KEY + run_id, cancel_request())
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if (await records()).ended is not None:
             return f"run {run_id} cancelled"
         await _sleep(0.1)
-    where = f"pid {note.get('pid')}" if note.get("pid") else "its process"
-    return f"cancellation of run {run_id} requested; {where} will stop it"
+    owner = verdict.owner if verdict is not None else None
+    who = f"pid {owner.pid} on {owner.host}" if owner is not None else "the process running it"
+    return (
+        f"cancellation of run {run_id} requested; {who} has not stopped it yet (a `converge "
+        "run` or `resume` process stops it within a moment; an engine of a program of yours "
+        "stops it only through Engine.cancel)"
+    )
 
 
 async def _sleep(seconds: float) -> None:

@@ -88,9 +88,11 @@ class RunEvent(msgspec.Struct, frozen=True):
 class RunHandle:
     """A run started by ``submit``."""
 
-    def __init__(self, engine: Engine, run_id: str) -> None:
+    def __init__(self, engine: Engine, run_id: str, graph: str = "") -> None:
         self._engine = engine
         self.run_id = run_id
+        self.graph = graph
+        """The graph's name."""
         self._task: asyncio.Task[RunResult] | None = None
         self._results: list[RunResult] = []  # the run's result, also when it was cancelled
 
@@ -109,6 +111,14 @@ class RunHandle:
         assert self._task is not None
         async with asyncio.timeout(timeout):
             await asyncio.wait([self._task])
+        if not self._results:  # stopped before its run began: nothing of it was written
+            error = self._task.exception() if not self._task.cancelled() else None
+            return RunResult(
+                run_id=self.run_id,
+                graph=self.graph,
+                status=RunStatus.FAILED if error is not None else RunStatus.CANCELLED,
+                error=f"{type(error).__name__}: {error}" if error else "cancelled before it began",
+            )
         return self._results[-1]
 
     async def cancel(self) -> RunResult:

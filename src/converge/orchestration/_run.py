@@ -117,6 +117,8 @@ class RunState(NodeHost):
         self.claim: tuple[str, int, bytes] | None = None
         """A compare-and-set (key, expected version, value) that goes with the next write: a
         resumed run takes its ``run-owner/`` key in the unit of its ``run.resumed``."""
+        self.claimed = False  # whether that write succeeded: the run is this engine's
+        self.stopping = False  # its end is being written: ``Engine.cancel`` leaves it be
         self._dependents = False  # a settled pass has dependents: write before they start
         self._request: Any = None  # the run's request scope, made on first use
         self.plan_grants: dict[str, Any] = {}

@@ -52,6 +52,7 @@ from converge.orchestration.ownership import (
     claim_version,
     owner_of,
     read_owner,
+    taken_by,
 )
 from converge.orchestration.services import Services
 from converge.orchestration.trace import metrics_of, trace_of
@@ -160,7 +161,7 @@ class Engine:
         plan = graph.compile()
         run_id = self.id_factory()
         args = _inputs(plan.graph_inputs, inputs)
-        handle = RunHandle(self, run_id)
+        handle = RunHandle(self, run_id, graph.name)
         # A cancelled child does not cancel the group: `cancel()` stops this run alone.
         task = self._group.create_task(
             self._start(graph, args, run_id=run_id, sink=handle._results)
@@ -178,9 +179,13 @@ class Engine:
         """Stop run ``run_id`` on purpose, if this engine is executing it: its in-flight nodes
         are cancelled and it ends CANCELLED (``execute`` raises ``RunFailed``, ``stream`` yields
         ``run.cancelled``, a handle's ``wait`` returns the result). Returns whether it was
-        found. ``resume`` can still continue it later, on purpose."""
+        found and still running (a run already ending is left to end). The child run of a
+        subgraph node stops with its parent: cancel the parent. ``resume`` can still continue
+        a cancelled run later, on purpose."""
         state = self.owner.active.get(run_id)
-        if state is None or state.task is None or state.task.done():
+        if state is None or state.stopping or state.task is None or state.task.done():
+            return False
+        if state.trace_id != state.run_id:  # a subgraph's child run: it shares its parent's task
             return False
         state.cancels += 1
         state.task.cancel()
@@ -480,22 +485,15 @@ class Engine:
         announced = records is not None or sink is not None
         deadline: asyncio.Timeout | None = None
         state.task = asyncio.current_task()
-        await owner.hold(run_id, state)
+        if claim is not None:
+            # Taking the run over: the compare-and-set of its `run-owner/` key goes in one unit
+            # with `run.resumed`, so of two processes resuming it one is refused.
+            state.claim = (RUN_OWNER_KEY + run_id, claim, owner.id.encode())
+        owner.hold(run_id, state)  # refuses a run this engine has in flight
         try:
+            await owner.fresh()
             if claim is not None:
-                # Taking the run over: the compare-and-set of its `run-owner/` key goes in one
-                # unit with `run.resumed`, so of two processes resuming it one is refused.
-                state.claim = (RUN_OWNER_KEY + run_id, claim, owner.id.encode())
-                try:
-                    await state.flush()
-                except ConflictError as exc:
-                    raise RunOwned(
-                        run_id, None, None, "another process took it over first", self.clock.now()
-                    ) from exc
-        except BaseException:
-            owner.drop(run_id)
-            raise
-        try:
+                await self._take_over(state)
             if announced:
                 # A continued run's first events, and a submitted run (its id is out), are
                 # durable at once; a new run's `run.started` goes with its first completion,
@@ -511,6 +509,7 @@ class Engine:
         except TimeoutError:
             if deadline is None or not deadline.expired():  # not the run's timeout: a hook's
                 await self._broken(state)
+                owner.drop(run_id, state)
                 raise
             state.status = "failed"
             state.error = f"the run timed out after {plan.timeout:g} s"
@@ -518,37 +517,74 @@ class Engine:
             # On purpose (``cancel``) if every cancellation of this task is one of ours: the
             # run ends CANCELLED and returns. Otherwise (Ctrl-C, a shutdown, a caller's
             # timeout) it is INTERRUPTED and the cancellation goes on.
-            task, own = state.task, False
-            if state.cancels and task is not None:
-                for _ in range(state.cancels):
-                    remaining = task.uncancel()
-                own = remaining == 0
+            own = _own_cancel(state)
             state.status = "cancelled" if own else "interrupted"
             state.error = "cancelled" if own else "interrupted"
-            # Its end is logged even so: the write is queued before anything can interrupt it.
-            try:
-                ended = await self._finish(state)
-            finally:
-                owner.drop(run_id)
+            if claim is not None and not state.claimed:
+                # Stopped before it took the run over: nothing of it was written, so nothing
+                # is logged (the run is as it was).
+                owner.drop(run_id, state)
+                ended = _unstarted(state)
+            else:
+                # Its end is logged even so: the write is queued before anything can interrupt
+                # it.
+                state.stopping = True
+                try:
+                    ended = await self._finish(state)
+                finally:
+                    owner.drop(run_id, state)
             if sink is not None:
                 sink.append(ended)
             if own:
                 return ended
             raise
         except Exception:
-            await self._broken(state)
-            owner.drop(run_id)
+            if claim is None or state.claimed:
+                await self._broken(state)
+            owner.drop(run_id, state)  # lost the take-over: it wrote nothing
             raise
         finally:
             if not announced:
                 self._announcer.discard(state)
+        state.stopping = True
         try:
             ended = await self._finish(state)
         finally:
-            owner.drop(run_id)
+            owner.drop(run_id, state)
         if sink is not None:
             sink.append(ended)
         return ended
+
+    async def _take_over(self, state: RunState) -> None:
+        """Write the resumed run's first unit, which takes it over (``state.claim``), and wait
+        for its outcome even if cancelled meanwhile: whether the run became this engine's
+        decides what its end may write (``state.claimed``).
+
+        Raises:
+            RunOwned: another engine took it over first (nothing was written).
+        """
+        write = asyncio.ensure_future(state.flush())
+        cancelled: asyncio.CancelledError | None = None
+        while not write.done():
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError as exc:
+                cancelled = exc  # the write goes on: wait for its outcome, then stop
+            except Exception:
+                break  # the write failed: read below
+        if write.cancelled():
+            raise cancelled or asyncio.CancelledError()
+        error = write.exception()
+        state.claimed = error is None
+        if cancelled is not None:
+            raise cancelled
+        if isinstance(error, ConflictError):
+            winner = await taken_by(self.store, state.run_id)
+            now = self.clock.now()
+            why = "another engine took it over first"
+            raise RunOwned(state.run_id, winner, now, why, now) from error
+        if error is not None:
+            raise error
 
     async def _broken(self, state: RunState) -> None:
         """Log the run FAILED with the error escaping it (a hook's bug, a write the store
@@ -610,6 +646,29 @@ def _inputs(names: frozenset[str], inputs: Mapping[str, Any] | None) -> dict[str
 def _own(events: list[Any], run_id: str) -> list[Any]:
     """The events of run ``run_id`` among those of its trace (child runs share the trace)."""
     return [e for e in events if e.subject == run_id]
+
+
+def _own_cancel(state: RunState) -> bool:
+    """Whether every cancellation of the run's task was ``Engine.cancel``'s (taking them back)."""
+    task, own = state.task, False
+    if state.cancels and task is not None:
+        remaining = task.cancelling()
+        for _ in range(state.cancels):
+            remaining = task.uncancel()
+        own = remaining == 0
+    state.cancels = 0
+    return own
+
+
+def _unstarted(state: RunState) -> RunResult:
+    """The result of a continuation stopped before it took its run over (nothing written)."""
+    status = RunStatus(state.status)
+    return RunResult(
+        run_id=state.run_id,
+        graph=state.plan.name,
+        status=status,
+        error=f"{state.status} before it took the run over",
+    )
 
 
 def _raise_failed(result: RunResult) -> RunResult:

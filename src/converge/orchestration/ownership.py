@@ -38,7 +38,7 @@ import msgspec
 
 from converge.core.clock import Clock
 from converge.core.ids import new_id
-from converge.errors import StateError, ValidationError
+from converge.errors import ConflictError, StateError, ValidationError
 from converge.protocol.event import Event
 from converge.store.base import Store
 
@@ -51,11 +51,15 @@ __all__ = [
     "OwnerLease",
     "RunOwned",
     "Verdict",
+    "append_unowned",
     "check_resumable",
+    "claim_version",
     "describe_owner",
     "judge",
     "read_owner",
+    "reserve",
     "run_verdict",
+    "taken_by",
 ]
 
 _log = logging.getLogger(__name__)
@@ -181,18 +185,25 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _pid_start(pid: int) -> int | None:
-    """The start time of process ``pid`` (Linux: clock ticks after boot), None if unknown."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """Process ``pid``'s state letter and start time (Linux ``/proc/<pid>/stat``: clock ticks
+    after boot), None where unknown."""
     text = _read(f"/proc/{pid}/stat")
     if text is None:
         return None
     # The command name (field 2) may hold spaces and parentheses: fields resume after the last
-    # ')'. starttime is field 22, the 20th after it.
+    # ')'. The state is field 3, starttime field 22.
     fields = text.rpartition(")")[2].split()
     try:
-        return int(fields[19])
+        return fields[0], int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def _pid_start(pid: int) -> int | None:
+    """The start time of process ``pid`` (Linux: clock ticks after boot), None if unknown."""
+    found = _stat(pid)
+    return None if found is None else found[1]
 
 
 def _pid_ns() -> int | None:
@@ -221,7 +232,9 @@ def this_process() -> _Process:
 
 
 def _pid_runs(pid: int, start: int | None) -> bool | None:
-    """Whether ``pid`` is a live process started at ``start`` (None: cannot tell here)."""
+    """Whether ``pid`` is the live process that started at ``start``: False if it is gone, a
+    zombie, or another process given the same pid; None if this cannot be told here (not
+    POSIX, or the start time cannot be read): then the lease decides."""
     if os.name != "posix":
         return None  # os.kill(pid, 0) is not a probe elsewhere
     try:
@@ -232,10 +245,13 @@ def _pid_runs(pid: int, start: int | None) -> bool | None:
         pass  # it exists, run by another user
     except OSError:
         return None
-    if start is None:
-        return True
-    now_start = _pid_start(pid)
-    return now_start is None or now_start == start
+    found = _stat(pid)
+    if found is None or start is None:
+        return None
+    state, started = found
+    if state in ("Z", "X"):  # killed, not yet reaped by its parent
+        return False
+    return started == start
 
 
 # -- judging an owner -----------------------------------------------------------------------------
@@ -250,10 +266,10 @@ def judge(owner: Owner | None, run_id: str, now: float) -> Verdict:
     if owner is None:
         return Verdict(False, "no owner is recorded for it")
     me = this_process()
-    local = owner.host == me.host and owner.pid_ns == me.pid_ns
-    if local and owner.boot_id is not None and me.boot_id is not None:
-        if owner.boot_id != me.boot_id:
-            return Verdict(False, f"{owner.host} has restarted since", owner)
+    # Pids compare only within one boot and one PID namespace of one host: two machines may
+    # share a host name (and every kernel's first namespace has the same inode), and a
+    # restarted host reuses pids. Anything else is judged by its lease.
+    local = owner.host == me.host and owner.pid_ns == me.pid_ns and owner.boot_id == me.boot_id
     if local and owner.pid == me.pid and owner.pid_start == me.pid_start:
         lease = _live.get(owner.id)
         if lease is not None and run_id in lease.active:
@@ -346,43 +362,53 @@ class OwnerLease:
     """An engine's owner record: written before its first run, renewed while runs are in
     flight, removed when the engine closes with none.
 
-    ``hold(run_id)`` as a run starts (awaits a write only when the record is missing or due for
-    renewal), ``drop(run_id)`` as it ends. One timer per event loop renews the lease every
-    ``renew_every`` seconds while runs are in flight.
+    ``hold(run_id, state)`` as a run starts (it refuses a run this engine already has in
+    flight), then ``fresh()`` (awaits a write only when the record is missing or due for
+    renewal), ``drop(run_id, state)`` as it ends. One timer per event loop renews the lease
+    every ``renew_every`` seconds while runs are in flight. A process forked from this one
+    starts a lease of its own (a new owner id): the record names one pid.
     """
 
     def __init__(self, store: Store, clock: Clock, policy: LeasePolicy) -> None:
         self.store = store
         self.clock = clock
         self.policy = policy
+        self._reset()
+
+    def _reset(self) -> None:
         self.id = new_id()
         self.active: dict[str, Any] = {}
         """Runs in flight, by run id (the value is the run's state)."""
         self._started_at: float | None = None
         self._renewed: float | None = None  # time.monotonic() of the last renewal written
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
         self._writes: set[asyncio.Task[None]] = set()
         _live[self.id] = self
 
-    async def hold(self, run_id: str, state: Any) -> None:
-        """Count run ``run_id`` in flight; make sure the lease is written and fresh."""
+    def hold(self, run_id: str, state: Any) -> None:
+        """Count run ``run_id`` in flight.
+
+        Raises:
+            RunOwned: this engine has it in flight already.
+        """
+        if run_id in self.active:
+            now = self.clock.now()
+            raise RunOwned(run_id, self.record(), None, "this engine runs it", now)
         self.active[run_id] = state
+
+    async def fresh(self) -> None:
+        """Make sure the lease is written and fresh, and renewed while runs are in flight."""
         renewed = self._renewed
         if renewed is None or time.monotonic() - renewed >= self.policy.renew_every:
-            try:
-                await self.renew()
-            except BaseException:
-                self.active.pop(run_id, None)
-                raise
+            await self.renew()
         loop = asyncio.get_running_loop()
-        if self._timer is None or self._timer_loop is not loop or loop.is_closed():
-            self._timer_loop = loop
-            self._timer = loop.call_later(self.policy.renew_every, self._tick)
+        if loop not in self._timers:
+            self._timers[loop] = loop.call_later(self.policy.renew_every, self._tick, loop)
 
-    def drop(self, run_id: str) -> None:
-        """Run ``run_id`` is no longer in flight."""
-        self.active.pop(run_id, None)
+    def drop(self, run_id: str, state: Any) -> None:
+        """Run ``run_id`` (as ``state``) is no longer in flight."""
+        if self.active.get(run_id) is state:
+            del self.active[run_id]
 
     def record(self) -> Owner:
         """The record as it would be written now."""
@@ -408,16 +434,16 @@ class OwnerLease:
         await self.store.put(OWNER_KEY + self.id, msgspec.msgpack.encode(self.record()))
         self._renewed = began
 
-    def _tick(self) -> None:
-        self._timer = None
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timers.pop(loop, None)
+        for closed in [other for other in self._timers if other.is_closed()]:
+            self._timers.pop(closed, None)
         if not self.active:
             return  # idle: the next run renews before it starts
-        loop = self._timer_loop
-        assert loop is not None
         write = loop.create_task(self.renew())
         self._writes.add(write)
         write.add_done_callback(self._written)
-        self._timer = loop.call_later(self.policy.renew_every, self._tick)
+        self._timers[loop] = loop.call_later(self.policy.renew_every, self._tick, loop)
 
     def _written(self, write: asyncio.Task[None]) -> None:
         self._writes.discard(write)
@@ -429,9 +455,9 @@ class OwnerLease:
 
     async def aclose(self) -> None:
         """Stop renewing; remove the record when no run is in flight (idempotent)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for write in list(self._writes):
             write.cancel()
         if self._writes:
@@ -442,10 +468,54 @@ class OwnerLease:
                 await self.store.delete(OWNER_KEY + self.id)
 
 
+def _after_fork() -> None:
+    """In a forked child, every engine inherited is a new owner with nothing in flight."""
+    for lease in list(_live.values()):
+        _live.pop(lease.id, None)
+        lease._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 async def claim_version(store: Store, run_id: str) -> int:
-    """The version of ``run-owner/<run id>`` (0: never taken over), read before the log."""
+    """The version of ``run-owner/<run id>`` (0: never written). Read it *before* the run's
+    log: a write guarded by it then fails if anyone took the run over after the log was read."""
     entry = await store.get(RUN_OWNER_KEY + run_id)
     return 0 if entry is None else entry.version
+
+
+async def taken_by(store: Store, run_id: str) -> Owner | None:
+    """The owner that last took run ``run_id`` over, if its record is still there."""
+    entry = await store.get(RUN_OWNER_KEY + run_id)
+    if entry is None:
+        return None
+    try:
+        owner_id = entry.value.decode()
+    except UnicodeDecodeError:
+        return None
+    return await read_owner(store, owner_id)
+
+
+async def reserve(store: Store, run_id: str) -> bool:
+    """Take ``run_id`` for a new run: False if it was taken (a run by that id exists, or is
+    starting elsewhere). For run ids a user chooses; the engine's own ids are new."""
+    return await store.put_if_absent(RUN_OWNER_KEY + run_id, b"")
+
+
+async def append_unowned(store: Store, run_id: str, version: int, events: list[Event]) -> bool:
+    """Append ``events`` about run ``run_id`` (``run.cancelled`` of a run nobody executes) only
+    if nobody took the run over since ``claim_version`` read ``version``; False if somebody
+    did (nothing is written)."""
+    unit = store.transaction()
+    unit.compare_and_set(RUN_OWNER_KEY + run_id, version, b"")
+    unit.append(*events)
+    try:
+        await unit.commit()
+    except ConflictError:
+        return False
+    return True
 
 
 def check_free(run_id: str, records: RunRecords, owner: Owner | None, now: float) -> None:
