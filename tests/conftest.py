@@ -3,6 +3,7 @@ pyproject.toml), so helpers are imported as ``tests.<dir>.<module>``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from converge.store import Store
+from tests.loop_clock import LoopClock
 from tests.store.conformance import BACKENDS
 
 
@@ -22,6 +24,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield opened
     finally:
         await opened.aclose()
+
+
+@pytest.fixture
+async def loop_clock(monkeypatch: pytest.MonkeyPatch) -> LoopClock:
+    """The test's event loop reads its time from a ``LoopClock`` the test moves forward."""
+    loop = asyncio.get_running_loop()
+    clock = LoopClock(loop.time)
+    monkeypatch.setattr(loop, "time", clock.time)
+    return clock
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
