@@ -10,10 +10,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from converge.store import Store
 from tests.loop_clock import LoopClock
 from tests.store.conformance import BACKENDS
+
+# No property test is timed: an example's deadline (200 ms by default) and the check that
+# examples are generated quickly fail on a busy machine, and say nothing about converge. The
+# per-test timeout (pyproject.toml) still ends a hang.
+settings.register_profile("converge", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("converge")
 
 
 @pytest.fixture(params=list(BACKENDS))

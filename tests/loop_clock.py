@@ -9,8 +9,9 @@ puts one on the test's loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class LoopClock:
@@ -29,10 +30,16 @@ class LoopClock:
         self._added += seconds
 
 
-async def until(check: Callable[[], bool], within: float = 30.0) -> None:
-    """Wait until ``check()`` holds, polling; fail after ``within`` seconds of real time (a hang
-    guard on ``time.monotonic``, not the loop's clock, which the test moves)."""
+async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 30.0) -> None:
+    """Wait until ``check()`` (or what it returns, awaited) holds, polling; fail after ``within``
+    seconds of real time (a hang guard on ``time.monotonic``, not the loop's clock, which the
+    test moves)."""
     deadline = time.monotonic() + within
-    while not check():
+    while not await _holds(check):
         assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0.005)
+
+
+async def _holds(check: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = check()
+    return bool(await result) if inspect.isawaitable(result) else bool(result)
