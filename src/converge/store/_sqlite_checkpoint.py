@@ -14,9 +14,9 @@ the writer's: before it appends, it asks ``over_bound()`` (one ``stat`` of the W
 ``max_wal_bytes`` it runs ``restart()`` itself, a ``RESTART`` checkpoint on its own connection
 that copies what the thread has not copied yet, and its commit starts the WAL over (the
 writer's ``journal_size_limit``, at most ``max_wal_bytes``, trims the file). The WAL so never
-holds more than ``max_wal_bytes`` plus one commit of this process, however the threads are
-scheduled — unless a reader keeps an older snapshot, which SQLite will not start the WAL
-over under.
+holds more than ``max_wal_bytes`` plus one batch of this process's commits, however the
+threads are scheduled — unless a reader keeps an older snapshot, which SQLite will not start
+the WAL over under.
 """
 
 from __future__ import annotations
