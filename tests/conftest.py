@@ -3,15 +3,24 @@ pyproject.toml), so helpers are imported as ``tests.<dir>.<module>``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from converge.store import Store
+from tests.loop_clock import LoopClock
 from tests.store.conformance import BACKENDS
+
+# No property test is timed: an example's deadline (200 ms by default) and the check that
+# examples are generated quickly fail on a busy machine, and say nothing about converge. The
+# per-test timeout (pyproject.toml) still ends a hang.
+settings.register_profile("converge", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("converge")
 
 
 @pytest.fixture(params=list(BACKENDS))
@@ -22,6 +31,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield opened
     finally:
         await opened.aclose()
+
+
+@pytest.fixture
+async def loop_clock(monkeypatch: pytest.MonkeyPatch) -> LoopClock:
+    """The test's event loop reads its time from a ``LoopClock`` the test moves forward."""
+    loop = asyncio.get_running_loop()
+    clock = LoopClock(loop.time)
+    monkeypatch.setattr(loop, "time", clock.time)
+    return clock
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

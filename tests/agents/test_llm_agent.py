@@ -25,6 +25,7 @@ from converge.errors import ValidationError
 from converge.orchestration import Engine, Graph, loads_graph
 from converge.store import MemoryStore
 from tests.agents._llm_helpers import Ctx, Sleeps
+from tests.loop_clock import LoopClock, until
 
 SCHEMA = {
     "type": "object",
@@ -200,14 +201,27 @@ async def test_a_client_error_is_not_retried(
 
 
 async def test_a_call_past_its_timeout_is_retried_then_fails(
-    provider: Any, server: FakeLLMServer, ctx: Ctx, sleeps: Sleeps
+    provider: Any, server: FakeLLMServer, ctx: Ctx, sleeps: Sleeps, loop_clock: LoopClock
 ) -> None:
-    server.script(Reply(delay=5.0), Reply(text="in time"))
-    policy = CallPolicy(attempts=2, timeout=0.2)
-    assert await agent(provider, sleeps, policy=policy).run({}, ctx) == "in time"
-    server.script(Reply(delay=5.0), Reply(delay=5.0))
-    with pytest.raises(LLMError, match=r"no answer within 0\.2 s") as caught:
-        await agent(provider, sleeps, policy=policy).run({}, ctx)
+    # A call's time runs out when the test moves the loop's clock, once the server holds that
+    # call (its answer would take 10 minutes): an answer in time has all the time it needs.
+    policy = CallPolicy(attempts=2, timeout=60.0)
+
+    async def time_out_call(n: int) -> None:
+        await until(lambda: len(server.requests) == n)
+        loop_clock.advance(60)
+
+    server.script(Reply(delay=600), Reply(text="in time"))
+    run = asyncio.ensure_future(agent(provider, sleeps, policy=policy).run({}, ctx))
+    await time_out_call(1)
+    assert await run == "in time"
+    assert len(server.requests) == 2
+    server.script(Reply(delay=600), Reply(delay=600))
+    run = asyncio.ensure_future(agent(provider, sleeps, policy=policy).run({}, ctx))
+    await time_out_call(3)
+    await time_out_call(4)
+    with pytest.raises(LLMError, match=r"no answer within 60\.0 s") as caught:
+        await run
     assert isinstance(caught.value.__cause__, TimeoutError)
 
 
@@ -330,9 +344,9 @@ def test_call_policy_backoff_grows_and_is_capped() -> None:
 async def test_cancellation_is_not_swallowed(
     provider: Any, server: FakeLLMServer, ctx: Ctx
 ) -> None:
-    server.script(Reply(delay=5.0))
+    server.script(Reply(delay=600))
     task = asyncio.create_task(agent(provider).run({}, ctx))
-    await asyncio.sleep(0.1)
+    await until(lambda: len(server.requests) == 1)  # cancelled while the call is under way
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -166,7 +166,7 @@ async def test_a_malformed_body_is_a_typed_error(
 async def test_an_sdk_timeout_is_a_retryable_llm_error(server: FakeLLMServer) -> None:
     for name in ("openai", "anthropic"):
         provider = make_provider(name, server, timeout=0.2)
-        server.script(Reply(delay=2.0))
+        server.script(Reply(delay=600))
         with pytest.raises(LLMError, match="timed out") as caught:
             await provider.chat(HI)
         assert caught.value.retryable is True

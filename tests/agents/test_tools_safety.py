@@ -21,9 +21,11 @@ from converge.policy import ActionPolicy, AgentUsage, ResourceLimits
 from converge.policy.safety import DecisionsRefused
 from converge.runtime import AgentRuntime, StandardExecutor
 from converge.store import Store
+from tests.loop_clock import LoopClock, until
 
 
-def make_registry() -> ToolRegistry:
+def make_registry(hanging: asyncio.Event | None = None) -> ToolRegistry:
+    """Tools for the tests; ``hang`` sets ``hanging`` once it has started."""
     registry = ToolRegistry()
 
     @registry.register
@@ -34,6 +36,8 @@ def make_registry() -> ToolRegistry:
     @registry.register
     async def hang() -> None:
         """Never answers."""
+        if hanging is not None:
+            hanging.set()
         await asyncio.Event().wait()
 
     @registry.register
@@ -205,15 +209,20 @@ class User(Agent):
     pass
 
 
-async def test_the_executor_calls_tools_through_the_safe_path() -> None:
+async def test_the_executor_calls_tools_through_the_safe_path(loop_clock: LoopClock) -> None:
     agent = User()
     policy = ActionPolicy(deny_tools=frozenset({"rm"}))
-    executor = StandardExecutor(tools=SafeTools(make_registry(), policy=policy, timeout_s=0.05))
+    hanging = asyncio.Event()
+    tools = SafeTools(make_registry(hanging), policy=policy, timeout_s=60)
+    executor = StandardExecutor(tools=tools)
     assert await executor.execute(agent, InvokeTool(tool="add", arguments={"a": 1, "b": 2})) == 3
     with pytest.raises(ToolCallRefused):
         await executor.execute(agent, InvokeTool(tool="rm", arguments={"path": "/"}))
+    call = asyncio.ensure_future(executor.execute(agent, InvokeTool(tool="hang")))
+    await until(hanging.is_set)
+    loop_clock.advance(60)  # the call's time is up
     with pytest.raises(ToolTimeout) as info:
-        await executor.execute(agent, InvokeTool(tool="hang"))
+        await call
     assert info.value.agent_id == agent.did
 
 
@@ -226,7 +235,7 @@ async def test_an_executor_given_a_registry_wraps_it_in_safe_tools() -> None:
 
 
 async def test_in_the_runtime_a_failing_tool_is_a_recorded_decision_failure(
-    store: Store,
+    store: Store, loop_clock: LoopClock
 ) -> None:
     clock = ManualClock(time.time())
     net, board = LocalNetwork(), TaskManager(store, clock=clock)
@@ -245,11 +254,14 @@ async def test_in_the_runtime_a_failing_tool_is_a_recorded_decision_failure(
                 InvokeTool(tool="add", arguments={"a": 1, "b": 2}),
             ]
 
-    tools = SafeTools(make_registry(), timeout_s=0.05, clock=clock)
+    hanging = asyncio.Event()
+    tools = SafeTools(make_registry(hanging), timeout_s=60, clock=clock)
     executor = StandardExecutor(network=net, tasks=board, tools=tools, clock=clock)
     agent = Caller()
     async with AgentRuntime(agent, network=net, tasks=board, executor=executor, clock=clock) as rt:
         await board.submit(Task(objective="wake up"))
+        await until(hanging.is_set)
+        loop_clock.advance(60)  # the hanging call's time is up; the others had all they needed
         async with asyncio.timeout(10):
             while rt.usage.tool_calls < 1:  # noqa: ASYNC110 - bounded wait for the third call
                 await asyncio.sleep(0.005)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -23,8 +19,8 @@ from converge.core.pool import Pool
 from converge.policy import ActionPolicy, ResourceLimits
 from converge.policy.admission import token_admission
 from converge.store import SQLiteStore
+from tests.cli._processes import reaped, spawn
 
-ROOT = Path(__file__).resolve().parents[2]
 W = "tests.cli._workers"
 
 CONFIG = f"""\
@@ -44,31 +40,8 @@ agents:
 """
 
 
-@contextmanager
-def _reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
-    """``proc``, killed on the way out if it is still running (a failed assertion, say)."""
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-
-
 def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    exe = Path(sys.executable).with_name("converge")
-    # This checkout's sources (src layout) and its tests package, not whatever `converge` the
-    # environment's install points at.
-    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
-    env = {**os.environ, "PYTHONPATH": path, "CREW_TOKEN": "s3cret"}
-    return subprocess.Popen(
-        [str(exe), *args],
-        cwd=tmp_path,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    return spawn(tmp_path, *args, env={"CREW_TOKEN": "s3cret"})
 
 
 @pytest.mark.slow
@@ -78,7 +51,7 @@ def test_two_workers_in_another_process_complete_tasks_and_stop_on_ctrl_c(
     config = tmp_path / "agents.yaml"
     config.write_text(CONFIG)
     db = tmp_path / "board.db"
-    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
+    with reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
         assert proc.stdout is not None
         started = [proc.stdout.readline().strip() for _ in range(2)]
         assert [line.split(" (")[0] for line in started] == [
@@ -183,7 +156,7 @@ def test_an_agent_whose_decisions_keep_failing_stops_as_a_failure(tmp_path: Path
     config = tmp_path / "agents.yaml"
     config.write_text(f"agents:\n  bidder:\n    ref: {W}:Bidder\n    max_consecutive_failures: 2\n")
     db = tmp_path / "board.db"
-    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
+    with reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("agent bidder started")
         asyncio.run(_submit(db, "bid on me"))
@@ -208,7 +181,7 @@ def test_an_idle_agent_whose_budget_runs_out_stops_and_the_command_exits_0(
     config.write_text(
         f"agents:\n  alpha:\n    ref: {W}:shout\n    limits:\n      max_wall_time_s: 0.3\n"
     )
-    with _reaped(
+    with reaped(
         _spawn(tmp_path, "agents", "run", str(config), "--store", str(tmp_path / "b.db"))
     ) as proc:
         out, err = proc.communicate(timeout=30)  # nothing to do: it ends when its time is up
@@ -248,7 +221,7 @@ def test_an_agent_that_stops_on_its_own_is_reported_and_the_others_go_on(
         f"agents:\n  alpha:\n    ref: {W}:shout\n  broken:\n    ref: {W}:CannotStart\n"
     )
     db = tmp_path / "board.db"
-    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
+    with reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
         assert proc.stdout is not None
         lines = [proc.stdout.readline().strip() for _ in range(3)]
         assert lines[2] == (
@@ -268,7 +241,7 @@ def test_an_agent_that_stops_on_its_own_is_reported_and_the_others_go_on(
 def test_when_every_agent_stops_on_its_own_the_command_exits_1(tmp_path: Path) -> None:
     config = tmp_path / "agents.yaml"
     config.write_text(f"agents:\n  broken:\n    ref: {W}:CannotStart\n")
-    with _reaped(
+    with reaped(
         _spawn(tmp_path, "agents", "run", str(config), "--store", str(tmp_path / "b.db"))
     ) as proc:
         out, err = proc.communicate(timeout=60)
@@ -287,7 +260,7 @@ def test_an_agent_that_cannot_start_stops_the_ones_started_and_says_why(tmp_path
         f"agents:\n  alpha:\n    ref: {W}:shout\n  beta:\n    ref: {W}:shout\n"
         "    pools: [crew]\n"
     )
-    with _reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
+    with reaped(_spawn(tmp_path, "agents", "run", str(config), "--store", str(db))) as proc:
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, (out, err)
     assert "agent alpha stopped (shutdown)" in out

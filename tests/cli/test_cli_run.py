@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -16,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from converge.cli import app
+from tests.cli._processes import reaped, spawn
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[2]
 A = "tests.cli._agents"
 
 PIPELINE = f"""\
@@ -228,20 +227,6 @@ def test_settings_flag_over_env_over_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert code == 2 and "unknown key 'stor'" in err
 
 
-def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    exe = Path(sys.executable).with_name("converge")
-    # This checkout's sources and its tests package, whatever `converge` the environment has.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    return subprocess.Popen(
-        [str(exe), *args],
-        cwd=tmp_path,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 30
     while not path.exists():
@@ -271,12 +256,11 @@ agents:
 def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
     g = graph_file(tmp_path, HOLD)
     gate = tmp_path / "gate"
-    proc = _spawn(
-        tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "i1"
-    )
-    _wait_for(tmp_path / "holding", proc)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    run = spawn(tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "i1")
+    with reaped(run) as proc:
+        _wait_for(tmp_path / "holding", proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == (
         "error: interrupted: the run is stopped and resumable (converge resume i1)"
@@ -286,8 +270,8 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
     _, out, _ = invoke("runs", "--store", str(tmp_path / "c.db"), "--json")
     assert json.loads(out)["status"] == "interrupted"
     gate.write_text("open")
-    resumed = _spawn(tmp_path, "resume", "i1", "--store", "c.db", "--json")
-    out, err = resumed.communicate(timeout=30)
+    with reaped(spawn(tmp_path, "resume", "i1", "--store", "c.db", "--json")) as resumed:
+        out, err = resumed.communicate(timeout=30)
     assert resumed.returncode == 0, err
     assert json.loads(out)["status"] == "completed"
 
@@ -319,9 +303,7 @@ def test_resume_of_a_live_run_is_refused_and_works_once_its_process_is_killed(
 ) -> None:
     g = graph_file(tmp_path, HOLD)
     gate, db = tmp_path / "gate", tmp_path / "c.db"
-    proc = _spawn(
-        tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "l1"
-    )
+    proc = spawn(tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "l1")
     try:
         _wait_for(tmp_path / "holding", proc)
         row = _listed(str(db), "l1", proc)
@@ -355,13 +337,12 @@ def test_resume_of_a_live_run_is_refused_and_works_once_its_process_is_killed(
 def test_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
     g = graph_file(tmp_path, HOLD)
     gate = tmp_path / "gate"
-    proc = _spawn(
-        tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "k1"
-    )
-    _wait_for(tmp_path / "holding", proc)
-    code, out, err = invoke("cancel", "k1", "--store", str(tmp_path / "c.db"))
-    assert (code, out.strip()) == (0, "run k1 cancelled"), err
-    _, err = proc.communicate(timeout=30)
+    run = spawn(tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "k1")
+    with reaped(run) as proc:
+        _wait_for(tmp_path / "holding", proc)
+        code, out, err = invoke("cancel", "k1", "--store", str(tmp_path / "c.db"))
+        assert (code, out.strip()) == (0, "run k1 cancelled"), err
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "run k1 was cancelled" in err
     assert _kinds(tmp_path / "c.db", "k1")[-1] == "run.cancelled"  # on purpose, not interrupted

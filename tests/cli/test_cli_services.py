@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from converge.cli import app
+from tests.cli._processes import spawn
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,19 +81,6 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    exe = Path(sys.executable).with_name("converge")
-    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
-    return subprocess.Popen(
-        [str(exe), *args],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": path},
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
 @pytest.mark.slow
 def test_board_nodes_are_done_by_agents_run_workers_in_other_processes(tmp_path: Path) -> None:
     graph, agents, db = tmp_path / "labels.yaml", tmp_path / "workers.yaml", tmp_path / "s.db"
@@ -104,7 +90,7 @@ def test_board_nodes_are_done_by_agents_run_workers_in_other_processes(tmp_path:
     assert code == 0, err
     assert out.splitlines()[1].startswith("node first (board): needs tasks: `converge run`")
     assert "`converge agents run` processes on the same store" in out
-    workers = [_spawn(tmp_path, "agents", "run", str(agents), "--store", str(db)) for _ in "ab"]
+    workers = [spawn(tmp_path, "agents", "run", str(agents), "--store", str(db)) for _ in "ab"]
     try:
         for proc in workers:
             assert proc.stdout is not None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from converge.coordination import Consensus, PoolManager
 from converge.core import Agent, Identity, Message, Pool, Task, Vote
+from converge.core.clock import ManualClock
 from converge.core.decisions import Decision
 from converge.errors import ValidationError
 from converge.network import LocalNetwork
@@ -24,6 +26,7 @@ from converge.orchestration import (
 )
 from converge.runtime import AgentRuntime, StandardExecutor
 from converge.store import Store
+from tests.loop_clock import LoopClock, until
 from tests.orchestration._crash_harness import append, crash_and_resume, crashing, hang
 
 POOL = "council"
@@ -89,6 +92,10 @@ def gated(gate: ConsensusGate, ran: list[str]) -> Graph:
     )
 
 
+async def _count(store: Store, kind: str, n: int) -> bool:
+    return len(await store.read(kinds=[kind])) >= n
+
+
 def votes(*choices: str) -> list[Voter]:
     return [Voter(i, lambda _, c=c: c) for i, c in enumerate(choices)]
 
@@ -134,16 +141,22 @@ async def test_unanimity_among_named_voters(store: Store) -> None:
 
 
 async def test_at_its_timeout_the_gate_closes_the_ballot_with_the_votes_it_has(
-    store: Store,
+    store: Store, loop_clock: LoopClock
 ) -> None:
     ran: list[str] = []
     voters = votes("yes", "no")
     absent = Identity.from_private_bytes(b"\x09" * 32).did  # in the pool, not on the network
-    async with council(store, voters) as services:
+    clock = ManualClock(time.time())  # the ballot's deadline is on the consensus's clock
+    async with council(store, voters, clock=clock) as services:
         assert services.pools is not None
         await services.pools.join_pool(absent, POOL)
-        gate = ConsensusGate(POOL, timeout=0.05)
-        result = await Engine(store, services=services).execute(gated(gate, ran), {"amount": 1})
+        gate = ConsensusGate(POOL, timeout=60)
+        engine = Engine(store, services=services)
+        run = asyncio.ensure_future(engine.execute(gated(gate, ran), {"amount": 1}))
+        await until(lambda: _count(store, "ballot.voted", 2))  # both voters in time
+        clock.advance(60)  # the deadline passes, and the gate's wait for the next vote ends
+        loop_clock.advance(60)
+        result = await run
     gate_out = result.outputs["vote"]
     assert (gate_out["passed"], gate_out["decided"], gate_out["final"]) == (False, False, True)
     assert len(gate_out["voted"]) == 2 and ran == []

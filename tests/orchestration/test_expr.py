@@ -214,7 +214,7 @@ def test_type_errors_are_expression_errors(text: str, reason: str) -> None:
 
 def test_huge_numbers_are_refused_not_computed() -> None:
     big = "9" * 1000
-    start = time.monotonic()
+    start = time.thread_time()  # CPU time of this thread: other processes' load does not count
     err = fails(" * ".join([big] * 4))
     assert "integer product too large" in err.reason
     err = fails("a * a", a=2**3000)
@@ -223,7 +223,7 @@ def test_huge_numbers_are_refused_not_computed() -> None:
     err = fails("a / 3", a=10**400)  # no float that large
     assert "number too large in '/'" in err.reason
     fails("a + 1.5", a=10**400)
-    assert time.monotonic() - start < 1.0
+    assert time.thread_time() - start < 1.0
 
 
 @pytest.mark.parametrize(
@@ -549,10 +549,10 @@ def test_length_limit() -> None:
 )
 def test_deep_nesting_fails_fast_with_a_validation_error(text: str) -> None:
     text = text[:MAX_LENGTH]
-    start = time.monotonic()
+    start = time.thread_time()  # CPU time of this thread: other processes' load does not count
     with pytest.raises(ValidationError, match=f"nests deeper than {MAX_DEPTH} levels"):
         parse_expression(text)
-    assert time.monotonic() - start < 0.5
+    assert time.thread_time() - start < 0.5
 
 
 def test_the_depth_limit_is_exact_for_parentheses() -> None:

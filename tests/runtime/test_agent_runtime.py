@@ -210,7 +210,6 @@ async def test_a_runaway_agent_is_stopped_by_its_limits(store: Store, clock: Man
     me = Scripted(chatter)
     limits = ResourceLimits(max_messages_per_second=20)
     executor = StandardExecutor(network=net, clock=clock)
-    messages_before = 0
     async with AgentRuntime(
         me, network=net, store=store, executor=executor, limits=limits, clock=clock
     ) as rt:
@@ -218,11 +217,11 @@ async def test_a_runaway_agent_is_stopped_by_its_limits(store: Store, clock: Man
         await executor.execute(me, SendMessage(kind="start", recipient=me.did))
         await eventually(lambda: _count(store, "decision.refused", 1))
         await asyncio.sleep(0.05)  # give a runaway every chance to keep going
-        messages_before = len(me.seen)
-        calls = rt.decide_calls
-        await asyncio.sleep(0.05)
-        assert rt.decide_calls == calls  # it stopped: nothing wakes it any more
-    assert messages_before <= 21
+    # 20 messages a second on a clock that stands still: it sends 20 and is refused the rest,
+    # so it sees those and the start, and it decides only on something new — however long the
+    # runtime ran (on a busy machine the last refused round may come after any pause).
+    assert len(me.seen) <= 21
+    assert rt.decide_calls <= len(me.seen)
     assert {d["rule"] for d in await kinds(store, "decision.refused")} == {
         "max_messages_per_second"
     }

@@ -1,4 +1,4 @@
-"""A thread that checkpoints the WAL off the commit path.
+"""Checkpoints of the WAL: off the commit path on a thread, and a bound the writer enforces.
 
 SQLite's automatic checkpoint runs inside the commit that crosses the threshold, so one unlucky
 caller waits for the whole WAL to be copied into the database and synced (100+ ms). Here the
@@ -8,15 +8,20 @@ at most every ``interval`` seconds while writes keep coming.
 
 A ``PASSIVE`` checkpoint copies the frames committed before it began; if commits arrive while
 it runs, the next writer cannot start the WAL over, so under a steady stream of commits the
-WAL would grow without end (hundreds of MB in a few seconds of a durable pipeline). Once the
-WAL holds more than ``max_wal_bytes`` of frames (as the last checkpoint counted them) the
-thread runs a ``RESTART`` checkpoint instead: it takes the write lock (writers wait for it
-meanwhile, up to their busy timeout; ~30 ms here), copies everything, and the next commit
-starts the WAL over; the writer's ``journal_size_limit`` then trims the file.
+WAL would grow without end (hundreds of MB in a few seconds of a durable pipeline). And a
+thread that gets little CPU (a busy machine) falls behind any rate of commits. So the bound is
+the writer's: before it appends, it asks ``over_bound()`` (one ``stat`` of the WAL file); past
+``max_wal_bytes`` it runs ``restart()`` itself, a ``RESTART`` checkpoint on its own connection
+that copies what the thread has not copied yet, and its commit starts the WAL over (the
+writer's ``journal_size_limit``, at most ``max_wal_bytes``, trims the file). The WAL so never
+holds more than ``max_wal_bytes`` plus one batch of this process's commits, however the
+threads are scheduled — unless a reader keeps an older snapshot, which SQLite will not start
+the WAL over under.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -26,18 +31,21 @@ __all__ = ["Checkpointer"]
 
 class Checkpointer:
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` after ``poke()``, at most every ``interval`` s;
-    ``RESTART`` once the WAL holds more than ``max_wal_bytes`` of frames."""
+    the writer calls ``restart()`` when ``over_bound()`` says the WAL holds more than
+    ``max_wal_bytes``."""
 
     def __init__(
         self,
         name: str,
         connect: Callable[[], sqlite3.Connection],
+        wal_path: str,
         *,
         interval: float = 0.2,
         max_wal_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._connect = connect
-        self._max_wal_bytes = max_wal_bytes
+        self._wal_path = wal_path
+        self.max_wal_bytes = max_wal_bytes
         self._interval = interval
         self._wanted = threading.Event()
         self._stopping = threading.Event()
@@ -54,6 +62,34 @@ class Checkpointer:
         if not self._wanted.is_set():  # set() takes a lock and wakes the thread: once is enough
             self._wanted.set()
 
+    def over_bound(self) -> bool:
+        """Whether the WAL holds more than ``max_wal_bytes`` (one ``stat``, ~2 µs).
+
+        The file's size measures what the WAL holds: a WAL that starts over is written from its
+        beginning, and its first commit cuts a file longer than the writer's
+        ``journal_size_limit`` (at most ``max_wal_bytes``) back to that limit.
+        """
+        try:
+            return os.stat(self._wal_path).st_size > self.max_wal_bytes
+        except OSError:
+            return False  # no WAL yet: nothing to bound
+
+    def restart(self, conn: sqlite3.Connection) -> None:
+        """Run ``PRAGMA wal_checkpoint(RESTART)`` on the writer's ``conn`` (on its thread, between
+        its transactions), so that its next commit starts the WAL over.
+
+        It waits for a checkpoint the thread is running. With the writer's busy timeout of 0 it
+        never waits for another process or a reader: if one is in the way, the WAL is not
+        started over this time and the writer tries again before its next commit.
+        """
+        with self.lock:
+            try:
+                row = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            except sqlite3.Error:
+                return  # locked: the next commit tries again; nothing is lost
+            if row[0] == 0 and row[1] == row[2]:
+                self.completed += 1
+
     def stop(self) -> None:
         """End the thread after a last checkpoint (blocks briefly; call off the event loop)."""
         self._stopping.set()
@@ -63,27 +99,19 @@ class Checkpointer:
     def _main(self) -> None:
         try:
             conn = self._connect()
-            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         except Exception:
             return  # the writer reports open errors; its auto-checkpoint-free WAL stays valid
-        frames = 0
         try:
             while True:
                 self._wanted.wait()
                 self._wanted.clear()
-                mode = "RESTART" if frames * page_size > self._max_wal_bytes else "PASSIVE"
                 with self.lock:
                     try:
-                        row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                        row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     except sqlite3.Error:
                         row = None  # busy or locked: the next poke tries again; nothing is lost
-                    complete = row is not None and row[0] == 0 and row[1] == row[2]
-                    if complete:  # all copied: the next commit may start the WAL over
-                        self.completed += 1
-                if complete and mode == "RESTART":
-                    frames = 0  # it will start over
-                elif row is not None and row[1] >= 0:
-                    frames = row[1]  # the WAL's length when the checkpoint began
+                    if row is not None and row[0] == 0 and row[1] == row[2]:
+                        self.completed += 1  # all copied: the next commit may start the WAL over
                 if self._stopping.is_set():
                     return
                 # Let writes accumulate: fewer, larger checkpoints write each page once.

@@ -13,9 +13,10 @@
   callers: both go to the thread at once, and so does everything while it is busy, as do
   ``FULL`` commits and large units. So does a commit while a checkpoint runs, and the first
   after a checkpoint that copied the whole WAL: that one restarts the WAL and syncs its header
-  even under ``NORMAL``. The loop never waits for a lock and, but for a WAL restart that a
-  reader put off past the thread's commit, never for an fsync; concurrent callers still
-  commit as a group.
+  even under ``NORMAL``. So does one that finds the WAL over its bound (64 MiB): the thread
+  checkpoints it first (``Checkpointer.restart``) and starts it over. The loop never waits for
+  a lock and, but for a WAL restart that a reader put off past the thread's commit, never for
+  an fsync; concurrent callers still commit as a group.
 - **One reader thread** serves reads on its own connection, so reads run beside writes and the
   event loop never waits on the disk.
 - **WAL** lets other processes read while one writes; a second writing process waits up to
@@ -75,7 +76,7 @@ from converge.store.base import (
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-_MAX_WAL_BYTES = 64 * 1024 * 1024  # past this, the checkpointer makes the WAL start over
+_MAX_WAL_BYTES = 64 * 1024 * 1024  # past this, the writer makes the WAL start over first
 _INLINE_ITEMS = 16  # operations + events of a unit the loop may commit itself
 _INLINE_BYTES = 64 * 1024  # and their encoded bytes
 Synchronous = Literal["NORMAL", "FULL"]
@@ -182,6 +183,7 @@ class SQLiteStore:
             store._checkpointer = Checkpointer(
                 f"converge-sqlite-checkpoint:{store.path.name}",
                 store._connect,
+                f"{store.path}-wal",
                 max_wal_bytes=_MAX_WAL_BYTES,
             )
             store._reader = BatchWorker(
@@ -262,7 +264,8 @@ class SQLiteStore:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             # The checkpointer thread copies the WAL into the database, off the commit path.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
-            # After the checkpointer's RESTART, the WAL file is cut back to this when reused.
+            # After a RESTART, the WAL file is cut back to this when reused (at most the bound:
+            # ``Checkpointer.over_bound`` measures the WAL by its file).
             conn.execute(f"PRAGMA journal_size_limit = {_MAX_WAL_BYTES // 4}")
             schema.migrate(conn, location)
             # No busy handler on the writer: a commit on the loop must never wait for another
@@ -280,10 +283,13 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, jobs: builtins.list[Job]
     ) -> builtins.list[Outcome]:
         checkpointer = self._checkpointer
+        commits = any(job.payload[0] == "commit" for job in jobs)
+        if checkpointer is not None and commits and checkpointer.over_bound():
+            checkpointer.restart(conn)  # however far behind the checkpointer thread is
         completed = -1 if checkpointer is None else checkpointer.completed
         outcomes = write_batch(conn, jobs, self.busy_timeout)
         if checkpointer is not None:
-            if any(job.payload[0] == "commit" for job in jobs):
+            if commits:
                 self._restarted = completed  # a WAL restart due before this batch: done here
             checkpointer.poke()
         return outcomes
@@ -466,14 +472,15 @@ class SQLiteStore:
         conn = self._writer.idle_connection()
         checkpointer = self._checkpointer
         # Not while a checkpoint runs, nor as the first commit after one that copied the whole
-        # WAL: that commit restarts the WAL and syncs its header. The thread makes it.
+        # WAL: that commit restarts the WAL and syncs its header. Nor on a WAL over the bound:
+        # the thread restarts it first. The thread makes those.
         if (
             conn is not None
             and checkpointer is not None
             and checkpointer.lock.acquire(blocking=False)
         ):
             try:
-                if checkpointer.completed != self._restarted:
+                if checkpointer.completed != self._restarted or checkpointer.over_bound():
                     outcome = None
                 else:
                     outcome = commit_now(conn, job)
