@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import strategies as st
@@ -33,6 +34,36 @@ names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
 dids = st.sampled_from(DIDS)
 ids = st.builds(new_id)
 signatures = st.binary(min_size=64, max_size=64)
+
+# -- hostile input --------------------------------------------------------------------------------
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+any_text = st.text(st.characters(exclude_categories=()) | surrogates, max_size=40)
+"""Any str, lone surrogates (which have no UTF-8 form) drawn often."""
+
+
+def _edit(did: str, at: int, char: str, how: int) -> str:
+    at %= len(did)
+    if how == 0:
+        return did[:at] + char + did[at + 1 :]  # replace
+    if how == 1:
+        return did[:at] + char + did[at:]  # insert
+    return did[:at] + did[at + 1 :]  # delete
+
+
+odd_dids = st.one_of(
+    any_text,
+    st.text(B58, max_size=120).map(lambda t: "did:key:z" + t),  # base58, any length
+    st.builds(_edit, dids, st.integers(0, 55), st.characters() | surrogates, st.integers(0, 2)),
+    st.integers(1_000, 400_000).map(lambda n: "did:key:z6Mk" + "x" * n),  # huge
+    st.builds(lambda did, n: did * n, dids, st.integers(2, 8_000)),
+)
+"""Strings that are not Ed25519 dids: any text, base58 of the wrong length, a did with one
+character changed, added or removed, and dids of up to 400,000 characters."""
+
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
 
 json_scalars = (
     st.none()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from converge.core import IdFactory, new_id
 from converge.core.ids import id_timestamp, is_id
+from converge.errors import ValidationError
 
 MAX_MS = 2**48 - 1
 
@@ -95,3 +96,10 @@ def test_is_id_accepts_a_ulid() -> None:
     assert is_id("01ARYZ6S41TSV4RRFFQ69G5FAV")
     # The example of the ULID spec: ulid(1469918176385) starts with 01ARYZ6S41.
     assert id_timestamp("01ARYZ6S41TSV4RRFFQ69G5FAV") == 1469918176.385
+
+
+def test_the_timestamp_of_a_huge_non_id_is_refused_with_a_short_message() -> None:
+    with pytest.raises(ValidationError) as info:
+        id_timestamp("0" * 400_000)
+    assert info.value.field == "id"
+    assert len(str(info.value)) < 200

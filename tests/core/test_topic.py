@@ -97,3 +97,13 @@ def test_is_pattern() -> None:
     assert not Topic("a.b").is_pattern
     assert Topic("a.*").is_pattern
     assert Topic("a.>").is_pattern
+
+
+@pytest.mark.parametrize(
+    "name", ["a b" * 200_000, "ok." * 100_000 + "bad token", "x" * 300_000 + "!"]
+)
+def test_a_huge_invalid_topic_is_refused_with_a_short_message(name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Topic(name)
+    assert info.value.field == "topic"
+    assert len(str(info.value)) < 400  # the name and token are clipped, not copied

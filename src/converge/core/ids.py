@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable
 
+from converge.core.clip import clip
 from converge.errors import ValidationError
 
 __all__ = ["IdFactory", "id_timestamp", "is_id", "new_id"]
@@ -109,7 +110,7 @@ def is_id(value: str) -> bool:
 def id_timestamp(value: str) -> float:
     """The creation time (seconds since the epoch) encoded in an id."""
     if not is_id(value):
-        raise ValidationError(f"not a converge id: {value!r}", field="id")
+        raise ValidationError(f"not a converge id: {clip(value)!r}", field="id")
     ms = 0
     for ch in value[:10]:
         ms = (ms << 5) | _VALUE[ch]

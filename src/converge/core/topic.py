@@ -6,6 +6,7 @@ import re
 
 import msgspec
 
+from converge.core.clip import clip
 from converge.errors import ValidationError
 
 __all__ = ["Topic"]
@@ -29,7 +30,8 @@ class Topic(msgspec.Struct, frozen=True, order=True):
             if tok == "*" or (tok == ">" and i == len(tokens) - 1) or _TOKEN.match(tok):
                 continue
             raise ValidationError(
-                f"invalid topic {self.name!r}: token {tok!r} must be letters, digits, _ or -, "
+                f"invalid topic {clip(self.name)!r}: token {clip(tok)!r} must be letters, "
+                "digits, _ or -, "
                 "or a wildcard ('*' anywhere, '>' last)",
                 field="topic",
             )
