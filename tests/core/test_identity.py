@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from converge.core import Identity
+from converge.core import identity as identity_module
 from converge.core.identity import did_from_public_key, public_key_from_did
 from converge.errors import IdentityError
+from tests.strategies import odd_dids
 
 # Written out here, independently of converge's encoder: the did:key rule for Ed25519 is
 # "did:key:" + "z" (multibase base58btc) + base58btc(0xed 0x01 + raw public key).
@@ -68,6 +70,74 @@ def test_did_round_trips_through_public_key(seed: bytes) -> None:
     assert ident.did.startswith("did:key:z6Mk")
     assert public_key_from_did(ident.did).public_bytes_raw() == ident.public_key
     assert Identity.from_did(ident.did) == ident
+    assert len(ident.did) == 56
+
+
+@pytest.mark.parametrize("key", [b"\x00" * 32, b"\xff" * 32], ids=["lowest", "highest"])
+def test_every_ed25519_did_has_56_characters(key: bytes) -> None:
+    # 0xed01 + 32 bytes always takes 47 base58 digits: the extremes have the same length.
+    did = did_from_public_key(key)
+    assert did == reference_did(key)
+    assert len(did) == 56
+    assert public_key_from_did(did).public_bytes_raw() == key
+
+
+class DecodeCounter:
+    """Stands in for the base58 decoder and counts the calls; refuses to decode anything long,
+    so a check that comes too late fails at once rather than spending seconds."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.calls = 0
+
+    def __call__(self, text: str) -> bytes:
+        self.calls += 1
+        assert len(text) == 47, f"decoded {len(text)} characters of base58"
+        return self.real(text)  # type: ignore[operator,no-any-return]
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> DecodeCounter:
+    counter = DecodeCounter(identity_module._b58decode)
+    monkeypatch.setattr(identity_module, "_b58decode", counter)
+    return counter
+
+
+@pytest.mark.parametrize(
+    "did",
+    [
+        "did:key:z6Mk" + "x" * 400_000,
+        "did:key:z" + "1" * 100_000,
+        SPEC_EXAMPLE_DID + "1",
+        SPEC_EXAMPLE_DID[:-1],
+        SPEC_EXAMPLE_DID[:-1] + "0",  # the right length, not base58
+        "did:key:zQ3s" + SPEC_EXAMPLE_DID[12:],  # the right length, not Ed25519's prefix
+    ],
+    ids=["400k", "100k-ones", "one-longer", "one-shorter", "not-base58", "other-key-type"],
+)
+def test_a_did_of_another_shape_is_refused_without_decoding_it(
+    did: str, decodes: DecodeCounter
+) -> None:
+    with pytest.raises(IdentityError) as info:
+        public_key_from_did(did)
+    assert decodes.calls == 0
+    assert len(str(info.value)) < 200  # the did is clipped in the message, not copied
+
+
+@settings(max_examples=150)
+@given(odd_dids)
+def test_only_a_did_of_the_ed25519_shape_is_ever_decoded(did: str) -> None:
+    counter = DecodeCounter(identity_module._b58decode)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(identity_module, "_b58decode", counter)
+        try:
+            key = public_key_from_did(did)
+        except IdentityError as exc:
+            assert len(str(exc)) < 200
+        else:
+            assert did_from_public_key(key.public_bytes_raw()) == did
+    if not (len(did) == 56 and did.startswith("did:key:z6Mk")):
+        assert counter.calls == 0
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
 """Agent identity: an Ed25519 key pair, named by a ``did:key``.
 
 The did is ``did:key:z`` + base58btc(0xed 0x01 + the 32-byte public key), as the did:key method
-specifies for Ed25519, so every such did starts with ``did:key:z6Mk``. Private keys are saved as
+specifies for Ed25519, so every such did starts with ``did:key:z6Mk`` and has exactly 56
+characters (47 of base58 after the ``z``). A did of any other length or alphabet is refused before
+anything is decoded: a peer chooses the did it signs with, and decoding base58 costs time
+quadratic in its length. Private keys are saved as
 PKCS#8 PEM files with mode 0600 (optionally encrypted with a password) and never appear in
 ``repr`` or ``str``.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from converge.core.clip import clip
 from converge.errors import IdentityError
 
 __all__ = ["Identity", "did_from_public_key", "public_key_from_did"]
@@ -26,6 +31,10 @@ _DID_PREFIX = "did:key:z"
 _ED25519_MULTICODEC = b"\xed\x01"
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
+# 0xed01 followed by 32 bytes lies between 58**46 and 58**47: always 47 base58 digits, the first
+# three "6Mk" (the next one of e…w).
+_DID_LENGTH = 56
+_DID_SHAPE = re.compile(rf"did:key:z6Mk[{_B58}]{{44}}")
 
 
 def _b58encode(data: bytes) -> str:
@@ -57,15 +66,24 @@ def did_from_public_key(public_key: bytes) -> str:
     return _DID_PREFIX + _b58encode(_ED25519_MULTICODEC + public_key)
 
 
-@functools.lru_cache(maxsize=8192)
 def public_key_from_did(did: str) -> Ed25519PublicKey:
-    """Parse an Ed25519 ``did:key`` into a public key (cached: dids repeat, parsing is not free).
+    """Parse an Ed25519 ``did:key`` into a public key.
+
+    Its shape (length, prefix, alphabet) is checked first, in time that does not depend on how
+    long ``did`` is; only then is it decoded (and the result cached: dids repeat).
 
     Raises:
         IdentityError: ``did`` is not an Ed25519 did:key.
     """
-    if not did.startswith(_DID_PREFIX):
-        raise IdentityError(f"not an Ed25519 did:key: {did!r}")
+    if not isinstance(did, str):
+        raise IdentityError(f"a did is a str, not {type(did).__name__}")
+    if len(did) != _DID_LENGTH or not _DID_SHAPE.fullmatch(did):
+        raise IdentityError(f"not an Ed25519 did:key: {clip(did)!r}")
+    return _public_key(did)
+
+
+@functools.lru_cache(maxsize=8192)
+def _public_key(did: str) -> Ed25519PublicKey:
     raw = _b58decode(did[len(_DID_PREFIX) :])
     if len(raw) != 34 or raw[:2] != _ED25519_MULTICODEC:
         raise IdentityError(f"not an Ed25519 did:key: {did!r}")
