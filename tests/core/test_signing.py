@@ -11,12 +11,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converge.core import Identity, Message, new_id, unseal
+from converge.core import Identity, Message, new_id, signing, unseal
+from converge.core import identity as identity_module
 from converge.core.signing import canonical_encode
 from converge.errors import ConvergeError, ProtocolError, SignatureError, ValidationError
 from converge.protocol import Intent, Offer, Receipt, TaskDone
 from tests.refusal import converge_errors_only, refused
-from tests.strategies import IDENTITIES, finite_floats, messages, msgpack_values
+from tests.strategies import (
+    IDENTITIES,
+    finite_floats,
+    messages,
+    msgpack_values,
+    non_finite,
+    odd_dids,
+)
 
 A, B, C, _ = IDENTITIES
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -170,6 +178,51 @@ def test_a_sender_that_is_not_a_did_is_a_signature_error() -> None:
             unseal(msgspec.msgpack.encode([bad.body(), signed.signature]), Message)
 
 
+def sealed_as(sender: str, payload: Any = 1) -> bytes:
+    """A message naming ``sender``, signed by A over exactly the bytes sent (which need not be
+    canonical): what a hostile peer can put on the wire."""
+    raw = sender.encode("utf-8", "surrogatepass")  # a lone surrogate: bytes that are not UTF-8
+    has_surrogate = any("\ud800" <= c <= "\udfff" for c in sender)
+    stand_in = "\x01" * len(raw) if has_surrogate else sender  # the same length on the wire
+    fields = {"type": "message", "kind": "k", "topic": "t", "sender": stand_in, "payload": payload}
+    fields.update(id=new_id(), nonce="n", created_at=1.0)
+    body = msgspec.msgpack.encode(fields)
+    if stand_in != sender:
+        body = body.replace(stand_in.encode(), raw, 1)
+    return msgspec.msgpack.encode([body, A.sign(body)])
+
+
+def test_a_huge_sender_did_is_refused_without_decoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[str] = []
+    monkeypatch.setattr(identity_module, "_b58decode", decoded.append)
+    wire = sealed_as("did:key:z6Mk" + "x" * 400_000)
+    with pytest.raises(SignatureError) as info:
+        unseal(wire, Message)
+    assert decoded == []  # refused on its shape: the cost does not grow with its length
+    assert info.value.field == "sender"
+    assert len(str(info.value)) < 300
+
+
+@FAST
+@given(odd_dids)
+def test_unseal_refuses_any_odd_sender_did_decoding_only_the_ed25519_shape(did: str) -> None:
+    decoded: list[int] = []
+    real = identity_module._b58decode
+
+    def counting(text: str) -> bytes:
+        decoded.append(len(text))
+        return real(text)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(identity_module, "_b58decode", counting)
+        with pytest.raises(ConvergeError) as info:  # a bad did, or A's key for another did
+            unseal(sealed_as(did), Message)
+    # A signature error; or, for a did that is not UTF-8, malformed bytes.
+    assert isinstance(info.value, (ProtocolError, ValidationError)), repr(info.value)
+    assert all(n == 47 for n in decoded)
+    assert len(str(info.value)) < 300
+
+
 # -- envelopes -------------------------------------------------------------------------------------
 
 
@@ -299,6 +352,49 @@ def test_non_finite_floats_in_other_objects_are_named() -> None:
     with pytest.raises(ValidationError) as info:
         offer.sign(A)
     assert info.value.field == "terms.sla[1]"
+
+
+@FAST
+@given(poisoned())
+def test_unseal_refuses_a_signed_body_holding_a_non_finite_float(case: tuple[Any, str]) -> None:
+    payload, path = case
+    with pytest.raises(ValidationError) as info:  # the signature is valid: the body is not
+        unseal(sealed_as(A.did, payload), Message)
+    assert info.value.field == f"payload{path}"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("field", ["cost", "quality", "latency_s", "terms"])
+def test_unseal_refuses_a_non_finite_float_in_any_field(value: float, field: str) -> None:
+    offer = Offer(intent_id="i", capability="c", cost=1.0, provider=A.did)
+    fields = msgspec.to_builtins(offer)
+    fields[field] = {"x": [value]} if field == "terms" else value
+    body = msgspec.msgpack.encode(fields)
+    with pytest.raises(ValidationError) as info:
+        unseal(msgspec.msgpack.encode([body, A.sign(body)]), Offer)
+    assert info.value.field == ("terms.x[0]" if field == "terms" else field)
+
+
+@FAST
+@given(non_finite, st.sampled_from(["created_at", "payload"]))
+def test_a_signed_non_finite_float_never_gets_past_unseal(value: float, field: str) -> None:
+    fields = {"type": "message", "kind": "k", "topic": "t", "sender": A.did, field: value}
+    body = msgspec.msgpack.encode(fields)
+    with pytest.raises(ValidationError):
+        unseal(msgspec.msgpack.encode([body, A.sign(body)]), Message)
+
+
+def test_a_body_too_deep_to_walk_for_non_finite_floats_is_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The decoder and the walk share Python's recursion limit: near it, the walk can fail where
+    # decoding just succeeded.
+    def too_deep(value: Any, path: str = "$") -> None:
+        raise RecursionError
+
+    monkeypatch.setattr(signing, "check_finite", too_deep)
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        unseal(sealed_as(A.did, [[math.nan]]), Message)
 
 
 def test_large_finite_floats_are_not_mistaken_for_non_finite() -> None:

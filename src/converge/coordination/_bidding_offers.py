@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from converge.coordination._auction import Rejection, RejectReason
 from converge.coordination._bidding_core import ContractRound
 from converge.coordination._bidding_steps import offer_step, refusal_event, unverified_rejection
-from converge.core.signing import check_finite, maybe_nonfinite, unseal
+from converge.core.signing import unseal
 from converge.errors import ConvergeError
 from converge.protocol.objects import Offer
 
@@ -31,9 +31,7 @@ __all__ = ["receive_offer"]
 async def receive_offer(p: BiddingProtocol, sealed: bytes, sender: str | None) -> Offer | Rejection:
     """``BiddingProtocol.receive_offer``: verify ``sealed`` and put it to its auction."""
     try:
-        offer = unseal(sealed, Offer)
-        if maybe_nonfinite(sealed):  # a NaN or an infinity anywhere cannot be ranked
-            check_finite(offer)
+        offer = unseal(sealed, Offer)  # refuses a NaN or an infinity, which cannot be ranked
     except ConvergeError as exc:
         rejection, intent_id = unverified_rejection(sealed, exc, sender)
         await _log(p, rejection, intent_id, sender)

@@ -47,7 +47,7 @@ from converge.coordination._bidding_core import (
     round_event,
 )
 from converge.core.message import Message
-from converge.core.signing import Signed, check_finite, maybe_nonfinite, unseal
+from converge.core.signing import Signed, unseal
 from converge.errors import ConvergeError, SignatureError
 from converge.protocol.event import Event
 from converge.protocol.objects import Receipt, TaskDone, TaskProgress, TaskStart, output_digest
@@ -112,8 +112,9 @@ async def _open(
     """The verified object ``message`` carries, its round (one of this requester's) and the
     round's ``TaskStart``; or None after recording why not.
 
-    A body holding a NaN or an infinity is refused as ``malformed``: it cannot be encoded
-    canonically, so nothing derived from it (an output digest, a receipt) could be checked.
+    A body holding a NaN or an infinity is refused as ``malformed`` (``unseal`` refuses it): it
+    cannot be encoded canonically, so nothing derived from it (a digest, a receipt) could be
+    checked.
     """
     payload = message.payload
     if not isinstance(payload, bytes):
@@ -121,8 +122,6 @@ async def _open(
         return None
     try:
         obj = unseal(payload, cls, require_all=require_all)
-        if maybe_nonfinite(payload):
-            check_finite(obj)
     except SignatureError as exc:
         await refuse(p, message, "bad_signature", str(exc))
         return None

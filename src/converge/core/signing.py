@@ -179,7 +179,8 @@ def unseal(data: bytes, cls: type[S], *, require_all: bool = True) -> S:
 
     Raises:
         ProtocolError: the bytes are not a sealed object.
-        ValidationError: the body does not match ``cls`` (the message names the field).
+        ValidationError: the body does not match ``cls`` (the message names the field), or holds
+            a NaN or an infinity, which no signer's canonical encoding could have written.
         SignatureError: a signature is missing, extra, or does not verify for its named signer.
     """
     try:
@@ -195,6 +196,8 @@ def unseal(data: bytes, cls: type[S], *, require_all: bool = True) -> S:
             f"{len(cls.__signers__)} signers"
         )
     obj = decode_body(body, cls)
+    if maybe_nonfinite(body):
+        _check_received_finite(obj)
     for sig_field, _ in cls.__signers__:
         if getattr(obj, sig_field) is not None:
             raise SignatureError(
@@ -206,6 +209,21 @@ def unseal(data: bytes, cls: type[S], *, require_all: bool = True) -> S:
     return msgspec.structs.replace(
         obj, **{f: s for (f, _), s in zip(cls.__signers__, padded, strict=True)}
     )
+
+
+def _check_received_finite(obj: Signed) -> None:
+    """Refuse a received body holding a NaN or an infinity, for every receiver at once: such an
+    object fails ``verify()`` and every later encoding (a digest, a countersignature)."""
+    try:
+        check_finite(obj)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"sealed {type(obj).__name__} holds a NaN or an infinity at `{exc.field}`: "
+            "a signed object never does",
+            field=exc.field,
+        ) from exc
+    except RecursionError:  # deeper than the walk can go: say so rather than crash
+        raise ProtocolError(f"malformed sealed {type(obj).__name__}: nested too deeply") from None
 
 
 _decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
