@@ -34,6 +34,7 @@ from converge.protocol import (
 from tests.refusal import converge_errors_only
 from tests.strategies import (
     IDENTITIES,
+    any_text,
     attestations,
     events,
     intents,
@@ -376,6 +377,62 @@ def test_arbitrary_objects_with_a_valid_tag_raise_only_converge_errors(
     converge_errors_only(lambda: from_json(encoded))
 
 
+@settings(max_examples=300, deadline=None)
+@given(any_text)
+def test_arbitrary_text_raises_only_converge_errors(text: str) -> None:
+    converge_errors_only(lambda: from_json(text))
+    converge_errors_only(lambda: from_json(text, Offer))
+    converge_errors_only(
+        lambda: from_json(f'{{"type": "event", "kind": "a.b", "trace_id": "{text}"}}')
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ud800",
+        '{"type": "event", "kind": "a.b", "trace_id": "\udfff"}',
+        '{"type": "offer", "intent_id": "i", "capability": "c\ud83d", "cost": 1}',
+    ],
+    ids=["alone", "in-a-value", "half-a-pair"],
+)
+@pytest.mark.parametrize("target", [None, Event, Offer], ids=["any", "event", "offer"])
+def test_a_str_with_a_lone_surrogate_is_a_protocol_error(text: str, target: Any) -> None:
+    with pytest.raises(ProtocolError, match="surrogate"):
+        from_json(text, target)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: from_json(5),
+        lambda: from_json(None, Offer),
+        lambda: from_msgpack("\x80"),
+        lambda: from_msgpack(["not bytes"], Offer),
+        lambda: unseal("\x91\xc4\x00", Message),
+        lambda: unseal(None, Offer),
+    ],
+    ids=["json-int", "json-none", "msgpack-str", "msgpack-list", "unseal-str", "unseal-none"],
+)
+def test_input_that_is_not_bytes_is_a_protocol_error(call: Callable[[], Any]) -> None:
+    with pytest.raises(ProtocolError):
+        call()
+
+
+@pytest.mark.parametrize(
+    "number",
+    [b"9" * 5000, b"-" + b"9" * 5000, b"1e999", b"-1e999"],
+    ids=["5000-digits", "-5000-digits", "inf", "-inf"],
+)
+@pytest.mark.parametrize("field", ["seq", "at", "data"])
+def test_numbers_out_of_range_are_validation_errors(number: bytes, field: str) -> None:
+    value = b'{"x": %s}' % number if field == "data" else number
+    data = b'{"type": "event", "kind": "a.b", "trace_id": "t", "%s": %s}' % (field.encode(), value)
+    for text in (data, data.decode()):
+        with pytest.raises(ValidationError):
+            from_json(text)
+
+
 @pytest.mark.parametrize("decode", [from_json, from_msgpack], ids=["json", "msgpack"])
 def test_invalid_utf8_in_a_string_is_a_converge_error(decode: Any) -> None:
     if decode is from_json:
@@ -400,6 +457,9 @@ def test_deeply_nested_data_is_a_converge_error(decode: Any) -> None:
         data += b"\x81\xa1x" + b"\x91" * depth + b"\x01"
     with pytest.raises(ConvergeError):
         decode(data)
+    if decode is from_json:  # the same as text
+        with pytest.raises(ConvergeError):
+            decode(data.decode())
 
 
 # -- encoding --------------------------------------------------------------------------------------

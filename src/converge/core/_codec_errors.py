@@ -13,7 +13,9 @@ __all__ = ["DECODE_ERRORS", "ENCODE_ERRORS", "decode_error", "encode_error", "va
 DECODE_ERRORS: tuple[type[BaseException], ...] = (
     msgspec.DecodeError,
     UnicodeDecodeError,  # invalid UTF-8 in a string
+    UnicodeEncodeError,  # a `str` input with a lone surrogate, which has no UTF-8 form
     RecursionError,  # hostile nesting thousands of levels deep
+    TypeError,  # input that is not bytes (or, for JSON, a str): msgspec checks nothing else
 )
 """What decoding untrusted bytes can raise besides ``msgspec.ValidationError``."""
 
@@ -59,6 +61,8 @@ def decode_error(exc: BaseException, what: str) -> ProtocolError:
         return ProtocolError(f"malformed {what}: nested too deeply")
     if isinstance(exc, UnicodeDecodeError):
         return ProtocolError(f"malformed {what}: a string is not valid UTF-8")
+    if isinstance(exc, UnicodeEncodeError):
+        return ProtocolError(f"malformed {what}: the text holds a lone surrogate (not UTF-8)")
     return ProtocolError(f"malformed {what}: {exc}")
 
 
