@@ -23,6 +23,8 @@ from converge.coordination.bidding import (
     report_done,
 )
 from converge.core import Identity, Message, unseal
+from converge.core import identity as identity_module
+from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS, clip
 from converge.core.clock import ManualClock
 from converge.errors import SignatureError
 from converge.network import LocalNetwork
@@ -181,6 +183,48 @@ async def test_a_forged_offer_on_a_made_up_round_is_filed_in_the_requesters_own_
     assert event.data["claimed_provider"] == BOB.did
     assert event.data["reason"] == "bad_signature"
     assert await store.read(trace_id="victim-trace") == []
+
+
+async def test_an_offer_naming_a_huge_provider_did_is_refused_cheaply_and_logged_clipped(
+    store: Store, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    monkeypatch.setattr(identity_module, "_b58decode", decoded.append)
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    round_ = await protocol.announce(intent(), providers=[ALICE.did, BOB.did])
+    huge = "did:key:z6Mk" + "x" * 400_000
+    fields = msgspec.to_builtins(offer(round_, 1.0, clock, id="o" * 100_000, provider=huge))
+    body = msgspec.msgpack.encode(fields)
+    sealed = msgspec.msgpack.encode([body, MALLORY.sign(body)])
+    for sender in (None, huge):  # as bytes from anywhere, and as vouched for by a caller
+        refused = await protocol.receive_offer(sealed, sender=sender)
+        assert isinstance(refused, Rejection) and refused.reason == "bad_signature"
+    assert decoded == []  # refused on its shape, before any base58
+    events = await store.read(kinds=["bidding.offer_refused"])
+    assert [e.actor for e in events] == ["", clip(huge)]
+    for event in events:
+        assert event.data["claimed_provider"] == clip(huge)
+        assert len(event.data["offer_id"]) <= MAX_ID_CHARS
+        assert len(event.data["detail"]) <= MAX_TEXT_CHARS
+        assert len(msgspec.json.encode(event)) < 2_000
+
+
+async def test_a_refused_message_is_logged_clipped(store: Store, clock: ManualClock) -> None:
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock)
+    sent = Message(kind="k" * 100_000, payload=b"", recipient=REQUESTER.did, id="i" * 100_000).sign(
+        BOB
+    )
+    await protocol.handle(msgspec.structs.replace(sent, created_at=clock.now()))  # forged
+    await protocol.handle(  # genuine, of a kind nobody handles
+        msgspec.structs.replace(sent, created_at=clock.now(), signature=None).sign(BOB)
+    )
+    events = await store.read(kinds=["bidding.refused"])
+    assert [e.data["reason"] for e in events] == ["bad_signature", "unknown_kind"]
+    for event in events:
+        assert event.data["kind"] == clip("k" * 100_000)
+        assert event.data["message_id"] == clip("i" * 100_000)
+        assert len(event.data["detail"]) <= MAX_TEXT_CHARS
+        assert len(msgspec.json.encode(event)) < 2_000
 
 
 def failed_work(start: TaskStart, clock: ManualClock, cost: float) -> list[Message]:

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from converge.coordination.consensus import (
     plurality,
     tally,
 )
+from converge.core.clip import MAX_TEXT_CHARS, clip
 from converge.core.clock import ManualClock
 from converge.errors import (
     ConvergeError,
@@ -613,3 +615,20 @@ def test_a_settled_ballot_cannot_change(
         closed = core.close(ballot, result, now=3.0, cause="settled")
         assert closed.result is not None and closed.result.final
         return
+
+
+async def test_a_refused_vote_is_logged_with_the_callers_claims_clipped(
+    consensus: Consensus, store: Store
+) -> None:
+    ballot = await consensus.open(OPENER, "?", ["a", "b"], V[:3])
+    huge = "did:key:z6Mk" + "x" * 400_000
+    with pytest.raises(ConvergeError):
+        await consensus.vote(huge, ballot.id, "a")
+    with pytest.raises(ConvergeError):
+        await consensus.vote(A, ballot.id, "o" * 100_000)
+    first, second = await events(store, ballot, "ballot.refused")
+    assert first.actor == first.data["voter"] == clip(huge)
+    assert second.data["option"] == clip("o" * 100_000)
+    for event in (first, second):
+        assert len(event.data["reason"]) <= MAX_TEXT_CHARS
+        assert len(msgspec.json.encode(event)) < 2_000

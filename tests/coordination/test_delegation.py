@@ -22,6 +22,7 @@ from converge.coordination.delegation import (
     normalize_scope,
     uncovered,
 )
+from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS, clip
 from converge.core.clock import ManualClock
 from converge.core.identity import Identity
 from converge.errors import PolicyViolation, SignatureError, ValidationError
@@ -520,3 +521,28 @@ def test_random_trees_narrow_and_revocation_kills_every_descendant(
                     assert await delegation.check(agent.did, action) is expected, (agent, action)
 
     asyncio.run(run())
+
+
+# -- hostile sizes -----------------------------------------------------------------------------
+
+
+async def test_a_refused_grant_is_logged_with_its_claims_clipped(
+    delegation: DelegationProtocol, store: Store, clock: ManualClock
+) -> None:
+    huge = "did:key:z6Mk" + "x" * 400_000
+    unsigned = DelegationGrant(
+        id="g" * 100_000, delegate=M, scope=("claim_task",), issued_at=clock.now()
+    )
+    forged = msgspec.structs.replace(unsigned.sign(MALLORY), delegator=huge)
+    with pytest.raises(SignatureError):
+        await delegation.record(forged)
+    with pytest.raises(PolicyViolation):
+        await delegation.require(huge, "a" * 100_000)
+    refused = await events(store, "delegation.refused")
+    assert [e.actor for e in refused] == [clip(huge), clip(huge)]
+    assert refused[0].subject == refused[0].trace_id == clip("g" * 100_000)
+    assert refused[1].data["action"] == clip("a" * 100_000)
+    for refusal in refused:
+        assert len(refusal.data["message"]) <= MAX_TEXT_CHARS
+        assert len(msgspec.json.encode(refusal)) < 2_000
+    assert len(clip(huge)) == MAX_ID_CHARS

@@ -12,11 +12,13 @@ import pytest
 from converge.coordination import TaskManager
 from converge.coordination.discovery import AgentDescriptor, DiscoveryService
 from converge.core.capability import Capability
+from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS, clip
 from converge.core.clock import ManualClock
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.task import Task
 from converge.errors import (
+    ConvergeError,
     PolicyViolation,
     ReplayedMessage,
     SignatureError,
@@ -413,3 +415,22 @@ async def test_the_task_board_claims_by_registered_capabilities(
     assert await board.claim(ALICE.did, second.id) == 1
     with pytest.raises(PolicyViolation, match="missing capabilities"):
         await board.claim(CAROL.did, third.id)  # capable, but its registration lapsed
+
+
+async def test_a_refused_registration_is_logged_with_its_claims_clipped(
+    service: DiscoveryService, store: Store, clock: ManualClock
+) -> None:
+    huge = "did:key:z6Mk" + "x" * 400_000
+    claim = {**msgspec.to_builtins(agent(ALICE, "summarize@1.0")), "did": huge}
+    message = msgspec.structs.replace(signed(ALICE, claim, clock), id="i" * 100_000)
+    with pytest.raises(ConvergeError):  # the id changed after signing: a forgery
+        await service.register_signed(message)
+    with pytest.raises(ConvergeError):  # signed, naming someone else (and no did at all)
+        await service.register_signed(signed(ALICE, claim, clock, kind="k" * 100_000))
+    refused = await store.read(kinds=["discovery.refused"])
+    assert [e.subject for e in refused] == [clip(huge), clip(huge)]
+    assert refused[0].data["message_id"] == clip("i" * 100_000)
+    for event in refused:
+        assert len(event.trace_id) <= MAX_ID_CHARS
+        assert len(event.data["reason"]) <= MAX_TEXT_CHARS
+        assert len(msgspec.json.encode(event)) < 2_000

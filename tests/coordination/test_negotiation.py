@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from converge.coordination.negotiation import (
     NegotiationState,
     ProposalSuperseded,
 )
+from converge.core.clip import MAX_TEXT_CHARS, clip
 from converge.core.clock import ManualClock
 from converge.errors import ConflictError, ConvergeError, InvalidTransition, ValidationError
 from converge.protocol.event import Event
@@ -519,3 +521,20 @@ def test_random_acts_keep_the_invariants(
         else:
             assert new.agreed_terms is None and new.agreed_proposal_id is None
         session = new
+
+
+async def test_a_refusal_is_logged_with_the_callers_claims_clipped(
+    negotiation: NegotiationProtocol, store: Store
+) -> None:
+    s = await negotiation.open(A, [B], {"price": 10})
+    huge = "did:key:z6Mk" + "x" * 400_000
+    with pytest.raises(ConvergeError):
+        await negotiation.accept(huge, s.id)
+    with pytest.raises(ConvergeError):
+        await negotiation.accept(B, s.id, "p" * 100_000)
+    first, second = await refusals(store)
+    assert first.actor == clip(huge)
+    assert second.data["proposal_id"] == clip("p" * 100_000)
+    for event in (first, second):
+        assert len(event.data["reason"]) <= MAX_TEXT_CHARS
+        assert len(msgspec.json.encode(event)) < 2_000

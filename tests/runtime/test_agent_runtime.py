@@ -26,6 +26,8 @@ from converge.core import (
     TaskState,
     Vote,
 )
+from converge.core import identity as identity_module
+from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS
 from converge.core.clock import ManualClock
 from converge.core.pool import Pool
 from converge.errors import StateError
@@ -163,6 +165,36 @@ async def test_forged_and_replayed_messages_are_rejected_with_a_reason(
     assert [m.id for m in agent.seen] == [genuine.id]
     reasons = [d["reason"] for d in await kinds(store, "message.rejected")]
     assert sorted(reasons) == ["bad_signature", "replayed", "stale"]
+
+
+async def test_a_message_with_a_huge_sender_did_is_rejected_cheaply_and_logged_clipped(
+    store: Store, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    monkeypatch.setattr(identity_module, "_b58decode", decoded.append)
+    net = LocalNetwork()
+    agent = Scripted(quiet)
+    mallory = Identity.generate()
+    huge = "did:key:z6Mk" + "x" * 400_000
+    async with AgentRuntime(agent, network=net, store=store, clock=clock):
+        signed = Message(
+            kind="k" * 50_000,
+            recipient=agent.did,
+            created_at=clock.now(),
+            id="i" * 100_000,
+            trace_id="t" * 100_000,
+        ).sign(mallory)
+        await net.send(msgspec.structs.replace(signed, sender=huge))
+        await eventually(lambda: kinds(store, "message.rejected"), WAIT)
+    assert decoded == []  # refused on its shape, before any base58
+    [event] = await store.read(kinds=["message.rejected"])
+    assert event.data["reason"] == "bad_signature"
+    assert event.data["sender"].startswith("did:key:z6Mkxxx")
+    assert len(event.data["sender"]) <= MAX_ID_CHARS
+    assert len(event.data["message_id"]) <= MAX_ID_CHARS
+    assert len(event.trace_id) <= MAX_ID_CHARS
+    assert len(event.data["error"]) <= MAX_TEXT_CHARS
+    assert len(msgspec.json.encode(event)) < 2_000
 
 
 async def _count(store: Store, kind: str, n: int) -> bool:

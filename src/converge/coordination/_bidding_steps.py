@@ -35,6 +35,7 @@ from converge.coordination import _auction as core
 from converge.coordination._auction import Rejection, RejectReason
 from converge.coordination._bidding_core import ContractRound, RoundStage, move, round_event
 from converge.core.capability import CapabilitySet
+from converge.core.clip import clip, clip_text
 from converge.core.identity import Identity
 from converge.core.signing import decode_body
 from converge.errors import ConvergeError, SignatureError
@@ -205,16 +206,17 @@ def refusal_event(
 ) -> Event:
     """The ``bidding.offer_refused`` event of ``rejection``; ``actor`` is the authenticated
     sender ("" when none), the offer's provider only a claim (``data.claimed_provider``)."""
+    # Every string here may come from the offer's bytes, verified or not: clipped for the log.
     return Event(
         kind="bidding.offer_refused",
         trace_id=trace_id,
-        actor=actor,
+        actor=clip(actor),
         subject=subject,
         data={
-            "offer_id": rejection.offer_id,
-            "claimed_provider": rejection.provider,
+            "offer_id": clip(rejection.offer_id),
+            "claimed_provider": clip(rejection.provider),
             "reason": rejection.reason,
-            "detail": rejection.detail,
+            "detail": clip_text(rejection.detail),
             "recorded": recorded,
         },
         at=now,

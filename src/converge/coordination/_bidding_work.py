@@ -46,6 +46,7 @@ from converge.coordination._bidding_core import (
     over_limits,
     round_event,
 )
+from converge.core.clip import clip, clip_text
 from converge.core.message import Message
 from converge.core.signing import Signed, unseal
 from converge.errors import ConvergeError, SignatureError
@@ -93,13 +94,19 @@ def _refusal(
 ) -> Event:
     # The trace is the round's only once the round is known to be this requester's; what a
     # message merely claims never picks the trace its refusal is filed in.
-    data = {"kind": message.kind, "reason": reason, "detail": detail, "message_id": message.id}
+    # Whatever the message carries is the sender's choice, signed or not: clipped for the log.
+    data = {
+        "kind": clip(message.kind),
+        "reason": reason,
+        "detail": clip_text(detail),
+        "message_id": clip(message.id),
+    }
     if not authenticated:
-        data["claimed_sender"] = message.sender
+        data["claimed_sender"] = clip(message.sender)
     return Event(
         kind="bidding.refused",
         trace_id=round_.trace_id if round_ else p.did,
-        actor=message.sender if authenticated else "",
+        actor=clip(message.sender) if authenticated else "",
         subject=round_.id if round_ else "",
         data=data,
         at=p.clock.now(),

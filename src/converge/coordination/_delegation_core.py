@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from converge.core.clip import clip, clip_text
 from converge.core.signing import Signed, unseal
 from converge.errors import ConvergeError, PolicyViolation, ProtocolError, ValidationError
 from converge.protocol.event import Event
@@ -471,22 +472,24 @@ def refused_event(
 ) -> Event:
     """The ``delegation.refused`` event recording ``exc``: its reason, class and message, and
     ``extra`` (``ScopeExceeded``) or ``chain`` (``DelegationCycle``), plus ``data``."""
+    # A refused request's ids and scope are the requester's claims (a grant that did not verify
+    # names its own id, delegator and trace): every string is clipped for the log.
     reason = getattr(exc, "reason", "refused")
     if isinstance(exc, ScopeExceeded):
-        data["extra"] = list(exc.extra)
+        data["extra"] = [clip(x) for x in exc.extra]
     elif isinstance(exc, DelegationCycle):
-        data["chain"] = list(exc.chain)
+        data["chain"] = [clip(x) for x in exc.chain]
     elif isinstance(exc, OutOfScope):
         reason = "out_of_scope"
     return delegation_event(
         "delegation.refused",
-        trace_id,
-        actor,
-        subject,
+        clip(trace_id),
+        clip(actor),
+        clip(subject),
         at,
         act=act,
         reason=reason,
         error=type(exc).__name__,
-        message=exc.message,
-        **data,
+        message=clip_text(exc.message),
+        **{k: clip(v) if isinstance(v, str) else v for k, v in data.items()},
     )

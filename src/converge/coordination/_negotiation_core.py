@@ -26,6 +26,7 @@ from converge.coordination._negotiation_types import (
     Proposal,
     ProposalSuperseded,
 )
+from converge.core.clip import clip, clip_text
 from converge.errors import ConvergeError, InvalidTransition, ValidationError
 from converge.protocol.event import Event
 
@@ -292,16 +293,17 @@ def _refuse(
 ) -> Outcome:
     """``exc`` as an outcome: ``before`` (what the refusal itself moved), then a
     ``negotiation.refused`` event; ``session`` is the session after those moves."""
-    actor = t.agent_id if isinstance(t.agent_id, str) else ""
+    # Who acts and the proposal named are the caller's claims: clipped for the log.
+    actor = clip(t.agent_id) if isinstance(t.agent_id, str) else ""
     event = _event(
         session,
         "negotiation.refused",
         actor,
         t.now,
         act=t.act,
-        reason=str(exc),
+        reason=clip_text(str(exc)),
         error=type(exc).__name__,
-        proposal_id=t.proposal_id if isinstance(t.proposal_id, str) else None,
+        proposal_id=clip(t.proposal_id) if isinstance(t.proposal_id, str) else None,
     )
     return Outcome(session, (*before, event), changed=bool(before), error=exc)
 

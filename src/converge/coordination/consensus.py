@@ -91,6 +91,7 @@ from converge.coordination._consensus_rules import (
 )
 from converge.coordination._due import due_entries
 from converge.coordination.pool_manager import TrustSource
+from converge.core.clip import clip, clip_text
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.ids import new_id
 from converge.errors import ConflictError, ConvergeError, ValidationError
@@ -435,7 +436,7 @@ class Consensus:
         *,
         option: object = None,
     ) -> None:
-        who = actor if isinstance(actor, str) else repr(actor)
+        who = clip(actor)  # the caller's claim, whatever it is: clipped (a repr if not a str)
         await self.store.append(
             [
                 _event(
@@ -445,8 +446,8 @@ class Consensus:
                     now,
                     voter=who,
                     act=act,
-                    option=option if isinstance(option, str) or option is None else repr(option),
-                    reason=str(exc),
+                    option=None if option is None else clip(option),
+                    reason=clip_text(str(exc)),
                     code=refusal_code(exc),
                     error=type(exc).__name__,
                 )

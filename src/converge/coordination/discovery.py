@@ -37,6 +37,7 @@ import msgspec
 from converge.coordination.pool_manager import TrustSource
 from converge.core._codec_errors import validation_error
 from converge.core.capability import Capability, CapabilitySet, Requirement
+from converge.core.clip import clip, clip_text
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.identity import public_key_from_did
 from converge.core.message import Message, ReplayGuard
@@ -371,7 +372,7 @@ class DiscoveryService:
         """The descriptor a verified message asks to register, or raise."""
         if message.kind != REGISTER_KIND:
             raise ValidationError(
-                f"expected a {REGISTER_KIND!r} message, not {message.kind!r}", field="kind"
+                f"expected a {REGISTER_KIND!r} message, not {clip(message.kind)!r}", field="kind"
             )
         self.replay_guard.check(message)
         try:
@@ -380,7 +381,8 @@ class DiscoveryService:
             raise validation_error(exc, "agent descriptor") from exc
         if descriptor.did != message.sender:
             raise PolicyViolation(
-                f"{message.sender} may not register {descriptor.did}: agents register themselves"
+                f"{clip(message.sender)} may not register {clip(descriptor.did)}: "
+                "agents register themselves"
             )
         return descriptor
 
@@ -388,8 +390,13 @@ class DiscoveryService:
         payload = message.payload
         claimed = payload.get("did") if isinstance(payload, dict) else None
         subject = claimed if isinstance(claimed, str) and claimed else message.sender or message.id
-        data = {"reason": str(exc), "message_id": message.id, "sender": message.sender}
-        event = self._event("discovery.refused", subject, actor, **data)
+        # All of it is the message's claim: clipped for the log.
+        data = {
+            "reason": clip_text(str(exc)),
+            "message_id": clip(message.id),
+            "sender": clip(message.sender),
+        }
+        event = self._event("discovery.refused", clip(subject), clip(actor), **data)
         await self.store.append([event])
 
     def _event(self, kind: str, did: str, actor: str, **data: Any) -> Event:
@@ -431,7 +438,7 @@ def _check_did(did: object) -> None:
         public_key_from_did(str(did))
     except IdentityError:
         raise ValidationError(
-            f"{did!r} is not an Ed25519 did:key (an agent's id is the did of its identity)",
+            f"{clip(did)!r} is not an Ed25519 did:key (an agent's id is the did of its identity)",
             field="did",
         ) from None
 

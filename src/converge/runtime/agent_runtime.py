@@ -41,6 +41,7 @@ from converge.coordination.discovery import AgentDescriptor, DiscoveryService
 from converge.coordination.pool_manager import PoolManager
 from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
+from converge.core.clip import clip, clip_text
 from converge.core.clock import Clock, system_clock
 from converge.core.decisions import Decision, JoinPool, LeavePool, SendMessage
 from converge.core.message import Message, ReplayGuard
@@ -326,7 +327,8 @@ class AgentRuntime:
                 continue
             if len(self.inbox):
                 self._wake.set()
-            trace = next((m.trace_id for m in messages if m.trace_id), None)
+            # A peer picks its messages' trace id: the events this round writes carry it, clipped.
+            trace = next((clip(m.trace_id) for m in messages if m.trace_id), None)
             await self._apply(list(decisions), trace)
 
     async def _apply(self, decisions: list[Decision], trace_id: str | None) -> None:
@@ -373,13 +375,14 @@ class AgentRuntime:
                 message.verify()
                 self.guard.check(message)
             except ConvergeError as exc:
+                # Every field is the sender's choice, and it did not check out: clipped for the log.
                 await self._record(
                     "message.rejected",
-                    message.trace_id,
-                    sender=message.sender,
-                    message_id=message.id,
+                    clip(message.trace_id) if message.trace_id else None,
+                    sender=clip(message.sender),
+                    message_id=clip(message.id),
                     reason=getattr(exc, "reason", type(exc).__name__),
-                    error=str(exc),
+                    error=clip_text(str(exc)),
                 )
                 continue
             good.append(message)
