@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from converge.core import Capability, CapabilitySet, Requirement
 from converge.errors import ValidationError
@@ -133,3 +137,52 @@ def test_capability_set_keeps_one_version_per_name() -> None:
 def test_capability_set_refuses_invalid_entries() -> None:
     with pytest.raises(ValidationError):
         CapabilitySet(["Bad@1"])
+
+
+# -- hostile input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: Capability("summarize", "1" * 5000), "version"),
+        (lambda: Capability("summarize", "1." + "9" * 4301), "version"),
+        (lambda: Requirement("summarize", ">=" + "1" * 5000), "versions"),
+        (lambda: Requirement("summarize", "==1." + "0" * 5000 + ".*"), "versions"),
+        (lambda: Requirement.parse("summarize~=" + "2" * 5000 + ".1"), "versions"),
+    ],
+    ids=["version", "version-part", "range", "prefix-range", "parsed-range"],
+)
+def test_numbers_past_pythons_digit_limit_are_refused_when_parsed(make: Any, field: str) -> None:
+    # Python refuses to turn 4,300+ digits into an int; `packaging` does so only when comparing.
+    with pytest.raises(ValidationError) as info:
+        make()
+    assert info.value.field == field
+    assert len(str(info.value)) < 300  # the text is clipped in the message
+
+
+def test_a_requirement_with_a_long_run_of_spaces_parses_in_linear_time() -> None:
+    # The old pattern backtracked over every space for every space: 40,000 took 6 s, so these
+    # 300,000 would outlast the test's timeout. Parsing is now one pass.
+    with pytest.raises(ValidationError) as info:
+        Requirement.parse("summarize>=1" + " " * 300_000 + "x")
+    assert info.value.field == "versions"
+    assert Requirement.parse(" summarize" + " " * 300_000) == Requirement("summarize")
+
+
+_REFERENCE = re.compile(r"^\s*([a-z0-9][a-z0-9_.\-/]*)\s*(.*?)\s*$")
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=" \ta1.>=<,!~*@x", max_size=16))
+def test_requirements_split_as_the_reference_pattern_does(text: str) -> None:
+    reference = _REFERENCE.match(text)
+    expected: Requirement | None = None
+    if reference is not None:
+        with contextlib.suppress(ValidationError):
+            expected = Requirement(reference.group(1), reference.group(2))
+    try:
+        parsed: Requirement | None = Requirement.parse(text)
+    except ValidationError:
+        parsed = None
+    assert parsed == expected
