@@ -158,6 +158,8 @@ PUBLIC_API: dict[str, list[str]] = {
         "ReplayReport",
         "configure_logging",
         "coordination_objects",
+        "printable",
+        "printable_json",
         "prometheus_text",
         "render_dot",
         "render_html",

@@ -8,22 +8,28 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from converge.agents.llm import (
     AnthropicProvider,
     ChatMessage,
     ChatResponse,
     CompatibleProvider,
+    LLMAgent,
     LLMError,
     LLMProvider,
     LLMUsage,
     MissingAPIKey,
+    OpenAIEmbedder,
     OpenAIProvider,
     ToolCall,
     ToolSpec,
 )
+from converge.agents.llm._common import translate_error
+from converge.agents.llm._urls import mask_urls, shown_url
 from converge.agents.llm.testing import FakeLLMServer, Reply
-from converge.errors import ConvergeError
+from converge.errors import ConvergeError, ValidationError
 from tests.agents._llm_helpers import make_provider
 
 HI = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]
@@ -246,3 +252,82 @@ def test_importing_converge_does_not_import_the_sdks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+SECRET_URL = "http://user:sk-secret-1@gateway.example:8080/v1?api_key=sk-secret-2&api-version=2024"
+
+
+def test_a_url_s_credentials_never_show_in_repr() -> None:
+    made: list[Any] = [
+        CompatibleProvider("m", base_url=SECRET_URL),
+        OpenAIProvider("gpt-4o", api_key="k", base_url=SECRET_URL),
+        AnthropicProvider("claude-haiku-4-5", api_key="k", base_url=SECRET_URL),
+        OpenAIEmbedder(base_url=SECRET_URL, api_key_env=None),
+    ]
+    made.append(LLMAgent(made[0]))
+    for thing in made:
+        shown = repr(thing)
+        assert "sk-secret" not in shown and "user" not in shown
+        assert "http://***@gateway.example:8080/v1?api_key=***&api-version=2024" in shown
+
+
+def test_an_error_that_quotes_the_url_shows_it_masked() -> None:
+    import openai
+
+    # what an HTTP library raises on its own, not wrapped by the SDK
+    error = translate_error(openai, "compatible", ValueError(f"cannot connect to {SECRET_URL}"))
+    assert "sk-secret" not in str(error)
+    assert "http://***@gateway.example:8080/v1?api_key=***" in str(error)
+    assert "sk-secret" not in str(LLMError(f"gave up on {SECRET_URL}", provider="custom"))
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://user:sk-secret@host:port/v1", "is not a valid URL"),
+        ("http://user:sk-secret@[::1/v1", "is not a valid URL"),
+        ("user:sk-secret@host/v1", "http:// or https://"),
+        ("ftp://user:sk-secret@host/v1", "http:// or https://"),
+        ("http:///v1?token=sk-secret", "with a host"),
+        ("http://user:sk secret@host/v1", "spaces or control characters"),
+        ("http://user:sk-secret@host/v1\n", "spaces or control characters"),
+        (42, "must be a URL"),
+    ],
+)
+def test_a_bad_base_url_is_a_validation_error_showing_it_masked(url: Any, says: str) -> None:
+    for make in (
+        lambda: CompatibleProvider("m", base_url=url),
+        lambda: AnthropicProvider("claude-haiku-4-5", api_key="k", base_url=url),
+        lambda: OpenAIEmbedder(base_url=url, api_key_env=None),
+    ):
+        with pytest.raises(ValidationError, match=says) as caught:
+            make()
+        assert caught.value.field == "base_url"
+        assert "secret" not in str(caught.value)
+
+
+# A URL holds no white space or control character (``check_url`` refuses them).
+_USERINFO = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters="/?#@"),
+    min_size=1,
+    max_size=20,
+)
+_SECRET = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.~", min_size=1, max_size=20)
+
+
+@given(
+    st.sampled_from(["http", "https", "ws"]),
+    _USERINFO,
+    st.from_regex(r"[a-z0-9.-]{1,20}(:[0-9]{1,5})?", fullmatch=True),
+    st.from_regex(r"(/[a-z0-9._-]{0,8}){0,3}", fullmatch=True),
+    st.sampled_from(["api_key", "token", "X-Amz-Signature", "password", "access_token"]),
+    _SECRET,
+)
+def test_userinfo_and_secret_parameters_are_masked_in_any_url(
+    scheme: str, userinfo: str, host: str, path: str, name: str, secret: str
+) -> None:
+    url = f"{scheme}://{userinfo}@{host}{path}?model=m&{name}={secret}#{name}={secret}"
+    expected = f"{scheme}://***@{host}{path}?model=m&{name}=***#{name}=***"
+    assert shown_url(url) == expected
+    assert mask_urls(f"failed: {url} (refused)") == f"failed: {expected} (refused)"
+    assert shown_url(f"{scheme}://{host}{path}?model=m") == f"{scheme}://{host}{path}?model=m"

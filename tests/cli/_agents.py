@@ -37,3 +37,17 @@ async def hold(inputs: dict[str, Any]) -> str:
     while not os.path.exists(gate):  # noqa: ASYNC110, ASYNC240
         await asyncio.sleep(0.02)
     return "released"
+
+
+def hostile(inputs: dict[str, Any]) -> str:
+    """Fails with an error that tries to drive the terminal (``tests.observability._hostile``)."""
+    from tests.observability._hostile import HOSTILE
+
+    raise RuntimeError(HOSTILE)
+
+
+def hostile_output(inputs: dict[str, Any]) -> str:
+    """Returns text that tries to drive the terminal, on several lines."""
+    from tests.observability._hostile import HOSTILE
+
+    return f"first line\n{HOSTILE}"

@@ -19,9 +19,12 @@ _AS_FROM_A_TERMINAL = (
 )
 
 
-def spawn(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def spawn(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, stdout: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
     """Start ``converge *args`` in ``tmp_path`` on this checkout's sources (the test helpers'
-    too), with ``env`` added to the environment; read its output with ``communicate``."""
+    too), with ``env`` added to the environment; read its output with ``communicate``
+    (``stdout``: another file descriptor for it, a terminal's, say)."""
     exe = Path(sys.executable).with_name("converge")
     path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     return subprocess.Popen(
@@ -29,7 +32,7 @@ def spawn(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": path, **(env or {})},
         text=True,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
     )
 

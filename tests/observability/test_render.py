@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -11,16 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from converge.observability import (
+    printable,
     render_dot,
     render_html,
     render_mermaid,
     render_tree,
     run_graph,
 )
+from converge.observability.render_text import _label, _title
 from converge.store import SQLiteStore
+from tests.observability._hostile import HOSTILE, any_text, terminal_unsafe
 from tests.observability._runs import add_coordination, chain_run, failing_run, subgraph_run
 
 
@@ -111,11 +117,9 @@ async def test_mermaid_draws_nodes_subgraph_edges_objects_and_status(
     text = render_mermaid(recorded)
     lines = text.splitlines()
     assert lines[0] == "flowchart LR"
-    assert any(
-        line.strip().startswith('subgraph n_sub_write["write (subgraph)"]') for line in lines
-    )
+    assert any(line.strip().startswith('subgraph s_write["write (subgraph)"]') for line in lines)
     assert "  n_review --> n_write" in lines
-    assert "    n_write_x --> n_write_y" not in lines and "  n_write_x --> n_write_y" in lines
+    assert "  n_write_2f_x --> n_write_2f_y" in lines  # write/x, write/y
     assert any(
         line.startswith("  c_") and "award:" in line and "winner p1" in line for line in lines
     )
@@ -266,3 +270,214 @@ def test_html_draws_nodes_in_a_headless_browser(recorded: dict[str, Any], tmp_pa
     parsed.feed(dom)
     assert len(parsed.nodes) == len(recorded["nodes"])
     assert len(parsed.bars) == len(recorded["nodes"])
+
+
+# -- hostile names: every renderer keeps what the log holds as text ------------------------------
+
+
+def synthetic(
+    node_ids: list[str],
+    agent: str = "agent",
+    *,
+    graph_id: str = "g",
+    trace_id: str = "r",
+    detail: str = "p1",
+) -> dict[str, Any]:
+    """A ``run_graph`` result holding the given names: a chain of nodes, one coordination
+    object on the first node and one on no node."""
+    rows = [
+        {
+            "node_id": node_id,
+            "agent": agent,
+            "status": "success" if i % 2 == 0 else "failed",
+            "latency_ms": 1.0 + i,
+            "iteration": 1,
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "tool_calls": 0,
+            "attempts": 1,
+            "depth": i,
+            "run": trace_id,
+            "start_time": f"2025-01-01T00:00:0{i % 10}.000000Z",
+            "end_time": f"2025-01-01T00:00:0{i % 10}.500000Z",
+        }
+        for i, node_id in enumerate(node_ids)
+    ]
+    coordination = [
+        {
+            "type": kind,
+            "id": f"{kind}:{detail}",
+            "node": node,
+            "status": "closed",
+            "latency_ms": None,
+            "detail": {"winner": detail},
+        }
+        for kind, node in ((agent, node_ids[0]), (graph_id, None))
+    ]
+    return {
+        "trace_id": trace_id,
+        "graph_id": graph_id,
+        "status": "completed",
+        "duration_ms": 10.0,
+        "total_tokens": 0,
+        "total_cost": 0.0,
+        "nodes": rows,
+        "edges": [{"from": a, "to": b} for a, b in itertools.pairwise(node_ids)],
+        "coordination": coordination,
+        "agents": [{"agent": agent, "nodes": len(rows), "tokens": 0, "tool_calls": 0, "cost": 0.0}],
+        "runs": [],
+    }
+
+
+_KEY = r"[0-9A-Za-z_]+"
+_LABEL = r'((?:[^"%{}<>`#&\\\x00-\x1f\x7f-\x9f]|#\d+;)*)'
+_MERMAID = {
+    "head": re.compile(r"flowchart LR"),
+    "comment": re.compile(rf"  %% {_LABEL}"),
+    "subgraph": re.compile(rf'  subgraph (s_{_KEY})\["{_LABEL}"\]'),
+    "node": re.compile(rf'(?:  |    )(n_{_KEY})\["{_LABEL}"\]'),
+    "end": re.compile(r"  end"),
+    "edge": re.compile(rf"  (n_{_KEY}) --> (n_{_KEY})"),
+    "object": re.compile(rf'  (c_\d+)\(\["{_LABEL}"\]\)'),
+    "link": re.compile(rf"  (n_{_KEY}) -\.- (c_\d+)"),
+    "classdef": re.compile(r"  classDef [a-z]+ fill:#[0-9a-f]{6},color:#fff"),
+    "class": re.compile(rf"  class n_{_KEY}(?:,n_{_KEY})* [a-z]+"),
+}
+
+
+def mermaid_statements(text: str) -> list[tuple[str, re.Match[str]]]:
+    """Each line of ``text`` as the one statement it is (an assertion fails on any other)."""
+    statements = []
+    for line in text.splitlines():
+        kinds = [(k, m) for k, p in _MERMAID.items() if (m := p.fullmatch(line))]
+        assert len(kinds) == 1, f"not exactly one statement: {line!r}"
+        statements.append(kinds[0])
+    return statements
+
+
+def decoded(label: str) -> str:
+    """A Mermaid label's text: its entity codes (``#34;``) read back."""
+    return re.sub(r"#(\d+);", lambda m: chr(int(m[1])), label)
+
+
+def check_mermaid(graph: dict[str, Any]) -> None:
+    """``render_mermaid(graph)`` holds exactly the statements the graph calls for, every label
+    reads back as the text it shows, and every node id has a key of its own."""
+    text = render_mermaid(graph)
+    assert terminal_unsafe(text, newlines=True) == []
+    found: dict[str, list[re.Match[str]]] = {}
+    for kind, match in mermaid_statements(text):
+        found.setdefault(kind, []).append(match)
+    ids = list(dict.fromkeys(n["node_id"] for n in graph["nodes"]))
+    paths = {i.rpartition("/")[0] for i in ids} - {""}
+    assert [m[0] for m in found["head"]] == ["flowchart LR"]
+    assert [decoded(m[1]) for m in found["comment"]] == [
+        f"run {graph['trace_id']} of graph {graph['graph_id']}"
+    ]
+    assert sorted(decoded(m[2]) for m in found.get("subgraph", [])) == sorted(
+        f"{p} (subgraph)" for p in paths
+    )
+    assert len(found.get("end", [])) == len(paths)
+    labels = {m[1]: decoded(m[2]) for m in found["node"]}
+    assert len(labels) == len(ids)  # one key per node id, no two alike
+    agent = graph["nodes"][0]["agent"]
+    assert sorted(labels.values()) == sorted(
+        f"{n['node_id'].rsplit('/', 1)[-1]} · {agent} · {n['status']} · {n['latency_ms']:.0f} ms"
+        for n in {n["node_id"]: n for n in graph["nodes"]}.values()
+    )
+    assert len(found.get("edge", [])) == len(graph["edges"])
+    assert len(found["object"]) == len(graph["coordination"])
+    assert len(found.get("link", [])) == sum(o["node"] is not None for o in graph["coordination"])
+    assert {m[1] for m in found.get("edge", [])} | {m[2] for m in found.get("edge", [])} <= set(
+        labels
+    )
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')  # DOT's quoted string: \" inside it, \\ a pair
+_DOT = [
+    re.compile(p)
+    for p in (
+        r"digraph run \{",
+        r"  rankdir=LR;",
+        r"  label=Q;",
+        r"  node \[shape=box, style=Q, fontcolor=white, fontname=Q\];",
+        rf"  subgraph cluster_n_{_KEY} \{{",
+        r"    label=Q;",
+        rf"(?:  |    )n_{_KEY} \[label=Q, fillcolor=Q\];",
+        r"  \}",
+        rf"  n_{_KEY} -> n_{_KEY};",
+        r"  c_\d+ \[label=Q, shape=note, style=filled, fillcolor=Q, fontcolor=black\];",
+        rf"  n_{_KEY} -> c_\d+ \[style=dashed, arrowhead=none\];",
+        r"\}",
+    )
+]
+
+
+def check_dot(graph: dict[str, Any]) -> None:
+    """``render_dot(graph)``: each line one statement once its quoted strings are set aside,
+    and each quoted string the text it shows, control characters as escapes."""
+    text = render_dot(graph)
+    assert terminal_unsafe(text, newlines=True) == []
+    strings: list[str] = []
+    for line in text.splitlines():
+        strings += [json.loads(q) for q in _QUOTED.findall(line)]
+        skeleton = _QUOTED.sub("Q", line)
+        assert sum(bool(p.fullmatch(skeleton)) for p in _DOT) == 1, line
+    assert printable(_title(graph)) in strings
+    for row in graph["nodes"]:
+        assert printable(_label(row)) in strings
+
+
+async def test_mermaid_and_dot_keep_hostile_names_inside_their_labels() -> None:
+    names = [HOSTILE, "up", "a-b", "a_b", "a/b", f"sub/{HOSTILE}", "end"]
+    graph = synthetic(names, HOSTILE, graph_id=HOSTILE, trace_id=HOSTILE, detail=HOSTILE)
+    check_mermaid(graph)
+    check_dot(graph)
+    text = render_mermaid(graph)
+    assert not any(line.lstrip().startswith(("click", "%%{")) for line in text.splitlines())
+
+
+@given(
+    st.lists(any_text.filter(bool), min_size=1, max_size=4, unique=True),
+    any_text,
+    any_text,
+    any_text,
+)
+def test_mermaid_and_dot_hold_any_names_as_text(
+    names: list[str], agent: str, graph_id: str, detail: str
+) -> None:
+    graph = synthetic(names, agent, graph_id=graph_id, trace_id=graph_id[::-1], detail=detail)
+    check_mermaid(graph)
+    check_dot(graph)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+def test_graphviz_reads_the_hostile_dot_as_the_nodes_drawn() -> None:
+    names = [HOSTILE, "up", f"sub/{HOSTILE}"]
+    graph = synthetic(names, HOSTILE, graph_id=HOSTILE, detail=HOSTILE)
+    drawn = subprocess.run(
+        ["dot", "-Tjson"], input=render_dot(graph), capture_output=True, text=True, check=True
+    ).stdout
+    objects = json.loads(drawn)["objects"]
+    nodes = {o["name"] for o in objects if "nodes" not in o}  # not a cluster
+    assert len(nodes) == len(names) + len(graph["coordination"])
+    # the label as drawn, a doubled backslash (escString) read as one
+    [label] = [o["label"].replace("\\\\", "\\") for o in objects if o["name"] == "n_up"]
+    assert label == printable(_label(graph["nodes"][1]))
+
+
+def test_html_and_tree_show_hostile_names_as_text() -> None:
+    names = [HOSTILE, "up", f"sub/{HOSTILE}"]
+    graph = synthetic(names, HOSTILE, graph_id=HOSTILE, trace_id=HOSTILE, detail=HOSTILE)
+    text = render_html(graph)
+    assert terminal_unsafe(text, newlines=True) == []
+    page = _Page()
+    page.feed(text)
+    assert [n["data-node"] for n in page.nodes] == [printable(n) for n in names]
+    assert len(page.bars) == len(names) and page.links == []
+    assert [n["node_id"] for n in json.loads(page.data)["nodes"]] == names  # the exact values
+    console = Console(record=True, width=400, emoji=False, highlight=False)
+    console.print(render_tree(graph))
+    shown = console.export_text()
+    assert terminal_unsafe(shown, newlines=True) == []
+    assert printable(HOSTILE) in shown  # markup and all, as text

@@ -5,6 +5,11 @@ failed or was cancelled (or the store is locked, or ``resume`` found the run run
 process), 2 bad input, 130 interrupted by Ctrl-C (the run is logged ``run.interrupted`` and
 ``converge resume`` finishes it). Results go to stdout, live
 progress and errors to stderr. Settings (``--store``…) resolve as described in ``_config``.
+
+A completed run's output goes to stdout as it is when stdout is a pipe or a file (it is data
+for another program); on a terminal its control characters are shown as escapes, its lines
+and tabs kept. Everything else printed for people shows them as escapes (``_config.say``);
+``--json`` output is JSON-escaped.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from converge.cli._config import fail, guard, run_async, settings
+from converge.cli._config import fail, guard, output, plain, run_async, say, settings
 
 __all__ = ["register"]
 
@@ -74,6 +79,7 @@ def run(
 
     Nodes that coordinate (board, tender, consensus, team) get the store's task board, pools,
     ballots and the engine's bidding; --agents starts an agents file's agents beside the run.
+    The output goes to stdout as it is, or, on a terminal, with control characters escaped.
 
     Example: [bold]converge run review.yaml --input source_code=@app.py[/]
     """
@@ -161,7 +167,7 @@ def cancel(
         async with await open_store(cfg, create=False) as db:
             return await cancel_run(db, run_id, wait)
 
-    typer.echo(guard(lambda: run_async(go())))
+    say(guard(lambda: run_async(go())))
 
 
 def runs(
@@ -241,7 +247,7 @@ def validate(
         guard(lambda: build_agents(config, create_keys=False))  # references import, keys load
     typer.echo("ok")
     for line in explain(loaded, config):
-        typer.echo(line)
+        say(line)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -257,7 +263,7 @@ def _agents_file(path: Path | None) -> Any:
 
 
 def _err(line: str) -> None:
-    typer.echo(line, err=True)
+    say(line, err=True)
 
 
 def _interruptible(fn: Any, run_id: str | None) -> Any:
@@ -286,14 +292,13 @@ def _report(outcome: Any, as_json: bool) -> None:
         }
         typer.echo(json.dumps(record, default=str))
     elif status == "completed":
-        typer.echo(_text(data.get("output")))
-        typer.echo(f"run {run_id} completed", err=True)
+        output(_text(data.get("output")) + "\n")
+        say(f"run {run_id} completed", err=True)
     elif status == "waiting":
         for node, question in dict(data.get("questions") or {}).items():
-            typer.echo(f"{node} asks: {question}")
-        typer.echo(
-            f"run {run_id} is waiting; answer with:\n  converge resume {run_id} --answer ANSWER"
-        )
+            say(f"{node} asks: {question}", newlines=True)
+        say(f"run {run_id} is waiting; answer with:")
+        say(f"  converge resume {run_id} --answer ANSWER")
     if status in ("completed", "waiting"):
         return
     if status == "failed":
@@ -328,9 +333,9 @@ def _runs_table(found: list[dict[str, Any]]) -> None:
         table.add_column(column, justify="right" if column in ("duration", "cost") else "left")
     for r in found:
         table.add_row(
-            r["run_id"],
-            r["graph"],
-            status_text(r),
+            plain(r["run_id"]),
+            plain(r["graph"]),
+            plain(status_text(r)),
             _when(r["started_at"]),
             _duration(r["duration_ms"]),
             format_cost(r["cost"]),
@@ -347,42 +352,41 @@ def _show_table(found: dict[str, Any]) -> None:
 
     console = Console(emoji=False, highlight=False, width=160)
     console.print(
-        f"run {found['run_id']}  graph {found['graph']}  status {status_text(found)}  "
-        f"duration {_duration(found['duration_ms'])}  tokens {found['total_tokens']}  "
-        f"cost {format_cost(found['total_cost'])}",
-        markup=False,
+        plain(
+            f"run {found['run_id']}  graph {found['graph']}  status {status_text(found)}  "
+            f"duration {_duration(found['duration_ms'])}  tokens {found['total_tokens']}  "
+            f"cost {format_cost(found['total_cost'])}"
+        )
     )
-    console.print(f"inputs: {json.dumps(found['inputs'], default=str)}", markup=False)
+    console.print(plain(f"inputs: {json.dumps(found['inputs'], default=str)}"))
     table = Table(box=None, pad_edge=False)
     for column in ("node", "status", "inputs", "output / error", "tokens", "cost"):
         table.add_column(column)
     for n in found["nodes"]:
         shown = n["error"] or n["question"] or json.dumps(n["output"], default=str)
         table.add_row(
-            n["node"],
-            n["status"],
-            ", ".join(n["inputs"] or []),
+            plain(n["node"]),
+            plain(n["status"]),
+            plain(", ".join(n["inputs"] or [])),
             _cut(shown),
             str(n["tokens"] or "-"),
             format_cost(n["cost"]),
         )
     console.print(table)
     if found["status"] == "completed":
-        console.print(f"output: {_cut(_text(found['output']), 400)}", markup=False)
+        console.print(plain("output: ").append_text(_cut(_text(found["output"]), 400)))
     elif found["status"] == "interrupted":
         why = found.get("interrupted_because") or "its process stopped before it ended"
         console.print(
-            f"interrupted: {why}; continue it with `converge resume {found['run_id']}`",
-            markup=False,
+            plain(f"interrupted: {why}; continue it with `converge resume {found['run_id']}`")
         )
     elif found["error"]:
-        console.print(f"error: {found['error']}", markup=False)
+        console.print(plain(f"error: {found['error']}"))
     for question in found["questions"]:
-        console.print(f"waiting: {question}", markup=False)
+        console.print(plain(f"waiting: {question}"))
 
 
-def _cut(text: str, width: int = 60) -> str:
-    from rich.markup import escape
-
+def _cut(text: str, width: int = 60) -> Any:
+    """``text`` on one line, cut to ``width`` characters, as a rich ``Text`` (``plain``)."""
     text = text.replace("\n", " ")
-    return escape(text if len(text) <= width else text[: width - 1] + "…")
+    return plain(text if len(text) <= width else text[: width - 1] + "…")

@@ -1,4 +1,4 @@
-"""The CLI's settings, and what its run commands share: opening the store, one-line errors.
+"""The CLI's settings, and what its commands share: one-line errors, text printed for people.
 
 Settings come from one precedence, highest first: a command-line flag, then an environment
 variable ``CONVERGE_<KEY>``, then ``converge.toml`` (in the current directory, else in
@@ -16,11 +16,19 @@ variable ``CONVERGE_<KEY>``, then ``converge.toml`` (in the current directory, e
 
 A relative ``store`` in ``converge.toml`` is relative to that file's directory. Only typer and
 the standard library are imported here at module level: ``converge --help`` stays fast.
+
+Everything printed for people goes through ``fail``, ``say`` or (for rich tables and trees)
+``plain``, which show control characters as escapes (``converge.observability.terminal``): a
+name or an error from a graph file, an agent or the log cannot drive the terminal. JSON output
+is escaped by its encoder (``printable_json`` for the characters encoders pass through). Data
+another program may read — a run's output, ``trace --format mermaid``, the Prometheus text —
+goes through ``output``: as it is to a pipe or a file, with escapes on a terminal.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +36,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-__all__ = ["Settings", "bad_input", "fail", "guard", "settings"]
+__all__ = ["Settings", "bad_input", "fail", "guard", "output", "plain", "say", "settings"]
 
 T = TypeVar("T")
 LOG_FORMATS = ("text", "json")
@@ -52,9 +60,43 @@ class Settings:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+    """Print ``error: message`` on stderr, on one line, and exit with ``code``.
+
+    The message may quote anything (a node's error, a file's name, a value read): its control
+    characters are shown as escapes (``converge.observability.terminal``)."""
+    from converge.observability.terminal import printable
+
+    typer.echo(f"error: {printable(message)}", err=True)
     raise typer.Exit(code)
+
+
+def say(line: str, *, err: bool = False, newlines: bool = False) -> None:
+    """Print ``line`` for people on stdout (stderr with ``err``), its control characters shown
+    as escapes; ``newlines`` keeps the line feeds and tabs of text meant to span lines."""
+    from converge.observability.terminal import printable
+
+    typer.echo(printable(line, newlines=newlines), err=err)
+
+
+def output(text: str) -> None:
+    """Write ``text``, data another program may read, to stdout: as it is to a pipe or a file;
+    on a terminal with its control characters shown as escapes, its lines and tabs kept."""
+    if sys.stdout.isatty():
+        from converge.observability.terminal import printable
+
+        text = printable(text, newlines=True)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def plain(text: object) -> Any:
+    """``str(text)`` as a rich ``Text``: never read as rich markup (``[bold]`` stays as it is),
+    its control characters shown as escapes. What a rich table cell or tree label holds."""
+    from rich.text import Text
+
+    from converge.observability.terminal import printable
+
+    return Text(printable(str(text)))
 
 
 def settings(*, store: Path | None = None, log_format: str | None = None) -> Settings:

@@ -2,7 +2,8 @@
 
 A row per node: ``waiting`` (not started), ``running``, ``done``, ``failed``, ``skipped`` or
 ``paused`` (asked a question), with its elapsed time, tokens and cost; a totals line below.
-Progress goes to stderr, so stdout holds only the result.
+Progress goes to stderr, so stdout holds only the result. Node names and errors are shown with
+their control characters as escapes, never as rich markup; JSON lines are ASCII.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 import time
 from collections.abc import Iterable
 from typing import Any, TextIO
+
+from converge.observability.terminal import printable
 
 __all__ = ["Progress", "format_cost"]
 
@@ -136,7 +139,7 @@ class Progress:
                 record["error"] = data.get("error")
             print(json.dumps(record), file=self.stream, flush=True)
             return
-        parts = [f"{node}: {row.status}"]
+        parts = [f"{printable(node)}: {row.status}"]
         if row.status != "running" and elapsed is not None:
             parts.append(f"{elapsed:.2f}s")
         if row.tokens:
@@ -144,11 +147,13 @@ class Progress:
         if row.cost:
             parts.append(f"cost {row.cost:.4f}")
         if kind == "node.failed":
-            parts.append(f"({data.get('error')})")
+            parts.append(f"({printable(str(data.get('error')))})")
         print("  ".join(parts), file=self.stream, flush=True)
 
     def _table(self) -> Any:
         from rich.table import Table
+
+        from converge.cli._config import plain
 
         now = time.monotonic()
         table = Table(box=None, pad_edge=False)
@@ -165,7 +170,7 @@ class Progress:
         for name, row in self.rows.items():
             elapsed = row.elapsed(now)
             table.add_row(
-                name,
+                plain(name),
                 f"[{style[row.status]}]{row.status}[/]",
                 "" if elapsed is None else f"{elapsed:.1f}s",
                 str(row.tokens or "-"),

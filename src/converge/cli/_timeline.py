@@ -1,4 +1,8 @@
-"""Render events as a timeline people can read (a table) or as JSON lines."""
+"""Render events as a timeline people can read (a table) or as JSON lines.
+
+Whatever an event holds is shown as plain text (never rich markup) with its control characters
+as escapes; a JSON line has them escaped as ``\\uXXXX`` (``printable_json``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from converge.errors import ValidationError
+from converge.observability.terminal import printable, printable_json
 from converge.protocol import Event, to_json
 
 __all__ = ["event_json", "names_from", "render_timeline"]
@@ -62,7 +67,11 @@ def _details(data: Mapping[str, Any], names: Mapping[str, str]) -> str:
 def render_timeline(events: list[Event], console: Console, *, title: str | None = None) -> None:
     """Print ``events`` as a table: time since the first, seq, actor, kind, subject, details."""
     names = names_from(events)
-    table = Table(title=title, show_lines=False, header_style="bold")
+    table = Table(
+        title=None if title is None else Text(printable(title)),
+        show_lines=False,
+        header_style="bold",
+    )
     table.add_column("+ms", justify="right", style="dim")
     table.add_column("seq", justify="right", style="dim")
     table.add_column("actor")
@@ -75,24 +84,25 @@ def render_timeline(events: list[Event], console: Console, *, title: str | None 
         table.add_row(
             f"{(ev.at - start) * 1000:.1f}",
             str(ev.seq),
-            Text(_who(ev.actor, names)),
-            Text(ev.kind, style=style),
-            Text(ev.subject[-8:] if len(ev.subject) > 8 else ev.subject),
-            Text(_details(ev.data, names)),
+            Text(printable(_who(ev.actor, names))),
+            Text(printable(ev.kind), style=style),
+            Text(printable(ev.subject[-8:] if len(ev.subject) > 8 else ev.subject)),
+            Text(printable(_details(ev.data, names))),
         )
     console.print(table)
     if events:
         first = dt.datetime.fromtimestamp(events[0].at, tz=dt.UTC).isoformat(timespec="seconds")
-        console.print(f"[dim]{len(events)} events from {first}, trace {events[0].trace_id}[/]")
+        trace = printable(events[0].trace_id)
+        console.print(Text(f"{len(events)} events from {first}, trace {trace}", style="dim"))
 
 
 def event_json(ev: Event) -> str:
     """One event as a line of JSON; a NaN or an infinity in its data (which MessagePack stores
     but JSON cannot hold) is written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
     try:
-        return to_json(ev).decode()
+        return printable_json(to_json(ev).decode())
     except ValidationError:
-        return json.dumps(_finite(msgspec.to_builtins(ev)), ensure_ascii=False)
+        return printable_json(json.dumps(_finite(msgspec.to_builtins(ev)), ensure_ascii=False))
 
 
 def _finite(value: Any) -> Any:

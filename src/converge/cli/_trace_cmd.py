@@ -4,20 +4,21 @@ event log of a SQLite store.
 The store resolves as for every command (``--store``, ``CONVERGE_STORE``, ``converge.toml``,
 the default: see ``_config``) and is opened read-only. An unknown store or run, or a file that
 is not a converge store, is bad input (exit 2); a replay that finds differences exits 1.
-Renderers are imported inside each command.
+Renderers are imported inside each command. Names and values from the log are printed with
+their control characters shown as escapes (``_config.say``, ``plain``), JSON with them escaped.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from converge.cli._config import run_async
+from converge.cli._config import output as write_out
+from converge.cli._config import plain, run_async, say
 
 __all__ = ["register"]
 
@@ -92,10 +93,10 @@ def trace(
         return
     text = _text(graph, fmt)
     if output is None:
-        sys.stdout.write(text)
+        write_out(text)
     else:
         output.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {output}", err=True)
+        say(f"wrote {output}", err=True)
 
 
 def _tree(graph: dict[str, Any]) -> Any:
@@ -108,7 +109,9 @@ def _text(graph: dict[str, Any], fmt: TraceFormat) -> str:
     from converge.observability import render_dot, render_html, render_mermaid
 
     if fmt is TraceFormat.json:
-        return json.dumps(graph, indent=2, ensure_ascii=False, default=str) + "\n"
+        from converge.observability.terminal import printable_json
+
+        return printable_json(json.dumps(graph, indent=2, ensure_ascii=False, default=str)) + "\n"
     if fmt is TraceFormat.mermaid:
         return render_mermaid(graph)
     if fmt is TraceFormat.dot:
@@ -134,20 +137,22 @@ def replay(
 
     report = replay_run(_events(store, run_id), run_id, until=until)
     if as_json:
-        typer.echo(msgspec.json.encode(report).decode())
+        from converge.observability.terminal import printable_json
+
+        typer.echo(printable_json(msgspec.json.encode(report).decode()))
     else:
         at = "end of log" if until is None else f"seq {until}"
-        typer.echo(f"run {run_id} at {at} (last event seq {report.last_seq}): {report.status}")
+        say(f"run {run_id} at {at} (last event seq {report.last_seq}): {report.status}")
         for key, status in report.nodes.items():
             node = key.split("#", 1)[0]
             shown = json.dumps(report.outputs.get(node), default=str)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            typer.echo(f"  {key:<24} {status:<10} {shown if node in report.outputs else ''}")
+            say(f"  {key:<24} {status:<10} {shown if node in report.outputs else ''}")
         if until is None:
             if report.differences:
                 typer.echo(f"{len(report.differences)} difference(s):")
                 for diff in report.differences:
-                    typer.echo(f"  - {diff}")
+                    say(f"  - {diff}")
             else:
                 typer.echo("the log agrees with the engine's records")
     if report.differences:
@@ -179,9 +184,11 @@ def metrics(
         from converge.observability import prometheus_text
 
         trace = trace_of(events, run_id)
-        sys.stdout.write(_guard(lambda: prometheus_text(found, trace)))
+        write_out(_guard(lambda: prometheus_text(found, trace)))
     elif as_json:
-        typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        from converge.observability.terminal import printable_json
+
+        typer.echo(printable_json(json.dumps(found, indent=2, ensure_ascii=False)))
     else:
         _print_metrics(found)
 
@@ -193,19 +200,21 @@ def _print_metrics(found: dict[str, Any]) -> None:
     console = Console(emoji=False, highlight=False)
     rate = found["success_rate"]
     console.print(
-        f"run {found['trace_id']} ({found['graph_id']}): {found['node_executions']} node "
-        f"pass(es), {found['agents_spawned']} agent(s), {found['succeeded']} succeeded, "
-        f"{found['failed']} failed"
-        + (f" ({rate:.0%})" if rate is not None else "")
-        + f", {found['retries']} retries, {found['checkpoints']} checkpoint(s)"
+        plain(
+            f"run {found['trace_id']} ({found['graph_id']}): {found['node_executions']} node "
+            f"pass(es), {found['agents_spawned']} agent(s), {found['succeeded']} succeeded, "
+            f"{found['failed']} failed"
+            + (f" ({rate:.0%})" if rate is not None else "")
+            + f", {found['retries']} retries, {found['checkpoints']} checkpoint(s)"
+        )
     )
     agents = Table("agent", "tokens", "tool calls", header_style="bold")
     for agent, tokens in found["tokens_per_agent"].items():
-        agents.add_row(agent, str(tokens), str(found["tool_calls_per_agent"].get(agent, 0)))
+        agents.add_row(plain(agent), str(tokens), str(found["tool_calls_per_agent"].get(agent, 0)))
     console.print(agents)
     nodes = Table("node", "latency ms", header_style="bold")
     for node, ms in found["latency_ms_per_node"].items():
-        nodes.add_row(node, f"{ms:.3f}")
+        nodes.add_row(plain(node), f"{ms:.3f}")
     console.print(nodes)
 
 

@@ -19,7 +19,7 @@ import typer
 
 from converge._version import __version__
 from converge.cli import _commands, _trace_cmd
-from converge.cli._config import run_async
+from converge.cli._config import fail, run_async, say
 
 __all__ = ["app", "main"]
 
@@ -40,8 +40,7 @@ app.add_typer(agents_app, name="agents")
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -223,10 +222,9 @@ def demo(
         list(result.events), as_json, title="intent -> offer, with a tampered and a replayed copy"
     )
     if not as_json:
-        typer.echo(
-            f"\nThe log is in {result.store_path}; read it again with:\n"
-            f"  converge events --store {result.store_path} --trace {result.trace_id}"
-        )
+        typer.echo()
+        say(f"The log is in {result.store_path}; read it again with:")
+        say(f"  converge events --store {result.store_path} --trace {result.trace_id}")
 
 
 @agents_app.command("run")
@@ -255,7 +253,7 @@ def agents_run(
 
     cfg = settings(store=store)
     parsed = guard(lambda: load_agents_config(config))
-    guard(lambda: run_async(run_agents(cfg, parsed, typer.echo)))
+    guard(lambda: run_async(run_agents(cfg, parsed, say)))
 
 
 # run, resume, cancel, runs, show, validate (their modules import heavy code lazily too)

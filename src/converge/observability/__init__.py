@@ -1,12 +1,14 @@
 """Observability: everything derived from the event log — a run's coordination graph and its
 renderings (tree, JSON, Mermaid, DOT, a self-contained HTML page), replay, the Prometheus
-exposition of its metrics — and JSON-lines logging.
+exposition of its metrics — JSON-lines logging, and text made safe to print on a terminal
+(``printable``: control characters shown as escapes).
 
 ```python
 events = await store.read(trace_id=run_id)
 graph = run_graph(events, run_id)           # the §8.1 trace + edges, agents, coordination
 Path("run.html").write_text(render_html(graph))
 report = replay(events, run_id)             # report.differences: [] when the log agrees
+print(printable(node_error))                # control characters shown as escapes
 ```
 """
 
@@ -18,6 +20,7 @@ from converge.observability.prometheus import MissingExtra, prometheus_text
 from converge.observability.render_html import render_html
 from converge.observability.render_text import render_dot, render_mermaid, render_tree
 from converge.observability.replay import ReplayReport, replay
+from converge.observability.terminal import printable, printable_json
 
 __all__ = [
     "JsonFormatter",
@@ -25,6 +28,8 @@ __all__ = [
     "ReplayReport",
     "configure_logging",
     "coordination_objects",
+    "printable",
+    "printable_json",
     "prometheus_text",
     "render_dot",
     "render_html",

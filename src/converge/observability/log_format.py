@@ -9,6 +9,10 @@ logging.getLogger("converge.engine").info("node done", extra={"run_id": r, "node
 
 ``run_id``, ``trace_id``, ``node_id`` (and ``agent``, ``seq``) are copied from a record's
 extras when present; an exception is written as ``exc_info`` text.
+
+A message may quote anything (a node's error, a name from a graph file): a JSON line has the
+characters a terminal acts on escaped (``printable_json``), and a ``text`` line shows them as
+escapes (``printable``), one line per record plus the lines of its traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 from typing import Any
 
 from converge.errors import ValidationError
+from converge.observability.terminal import printable, printable_json
 
 __all__ = ["LOG_FIELDS", "JsonFormatter", "configure_logging"]
 
@@ -46,7 +51,21 @@ class JsonFormatter(logging.Formatter):
                 line[field] = value
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return printable_json(json.dumps(line, ensure_ascii=False, default=str))
+
+
+class _TextFormatter(logging.Formatter):
+    """A ``logging.Formatter`` whose record line shows control characters as escapes (one line
+    per record) and whose traceback keeps its lines but escapes the rest."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), newlines=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return printable(super().formatStack(stack_info), newlines=True)
 
 
 def configure_logging(fmt: str = "text", level: int = logging.WARNING) -> logging.Handler:
@@ -64,7 +83,7 @@ def configure_logging(fmt: str = "text", level: int = logging.WARNING) -> loggin
     handler.setFormatter(
         JsonFormatter()
         if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:

@@ -14,6 +14,10 @@ Each SVG scrolls in a viewport of its own. The graph's layers wrap into bands of
 columns, so its width is capped whatever the run's depth (a 1,000-node chain is 4 columns by
 250 bands, not 200,000 px wide). Once painted, the page sets ``<body data-drawn="1">``.
 
+Every string from the log is HTML-escaped, its control characters shown as escapes
+(``printable``); the embedded JSON holds no ``<`` and no raw control character, so nothing in the
+log can end the script, and the page is safe to print on a terminal too.
+
 Layout is linear in the number of nodes: a 1,000-node run renders in milliseconds.
 """
 
@@ -25,6 +29,7 @@ import json
 from typing import Any
 
 from converge.observability.render_text import STATUS_COLOURS
+from converge.observability.terminal import printable, printable_json
 
 __all__ = ["render_html"]
 
@@ -91,7 +96,9 @@ def render_html(graph: dict[str, Any]) -> str:
         f"cost {graph['total_cost']:g} · {len(graph['coordination'])} coordination object(s)"
     )
     # No "<" at all inside the script element: nothing in the log can close it or open another.
-    data = json.dumps(graph, ensure_ascii=False, default=str).replace("<", "\\u003c")
+    data = printable_json(json.dumps(graph, ensure_ascii=False, default=str)).replace(
+        "<", "\\u003c"
+    )
     return "".join(
         [
             "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
@@ -241,4 +248,6 @@ def _seconds(iso: str) -> float:
 
 
 def _e(text: str) -> str:
-    return html.escape(str(text), quote=True)
+    """``text`` as HTML text or an attribute value, control characters shown as escapes (the
+    page's JSON keeps the exact value)."""
+    return html.escape(printable(str(text)), quote=True)

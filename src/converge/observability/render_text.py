@@ -4,6 +4,13 @@ a rich tree for the terminal.
 Nodes of a subgraph's child run are drawn inside a ``subgraph`` (Mermaid) or ``cluster``
 (DOT) named for the subgraph node; coordination objects hang off the node they belong to
 (dashed), or off the run when no node claims them.
+
+Every name and detail comes from the log, so it is written so it can only be text: Mermaid and
+DOT identifiers are made of letters, digits and ``_`` only, one per node id (``_key``); a Mermaid
+label or comment keeps letters, digits, spaces and a few punctuation marks and writes every
+other character as a Mermaid entity code (``#34;``), so no quote, newline, ``%%`` or ``{`` can
+end it and start a statement; a DOT label is a quoted string whose control characters are shown
+as escapes (``printable``); the tree shows them so too.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from converge.observability.terminal import printable
 
 __all__ = ["STATUS_COLOURS", "render_dot", "render_mermaid", "render_tree"]
 
@@ -32,9 +41,22 @@ _NOTE = 'shape=note, style=filled, fillcolor="#eeeeee", fontcolor=black'
 _RICH = {"success": "green", "failed": "bold red", "skipped": "dim", "waiting": "yellow"}
 
 
-def _key(node_id: str) -> str:
-    """A node id as an identifier both Mermaid and DOT accept."""
-    return "n_" + re.sub(r"[^0-9A-Za-z_]", "_", node_id)
+_NOT_ALNUM = re.compile("[^0-9A-Za-z]")
+# Kept as they are in a Mermaid label: nothing Mermaid reads inside ``["…"]`` (a quote, ``#``
+# of an entity code, ``%%`` of a directive, ``{``, markdown's backtick, HTML's ``<>&``).
+_MERMAID_PLAIN = frozenset(" .,:!?()/+-*=_@'·…")
+
+
+def _key(text: str, prefix: str = "n_") -> str:
+    """``text`` (a node id, a subgraph's path) as an identifier Mermaid and DOT both accept,
+    and a different one for each text: ASCII letters and digits stay, ``_`` is doubled and any
+    other character is ``_<hex code>_`` (``a-b`` is ``n_a_2d_b``, ``a_b`` is ``n_a__b``)."""
+    return prefix + _NOT_ALNUM.sub(_key_char, text)
+
+
+def _key_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return "__" if char == "_" else f"_{ord(char):x}_"
 
 
 def _label(row: dict[str, Any]) -> str:
@@ -62,12 +84,13 @@ def _groups(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def render_mermaid(graph: dict[str, Any]) -> str:
     """Mermaid ``flowchart LR`` text of the run's nodes, edges and coordination objects."""
-    out = ["flowchart LR", f"  %% run {graph['trace_id']} of graph {graph['graph_id']}"]
+    comment = _esc_m(f"run {graph['trace_id']} of graph {graph['graph_id']}")
+    out = ["flowchart LR", f"  %% {comment}"]
     rows = _unique(graph)
     for path, members in sorted(_groups(rows).items()):
         indent = "  "
         if path:
-            out.append(f'  subgraph {_key("sub_" + path)}["{_esc_m(path)} (subgraph)"]')
+            out.append(f'  subgraph {_key(path, "s_")}["{_esc_m(path)} (subgraph)"]')
             indent = "    "
         out.extend(f'{indent}{_key(r["node_id"])}["{_esc_m(_label(r))}"]' for r in members)
         if path:
@@ -98,7 +121,7 @@ def render_dot(graph: dict[str, Any]) -> str:
     for path, members in sorted(_groups(rows).items()):
         indent = "  "
         if path:
-            out.append(f"  subgraph cluster_{_key(path)} {{")
+            out.append(f"  subgraph {_key(path, 'cluster_n_')} {{")
             out.append(f"    label={_q(path + ' (subgraph)')};")
             indent = "    "
         for r in members:
@@ -120,15 +143,16 @@ def render_dot(graph: dict[str, Any]) -> str:
 
 def render_tree(graph: dict[str, Any]) -> Any:
     """A ``rich.tree.Tree``: the run, its nodes (a subgraph's nested under it), each with the
-    coordination objects it holds, then the agents."""
+    coordination objects it holds, then the agents. Every name is plain text (never rich
+    markup), its control characters shown as escapes."""
     from rich.text import Text
     from rich.tree import Tree
 
     head = Text.assemble(
         ("run ", "bold"),
-        (graph["trace_id"], "bold cyan"),
-        f"  graph {graph['graph_id']}  ",
-        (graph["status"], _RICH.get(graph["status"], "")),
+        (printable(graph["trace_id"]), "bold cyan"),
+        f"  graph {printable(graph['graph_id'])}  ",
+        (printable(graph["status"]), _RICH.get(graph["status"], "")),
         f"  {graph['duration_ms']:.1f} ms  tokens {graph['total_tokens']}"
         f"  cost {graph['total_cost']:g}",
     )
@@ -142,10 +166,10 @@ def render_tree(graph: dict[str, Any]) -> Any:
         holder = branches.get(path) or tree
         ms = row["latency_ms"]
         label = Text.assemble(
-            (name, "bold"),
+            (printable(name), "bold"),
             f"#{row['iteration']} " if row["iteration"] > 1 else " ",
-            (f"[{row['agent']}] ", "cyan"),
-            (row["status"], _RICH.get(row["status"], "")),
+            (f"[{printable(row['agent'])}] ", "cyan"),
+            (printable(row["status"]), _RICH.get(row["status"], "")),
             f"  {ms:.1f} ms" if ms is not None else "",
             f"  tokens {row['tokens_in']}+{row['tokens_out']}" if row["tokens_in"] else "",
             f"  tools {row['tool_calls']}" if row["tool_calls"] else "",
@@ -164,8 +188,10 @@ def render_tree(graph: dict[str, Any]) -> Any:
         agents = tree.add(Text("agents", style="bold"))
         for a in graph["agents"]:
             agents.add(
-                f"{a['agent']}: {a['nodes']} node(s), tokens {a['tokens']}, "
-                f"tools {a['tool_calls']}, cost {a['cost']:g}"
+                Text(
+                    f"{printable(a['agent'])}: {a['nodes']} node(s), tokens {a['tokens']}, "
+                    f"tools {a['tool_calls']}, cost {a['cost']:g}"
+                )
             )
     return tree
 
@@ -175,9 +201,9 @@ def _obj_text(obj: dict[str, Any]) -> Any:
 
     ms = obj["latency_ms"]
     return Text.assemble(
-        (f"{obj['type']} ", "magenta"),
-        _short(obj),
-        f"  {obj['status']}",
+        (f"{printable(obj['type'])} ", "magenta"),
+        printable(_short(obj)),
+        f"  {printable(obj['status'])}",
         f"  {ms:.1f} ms" if ms is not None else "",
     )
 
@@ -200,10 +226,15 @@ def _title(graph: dict[str, Any]) -> str:
 
 
 def _q(text: str) -> str:
-    """A DOT quoted string."""
-    return json.dumps(text, ensure_ascii=False)
+    """A DOT quoted string of ``text``, its control characters shown as escapes (JSON's
+    quoting is DOT's: ``\\"`` and ``\\\\``)."""
+    return json.dumps(printable(text), ensure_ascii=False)
 
 
 def _esc_m(text: str) -> str:
-    """Text safe inside a Mermaid ``["…"]`` label."""
-    return text.replace('"', "#quot;")
+    """``text`` as Mermaid shows it inside ``["…"]`` (and in a ``%%`` comment): letters,
+    digits and plain punctuation as they are, every other character as its entity code."""
+    return "".join(
+        c if (c.isalnum() and c.isprintable()) or c in _MERMAID_PLAIN else f"#{ord(c)};"
+        for c in text
+    )

@@ -23,6 +23,7 @@ from converge.agents.llm._common import (
     resolve_key,
     translate_error,
 )
+from converge.agents.llm._urls import check_url, shown_url
 from converge.agents.llm.base import (
     ChatMessage,
     ChatResponse,
@@ -45,12 +46,14 @@ class AnthropicProvider:
         model: the model to call (``claude-sonnet-4-5``…).
         api_key: the key; by default read from ``api_key_env``. Never shown by ``repr``.
         api_key_env: the environment variable holding the key.
-        base_url: another endpoint speaking the same API.
+        base_url: another endpoint speaking the same API: an http(s) URL; credentials in it
+            are masked wherever it is shown.
         timeout: the SDK's HTTP timeout, seconds.
         default_max_tokens: ``max_tokens`` when a call gives none (the API requires one).
 
     Raises:
         MissingAPIKey: no key given and ``api_key_env`` is not set.
+        ValidationError: ``base_url`` is not an http(s) URL with a host.
     """
 
     def __init__(
@@ -63,6 +66,8 @@ class AnthropicProvider:
         timeout: float = 60.0,
         default_max_tokens: int = 4096,
     ) -> None:
+        if base_url is not None:
+            check_url(base_url)
         self._model = model
         self._key = resolve_key(_NAME, api_key, api_key_env)
         self.base_url = base_url
@@ -208,7 +213,7 @@ class AnthropicProvider:
         )
 
     def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        where = f", base_url={shown_url(self.base_url)!r}" if self.base_url else ""
         return f"AnthropicProvider(model={self._model!r}{where})"
 
 

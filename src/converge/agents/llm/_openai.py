@@ -22,6 +22,7 @@ from converge.agents.llm._common import (
     resolve_key,
     translate_error,
 )
+from converge.agents.llm._urls import check_url, shown_url
 from converge.agents.llm.base import (
     ChatMessage,
     ChatResponse,
@@ -42,13 +43,15 @@ class OpenAIProvider:
         model: the model to call (``gpt-4o-mini``…).
         api_key: the key; by default read from ``api_key_env``. Never shown by ``repr``.
         api_key_env: the environment variable holding the key.
-        base_url: another endpoint speaking the same API (a proxy, Azure-style gateways).
+        base_url: another endpoint speaking the same API (a proxy, Azure-style gateways): an
+            http(s) URL; credentials in it are masked wherever it is shown.
         timeout: the SDK's HTTP timeout, seconds.
         strict_schema: ask for ``strict`` structured output (the schema must then close every
             object with ``additionalProperties: false``, as OpenAI requires).
 
     Raises:
         MissingAPIKey: no key given and ``api_key_env`` is not set.
+        ValidationError: ``base_url`` is not an http(s) URL with a host.
     """
 
     _provider_name = "openai"
@@ -65,6 +68,8 @@ class OpenAIProvider:
         timeout: float = 60.0,
         strict_schema: bool = False,
     ) -> None:
+        if base_url is not None:
+            check_url(base_url)
         self._model = model
         self._key = resolve_key(self._provider_name, api_key, api_key_env)
         self.base_url = base_url
@@ -201,7 +206,7 @@ class OpenAIProvider:
         )
 
     def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        where = f", base_url={shown_url(self.base_url)!r}" if self.base_url else ""
         return f"{type(self).__name__}(model={self._model!r}{where})"
 
 
@@ -220,6 +225,7 @@ class CompatibleProvider(OpenAIProvider):
 
     Raises:
         MissingAPIKey: ``api_key_env`` is given but not set.
+        ValidationError: ``base_url`` is not an http(s) URL with a host.
     """
 
     _provider_name = "compatible"

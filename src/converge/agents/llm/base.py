@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from converge.agents.llm._urls import mask_urls
 from converge.core.tools import ToolSpec
 from converge.errors import ConvergeError
 
@@ -37,6 +38,7 @@ ChunkCallback = Callable[[str], Awaitable[None]]
 class LLMError(ConvergeError):
     """A provider call failed: the endpoint refused, timed out, or answered with something
     unusable. ``retryable`` says whether trying again may help (rate limit, timeout, 5xx).
+    A URL in the message is shown with its credentials masked (``http://***@host/v1``).
 
     Attributes:
         provider: the provider's name (``openai``, ``anthropic``, ``compatible``…).
@@ -51,7 +53,7 @@ class LLMError(ConvergeError):
         status: int | None = None,
         retryable: bool = False,
     ) -> None:
-        super().__init__(f"{provider}: {message}", retryable=retryable)
+        super().__init__(f"{provider}: {mask_urls(message)}", retryable=retryable)
         self.provider = provider
         self.status = status
 

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from converge.agents.llm._common import openai_client, resolve_key, translate_error
+from converge.agents.llm._urls import check_url, shown_url
 from converge.agents.llm.base import LLMError
 from converge.errors import ValidationError
 
@@ -24,12 +25,15 @@ class OpenAIEmbedder:
         model: the embedding model (``text-embedding-3-small``, or a local one's name).
         api_key: the key; by default read from ``api_key_env``. Never shown by ``repr``.
         api_key_env: the variable holding the key (None: no key, for a local endpoint).
-        base_url: another endpoint speaking the API (``http://127.0.0.1:11434/v1`` for Ollama).
+        base_url: another endpoint speaking the API (``http://127.0.0.1:11434/v1`` for Ollama);
+            credentials in it are masked wherever it is shown.
         timeout: seconds per request.
         batch: texts per request.
 
     Raises:
         MissingAPIKey: no key given and ``api_key_env`` is not set.
+        ValidationError: ``batch`` is not an int >= 1, or ``base_url`` is not an http(s) URL
+            with a host.
     """
 
     _provider = "openai"
@@ -47,6 +51,8 @@ class OpenAIEmbedder:
         if not isinstance(batch, int) or batch < 1:
             raise ValidationError(f"batch must be an int >= 1, not {batch!r}", field="batch")
         self.model = model
+        if base_url is not None:
+            check_url(base_url)
         self.base_url = base_url
         self.timeout = timeout
         self.batch = batch
@@ -99,4 +105,5 @@ class OpenAIEmbedder:
             await client.close()
 
     def __repr__(self) -> str:
-        return f"OpenAIEmbedder({self.model!r}, base_url={self.base_url!r})"
+        where = shown_url(self.base_url) if self.base_url is not None else None
+        return f"OpenAIEmbedder({self.model!r}, base_url={where!r})"
