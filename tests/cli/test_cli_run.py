@@ -133,6 +133,51 @@ def test_failed_run_exits_1_with_one_line(tmp_path: Path) -> None:
     assert json.loads(out)["nodes"][0]["status"] == "failed"
 
 
+@pytest.mark.parametrize(
+    ("agent", "error"),
+    [
+        ("exits", "SystemExit: 0"),
+        ("exits_async", "SystemExit: 0"),
+        ("interrupts", "KeyboardInterrupt"),
+        ("interrupts_async", "KeyboardInterrupt"),
+    ],
+)
+def test_a_node_that_exits_or_raises_keyboard_interrupt_fails_with_one_line(
+    tmp_path: Path, agent: str, error: str
+) -> None:
+    """Its ``sys.exit(0)`` once made `converge run` exit 0, its ``KeyboardInterrupt`` exit 130
+    as if Ctrl-C was pressed, both with no record of the run."""
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:upper", f"{A}:{agent}")
+    code, out, err = invoke(
+        "run", str(graph_file(tmp_path, text)), "-i", "text=x", "--store", store, "--run-id", "e1"
+    )
+    assert code == 1, err
+    assert err.splitlines()[-1] == f"error: run e1 failed at node up: node 'up' failed: {error}"
+    assert "Traceback" not in err and out == ""
+    code, out, _ = invoke("show", "e1", "--store", store, "--json")
+    shown = json.loads(out)
+    assert (shown["status"], shown["nodes"][0]["status"]) == ("failed", "failed")
+    assert shown["nodes"][0]["error"] == error
+
+
+def test_an_exit_from_a_task_an_agent_started_is_one_line_and_logged(tmp_path: Path) -> None:
+    """asyncio stops its event loop for a ``SystemExit`` out of a task: the run is logged all
+    the same, and the command exits 1 saying so, not 0."""
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:upper", f"{A}:exits_in_a_task")
+    code, _, err = invoke(
+        "run", str(graph_file(tmp_path, text)), "-i", "text=x", "--store", store, "--run-id", "t1"
+    )
+    assert code == 1, err
+    assert err.splitlines()[-1] == (
+        "error: the run stopped: a task an agent started raised SystemExit(0) (converge show t1)"
+    )
+    assert "Traceback" not in err
+    code, out, _ = invoke("show", "t1", "--store", store, "--json")
+    assert json.loads(out)["nodes"][0]["error"] == "SystemExit: 0"
+
+
 def test_waiting_run_prints_question_and_resume_answers_it(tmp_path: Path) -> None:
     store = str(tmp_path / "c.db")
     text = PIPELINE.replace(f"{A}:count", f"{A}:approve")
@@ -274,6 +319,28 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
         out, err = resumed.communicate(timeout=30)
     assert resumed.returncode == 0, err
     assert json.loads(out)["status"] == "completed"
+
+
+def test_ctrl_c_twice_in_a_node_that_holds_the_loop_logs_the_run_interrupted(
+    tmp_path: Path,
+) -> None:
+    """The first Ctrl-C cancels the main task, which a node that never awaits does not see;
+    the second raises ``KeyboardInterrupt`` in the node's own frame. That one is Ctrl-C, not the
+    node's failure: exit 130, the run logged interrupted (it once was left with no record)."""
+    g = graph_file(tmp_path, HOLD.replace(f"{A}:hold", f"{A}:spin"))
+    gate = tmp_path / "gate"
+    run = spawn(tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "s1")
+    with reaped(run) as proc:
+        _wait_for(tmp_path / "holding", proc)
+        proc.send_signal(signal.SIGINT)
+        _wait_for(tmp_path / "cancelled", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "error: interrupted: the run is stopped and resumable (converge resume s1)"
+    )
+    assert _kinds(tmp_path / "c.db", "s1") == ["run.started", "node.start", "run.interrupted"]
 
 
 def _listed(store: str, run_id: str, proc: subprocess.Popen[str]) -> dict[str, object]:

@@ -6,11 +6,11 @@ running replacement nodes, and calling an agent.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
+from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ValidationError
 from converge.orchestration._agents import NodeAgent, resolve_agent
 from converge.orchestration._plan import PlanNode
@@ -150,7 +150,9 @@ async def run_replacements(
             output = await run._call(agent, value, ctx, node.timeout)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interruption(exc):
+                raise
             reason = describe_error(exc, node.timeout)
             return Outcome(
                 "failed",
@@ -176,8 +178,7 @@ async def invoke(agent: NodeAgent, args: tuple[Any, ...], pool: Executor) -> Any
     if agent.inline:
         result = agent.fn(*args)
     else:
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(pool, functools.partial(agent.fn, *args))
+        result = await call_in_thread(agent.fn, *args, executor=pool)
     if isinstance(result, Awaitable):
         return await result
     return result

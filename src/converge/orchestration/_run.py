@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from converge.core.clock import Clock
+from converge.core.user_code import is_interruption
 from converge.errors import ConvergeError
 from converge.orchestration._agents import NodeAgent
 from converge.orchestration._budget import AgentBudget
@@ -331,7 +332,11 @@ class RunState(NodeHost):
                 return Outcome("paused", question=paused.question, index=paused.index, usage=usage)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except BaseException as exc:
+                # Whatever the agent raised is its failure (``sys.exit()`` and its own
+                # ``KeyboardInterrupt`` too); the process's stop (a signal's) goes on.
+                if is_interruption(exc):
+                    raise
                 error = describe_error(exc, node.timeout)
                 usage = NO_USAGE if ctx is None else ctx.usage
             if attempt <= retry.max_retries:
@@ -372,7 +377,9 @@ class RunState(NodeHost):
                 output = await self._call(node.fallback, inputs, ctx, node.timeout)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except BaseException as exc:
+                if is_interruption(exc):
+                    raise
                 error = (
                     f"{error}; its fallback {node.fallback.name!r} failed too: "
                     + describe_error(exc, node.timeout)

@@ -543,6 +543,21 @@ class Engine:
                 await self._broken(state)
             owner.drop(run_id, state)  # lost the take-over: it wrote nothing
             raise
+        except (KeyboardInterrupt, SystemExit):
+            # A signal's (Ctrl-C pressed twice, a SIGTERM handler's ``sys.exit``): the run is
+            # INTERRUPTED, as by a cancellation, and the exception goes on. What an agent
+            # raises itself is its node's failure and does not come here (``is_interruption``).
+            try:
+                if claim is None or state.claimed:
+                    state.status = state.error = "interrupted"
+                    state.stopping = True
+                    with contextlib.suppress(Exception):  # the signal's exception goes on
+                        ended = await self._finish(state)
+                        if sink is not None:
+                            sink.append(ended)
+            finally:
+                owner.drop(run_id, state)
+            raise
         finally:
             if not announced:
                 self._announcer.discard(state)
