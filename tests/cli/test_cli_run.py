@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -176,6 +177,48 @@ def test_an_exit_from_a_task_an_agent_started_is_one_line_and_logged(tmp_path: P
     assert "Traceback" not in err
     code, out, _ = invoke("show", "t1", "--store", store, "--json")
     assert json.loads(out)["nodes"][0]["error"] == "SystemExit: 0"
+
+
+def strict_json(text: str) -> Any:
+    """``text`` read as JSON, which has no NaN or Infinity (Python's reader takes them)."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_nan_output_fails_its_node_and_json_and_replay_stay_true(tmp_path: Path) -> None:
+    """``run --json`` once printed ``NaN`` (not JSON) and ``replay`` then reported a
+    difference on the run: the node now fails, saying where the NaN is."""
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:upper", f"{A}:scores")
+    g = str(graph_file(tmp_path, text))
+    code, out, err = invoke("run", g, "-i", "text=x", "--store", store, "--run-id", "n1", "--json")
+    assert code == 1
+    record = strict_json(out)
+    assert (record["status"], record["outputs"]) == ("failed", {})
+    assert 'output["score"] is NaN: a run holds no NaN or infinity' in record["error"]
+    assert "Traceback" not in err
+    code, out, _ = invoke("replay", "n1", "--store", store)
+    assert code == 0, out
+    assert "the log agrees" in out
+    code, out, _ = invoke("show", "n1", "--store", store, "--json")
+    assert strict_json(out)["nodes"][0]["status"] == "failed"
+
+
+def test_nan_and_infinity_given_as_input_stay_strings(tmp_path: Path) -> None:
+    store = str(tmp_path / "c.db")
+    g = str(graph_file(tmp_path))
+    for i, value in enumerate(["NaN", "-Infinity", "1e999"]):
+        run_id = f"i{i}"
+        code, out, err = invoke(
+            "run", g, "-i", f"text={value}", "--store", store, "--run-id", run_id, "--json"
+        )
+        assert code == 0, err
+        assert strict_json(out)["outputs"]["up"] == value.upper()
+        code, out, _ = invoke("show", run_id, "--store", store, "--json")
+        assert strict_json(out)["inputs"] == {"text": value}
 
 
 def test_waiting_run_prints_question_and_resume_answers_it(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ValidationError
 from converge.orchestration._agents import NodeAgent, resolve_agent
+from converge.orchestration._missing import unstorable
 from converge.orchestration._plan import PlanNode
 from converge.protocol.objects import Usage
 
@@ -160,6 +161,14 @@ async def run_replacements(
                 usage=add_usage(usage, ctx.usage),
             )
         usage = add_usage(usage, ctx.usage)
+        problem = unstorable(output)
+        if problem is not None:
+            return Outcome(
+                "failed",
+                error=f"{error}; its replacement {spec.id!r} returned an output that cannot "
+                f"be stored: {problem}",
+                usage=usage,
+            )
         run.log(
             "node.replaced",
             {"node": spec.id, "iteration": iteration, "replaces": node.id, "output": output},

@@ -35,9 +35,11 @@ import msgspec
 
 from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
+from converge.core.signing import maybe_nonfinite
 from converge.errors import ConflictError, StateError, ValidationError
 from converge.orchestration._announce import Announcer
 from converge.orchestration._budget import AgentBudget
+from converge.orchestration._missing import explain_nonfinite
 from converge.orchestration._pass import FailureHook
 from converge.orchestration._records import RunRecords, agent_usage, read_records
 from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
@@ -63,6 +65,7 @@ from converge.store.memory import MemoryStore
 __all__ = ["Engine", "RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
 
 _log = logging.getLogger(__name__)
+_encoder = msgspec.msgpack.Encoder()
 _ANNOUNCE_AFTER = 0.1
 """Seconds after which a new run that has written nothing has its buffered start written:
 other processes (``converge runs``) see a run whose first node is slow within twice this."""
@@ -655,6 +658,13 @@ def _inputs(names: frozenset[str], inputs: Mapping[str, Any] | None) -> dict[str
         raise ValidationError(
             f"the graph reads inputs it was not given: {', '.join(missing)}", field=missing[0]
         )
+    if inputs:
+        try:
+            encoded = _encoder.encode(inputs)
+        except (TypeError, ValueError, OverflowError):
+            encoded = b""  # not data at all: the store refuses it when the run starts
+        if maybe_nonfinite(encoded) and (why := explain_nonfinite(inputs, "inputs")):
+            raise ValidationError(why, field="inputs")
     return dict(inputs)
 
 
