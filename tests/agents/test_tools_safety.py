@@ -144,6 +144,36 @@ async def test_a_tool_raising_timeout_error_itself_is_not_a_timeout_of_ours() ->
     assert info.value.error_type == "TimeoutError"
 
 
+async def test_a_tool_that_exits_or_stops_fails_as_a_tool_error() -> None:
+    """Whatever a tool raises is its failure, ``sys.exit()`` and ``KeyboardInterrupt`` too; a
+    sync tool's ``StopIteration`` once left the call waiting for ever."""
+    registry = ToolRegistry()
+
+    @registry.register
+    async def quit_async() -> None:
+        raise SystemExit(2)
+
+    @registry.register
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    @registry.register
+    def exhausted() -> int:
+        return next(iter(()))
+
+    tools = SafeTools(registry, timeout_s=30)
+    expected = {
+        "quit_async": ("SystemExit", "2"),
+        "interrupt": ("KeyboardInterrupt", ""),
+        "exhausted": ("RuntimeError", "coroutine raised StopIteration"),
+    }
+    for name, (error_type, text) in expected.items():
+        with pytest.raises(ToolError) as info:
+            await tools.call("did:a", name)
+        assert (info.value.tool, info.value.error_type) == (name, error_type)
+        assert str(info.value).endswith(f"{error_type}: {text}" if text else error_type)
+
+
 async def test_bad_arguments_and_unknown_tools_are_validation_errors() -> None:
     tools = SafeTools(make_registry())
     with pytest.raises(ValidationError) as info:

@@ -51,3 +51,48 @@ def hostile_output(inputs: dict[str, Any]) -> str:
     from tests.observability._hostile import HOSTILE
 
     return f"first line\n{HOSTILE}"
+
+
+def exits(inputs: dict[str, Any]) -> str:
+    raise SystemExit(0)
+
+
+async def exits_async(inputs: dict[str, Any]) -> str:
+    raise SystemExit(0)
+
+
+def interrupts(inputs: dict[str, Any]) -> str:
+    raise KeyboardInterrupt
+
+
+async def interrupts_async(inputs: dict[str, Any]) -> str:
+    raise KeyboardInterrupt
+
+
+async def exits_in_a_task(inputs: dict[str, Any]) -> str:
+    """``sys.exit()`` in a task the agent starts: asyncio stops its event loop for it."""
+
+    async def child() -> None:
+        raise SystemExit(0)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(child())
+    return "never"
+
+
+async def spin(inputs: dict[str, Any]) -> str:
+    """Hold the event loop (never awaiting) until Ctrl-C is pressed twice: the first cancels
+    the main task (``asyncio.run``'s handler; this node cannot see it), the second raises
+    ``KeyboardInterrupt`` here. Files beside ``gate`` say how far it got."""
+    here = Path(inputs["gate"]).parent
+    (here / "holding").write_text("yes")
+    while not any(t.cancelling() for t in asyncio.all_tasks()):
+        pass
+    (here / "cancelled").write_text("yes")
+    while True:
+        pass
+
+
+def scores(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A score computed as 0/0 would be: NaN."""
+    return {"text": inputs["text"], "score": float("nan")}

@@ -287,3 +287,25 @@ def test_a_bad_agents_file_exits_2_with_file_and_line(
     assert err.startswith(f"error: {config}:{line}: "), err
     assert message in err
     assert not (tmp_path / "x.db").exists()  # nothing was started
+
+
+async def test_a_board_function_that_exits_fails_its_task_not_the_worker() -> None:
+    """What a worker function raises fails its task, ``sys.exit()`` and a thread's
+    ``StopIteration`` (which once left the call waiting for ever) too."""
+    from converge.cli._agents_run import _BoardWorker
+    from converge.core import ClaimTask, FailTask
+
+    def exits(task: Task) -> None:
+        raise SystemExit(3)
+
+    def exhausted(task: Task) -> None:
+        next(iter(()))
+
+    task = Task(objective="x")
+    for fn, reason in [
+        (exits, "SystemExit: 3"),
+        (exhausted, "RuntimeError: coroutine raised StopIteration"),
+    ]:
+        async with asyncio.timeout(30):
+            decisions = await _BoardWorker(fn, "w").decide([], [task])
+        assert decisions == [ClaimTask(task_id=task.id), FailTask(task_id=task.id, reason=reason)]

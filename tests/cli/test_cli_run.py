@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -131,6 +132,93 @@ def test_failed_run_exits_1_with_one_line(tmp_path: Path) -> None:
     assert "the agent broke" in err and "Traceback" not in err
     code, out, _ = invoke("show", "f1", "--store", str(tmp_path / "c.db"), "--json")
     assert json.loads(out)["nodes"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("agent", "error"),
+    [
+        ("exits", "SystemExit: 0"),
+        ("exits_async", "SystemExit: 0"),
+        ("interrupts", "KeyboardInterrupt"),
+        ("interrupts_async", "KeyboardInterrupt"),
+    ],
+)
+def test_a_node_that_exits_or_raises_keyboard_interrupt_fails_with_one_line(
+    tmp_path: Path, agent: str, error: str
+) -> None:
+    """Its ``sys.exit(0)`` once made `converge run` exit 0, its ``KeyboardInterrupt`` exit 130
+    as if Ctrl-C was pressed, both with no record of the run."""
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:upper", f"{A}:{agent}")
+    code, out, err = invoke(
+        "run", str(graph_file(tmp_path, text)), "-i", "text=x", "--store", store, "--run-id", "e1"
+    )
+    assert code == 1, err
+    assert err.splitlines()[-1] == f"error: run e1 failed at node up: node 'up' failed: {error}"
+    assert "Traceback" not in err and out == ""
+    code, out, _ = invoke("show", "e1", "--store", store, "--json")
+    shown = json.loads(out)
+    assert (shown["status"], shown["nodes"][0]["status"]) == ("failed", "failed")
+    assert shown["nodes"][0]["error"] == error
+
+
+def test_an_exit_from_a_task_an_agent_started_is_one_line_and_logged(tmp_path: Path) -> None:
+    """asyncio stops its event loop for a ``SystemExit`` out of a task: the run is logged all
+    the same, and the command exits 1 saying so, not 0."""
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:upper", f"{A}:exits_in_a_task")
+    code, _, err = invoke(
+        "run", str(graph_file(tmp_path, text)), "-i", "text=x", "--store", store, "--run-id", "t1"
+    )
+    assert code == 1, err
+    assert err.splitlines()[-1] == (
+        "error: the run stopped: a task an agent started raised SystemExit(0) (converge show t1)"
+    )
+    assert "Traceback" not in err
+    code, out, _ = invoke("show", "t1", "--store", store, "--json")
+    assert json.loads(out)["nodes"][0]["error"] == "SystemExit: 0"
+
+
+def strict_json(text: str) -> Any:
+    """``text`` read as JSON, which has no NaN or Infinity (Python's reader takes them)."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_nan_output_fails_its_node_and_json_and_replay_stay_true(tmp_path: Path) -> None:
+    """``run --json`` once printed ``NaN`` (not JSON) and ``replay`` then reported a
+    difference on the run: the node now fails, saying where the NaN is."""
+    store = str(tmp_path / "c.db")
+    text = PIPELINE.replace(f"{A}:upper", f"{A}:scores")
+    g = str(graph_file(tmp_path, text))
+    code, out, err = invoke("run", g, "-i", "text=x", "--store", store, "--run-id", "n1", "--json")
+    assert code == 1
+    record = strict_json(out)
+    assert (record["status"], record["outputs"]) == ("failed", {})
+    assert 'output["score"] is NaN: a run holds no NaN or infinity' in record["error"]
+    assert "Traceback" not in err
+    code, out, _ = invoke("replay", "n1", "--store", store)
+    assert code == 0, out
+    assert "the log agrees" in out
+    code, out, _ = invoke("show", "n1", "--store", store, "--json")
+    assert strict_json(out)["nodes"][0]["status"] == "failed"
+
+
+def test_nan_and_infinity_given_as_input_stay_strings(tmp_path: Path) -> None:
+    store = str(tmp_path / "c.db")
+    g = str(graph_file(tmp_path))
+    for i, value in enumerate(["NaN", "-Infinity", "1e999"]):
+        run_id = f"i{i}"
+        code, out, err = invoke(
+            "run", g, "-i", f"text={value}", "--store", store, "--run-id", run_id, "--json"
+        )
+        assert code == 0, err
+        assert strict_json(out)["outputs"]["up"] == value.upper()
+        code, out, _ = invoke("show", run_id, "--store", store, "--json")
+        assert strict_json(out)["inputs"] == {"text": value}
 
 
 def test_waiting_run_prints_question_and_resume_answers_it(tmp_path: Path) -> None:
@@ -274,6 +362,28 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path: Path) -> None:
         out, err = resumed.communicate(timeout=30)
     assert resumed.returncode == 0, err
     assert json.loads(out)["status"] == "completed"
+
+
+def test_ctrl_c_twice_in_a_node_that_holds_the_loop_logs_the_run_interrupted(
+    tmp_path: Path,
+) -> None:
+    """The first Ctrl-C cancels the main task, which a node that never awaits does not see;
+    the second raises ``KeyboardInterrupt`` in the node's own frame. That one is Ctrl-C, not the
+    node's failure: exit 130, the run logged interrupted (it once was left with no record)."""
+    g = graph_file(tmp_path, HOLD.replace(f"{A}:hold", f"{A}:spin"))
+    gate = tmp_path / "gate"
+    run = spawn(tmp_path, "run", str(g), "-i", f"gate={gate}", "--store", "c.db", "--run-id", "s1")
+    with reaped(run) as proc:
+        _wait_for(tmp_path / "holding", proc)
+        proc.send_signal(signal.SIGINT)
+        _wait_for(tmp_path / "cancelled", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "error: interrupted: the run is stopped and resumable (converge resume s1)"
+    )
+    assert _kinds(tmp_path / "c.db", "s1") == ["run.started", "node.start", "run.interrupted"]
 
 
 def _listed(store: str, run_id: str, proc: subprocess.Popen[str]) -> dict[str, object]:

@@ -179,6 +179,36 @@ def test_replay_reports_a_difference_and_exits_1(run: tuple[Path, str]) -> None:
     assert "1 difference(s)" in out and "'forged' is no completed node's output" in out
 
 
+async def older_log_with_a_nan(path: Path) -> None:
+    """A completed run as a converge that still stored NaN outputs logged it."""
+
+    def event(kind: str, data: dict[str, object]) -> Event:
+        return Event(kind=kind, trace_id="old", subject="old", data=data)
+
+    async with await SQLiteStore.open(path, create=True) as store:
+        await store.append(
+            [
+                event("run.started", {"graph": "g", "inputs": {}}),
+                event("node.start", {"node": "a", "iteration": 1}),
+                event(
+                    "node.done",
+                    {"node": "a", "iteration": 1, "status": "completed", "output": [float("nan")]},
+                ),
+                event("run.completed", {"output": [float("nan")], "usage": {}}),
+            ]
+        )
+
+
+def test_replay_of_an_older_log_holding_a_nan_agrees(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    asyncio.run(older_log_with_a_nan(path))
+    code, out, _ = invoke("replay", "old", "--store", str(path))
+    assert code == 0, out
+    assert "the log agrees" in out
+    code, out, _ = invoke("replay", "old", "--store", str(path), "--json")
+    assert code == 0 and json.loads(out)["differences"] == []
+
+
 def test_replay_of_a_failed_run_agrees(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     run_id = asyncio.run(failing_run(path))

@@ -346,6 +346,35 @@ async def test_refused_and_failed_decisions_are_events_and_the_loop_goes_on(
     assert await pools.members("gpu") == []
 
 
+async def test_a_decide_that_exits_is_a_failed_decide_and_the_loop_goes_on(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    listener = Scripted(quiet)
+
+    def exits_once(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        if [m.payload for m in messages] == [1]:
+            raise SystemExit(0)  # the agent's own: not a stop of the process
+        return [
+            SendMessage(kind="after", payload=m.payload, recipient=listener.did) for m in messages
+        ]
+
+    agent = Scripted(exits_once)
+    executor = StandardExecutor(network=net, clock=clock)
+    async with (
+        AgentRuntime(listener, network=net, store=store, clock=clock),
+        AgentRuntime(agent, network=net, store=store, executor=executor, clock=clock) as rt,
+    ):
+        await executor.execute(listener, SendMessage(kind="go", payload=1, recipient=agent.did))
+        await eventually(lambda: _count(store, "decide.failed", 1))
+        await executor.execute(listener, SendMessage(kind="go", payload=2, recipient=agent.did))
+        await eventually(lambda: len(listener.seen) == 1)
+        assert rt.stop_reason is None
+    assert [m.payload for m in listener.seen] == [2]
+    [failed] = await kinds(store, "decide.failed")
+    assert failed["error"] == "SystemExit: 0"
+
+
 async def test_the_runtime_returns_expired_leases(store: Store, clock: ManualClock) -> None:
     net = LocalNetwork()
     board = TaskManager(store, claim_ttl_sec=30, clock=clock)

@@ -46,7 +46,6 @@ claims tasks and reports results.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import inspect
 import typing
@@ -60,6 +59,7 @@ from converge.core.agent import Agent, RunContext
 from converge.core.capability import Capability
 from converge.core.identity import Identity
 from converge.core.topic import Topic
+from converge.core.user_code import call_in_thread
 from converge.errors import ValidationError
 
 __all__ = ["FunctionAgent"]
@@ -180,7 +180,7 @@ class FunctionAgent(Agent):
         if self._is_async:
             result = await self.fn(**kwargs)
         else:
-            result = await asyncio.to_thread(self.fn, **kwargs)
+            result = await call_in_thread(self.fn, **kwargs)
         return self.check_output(result)
 
     def __repr__(self) -> str:

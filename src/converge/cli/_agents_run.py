@@ -37,6 +37,7 @@ from converge.core.decisions import ClaimTask, Decision, FailTask, ReportTask, S
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.task import Task
+from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ConflictError, StateError, ValidationError
 
 __all__ = ["AgentHost", "build_agent", "build_agents", "run_agents"]
@@ -61,8 +62,10 @@ class _BoardWorker(Agent):
         task = min(tasks, key=lambda t: hashlib.sha256(f"{self.did}{t.id}".encode()).digest())
         decisions: list[Decision] = [ClaimTask(task_id=task.id)]
         try:
-            result = await (self.fn(task) if self._async else asyncio.to_thread(self.fn, task))
-        except Exception as exc:  # the function's failure is the task's, not the runtime's
+            result = await (self.fn(task) if self._async else call_in_thread(self.fn, task))
+        except BaseException as exc:  # the function's failure is the task's, not the runtime's
+            if is_interruption(exc):
+                raise
             decisions.append(FailTask(task_id=task.id, reason=f"{type(exc).__name__}: {exc}"))
         else:
             decisions.append(ReportTask(task_id=task.id, result=result))

@@ -3,8 +3,9 @@
 Exit codes: 0 completed (or WAITING: the question is printed with how to answer it), 1 the run
 failed or was cancelled (or the store is locked, or ``resume`` found the run running in a live
 process), 2 bad input, 130 interrupted by Ctrl-C (the run is logged ``run.interrupted`` and
-``converge resume`` finishes it). Results go to stdout, live
-progress and errors to stderr. Settings (``--store``…) resolve as described in ``_config``.
+``converge resume`` finishes it). A node's own ``sys.exit()`` or ``KeyboardInterrupt`` fails
+the node, so the run: 1. Results go to stdout, live progress and errors to stderr. Settings
+(``--store``…) resolve as described in ``_config``.
 
 A completed run's output goes to stdout as it is when stdout is a pipe or a file (it is data
 for another program); on a terminal its control characters are shown as escapes, its lines
@@ -272,6 +273,15 @@ def _interruptible(fn: Any, run_id: str | None) -> Any:
     except KeyboardInterrupt:
         how = f"converge resume {run_id}" if run_id else "converge runs, then converge resume ID"
         fail(f"interrupted: the run is stopped and resumable ({how})", 130)
+    except SystemExit as exc:
+        from converge.core.user_code import is_interruption
+
+        if is_interruption(exc):  # a signal handler's: the process is asked to exit
+            raise
+        # An agent's own ``sys.exit()`` fails its node; this one came out of a task the agent
+        # started, for which asyncio stops its event loop. The run is logged all the same.
+        how = f"converge show {run_id}" if run_id else "converge runs"
+        fail(f"the run stopped: a task an agent started raised {exc!r} ({how})", 1)
 
 
 def _text(value: Any) -> str:

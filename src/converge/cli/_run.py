@@ -2,8 +2,8 @@
 
 - ``--input key=value``: the value is decoded as JSON when it parses as JSON (``n=3`` is an int,
   ``tags=["a","b"]`` a list, ``ok=true`` a bool, ``name="3"`` the string ``3``), else it is the
-  raw string (``topic=cats``). ``--input key=@file`` is the file's text, never decoded.
-  ``--answer`` follows the ``key=value`` rule.
+  raw string (``topic=cats``; ``x=NaN``: JSON has no NaN, and a run stores none). ``--input
+  key=@file`` is the file's text, never decoded. ``--answer`` follows the ``key=value`` rule.
 - The graph file's absolute path is recorded beside the run, in the store key
   ``cli/run/<run id>`` (with the pid and host of the process running it), so ``converge
   resume`` finds it without ``--graph``.
@@ -59,11 +59,23 @@ class Outcome:
 
 
 def parse_value(text: str) -> Any:
-    """JSON if ``text`` parses as JSON, else ``text`` itself."""
+    """JSON if ``text`` parses as JSON, else ``text`` itself. JSON has no ``NaN`` or
+    infinity (Python's reader takes ``NaN``, ``Infinity`` and ``1e999``): those stay strings."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except ValueError:
         return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def parse_inputs(items: list[str]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import re
 import typing
@@ -12,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 from converge.core._codec_errors import validation_error
+from converge.core.user_code import call_in_thread
 from converge.errors import PolicyViolation, ValidationError
 
 __all__ = ["FunctionTool", "Tool", "ToolRegistry", "ToolSpec"]
@@ -120,7 +120,7 @@ class FunctionTool:
         kwargs = self.check(arguments)
         if self._is_async:
             return await self.fn(**kwargs)
-        return await asyncio.to_thread(self.fn, **kwargs)
+        return await call_in_thread(self.fn, **kwargs)
 
     def __repr__(self) -> str:
         unsafe = ", unsafe=True" if self.unsafe else ""

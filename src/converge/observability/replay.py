@@ -122,11 +122,20 @@ def _check_output(output: Any, outputs: dict[str, Any]) -> list[str]:
         return [
             f"run.completed output[{node!r}] = {value!r}, but node.done recorded {outputs[node]!r}"
             for node, value in output.items()
-            if outputs[node] != value
+            if not _same(outputs[node], value)
         ]
-    if any(value == output for value in outputs.values()):
+    if any(_same(value, output) for value in outputs.values()):
         return []
     return [f"run.completed output {output!r} is no completed node's output"]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two recorded values are the same data. A NaN (which runs no longer store, but
+    older logs may hold) equals nothing, not even itself: compared by its bytes."""
+    return bool(a == b) or _canonical.encode(a) == _canonical.encode(b)
+
+
+_canonical = msgspec.msgpack.Encoder(order="sorted")
 
 
 def _check_trace(own: list[Event], run_id: str, done_status: dict[str, str]) -> list[str]:

@@ -5,35 +5,91 @@ from running, a node skipped after it failed, a key an output lacks).
 ``MISSING`` cannot be stored, so an output holding it fails its node. The engine asks for this
 explanation only then — after the output failed to encode, or when it is ``MISSING`` itself —
 so outputs without it cost nothing more.
+
+A NaN or an infinity is refused in an output too (``explain_nonfinite``), told the same way:
+where it sits. JSON has no such number, and a NaN equals nothing, not even itself: a run's output
+printed as JSON, its replay and a condition reading it could not agree with what ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
+from converge.core.signing import maybe_nonfinite
 from converge.orchestration._plan import Plan, PlanNode
 from converge.orchestration._refs import MISSING, Ref, resolve_path
 
-__all__ = ["explain_missing", "missing_paths"]
+__all__ = ["explain_missing", "explain_nonfinite", "missing_paths", "unstorable"]
 
 _SHOWN = 3  # paths named in the message; more are counted
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def explain_nonfinite(value: Any, root: str = "output") -> str | None:
+    """Where ``value`` (named ``root``) holds a NaN or an infinity, and why that is refused;
+    None if it holds none. Call it when ``core.signing.maybe_nonfinite`` finds a hit in the
+    value's MessagePack (about 0.1 µs): a hit may be a false one, inside a string or an int."""
+    found = _paths(value, root, _nonfinite)
+    if not found:
+        return None
+    where = ", ".join(f"{path} is {_number(item)}" for path, item in found[:_SHOWN])
+    if len(found) > _SHOWN:
+        where += f" and {len(found) - _SHOWN} more"
+    return (
+        f"{where}: a run holds no NaN or infinity (JSON has none, and a NaN equals nothing, "
+        "so a replay or a condition could not match it). Use None, or the number as a "
+        "string, in its place."
+    )
+
+
+def unstorable(value: Any, root: str = "output") -> str | None:
+    """Why ``value`` cannot be stored as a node's output (``MISSING`` in it, a NaN or an
+    infinity, a type MessagePack has no form for), or None if it can."""
+    try:
+        encoded = _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        paths = missing_paths(value, root)
+        if paths:
+            verb = "is" if len(paths) == 1 else "are"
+            return f"{', '.join(paths[:_SHOWN])} {verb} MISSING (a value that is not there)"
+        return str(exc)
+    return explain_nonfinite(value, root) if maybe_nonfinite(encoded) else None
+
+
+def _nonfinite(item: Any) -> bool:
+    return isinstance(item, float) and not math.isfinite(item)
+
+
+def _number(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
 
 
 def missing_paths(value: Any, root: str = "output") -> list[str]:
     """Where ``MISSING`` sits in ``value``, as Python would reach it (``output["x"][0]``), in
     the order the value is written; ``[root]`` if it is ``MISSING`` itself."""
-    found: list[str] = []
+    return [path for path, _ in _paths(value, root, _is_missing)]
+
+
+def _is_missing(item: Any) -> bool:
+    return item is MISSING
+
+
+def _paths(value: Any, root: str, found_in: Callable[[Any], bool]) -> list[tuple[str, Any]]:
+    """Where in ``value`` the items ``found_in`` picks sit, and each item, in written order."""
+    found: list[tuple[str, Any]] = []
     seen: set[int] = set()  # containers already walked: a cycle is walked once
     stack: list[tuple[str, Any]] = [(root, value)]
     while stack:
         path, item = stack.pop()
-        if item is MISSING:
-            found.append(path)
+        if found_in(item):
+            found.append((path, item))
             continue
         children = _children(path, item)
         if children and id(item) not in seen:

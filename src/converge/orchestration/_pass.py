@@ -6,13 +6,14 @@ running replacement nodes, and calling an agent.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
+from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ValidationError
 from converge.orchestration._agents import NodeAgent, resolve_agent
+from converge.orchestration._missing import unstorable
 from converge.orchestration._plan import PlanNode
 from converge.protocol.objects import Usage
 
@@ -150,7 +151,9 @@ async def run_replacements(
             output = await run._call(agent, value, ctx, node.timeout)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interruption(exc):
+                raise
             reason = describe_error(exc, node.timeout)
             return Outcome(
                 "failed",
@@ -158,6 +161,14 @@ async def run_replacements(
                 usage=add_usage(usage, ctx.usage),
             )
         usage = add_usage(usage, ctx.usage)
+        problem = unstorable(output)
+        if problem is not None:
+            return Outcome(
+                "failed",
+                error=f"{error}; its replacement {spec.id!r} returned an output that cannot "
+                f"be stored: {problem}",
+                usage=usage,
+            )
         run.log(
             "node.replaced",
             {"node": spec.id, "iteration": iteration, "replaces": node.id, "output": output},
@@ -176,8 +187,7 @@ async def invoke(agent: NodeAgent, args: tuple[Any, ...], pool: Executor) -> Any
     if agent.inline:
         result = agent.fn(*args)
     else:
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(pool, functools.partial(agent.fn, *args))
+        result = await call_in_thread(agent.fn, *args, executor=pool)
     if isinstance(result, Awaitable):
         return await result
     return result

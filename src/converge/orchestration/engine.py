@@ -35,9 +35,11 @@ import msgspec
 
 from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
+from converge.core.signing import maybe_nonfinite
 from converge.errors import ConflictError, StateError, ValidationError
 from converge.orchestration._announce import Announcer
 from converge.orchestration._budget import AgentBudget
+from converge.orchestration._missing import explain_nonfinite
 from converge.orchestration._pass import FailureHook
 from converge.orchestration._records import RunRecords, agent_usage, read_records
 from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
@@ -63,6 +65,7 @@ from converge.store.memory import MemoryStore
 __all__ = ["Engine", "RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
 
 _log = logging.getLogger(__name__)
+_encoder = msgspec.msgpack.Encoder()
 _ANNOUNCE_AFTER = 0.1
 """Seconds after which a new run that has written nothing has its buffered start written:
 other processes (``converge runs``) see a run whose first node is slow within twice this."""
@@ -543,6 +546,21 @@ class Engine:
                 await self._broken(state)
             owner.drop(run_id, state)  # lost the take-over: it wrote nothing
             raise
+        except (KeyboardInterrupt, SystemExit):
+            # A signal's (Ctrl-C pressed twice, a SIGTERM handler's ``sys.exit``): the run is
+            # INTERRUPTED, as by a cancellation, and the exception goes on. What an agent
+            # raises itself is its node's failure and does not come here (``is_interruption``).
+            try:
+                if claim is None or state.claimed:
+                    state.status = state.error = "interrupted"
+                    state.stopping = True
+                    with contextlib.suppress(Exception):  # the signal's exception goes on
+                        ended = await self._finish(state)
+                        if sink is not None:
+                            sink.append(ended)
+            finally:
+                owner.drop(run_id, state)
+            raise
         finally:
             if not announced:
                 self._announcer.discard(state)
@@ -640,6 +658,13 @@ def _inputs(names: frozenset[str], inputs: Mapping[str, Any] | None) -> dict[str
         raise ValidationError(
             f"the graph reads inputs it was not given: {', '.join(missing)}", field=missing[0]
         )
+    if inputs:
+        try:
+            encoded = _encoder.encode(inputs)
+        except (TypeError, ValueError, OverflowError):
+            encoded = b""  # not data at all: the store refuses it when the run starts
+        if maybe_nonfinite(encoded) and (why := explain_nonfinite(inputs, "inputs")):
+            raise ValidationError(why, field="inputs")
     return dict(inputs)
 
 

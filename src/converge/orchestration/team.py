@@ -45,6 +45,7 @@ from converge.coordination.resolution import (
     resolve,
 )
 from converge.core.agent import Agent
+from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ValidationError
 from converge.orchestration._agents import NodeAgent, _import, resolve_agent
 from converge.orchestration._context import NodeContext
@@ -250,8 +251,10 @@ async def _run_all(
             if agent.is_async:
                 output = await agent.fn(*args)
             else:
-                output = await asyncio.to_thread(agent.fn, *args)
-        except Exception as exc:  # the member's failure is a result, not the node's
+                output = await call_in_thread(agent.fn, *args)
+        except BaseException as exc:  # the member's failure is a result, not the node's
+            if is_interruption(exc):
+                raise
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return AgentResult(member_id, error=error, started_at=started)
         return AgentResult(member_id, output, started_at=started, finished_at=ctx.clock.now())

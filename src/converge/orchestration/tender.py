@@ -38,6 +38,7 @@ from converge.coordination.bidding import BiddingProtocol, ContractRound, RoundS
 from converge.core.capability import Requirement
 from converge.core.clock import Clock
 from converge.core.signing import unseal
+from converge.core.user_code import call_in_thread
 from converge.errors import ConvergeError, OrchestrationError, ValidationError
 from converge.orchestration._agents import NodeAgent, call_kwargs, resolve_agent
 from converge.orchestration._context import NodeContext
@@ -307,7 +308,7 @@ class Tender:
             return await agent.fn(*args)
         if agent.inline:
             return agent.fn(*args)
-        return await asyncio.to_thread(agent.fn, *args)
+        return await call_in_thread(agent.fn, *args)
 
 
 def _check_serving(bidding: BiddingProtocol, node: str) -> None:

@@ -65,7 +65,7 @@ class ToolError(ConvergeError):
         remote_traceback: str | None = None,
         retryable: bool | None = None,
     ) -> None:
-        kind = f"{error_type}: " if error_type else ""
+        kind = f"{error_type}: " if error_type and detail else error_type or ""
         super().__init__(f"tool {tool!r} failed: {kind}{detail}", retryable=retryable)
         self.tool = tool
         self.agent_id = agent_id

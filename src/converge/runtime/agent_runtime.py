@@ -10,10 +10,13 @@ agent decides through ``validate_safety``, and has the executor apply the accept
 - Incoming messages are verified and replay-checked; a bad one is dropped with a
   ``message.rejected`` event.
 - A refused decision is a ``decision.refused`` event (its rule and why). A decision whose
-  execution raises any ``Exception`` — a refusal by the board, a lost race, a bug in a protocol
-  or a tool — is a ``decision.failed`` event (the error's type and message, the decision as
-  data, the agent), logged too; the runtime goes on with the next decision either way. Only
-  cancellation (``BaseException``: ``CancelledError``, ``KeyboardInterrupt``) stops it there.
+  execution raises — a refusal by the board, a lost race, a bug in a protocol or a tool — is a
+  ``decision.failed`` event (the error's type and message, the decision as data, the agent),
+  logged too; the runtime goes on with the next decision either way. A ``decide()`` that
+  raises is a ``decide.failed`` event, and the runtime goes on. Either holds for whatever the
+  code raised, ``sys.exit()`` and its own ``KeyboardInterrupt`` included; only the process's
+  own stop (a cancellation, a signal: ``converge.core.user_code.is_interruption``) stops it
+  there.
 - ``max_consecutive_failures`` decisions failing in a row (100 by default; a decision that
   succeeds starts the count again) stop the runtime: ``runtime.stopped`` says why, and ``run()``
   and ``wait()`` raise ``TooManyFailedDecisions``. An agent whose every decision fails would
@@ -46,6 +49,7 @@ from converge.core.clock import Clock, system_clock
 from converge.core.decisions import Decision, JoinPool, LeavePool, SendMessage
 from converge.core.message import Message, ReplayGuard
 from converge.core.task import Task
+from converge.core.user_code import is_interruption
 from converge.errors import ConvergeError, StateError, ValidationError
 from converge.network.local import Inbox, LocalNetwork
 from converge.policy.safety import (
@@ -320,7 +324,9 @@ class AgentRuntime:
             self.decide_calls += 1
             try:
                 decisions = await self.agent.decide(messages, tasks)
-            except Exception as exc:  # the agent's bug: record it and go on
+            except BaseException as exc:  # the agent's bug (``sys.exit()`` too): record it
+                if is_interruption(exc):
+                    raise
                 await self._record("decide.failed", error=f"{type(exc).__name__}: {exc}")
                 with contextlib.suppress(Exception):
                     await self.agent.on_error(exc)
@@ -358,7 +364,9 @@ class AgentRuntime:
                         detail="without an executor only messages are sent",
                     )
                     continue
-            except Exception as exc:  # any failure of one decision; cancellation goes through
+            except BaseException as exc:  # any failure of one decision; cancellation goes on
+                if is_interruption(exc):
+                    raise
                 await self._failed(decision, exc, trace_id)
                 if self.failed_in_a_row >= self.max_consecutive_failures:
                     return  # the runtime stops: the decisions left are not executed
@@ -456,7 +464,7 @@ class AgentRuntime:
                 await self._record("runtime.reaper_failed", error=str(exc))
                 await self.clock.sleep(tasks.claim_ttl_sec)
 
-    async def _failed(self, decision: Decision, exc: Exception, trace_id: str | None) -> None:
+    async def _failed(self, decision: Decision, exc: BaseException, trace_id: str | None) -> None:
         """Record (and log) a decision that failed; stop the runtime at the limit."""
         self.failed_in_a_row += 1
         tag = str(type(decision).__struct_config__.tag)

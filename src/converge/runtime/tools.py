@@ -27,7 +27,9 @@ A call goes through, in order:
 5. **Running**, under ``timeout_s``: a tool marked ``unsafe`` (``FunctionTool(fn, unsafe=True)``)
    runs in a sandboxed child process (see ``converge.runtime.sandbox``); others run here (a
    sync function in a worker thread). Whatever the tool raises becomes a ``ToolError`` naming
-   the tool, with the exception chained; running out of time is a ``ToolTimeout``.
+   the tool, with the exception chained — ``sys.exit()`` and its own ``KeyboardInterrupt``
+   too (``converge.core.user_code``; a cancellation or a signal's goes on); running out of time
+   is a ``ToolTimeout``.
 
 Usage is kept per agent id in ``usage`` (a mapping you may share, or read back). A runtime that
 already passes the agent's decisions through ``validate_safety`` counts tool calls itself, so
@@ -47,6 +49,7 @@ from typing import Any
 from converge.core.clock import Clock, system_clock
 from converge.core.decisions import InvokeTool
 from converge.core.tools import FunctionTool, Tool, ToolRegistry, ToolSpec
+from converge.core.user_code import is_interruption
 from converge.errors import ValidationError
 from converge.policy.safety import ActionPolicy, AgentUsage, ResourceLimits, validate_safety
 from converge.runtime._tool_errors import ToolCallRefused, ToolError, ToolTimeout
@@ -184,7 +187,9 @@ class SafeTools:
                 killed = isinstance(tool, SandboxedTool)
                 raise ToolTimeout(name, self.timeout_s, killed=killed, agent_id=agent_id) from None
             raise _wrap(name, agent_id, exc) from exc
-        except Exception as exc:
+        except BaseException as exc:  # a tool's ``sys.exit()`` too: the tool's failure
+            if is_interruption(exc):
+                raise
             raise _wrap(name, agent_id, exc) from exc
 
     def _runnable(self, tool: Tool) -> Tool:
