@@ -413,3 +413,26 @@ async def test_the_task_board_claims_by_registered_capabilities(
     assert await board.claim(ALICE.did, second.id) == 1
     with pytest.raises(PolicyViolation, match="missing capabilities"):
         await board.claim(CAROL.did, third.id)  # capable, but its registration lapsed
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"created_at": "yesterday"}, "created_at"),
+        ({"nonce": ["a", "list"]}, "nonce"),
+        ({"kind": 5}, "kind"),
+        ({"id": None}, "id"),
+    ],
+)
+async def test_a_registration_with_a_field_of_the_wrong_type_is_refused(
+    service: DiscoveryService, store: Store, clock: ManualClock, fields: dict[str, Any], field: str
+) -> None:
+    """Once, a validly signed registration with ``created_at="yesterday"`` raised TypeError from
+    the replay guard instead of a refusal."""
+    me = msgspec.to_builtins(agent(ALICE, "summarize@1.0"))
+    with pytest.raises(ValidationError) as info:
+        await service.register_signed(signed(ALICE, me, clock, **fields))
+    assert info.value.field == field
+    [refused] = await store.read(kinds=["discovery.refused"])
+    assert all(v is None or isinstance(v, str) for v in refused.data.values())
+    assert await store.list("agent") == []

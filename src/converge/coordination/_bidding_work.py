@@ -46,7 +46,7 @@ from converge.coordination._bidding_core import (
     over_limits,
     round_event,
 )
-from converge.core.message import Message
+from converge.core.message import Message, shown
 from converge.core.signing import Signed, check_finite, maybe_nonfinite, unseal
 from converge.errors import ConvergeError, SignatureError
 from converge.protocol.event import Event
@@ -93,9 +93,15 @@ def _refusal(
 ) -> Event:
     # The trace is the round's only once the round is known to be this requester's; what a
     # message merely claims never picks the trace its refusal is filed in.
-    data = {"kind": message.kind, "reason": reason, "detail": detail, "message_id": message.id}
+    # What a refused message holds may be of any type and size: the event shows it capped.
+    data = {
+        "kind": shown(getattr(message, "kind", None)),
+        "reason": reason,
+        "detail": detail,
+        "message_id": shown(getattr(message, "id", None)),
+    }
     if not authenticated:
-        data["claimed_sender"] = message.sender
+        data["claimed_sender"] = shown(getattr(message, "sender", None))
     return Event(
         kind="bidding.refused",
         trace_id=round_.trace_id if round_ else p.did,

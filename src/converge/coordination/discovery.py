@@ -39,7 +39,7 @@ from converge.core._codec_errors import validation_error
 from converge.core.capability import Capability, CapabilitySet, Requirement
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.identity import public_key_from_did
-from converge.core.message import Message, ReplayGuard
+from converge.core.message import Message, ReplayGuard, shown
 from converge.core.topic import Topic
 from converge.errors import (
     ConflictError,
@@ -385,10 +385,13 @@ class DiscoveryService:
         return descriptor
 
     async def _refuse(self, message: Message, exc: Exception, *, actor: str) -> None:
+        # The message may hold anything of any size (it was refused): the event shows it capped.
         payload = message.payload
         claimed = payload.get("did") if isinstance(payload, dict) else None
-        subject = claimed if isinstance(claimed, str) and claimed else message.sender or message.id
-        data = {"reason": str(exc), "message_id": message.id, "sender": message.sender}
+        sender, message_id = shown(message.sender), shown(message.id)
+        named = shown(claimed) if isinstance(claimed, str) else None
+        subject = named or sender or message_id or ""
+        data = {"reason": shown(str(exc), 1000), "message_id": message_id, "sender": sender}
         event = self._event("discovery.refused", subject, actor, **data)
         await self.store.append([event])
 
