@@ -22,7 +22,7 @@ from converge.coordination.bidding import (
     RoundStage,
     report_done,
 )
-from converge.core import Identity, Message, unseal
+from converge.core import Identity, Message, ReplayGuard, unseal
 from converge.core import identity as identity_module
 from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS, clip
 from converge.core.clock import ManualClock
@@ -392,3 +392,66 @@ async def test_a_wait_that_times_out_leaves_nothing_behind(
     with pytest.raises(TimeoutError):
         await protocol.wait(round_.id, timeout=0.01)
     assert not protocol._changed and not protocol._waiting
+
+
+async def test_a_flood_dated_ahead_does_not_lock_honest_providers_out(
+    store: Store, clock: ManualClock
+) -> None:
+    """The requester's replay guard: one identity's authentic messages dated just inside the
+    future edge of the window once raised its floor past the clock, and every provider's offer
+    was refused as stale for five minutes."""
+    guard = ReplayGuard(max_entries=20, clock=clock)  # the default holds 100,000
+    guard.check_values("did:key:earlier", "n", clock.now() - 10)  # in use already
+    protocol = BiddingProtocol(store, REQUESTER, clock=clock, replay_guard=guard)
+    assert protocol.guard is guard
+    round_ = await protocol.announce(intent(), providers=[BOB.did])
+    for _ in range(3 * guard.max_entries):
+        spam = Message(
+            kind=OFFER_KIND, payload=b"junk", recipient=REQUESTER.did, created_at=clock.now() + 299
+        )
+        await protocol.handle(spam.sign(MALLORY))
+    await protocol.handle(
+        message(OFFER_KIND, offer(round_, 9.0, clock).sign(BOB).seal(), BOB, clock)
+    )
+    stored = await protocol.get(round_.id)
+    assert stored is not None
+    assert [o.provider for o in stored.auction.offers] == [BOB.did]
+    assert guard.floor <= clock.now()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"created_at": "yesterday"},
+        {"created_at": None},
+        {"nonce": ["a", "list"]},
+        {"kind": 5},
+        {"trace_id": ["victim"]},
+        {"id": "x" * 100_000},  # a str, but huge: accepted as a str, shown capped if refused
+    ],
+)
+async def test_a_malformed_message_is_refused_and_serving_goes_on(
+    store: Store, clock: ManualClock, fields: dict[str, Any]
+) -> None:
+    """Once, a validly signed message with ``created_at="yesterday"`` raised TypeError in the
+    replay guard: ``handle`` raised it, and ``serving()`` ended."""
+    net = LocalNetwork()
+    protocol = BiddingProtocol(store, REQUESTER, network=net, clock=clock)
+    round_ = await protocol.announce(intent(), providers=[BOB.did])
+    base: dict[str, Any] = {"kind": OFFER_KIND, "payload": b"junk", "recipient": REQUESTER.did}
+    hostile = Message(**{**base, "created_at": clock.now(), **fields}).sign(MALLORY)
+    async with protocol.serving():
+        await net.send(hostile)
+        await net.send(message(OFFER_KIND, offer(round_, 9.0, clock).sign(BOB).seal(), BOB, clock))
+        accepted = await protocol.wait(round_.id, until=lambda r: bool(r.auction.offers))
+    assert [o.provider for o in accepted.auction.offers] == [BOB.did]
+    for refused in await refusals(store, "bidding.refused"):
+        assert all(v is None or (isinstance(v, str) and len(v) <= 1000) for v in refused.values())
+        assert refused["reason"] in {"malformed", "bad_signature"}
+
+
+def test_an_injected_replay_guard_is_used_even_while_empty(store: Store) -> None:
+    """``replay_guard or ReplayGuard()`` once dropped the guard given: a guard has a length, so
+    one that holds no nonce yet is falsy."""
+    guard = ReplayGuard(max_entries=10)
+    assert BiddingProtocol(store, REQUESTER, replay_guard=guard).guard is guard

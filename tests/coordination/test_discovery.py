@@ -434,3 +434,26 @@ async def test_a_refused_registration_is_logged_with_its_claims_clipped(
         assert len(event.trace_id) <= MAX_ID_CHARS
         assert len(event.data["reason"]) <= MAX_TEXT_CHARS
         assert len(msgspec.json.encode(event)) < 2_000
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"created_at": "yesterday"}, "created_at"),
+        ({"nonce": ["a", "list"]}, "nonce"),
+        ({"kind": 5}, "kind"),
+        ({"id": None}, "id"),
+    ],
+)
+async def test_a_registration_with_a_field_of_the_wrong_type_is_refused(
+    service: DiscoveryService, store: Store, clock: ManualClock, fields: dict[str, Any], field: str
+) -> None:
+    """Once, a validly signed registration with ``created_at="yesterday"`` raised TypeError from
+    the replay guard instead of a refusal."""
+    me = msgspec.to_builtins(agent(ALICE, "summarize@1.0"))
+    with pytest.raises(ValidationError) as info:
+        await service.register_signed(signed(ALICE, me, clock, **fields))
+    assert info.value.field == field
+    [refused] = await store.read(kinds=["discovery.refused"])
+    assert all(v is None or isinstance(v, str) for v in refused.data.values())
+    assert await store.list("agent") == []

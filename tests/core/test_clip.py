@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS, clip, clip_text
+from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS, clip, clip_text, shown
 from tests.strategies import any_text
 
 _MARKER = re.compile(r"…\[\+(\d+) chars\]\Z")
@@ -40,6 +40,20 @@ def test_the_default_limits() -> None:
     assert clip("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK").endswith("doK")
 
 
-@pytest.mark.parametrize("value", [["a"] * 100, {"k": "v" * 500}, 10**300, None])
-def test_a_value_that_is_not_a_str_is_clipped_as_its_repr(value: object) -> None:
-    assert clip(value) == clip(repr(value))
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (["a"] * 100, "<list>"),
+        ({"k": "v" * 500}, "<dict>"),
+        (10**300, "<int>"),  # its repr alone is work; one of 10**5000 digits cannot be made
+        (None, "None"),
+        (True, "True"),
+        (-12, "-12"),
+        (1.5, "1.5"),
+    ],
+)
+def test_a_value_that_is_not_a_str_is_shown_without_being_printed_whole(
+    value: object, text: str
+) -> None:
+    assert clip(value) == text
+    assert shown(value) == (None if value is None else text)

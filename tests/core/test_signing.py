@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converge.core import Identity, Message, new_id, signing, unseal
+from converge.core import Identity, ManualClock, Message, ReplayGuard, new_id, signing, unseal
 from converge.core import identity as identity_module
 from converge.core.signing import canonical_encode
 from converge.errors import ConvergeError, ProtocolError, SignatureError, ValidationError
@@ -480,3 +480,87 @@ def test_countersignature_needs_the_executor_signature_and_the_named_requester()
         executor_signed.countersign(A)
     assert info.value.field == "requester"
     executor_signed.countersign(C).verify()
+
+
+# -- objects built in process: checked as if decoded -------------------------------------------
+
+_any_value = msgpack_values | st.builds(object) | st.sets(st.integers(), max_size=3)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"created_at": "yesterday"}, "created_at"),
+        ({"created_at": True}, "created_at"),
+        ({"nonce": ["a", "list"]}, "nonce"),
+        ({"kind": 5}, "kind"),
+        ({"trace_id": {"a": 1}}, "trace_id"),
+        ({"parent_id": 1.5}, "parent_id"),
+        ({"id": None}, "id"),
+    ],
+)
+def test_verify_checks_the_types_of_a_message_built_in_process(
+    fields: dict[str, Any], field: str
+) -> None:
+    """A struct built in process has no type checked; ``verify()`` checks what ``unseal``
+    checks of the same object's bytes, so a receiver never meets a wrong type behind a valid
+    signature."""
+    msg = Message(**{"kind": "k", "topic": "t", **fields}).sign(A)
+    with pytest.raises(ValidationError) as info:
+        msg.verify()
+    assert info.value.field == field
+    with pytest.raises(ValidationError):
+        unseal(msg.seal(), Message)  # the same verdict over the wire
+
+
+def test_verify_checks_the_types_of_other_signed_objects() -> None:
+    offer = Offer(intent_id="i", trace_id="t", capability=["c@1.0"], cost=1.0, provider=A.did).sign(
+        A
+    )  # type: ignore[arg-type]
+    with pytest.raises(ValidationError) as info:
+        offer.verify()
+    assert info.value.field == "capability"
+
+
+def test_a_signature_that_is_not_bytes_is_a_signature_error() -> None:
+    msg = msgspec.structs.replace(Message(kind="k", topic="t").sign(A), signature="ab" * 32)
+    with pytest.raises(SignatureError) as info:
+        msg.verify()
+    assert info.value.field == "signature"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([f for f in Message.__struct_fields__ if f != "signature"]),
+        _any_value,
+        max_size=5,
+    ),
+    st.booleans(),
+)
+def test_a_message_built_in_process_with_any_fields_raises_only_converge_errors(
+    fields: dict[str, Any], resign: bool
+) -> None:
+    """What a receiver does with an in-process message — verify, then replay-check — raises
+    converge's errors whatever its fields hold, signed over them or not."""
+    clock = ManualClock(1_000_000.0)
+    guard = ReplayGuard(clock=clock)
+    base = Message(kind="k", recipient=B.did, created_at=clock.now()).sign(A)
+
+    def receive() -> None:
+        msg = msgspec.structs.replace(base, **fields)
+        if resign:
+            msg = msg.sign(A)
+        msg.verify()
+        guard.check(msg)
+
+    converge_errors_only(receive)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_any_value, _any_value, _any_value)
+def test_the_replay_guard_raises_only_converge_errors(
+    sender: Any, nonce: Any, created_at: Any
+) -> None:
+    guard = ReplayGuard(clock=ManualClock(1_000_000.0))
+    converge_errors_only(lambda: guard.check_values(sender, nonce, created_at))

@@ -405,7 +405,7 @@ def test_the_message_record_stays_bounded_and_only_over_counts() -> None:
         usage.apply(msg(), T0 + i * 0.0002)
     now = T0 + 1.2  # messages sent after T0 + 0.2 are in the window: 3,999 of them
     assert usage.messages_in_window(now) >= sum(1 for i in range(5_000) if i * 0.0002 > 0.2)
-    assert len(usage._sent) <= 1024  # memory is bounded, whatever the send pattern
+    assert len(usage._sent._times) <= 1024  # memory is bounded, whatever the send pattern
     assert usage.messages_in_window(T0 + 3) == 0
 
 
@@ -622,3 +622,109 @@ def test_accepted_decisions_never_exceed_any_limit(
         assert rate is None or usage.messages_in_window(now) <= rate
         usage.add_usage(tokens=tokens, cost=cost)
         now += step
+
+
+# --- decisions built in process with fields of the wrong type ------------------------------------
+
+MALFORMED: list[Any] = [
+    ClaimTask(task_id=["not", "an", "id"]),
+    ReportTask(task_id={"t": 1}),
+    FailTask(task_id="t", reason=None),
+    InvokeTool(tool=["search"]),
+    SendMessage(kind=5, topic="room"),
+    SendMessage(kind="chat", topic="room", payload=object()),
+    SendMessage(kind="chat", topic="room", payload={"x": 2**70}),
+    SubmitTask(objective="o", priority="high"),
+    SubmitBid(auction_id="a", amount="cheap"),
+    JoinPool(pool_id=3),
+]
+
+
+def test_a_decision_with_a_field_of_the_wrong_type_is_refused_not_raised() -> None:
+    """Building a struct checks no type: ``InvokeTool(tool=[...])`` once raised TypeError (an
+    unhashable list) from the tool lists, ``ClaimTask(task_id=[...])`` from the claim count."""
+    limits = ResourceLimits(max_claimed_tasks=3, max_tool_calls=3, max_messages_per_second=3)
+    policy = ActionPolicy(deny_tools=frozenset({"rm"}), allow_tools=frozenset({"search"}))
+    for kwargs in ({}, {"limits": limits, "policy": policy}):
+        got = check([*MALFORMED, ClaimTask(task_id="ok")], **kwargs)  # type: ignore[arg-type]
+        assert got == [(i, "decision_malformed") for i in range(len(MALFORMED))]
+    [violation] = validate_safety(
+        [MALFORMED[0]], limits=limits, policy=policy, usage=AgentUsage(T0), now=T0
+    )
+    assert "task_id" in violation.detail
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(ONE_OF_EACH),
+            st.dictionaries(
+                st.text(max_size=12),
+                st.none()
+                | st.integers()
+                | st.text(max_size=3)
+                | st.lists(st.integers())
+                | st.builds(object),
+                max_size=2,
+            ),
+        ),
+        max_size=6,
+    ),
+    limits_st,
+    policies_st,
+)
+def test_validate_safety_never_raises_whatever_a_decision_holds(
+    cases: list[tuple[Decision, dict[str, Any]]], limits: ResourceLimits, policy: ActionPolicy
+) -> None:
+    decisions = []
+    for decision, changes in cases:
+        fields = {k: v for k, v in changes.items() if k in decision.__struct_fields__}
+        try:
+            decisions.append(msgspec.structs.replace(decision, **fields))
+        except ValidationError:
+            continue  # refused when built (a SendMessage's addressing)
+    usage = AgentUsage(started_at=T0)
+    violations = validate_safety(decisions, limits=limits, policy=policy, usage=usage, now=T0)
+    for d in accepted(decisions, violations):
+        msgspec.msgpack.decode(msgspec.msgpack.encode(d), type=type(d))  # each one is well-typed
+        usage.apply(d, T0)
+
+
+# --- default rates -------------------------------------------------------------------------------
+
+
+def test_the_default_limits_bound_the_rates_and_none_is_unlimited() -> None:
+    limits = ResourceLimits()
+    assert (limits.max_messages_per_second, limits.max_decide_calls_per_second) == (10_000, 1_000)
+    assert check([msg()] * 10_000) == []  # one call may message 10,000 agents
+    assert check([msg()] * 10_001) == [(10_000, "max_messages_per_second")]
+    unlimited = ResourceLimits(max_messages_per_second=None, max_decide_calls_per_second=None)
+    assert check([msg()] * 20_000, limits=unlimited) == []
+
+
+def test_decide_delay_waits_for_the_oldest_call_to_leave_the_window() -> None:
+    usage = AgentUsage(started_at=T0)
+    for i in range(3):
+        assert usage.decide_delay(3, T0 + i * 0.25) == 0.0
+        usage.record_decide(T0 + i * 0.25)
+    assert usage.decide_calls_in_window(T0 + 0.5) == 3
+    assert usage.decide_delay(3, T0 + 0.5) == pytest.approx(0.5)  # the first leaves at T0 + 1
+    assert usage.decide_delay(3, T0 + 1.0) == 0.0
+    assert usage.decide_delay(None, T0 + 0.5) == 0.0
+    assert usage.decide_delay(0, T0) == math.inf
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 0.3), max_size=60), st.integers(1, 8))
+def test_calls_made_when_decide_delay_allows_never_exceed_the_rate(
+    steps: list[float], limit: int
+) -> None:
+    usage = AgentUsage(started_at=T0)
+    now, made = T0, []
+    for step in steps:
+        now += step
+        now += usage.decide_delay(limit, now)  # wait as the runtime does, then call
+        usage.record_decide(now)
+        made.append(now)
+        assert sum(1 for t in made if now - 1.0 < t <= now) <= limit

@@ -16,8 +16,10 @@ from converge.core import (
     ClaimTask,
     Decision,
     Identity,
+    InvokeTool,
     JoinPool,
     Message,
+    ReplayGuard,
     ReportTask,
     SendMessage,
     SubmitBid,
@@ -672,3 +674,226 @@ def test_an_agent_that_is_not_an_agent_is_refused(store: Store) -> None:
     with pytest.raises(ValidationError) as refused:
         AgentRuntime(quiet, network=LocalNetwork(), store=store)  # type: ignore[arg-type]
     assert refused.value.field == "agent"
+
+
+# -- hostile input: replay-guard floor poisoning, malformed messages and decisions ------------
+
+
+async def test_a_sender_flooding_messages_dated_ahead_does_not_silence_the_others(
+    store: Store, clock: ManualClock
+) -> None:
+    """Once, ``max_entries + 1`` authentic messages dated just inside the future edge of the
+    window raised the guard's floor past the clock: every honest sender was refused as stale
+    for five minutes."""
+    net = LocalNetwork()
+    agent = Scripted(quiet)
+    guard = ReplayGuard(max_entries=20, clock=clock)  # the default holds 100,000
+    guard.check_values("did:key:earlier", "n", clock.now() - 10)  # in use already
+    mallory, alice = Identity.generate(), Identity.generate()
+    async with AgentRuntime(agent, network=net, store=store, clock=clock, replay_guard=guard) as rt:
+        assert rt.guard is guard
+        for _ in range(3 * guard.max_entries):
+            ahead = Message(kind="spam", recipient=agent.did, created_at=clock.now() + 299)
+            await net.send(ahead.sign(mallory))
+        hello = Message(kind="hi", recipient=agent.did, created_at=clock.now() - 5).sign(alice)
+        await net.send(hello)
+        await eventually(lambda: hello.id in {m.id for m in agent.seen})
+    assert guard.floor <= clock.now()
+
+
+def _hostile_messages(to: str, sender: Identity, clock: ManualClock) -> list[Any]:
+    """Messages of every kind of malformation an in-process sender can put on the network
+    (a struct built in process has its types checked by no one), each signed when it can be."""
+
+    def made(**fields: Any) -> Message:
+        return Message(**{"kind": "x", "recipient": to, "created_at": clock.now(), **fields})
+
+    wrong_types = [
+        {"created_at": "yesterday"},
+        {"created_at": None},
+        {"created_at": True},
+        {"created_at": 10**30},  # no 64-bit integer: not encodable
+        {"created_at": float("nan")},
+        {"nonce": ["a", "list"]},
+        {"nonce": None},
+        {"nonce": 7},
+        {"kind": 5},
+        {"kind": b"bytes"},
+        {"id": None},
+        {"id": "x" * 100_000 + "\n", "created_at": "now"},  # huge, and shown capped
+        {"trace_id": ["victim"], "created_at": "now"},
+        {"parent_id": 1.5},
+        {"payload": {"x": float("inf")}},
+    ]
+    out: list[Any] = [made(**fields).sign(sender) for fields in wrong_types if _signable(fields)]
+    out += [  # not even signable: an unencodable value, or a signature of the wrong type
+        msgspec.structs.replace(made(payload=object()), sender=sender.did, signature=b"s" * 64),
+        msgspec.structs.replace(made(created_at=10**30), sender=sender.did, signature=b"s" * 64),
+        msgspec.structs.replace(made(created_at=float("nan")), sender=sender.did, signature=b"s"),
+        msgspec.structs.replace(made(payload={"x": float("inf")}), sender=sender.did),
+        msgspec.structs.replace(made(), signature="not bytes"),
+        msgspec.structs.replace(made(), sender=["not", "a", "did"]),
+    ]
+    return out
+
+
+def _signable(fields: dict[str, Any]) -> bool:
+    value = next(iter(fields.values()))
+    return not (
+        (isinstance(value, int) and value > 2**64) or value != value or fields.get("payload")
+    )
+
+
+async def test_a_malformed_message_is_rejected_and_the_runtime_goes_on(
+    store: Store, clock: ManualClock
+) -> None:
+    """Once, a validly signed message with ``created_at="yesterday"`` raised TypeError in the
+    replay guard and ended the runtime: later messages got "no agent on this network"."""
+    net = LocalNetwork()
+    agent = Scripted(quiet)
+    mallory, alice = Identity.generate(), Identity.generate()
+    async with AgentRuntime(agent, network=net, store=store, clock=clock) as rt:
+        hostile = _hostile_messages(agent.did, mallory, clock)
+        for message in hostile:
+            await net.send(message)
+        await rt.inbox.put("not a message at all")  # type: ignore[arg-type]
+        hello = Message(kind="hi", recipient=agent.did, created_at=clock.now()).sign(alice)
+        await net.send(hello)
+        await eventually(lambda: [m.id for m in agent.seen] == [hello.id])
+        await eventually(lambda: _count(store, "message.rejected", len(hostile) + 1))
+    rejected = await store.read(kinds=["message.rejected"])
+    assert len(rejected) == len(hostile) + 1
+    assert {e.trace_id for e in rejected} == {agent.did}  # a claimed trace is not believed
+    reasons = {e.data["reason"] for e in rejected}
+    assert reasons <= {"malformed", "bad_signature"}, reasons
+    for event in rejected:  # every field shown is a short str, whatever the message held
+        assert all(isinstance(v, str) and len(v) <= 1000 for v in event.data.values())
+    assert any(e.data.get("field") == "created_at" for e in rejected)
+    assert any(e.data.get("field") == "nonce" for e in rejected)
+
+
+class _BrokenGuard(ReplayGuard):
+    """A replay guard with a bug: one kind of message makes it raise something unexpected."""
+
+    def check(self, message: Message) -> None:
+        if message.kind == "boom":
+            raise ZeroDivisionError("a bug in the guard")
+        super().check(message)
+
+
+async def test_any_exception_while_taking_a_message_is_a_rejection_and_the_runtime_goes_on(
+    store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = LocalNetwork()
+    agent = Scripted(quiet)
+    alice = Identity.generate()
+    guard = _BrokenGuard(clock=clock)
+    guard.check_values("did:key:earlier", "n", clock.now() - 10)  # in use already
+    async with AgentRuntime(agent, network=net, store=store, clock=clock, replay_guard=guard) as rt:
+        assert rt.guard is guard
+        boom = Message(kind="boom", recipient=agent.did, created_at=clock.now()).sign(alice)
+        hello = Message(kind="hi", recipient=agent.did, created_at=clock.now()).sign(alice)
+        await net.send(boom)
+        await net.send(hello)
+        await eventually(lambda: [m.id for m in agent.seen] == [hello.id])
+    [rejected] = await kinds(store, "message.rejected")
+    assert (rejected["reason"], rejected["message_id"]) == ("ZeroDivisionError", boom.id)
+    [logged] = [r for r in caplog.records if "message rejected" in r.getMessage()]
+    assert logged.levelname == "ERROR" and logged.exc_info is not None  # a bug: its traceback
+
+
+async def test_malformed_decisions_are_refused_and_the_runtime_goes_on(
+    store: Store, clock: ManualClock
+) -> None:
+    """Decisions built in process are not type-checked either: one with an unhashable field
+    once raised TypeError inside ``validate_safety`` and ended the runtime."""
+    net = LocalNetwork()
+    listener = Scripted(quiet)
+    board = TaskManager(store, clock=clock)
+    bad: list[Any] = [
+        ClaimTask(task_id=["not", "an", "id"]),  # type: ignore[arg-type]
+        InvokeTool(tool=["t"]),  # type: ignore[arg-type]
+        ReportTask(task_id={"x": 1}, result=None),  # type: ignore[arg-type]
+        SendMessage(kind=5, recipient=listener.did),  # type: ignore[arg-type]
+        SendMessage(kind="x", recipient=listener.did, payload=object()),
+        Vote(ballot_id=1, choice=None),  # type: ignore[arg-type]
+        SubmitTask(objective="o", priority="high"),  # type: ignore[arg-type]
+    ]
+
+    def hostile(messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        return [*bad, SendMessage(kind="after", recipient=listener.did)] if messages else []
+
+    agent = Scripted(hostile)
+    executor = StandardExecutor(network=net, tasks=board, clock=clock)
+    # Limits and lists that make the safety check look at every decision's fields.
+    limits = ResourceLimits(max_claimed_tasks=3, max_tool_calls=3)
+    policy = ActionPolicy(deny_tools=frozenset({"rm"}))
+    async with (
+        AgentRuntime(listener, network=net, store=store, clock=clock),
+        AgentRuntime(
+            agent,
+            network=net,
+            tasks=board,
+            executor=executor,
+            limits=limits,
+            policy=policy,
+            clock=clock,
+        ),
+    ):
+        await executor.execute(listener, SendMessage(kind="go", recipient=agent.did))
+        await eventually(lambda: [m.kind for m in listener.seen] == ["after"])
+        await executor.execute(listener, SendMessage(kind="again", recipient=agent.did))
+        await eventually(lambda: [m.kind for m in listener.seen] == ["after", "after"])
+    refused = await kinds(store, "decision.refused")
+    assert [r["rule"] for r in refused] == ["decision_malformed"] * 2 * len(bad)
+    assert await board.list_pending_tasks_for_agent(agent.did, [], []) == []
+
+
+async def test_a_runaway_agent_is_throttled_by_the_default_limits(
+    store: Store, clock: ManualClock
+) -> None:
+    """An agent that messages itself on every call: without limits it looped thousands of
+    times a second. By default ``decide()`` runs at most 1,000 times in any second."""
+    net = LocalNetwork()
+    me = Scripted(lambda m, t: [SendMessage(kind="again", recipient=me.did)])
+    executor = StandardExecutor(network=net, clock=clock)
+    limit = ResourceLimits().max_decide_calls_per_second
+    assert limit == 1000 and ResourceLimits().max_messages_per_second == 10_000
+    async with AgentRuntime(me, network=net, store=store, executor=executor, clock=clock) as rt:
+        await executor.execute(me, SendMessage(kind="start", recipient=me.did))
+        await eventually(lambda: rt.throttled == 1)  # on a clock that stands still: waiting
+        assert rt.decide_calls == limit
+        clock.advance(1.0)
+        await eventually(lambda: rt.throttled == 2)
+        assert rt.decide_calls == 2 * limit
+    assert await kinds(store, "decision.refused") == []  # nothing refused: it only waited
+
+
+async def test_the_decide_rate_is_overridable_and_none_is_unlimited(
+    store: Store, clock: ManualClock
+) -> None:
+    net = LocalNetwork()
+    me = Scripted(lambda m, t: [SendMessage(kind="again", recipient=me.did)])
+    executor = StandardExecutor(network=net, clock=clock)
+    three = ResourceLimits(max_decide_calls_per_second=3)
+    async with AgentRuntime(
+        me, network=net, store=store, executor=executor, clock=clock, limits=three
+    ) as rt:
+        await executor.execute(me, SendMessage(kind="start", recipient=me.did))
+        await eventually(lambda: rt.throttled == 1)
+        assert rt.decide_calls == 3
+    unlimited = ResourceLimits(max_decide_calls_per_second=None, max_messages_per_second=None)
+    async with AgentRuntime(
+        me, network=net, store=store, executor=executor, clock=clock, limits=unlimited
+    ) as rt:
+        await executor.execute(me, SendMessage(kind="start", recipient=me.did))
+        await eventually(lambda: rt.decide_calls > 1500)  # past the default, never waiting
+        assert rt.throttled == 0
+
+
+def test_an_injected_replay_guard_is_used_even_while_empty(store: Store) -> None:
+    """``replay_guard or ReplayGuard()`` once dropped the guard given: a guard has a length, so
+    one that holds no nonce yet is falsy."""
+    guard = ReplayGuard(max_entries=10)
+    runtime = AgentRuntime(Scripted(quiet), network=LocalNetwork(), store=store, replay_guard=guard)
+    assert runtime.guard is guard

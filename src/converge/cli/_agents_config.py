@@ -16,7 +16,8 @@ agents:                        # required: one runtime per agent, by name
     key: keys/alpha.pem        # optional: its Ed25519 key; created (mode 0600) if absent
     limits:                    # optional: its ResourceLimits, each optional
       max_wall_time_s: 3600    #   also max_claimed_tasks, max_messages_per_second,
-      max_cost: 5.0            #   max_tool_calls, max_tokens, max_decisions_per_call
+      max_cost: 5.0            #   max_decide_calls_per_second, max_tool_calls, max_tokens,
+                               #   max_decisions_per_call
     policy:                    # optional: its ActionPolicy (lists of names)
       deny_decisions: [submit_task]  # also allow_decisions, allow_tools, deny_tools
 ```
@@ -30,7 +31,10 @@ compute it (the loser's report is refused and logged): use it for idempotent wor
 
 A budget in ``limits`` (``max_wall_time_s``, ``max_tokens``, ``max_cost``) that runs out stops
 the agent's runtime (wall time when it is up, even for an idle agent); the other limits refuse
-the decisions that break them. A limit left out or null is unlimited. An ``allow_*`` list that
+the decisions that break them, except ``max_decide_calls_per_second``, which makes the runtime
+wait. A limit that is null is unlimited; one left out is unlimited too, except the two rates,
+which keep ``ResourceLimits``' defaults (10,000 messages and 1,000 ``decide()`` calls a second:
+a board worker, one task per call, does at most 1,000 tasks a second). An ``allow_*`` list that
 is empty allows nothing; one left out or null allows everything. ``max_consecutive_failures``
 decisions failing in a row (a refused claim, a tool that raises…) also stop the agent's runtime,
 as a failure.

@@ -23,6 +23,7 @@ from converge.coordination._bidding_provider import (
     TASK_PROGRESS_KIND,
     TASK_START_KIND,
 )
+from converge.core.clip import clip_text
 from converge.core.message import Message
 from converge.errors import ConvergeError, SignatureError, ValidationError
 from converge.network.local import Inbox
@@ -142,15 +143,19 @@ async def dispatch(p: BiddingProtocol, message: Message) -> None:
     """``BiddingProtocol.handle``: verify, replay-check and route one message.
 
     Whatever one message carries, it ends here: a ``ConvergeError`` raised while taking it
-    (bytes that verify but do not decode, a value that cannot be encoded canonically, a store
-    refusing a write) is recorded as a ``bidding.refused`` event and the next message is taken.
+    (a field of the wrong type, bytes that verify but do not decode, a value that cannot be
+    encoded canonically, a store refusing a write) is recorded as a ``bidding.refused`` event
+    and the next message is taken.
     Only cancellation and bugs (non-converge exceptions) propagate.
     """
     try:
-        message.verify()
+        if not isinstance(message, Message):
+            raise ValidationError(f"not a Message but {type(message).__name__}")
+        message.verify()  # its fields' types (as if decoded from bytes), then its signature
         p.guard.check(message)
     except ConvergeError as exc:
-        await work.refuse(p, message, "bad_signature", str(exc), authenticated=False)
+        why: RoundRefusal = "malformed" if isinstance(exc, ValidationError) else "bad_signature"
+        await work.refuse(p, message, why, clip_text(str(exc)), authenticated=False)
         return
     try:
         await _route(p, message)

@@ -46,7 +46,7 @@ from converge.coordination._bidding_core import (
     over_limits,
     round_event,
 )
-from converge.core.clip import clip, clip_text
+from converge.core.clip import clip, clip_text, shown
 from converge.core.message import Message
 from converge.core.signing import Signed, unseal
 from converge.errors import ConvergeError, SignatureError
@@ -94,15 +94,15 @@ def _refusal(
 ) -> Event:
     # The trace is the round's only once the round is known to be this requester's; what a
     # message merely claims never picks the trace its refusal is filed in.
-    # Whatever the message carries is the sender's choice, signed or not: clipped for the log.
+    # What a refused message holds may be of any type and size: the event shows it clipped.
     data = {
-        "kind": clip(message.kind),
+        "kind": shown(getattr(message, "kind", None)),
         "reason": reason,
         "detail": clip_text(detail),
-        "message_id": clip(message.id),
+        "message_id": shown(getattr(message, "id", None)),
     }
     if not authenticated:
-        data["claimed_sender"] = clip(message.sender)
+        data["claimed_sender"] = shown(getattr(message, "sender", None))
     return Event(
         kind="bidding.refused",
         trace_id=round_.trace_id if round_ else p.did,

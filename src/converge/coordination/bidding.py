@@ -174,7 +174,8 @@ class BiddingProtocol:
         self.clock = clock
         self.id_factory = id_factory
         self.check_output = check_output
-        self.guard = replay_guard or ReplayGuard(clock=clock)
+        # Not `replay_guard or ...`: a guard holding no nonce yet is falsy (it has a length).
+        self.guard = ReplayGuard(clock=clock) if replay_guard is None else replay_guard
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._waiting: dict[str, int] = {}

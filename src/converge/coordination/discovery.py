@@ -37,7 +37,7 @@ import msgspec
 from converge.coordination.pool_manager import TrustSource
 from converge.core._codec_errors import validation_error
 from converge.core.capability import Capability, CapabilitySet, Requirement
-from converge.core.clip import clip, clip_text
+from converge.core.clip import clip, clip_text, shown
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.identity import public_key_from_did
 from converge.core.message import Message, ReplayGuard
@@ -387,16 +387,14 @@ class DiscoveryService:
         return descriptor
 
     async def _refuse(self, message: Message, exc: Exception, *, actor: str) -> None:
+        # The message may hold anything of any size (it was refused): the event shows it capped.
         payload = message.payload
         claimed = payload.get("did") if isinstance(payload, dict) else None
-        subject = claimed if isinstance(claimed, str) and claimed else message.sender or message.id
-        # All of it is the message's claim: clipped for the log.
-        data = {
-            "reason": clip_text(str(exc)),
-            "message_id": clip(message.id),
-            "sender": clip(message.sender),
-        }
-        event = self._event("discovery.refused", clip(subject), clip(actor), **data)
+        sender, message_id = shown(message.sender), shown(message.id)
+        named = shown(claimed) if isinstance(claimed, str) else None
+        subject = named or sender or message_id or ""
+        data = {"reason": clip_text(str(exc)), "message_id": message_id, "sender": sender}
+        event = self._event("discovery.refused", subject, clip(actor), **data)
         await self.store.append([event])
 
     def _event(self, kind: str, did: str, actor: str, **data: Any) -> Event:

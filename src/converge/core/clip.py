@@ -10,12 +10,15 @@ The rule: a string of at most ``limit`` characters is kept as it is; a longer on
 first characters and ends with a marker that says how many were cut, ``…[+399958 chars]``, the
 whole at most ``limit`` characters. Identifiers are clipped at ``MAX_ID_CHARS`` (every id
 converge makes is far shorter: a did has 56 characters, an id 26), texts such as error messages
-at ``MAX_TEXT_CHARS``. A value that is not a ``str`` is clipped as its ``repr``.
+at ``MAX_TEXT_CHARS``. A value that is not a ``str`` (a field of a message built in process
+with the wrong type) is shown as its ``repr`` when it is a bool, a float or a small int, else as
+its type in angle brackets (``<list>``) — never the value, which may be huge or not printable.
+``shown`` is ``clip`` that keeps None as None, for optional fields of a refused message.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_ID_CHARS", "MAX_TEXT_CHARS", "clip", "clip_text"]
+__all__ = ["MAX_ID_CHARS", "MAX_TEXT_CHARS", "clip", "clip_text", "shown"]
 
 MAX_ID_CHARS = 128
 """The most characters of an identifier (did, id, nonce, kind, trace id…) that are logged."""
@@ -29,7 +32,7 @@ def clip(value: object, limit: int = MAX_ID_CHARS) -> str:
 
     Costs O(``limit``) for a ``str`` of any length: the cut never copies more than it keeps.
     """
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else _short(value)
     if len(text) <= limit:
         return text
     # The marker counts the characters cut, and its own length decides how many are cut: settle
@@ -43,6 +46,20 @@ def clip(value: object, limit: int = MAX_ID_CHARS) -> str:
         if fits == keep:
             return text[:keep] + marker
         keep = fits
+
+
+def _short(value: object) -> str:
+    """A non-str value as a short text that costs nothing to make."""
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, int) and -(10**18) < value < 10**18:
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
+def shown(value: object, limit: int = MAX_ID_CHARS) -> str | None:
+    """``clip(value, limit)``, None kept as None."""
+    return None if value is None else clip(value, limit)
 
 
 def clip_text(value: object) -> str:

@@ -141,9 +141,21 @@ class LocalNetwork:
     async def send(self, message: Message) -> int:
         """Deliver ``message``; returns how many inboxes received it.
 
+        Only its addressing is checked here; receivers check the rest (types, signature,
+        replay), as they would of bytes from a socket.
+
         Raises:
+            ValidationError: not a ``Message``, or a recipient or topic that is not a str.
             TransportError: a direct message to an agent not on this network.
         """
+        if not isinstance(message, Message):
+            raise ValidationError(f"expected a Message, not {type(message).__name__}")
+        for name in ("recipient", "topic"):
+            value = getattr(message, name)
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(
+                    f"a message's `{name}` is a str, not {type(value).__name__}", field=name
+                )
         targets = self.recipients(message)
         if message.recipient is not None and not targets:
             raise TransportError(f"no agent {message.recipient} on this network")

@@ -10,10 +10,13 @@ Data, one pure check, and a usage record the runtime updates::
 ``validate_safety`` walks the decisions in order as if the accepted ones before each had been
 applied, so quotas hold within one ``decide()`` result as well as across results. It never mutates
 ``usage`` and never raises. A refused decision gets one ``SafetyViolation``, for the first rule it
-breaks, checked in this order: decision deny/allow lists, tool deny/allow lists, exhausted budgets
-(wall time, tokens, cost), quotas (messages per second, tool calls, claimed tasks). A result longer
-than ``max_decisions_per_call`` is refused whole, with one violation at index -1. Nothing here does
-I/O: the runtime records the violations as events and enforces them.
+breaks, checked in this order: not a decision, malformed (a field of the wrong type: building a
+struct in process checks none, so each is checked as decoding it from bytes would), decision
+deny/allow lists, tool deny/allow lists, exhausted budgets (wall time, tokens, cost), quotas
+(messages per second, tool calls, claimed tasks). A result longer than
+``max_decisions_per_call`` is refused whole, with one violation at index -1. Nothing here does
+I/O: the runtime records the violations as events and enforces them (and waits to keep within
+``max_decide_calls_per_second``, which refuses nothing).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import math
 import typing
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -52,6 +55,7 @@ __all__ = [
 
 SafetyRule = Literal[
     "decision_not_allowed",
+    "decision_malformed",
     "decision_denied",
     "tool_not_allowed",
     "tool_denied",
@@ -78,12 +82,23 @@ _Amount = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class ResourceLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Quotas for one agent; every limit is optional (None: unlimited)."""
+    """Quotas for one agent; every limit is optional (None: unlimited).
+
+    The two rates have defaults, so that an agent that keeps waking itself (a message to
+    itself per ``decide()``, a task it submits and sees) cannot spin a core and flood the
+    network: 10,000 messages and 1,000 ``decide()`` calls a second. Both are far above what a
+    working agent needs — one decision may message 10,000 agents — and cost nothing while an
+    agent is idle. Set either to None for no limit, or to another number.
+    """
 
     max_claimed_tasks: _Count | None = None
     """Tasks the agent may hold (claimed, not yet reported or failed) at once."""
-    max_messages_per_second: _Count | None = None
-    """Messages the agent may send in any sliding one-second window."""
+    max_messages_per_second: _Count | None = 10_000
+    """Messages the agent may send in any sliding one-second window; more are refused."""
+    max_decide_calls_per_second: _Count | None = 1_000
+    """Calls to the agent's ``decide()`` in any sliding one-second window. The runtime waits
+    before a call that would exceed it, refusing nothing: messages and tasks that arrive
+    meanwhile are handed to that call in one batch."""
     max_tool_calls: _Count | None = None
     """Tool calls over the agent's lifetime."""
     max_tokens: _Count | None = None
@@ -204,23 +219,24 @@ class AgentUsage:
 
     ``apply`` records what an executed decision consumes; ``add_usage`` what its tools and LLM
     calls report afterwards; ``release_task`` a task the agent stopped holding some other way (an
-    expired lease, a claim the board refused). Claimed tasks are tracked by id, so reporting a task
-    the agent does not hold frees nothing. Message send times are kept for the last second only,
-    as at most 1,024 distinct times; beyond that the oldest two merge into the later one, which can
-    only over-count, never let a message slip through.
+    expired lease, a claim the board refused); ``record_decide`` a call to its ``decide()``.
+    Claimed tasks are tracked by id, so reporting a task the agent does not hold frees nothing.
+    Message send times and ``decide()`` call times are kept for the last second only, as at most
+    1,024 distinct times each; beyond that the oldest two merge into the later one, which can
+    only over-count, never let one slip through.
 
     Args:
         started_at: when the agent started, on the clock ``now`` comes from.
         claimed: ids of tasks the agent already holds.
     """
 
-    __slots__ = ("_claimed", "_sent", "_sent_total", "cost", "started_at", "tokens", "tool_calls")
+    __slots__ = ("_claimed", "_decides", "_sent", "cost", "started_at", "tokens", "tool_calls")
 
     def __init__(self, started_at: float, *, claimed: Iterable[str] = ()) -> None:
         self.started_at = float(started_at)
         self._claimed: set[str] = set(claimed)
-        self._sent: deque[tuple[float, int]] = deque()  # (send time, messages), oldest first
-        self._sent_total = 0
+        self._sent = _Window()
+        self._decides = _Window()
         self.tool_calls = 0
         """Tools called so far."""
         self.tokens = 0
@@ -240,13 +256,21 @@ class AgentUsage:
 
     def messages_in_window(self, now: float) -> int:
         """Messages sent in the second up to ``now``: (now - 1 s, now]."""
-        total = self._sent_total
-        cutoff = now - _WINDOW_S
-        for at, count in self._sent:
-            if at > cutoff:
-                break
-            total -= count
-        return total
+        return self._sent.count(now)
+
+    def decide_calls_in_window(self, now: float) -> int:
+        """``decide()`` calls made in the second up to ``now``: (now - 1 s, now]."""
+        return self._decides.count(now)
+
+    def record_decide(self, now: float) -> None:
+        """Record a call to the agent's ``decide()`` at ``now``."""
+        self._decides.add(now)
+
+    def decide_delay(self, limit: int | None, now: float) -> float:
+        """Seconds to wait from ``now`` before the next ``decide()`` call keeps within
+        ``limit`` calls a second: 0 when it may be made at once (or ``limit`` is None);
+        infinite when ``limit`` is 0."""
+        return 0.0 if limit is None else self._decides.wait(limit, now)
 
     def apply(self, decision: Decision, now: float) -> None:
         """Record what an accepted (executed) decision consumes at time ``now``."""
@@ -275,28 +299,69 @@ class AgentUsage:
         self._claimed.discard(task_id)
 
     def _record_message(self, now: float) -> None:
-        sent = self._sent
-        cutoff = now - _WINDOW_S
-        while sent and sent[0][0] <= cutoff:
-            self._sent_total -= sent.popleft()[1]
-        if sent and sent[-1][0] >= now:
-            # Same instant (one call's messages share `now`), or time went backwards: count it at
-            # the latest time, so the deque stays sorted and the count errs on the safe side.
-            at, count = sent.pop()
-            sent.append((at, count + 1))
-        else:
-            sent.append((now, 1))
-        self._sent_total += 1
-        if len(sent) > _MAX_WINDOW_ENTRIES:
-            _, first = sent.popleft()
-            at, second = sent.popleft()
-            sent.appendleft((at, first + second))
+        self._sent.add(now)
 
     def __repr__(self) -> str:
         return (
             f"AgentUsage(started_at={self.started_at!r}, claimed_tasks={len(self._claimed)}, "
             f"tool_calls={self.tool_calls}, tokens={self.tokens}, cost={self.cost!r})"
         )
+
+
+class _Window:
+    """Events in a sliding second, in bounded memory: at most 1,024 distinct times; beyond that
+    the oldest two merge into the later one, which can only over-count, never let one slip
+    through."""
+
+    __slots__ = ("_times", "_total")
+
+    def __init__(self) -> None:
+        self._times: deque[tuple[float, int]] = deque()  # (time, events), oldest first
+        self._total = 0
+
+    def count(self, now: float) -> int:
+        """Events in (now - 1 s, now]."""
+        total = self._total
+        cutoff = now - _WINDOW_S
+        for at, count in self._times:
+            if at > cutoff:
+                break
+            total -= count
+        return total
+
+    def add(self, now: float) -> None:
+        """Record one event at ``now``."""
+        times = self._times
+        cutoff = now - _WINDOW_S
+        while times and times[0][0] <= cutoff:
+            self._total -= times.popleft()[1]
+        if times and times[-1][0] >= now:
+            # Same instant (one call's messages share `now`), or time went backwards: count it at
+            # the latest time, so the deque stays sorted and the count errs on the safe side.
+            at, count = times.pop()
+            times.append((at, count + 1))
+        else:
+            times.append((now, 1))
+        self._total += 1
+        if len(times) > _MAX_WINDOW_ENTRIES:
+            _, first = times.popleft()
+            at, second = times.popleft()
+            times.appendleft((at, first + second))
+
+    def wait(self, limit: int, now: float) -> float:
+        """Seconds from ``now`` until fewer than ``limit`` events are in the window."""
+        if limit <= 0:
+            return math.inf
+        left = self.count(now)
+        cutoff = now - _WINDOW_S
+        for at, count in self._times:
+            if left < limit:
+                break
+            if at > cutoff:
+                left -= count
+                if left < limit:
+                    return at + _WINDOW_S - now
+        return 0.0
 
 
 def _over_budget(
@@ -327,7 +392,8 @@ def validate_safety(
     ``max_claimed_tasks=3`` and one task held, the third of five claims is the first refused.
     Each refused decision gets one violation; a result longer than ``max_decisions_per_call``
     gets a single violation at index -1 and is refused whole. Something that is not a decision
-    is refused as ``decision_not_allowed`` rather than raised on.
+    is refused as ``decision_not_allowed``, a decision with a field of the wrong type as
+    ``decision_malformed``, rather than raised on.
 
     Args:
         decisions: what the agent decided, in order.
@@ -348,18 +414,25 @@ def validate_safety(
     allow_d, deny_d = policy.allow_decisions, policy.deny_decisions
     allow_t, deny_t = policy.allow_tools, policy.deny_tools
     over = _over_budget(limits, usage, now)
-    quotas = max_rate, max_tools, max_claimed = (
+    max_rate, max_tools, max_claimed = (
         limits.max_messages_per_second,
         limits.max_tool_calls,
         limits.max_claimed_tasks,
     )
     if (
         over is None
-        and quotas == (None, None, None)
+        and max_tools is None
+        and max_claimed is None
         and policy == _ALLOW_ALL
         and all(map(_TAGS.__contains__, map(type, decisions)))
+        and not any(map(_malformed, decisions))
     ):
-        return []  # nothing can be refused: skip the walk
+        # Only the message rate can refuse anything: skip the walk if it refuses nothing.
+        if max_rate is None:
+            return []
+        sends = sum(type(d) is SendMessage for d in decisions)
+        if not sends or usage.messages_in_window(now) + sends <= max_rate:
+            return []
 
     out: list[SafetyViolation] = []
     held = set(usage._claimed) if max_claimed is not None else set()
@@ -372,6 +445,8 @@ def validate_safety(
         if tag is None:  # not a decision (a subclass of one is not one either): fail closed
             tag = type(d).__name__
             bad = "decision_not_allowed", f"{tag} is not a decision"
+        elif (malformed := _malformed(d)) is not None:
+            bad = "decision_malformed", malformed
         elif tag in deny_d:
             bad = "decision_denied", f"{tag!r} is in deny_decisions"
         elif allow_d is not None and tag not in allow_d:
@@ -409,6 +484,24 @@ def validate_safety(
 
 
 _ALLOW_ALL = ActionPolicy()
+_encoder = msgspec.msgpack.Encoder()
+_NOT_ENCODABLE = (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError, RecursionError)
+_decoders: dict[type, msgspec.msgpack.Decoder[Any]] = {
+    cls: msgspec.msgpack.Decoder(cls) for cls in _TAGS
+}
+
+
+def _malformed(decision: Decision) -> str | None:
+    """Why ``decision`` would not survive encoding and decoding (a field of the wrong type, a
+    value that is not data), or None. Building a struct in process checks no type; this
+    checks what decoding it from bytes would, for a fraction of a microsecond."""
+    try:
+        _decoders[type(decision)].decode(_encoder.encode(decision))
+    except msgspec.ValidationError as exc:  # "Expected `str`, got `array` - at `$.task_id`"
+        return f"a field of the wrong type: {exc}"
+    except _NOT_ENCODABLE as exc:
+        return f"a value that cannot be encoded: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _v(index: int, tag: str, rule: SafetyRule, detail: str) -> SafetyViolation:

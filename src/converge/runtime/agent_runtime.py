@@ -7,8 +7,10 @@ agent decides through ``validate_safety``, and has the executor apply the accept
 
 - One agent never runs two ``decide()`` calls at once; different agents' runtimes run
   concurrently.
-- Incoming messages are verified and replay-checked; a bad one is dropped with a
-  ``message.rejected`` event.
+- Incoming messages are checked as if they had been decoded from bytes — every field's type,
+  then the signature, then the replay guard. Anything wrong with one (even an exception no
+  check expected) drops it with a ``message.rejected`` event whose fields are capped, and the
+  runtime goes on.
 - A refused decision is a ``decision.refused`` event (its rule and why). A decision whose
   execution raises — a refusal by the board, a lost race, a bug in a protocol or a tool — is a
   ``decision.failed`` event (the error's type and message, the decision as data, the agent),
@@ -22,6 +24,10 @@ agent decides through ``validate_safety``, and has the executor apply the accept
   and ``wait()`` raise ``TooManyFailedDecisions``. An agent whose every decision fails would
   otherwise go on failing for ever, unnoticed.
 - An agent that exhausts a budget (wall time, tokens, cost) is stopped with ``runtime.stopped``.
+- ``decide()`` is called at most ``limits.max_decide_calls_per_second`` times in any second
+  (1,000 by default): before a call that would exceed it the runtime waits on its clock, and
+  what arrives meanwhile joins that call's batch. An agent that wakes itself on every call
+  would otherwise spin a core.
 - Without an executor, seed 000's fallback applies: messages are signed and sent, every other
   decision is refused with an event.
 - The runtime also returns expired leases to the board, on a timer set to the earliest lease.
@@ -34,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -44,13 +51,13 @@ from converge.coordination.discovery import AgentDescriptor, DiscoveryService
 from converge.coordination.pool_manager import PoolManager
 from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
-from converge.core.clip import clip, clip_text
+from converge.core.clip import MAX_TEXT_CHARS, clip, shown
 from converge.core.clock import Clock, system_clock
 from converge.core.decisions import Decision, JoinPool, LeavePool, SendMessage
 from converge.core.message import Message, ReplayGuard
 from converge.core.task import Task
 from converge.core.user_code import is_interruption
-from converge.errors import ConvergeError, StateError, ValidationError
+from converge.errors import ConvergeError, ProtocolError, StateError, ValidationError
 from converge.network.local import Inbox, LocalNetwork
 from converge.policy.safety import (
     ActionPolicy,
@@ -107,7 +114,9 @@ class AgentRuntime:
         pools: the pools, for the agent's memberships.
         discovery: where the agent is registered while it runs (and heartbeats).
         executor: applies accepted decisions; None: only messages are sent (seed 000 fallback).
-        limits: the agent's resource limits.
+        limits: the agent's resource limits (``ResourceLimits()`` by default, which bounds
+            its messages to 10,000 and its ``decide()`` calls to 1,000 a second; None in a
+            field is unlimited).
         policy: the decisions and tools it may use (everything by default).
         max_batch: the most messages (and visible tasks) per ``decide()`` call.
         inbox_size: the inbox bound; senders wait while it is full.
@@ -180,7 +189,8 @@ class AgentRuntime:
         self.max_batch = max_batch
         self.clock = clock
         self.reap_leases = reap_leases and tasks is not None
-        self.guard = replay_guard or ReplayGuard(clock=clock)
+        # Not `replay_guard or ...`: a guard holding no nonce yet is falsy (it has a length).
+        self.guard = ReplayGuard(clock=clock) if replay_guard is None else replay_guard
         self._wake = asyncio.Event()
         self.inbox = Inbox(inbox_size, notify=self._wake.set)
         self.usage = AgentUsage(clock.now())
@@ -192,6 +202,9 @@ class AgentRuntime:
         self._pool_ids: list[str] = []
         self.decide_calls = 0
         """How many times ``decide()`` has been called."""
+        self.throttled = 0
+        """How many times the runtime waited before a ``decide()`` call, to keep within
+        ``limits.max_decide_calls_per_second``."""
         self.failed_in_a_row = 0
         """How many decisions have failed since the last one that succeeded."""
         self._gave_up: TooManyFailedDecisions | None = None
@@ -317,11 +330,21 @@ class AgentRuntime:
             await asyncio.sleep(0)
             if self._stopping.is_set():
                 return
+            limit = self.limits.max_decide_calls_per_second
+            now = self.clock.now()
+            delay = self.usage.decide_delay(limit, now)
+            if delay > 0:
+                # Before draining: what arrives meanwhile joins this call's batch.
+                self.throttled += 1
+                await self._pause_until(now + delay)
+                if self._stopping.is_set():
+                    return
             messages = await self._accept(self.inbox.drain(self.max_batch))
             tasks = await self._visible_tasks()
             if not messages and not tasks:
                 continue
             self.decide_calls += 1
+            self.usage.record_decide(self.clock.now())
             try:
                 decisions = await self.agent.decide(messages, tasks)
             except BaseException as exc:  # the agent's bug (``sys.exit()`` too): record it
@@ -336,6 +359,21 @@ class AgentRuntime:
             # A peer picks its messages' trace id: the events this round writes carry it, clipped.
             trace = next((clip(m.trace_id) for m in messages if m.trace_id), None)
             await self._apply(list(decisions), trace)
+
+    async def _pause_until(self, deadline: float) -> None:
+        """Wait until ``deadline`` on the runtime's clock (for ever if infinite), or until the
+        runtime is asked to stop."""
+
+        async def sleep() -> None:  # measured when it starts: the clock may have moved
+            await self.clock.sleep(max(0.0, deadline - self.clock.now()))
+
+        async with asyncio.TaskGroup() as group:
+            waits: set[asyncio.Task[Any]] = {group.create_task(self._stopping.wait())}
+            if math.isfinite(deadline):
+                waits.add(group.create_task(sleep()))
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
 
     async def _apply(self, decisions: list[Decision], trace_id: str | None) -> None:
         now = self.clock.now()
@@ -379,22 +417,41 @@ class AgentRuntime:
     async def _accept(self, messages: Sequence[Message]) -> list[Message]:
         good: list[Message] = []
         for message in messages:
+            authentic = False
             try:
-                message.verify()
+                if not isinstance(message, Message):
+                    raise ProtocolError(f"not a Message but {type(message).__name__}")
+                message.verify()  # its fields' types, then its signature
+                authentic = True
                 self.guard.check(message)
-            except ConvergeError as exc:
-                # Every field is the sender's choice, and it did not check out: clipped for the log.
-                await self._record(
-                    "message.rejected",
-                    clip(message.trace_id) if message.trace_id else None,
-                    sender=clip(message.sender),
-                    message_id=clip(message.id),
-                    reason=getattr(exc, "reason", type(exc).__name__),
-                    error=clip_text(str(exc)),
-                )
+            except Exception as exc:  # whatever one message holds, the runtime goes on
+                await self._rejected(message, exc, authentic)
                 continue
             good.append(message)
         return good
+
+    async def _rejected(self, message: object, exc: Exception, authentic: bool) -> None:
+        """Record a message that was not accepted: the fields shown are capped, and the trace
+        it names is believed only if its signature verified."""
+        if not isinstance(exc, ConvergeError):  # a bug the checks let through: its traceback
+            _log.error(
+                "agent %s: message rejected: %s: %s",
+                self.agent.name,
+                type(exc).__name__,
+                shown(str(exc)),
+                exc_info=exc,
+                extra={"agent": self.did},
+            )
+        trace = getattr(message, "trace_id", None) if authentic else None
+        await self._record(
+            "message.rejected",
+            shown(trace) if trace else None,
+            sender=shown(getattr(message, "sender", None)),
+            message_id=shown(getattr(message, "id", None)),
+            reason=_reason(exc),
+            field=shown(getattr(exc, "field", None)),
+            error=shown(str(exc), MAX_TEXT_CHARS),
+        )
 
     async def _visible_tasks(self) -> list[Task]:
         if self.tasks is None:
@@ -520,6 +577,14 @@ class AgentRuntime:
                 )
             ]
         )
+
+
+def _reason(exc: Exception) -> str:
+    """A rejected message's ``reason``: the protocol error's own (``bad_signature``,
+    ``stale``, ``replayed``…), ``malformed`` for a field of the wrong type, else the type."""
+    if isinstance(exc, ProtocolError):
+        return exc.reason
+    return "malformed" if isinstance(exc, ValidationError) else type(exc).__name__
 
 
 def _as_data(decision: Decision) -> Any:
