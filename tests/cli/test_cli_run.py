@@ -107,6 +107,12 @@ def test_a_hostile_graph_file_exits_2_with_file_and_line(
         assert words in message
 
 
+def test_validate_says_it_runs_the_modules_the_file_names() -> None:
+    code, out, _ = invoke("validate", "--help")
+    assert code == 0
+    assert "top-level code runs" in " ".join(out.split())
+
+
 def test_run_prints_result_and_run_id_and_runs_show_list_it(tmp_path: Path) -> None:
     store = str(tmp_path / "c.db")
     code, out, err = invoke(
