@@ -92,7 +92,7 @@ async def _kinds(db: Path, kind: str) -> list[object]:
 
 
 BAD = [
-    ("agents:\n  alpha:\n    ref: nomodule\n", 3, "ref is 'module:attr'"),
+    ("agents:\n  alpha:\n    ref: nomodule\n", 3, "a reference is 'module:attr'"),
     ("agents:\n  alpha:\n    ref: a:b\n    colour: red\n", 4, "unknown key 'colour'"),
     ("agents:\n  alpha:\n    ref: a:b\n    pools: [nowhere]\n", 4, "pool 'nowhere'"),
     ("pools:\n  p:\n    admission: vip\nagents:\n  a:\n    ref: a:b\n", 3, "admission is"),
@@ -113,7 +113,22 @@ BAD = [
     ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: 0\n", 4, "an int >= 1"),
     ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: 2.5\n", 4, "an int >= 1"),
     ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: ~\n", 4, "a number"),
-]
+    # hostile files: each a traceback (or, for max_batch, a runtime that died) before
+    ("agents: " + "[" * 10_000 + "\n", 1, "nested deeper than 100 levels"),
+    ("agents:\n  a:\n    ref: a:b\n    max_batch: " + "9" * 5000 + "\n", 4, "out of range"),
+    ("agents:\n  a:\n    ref: a:b\n    max_batch: 100000000000000000000000000000\n", 4,
+     "fits in 64 bits"),
+    ("agents:\n  a:\n    ref: a:b\n    limits:\n      max_tokens: 1" + "0" * 29 + "\n", 5,
+     "fits in 64 bits"),
+    ("agents:\n  a:\n    ref: a:b\n    limits:\n      max_wall_time_s: 1.0e+10\n", 5,
+     "<= 1,000,000,000"),
+    ("agents:\n  a:\n    ref: a:b\n    limits:\n      max_cost: .nan\n", 5, "finite"),
+    ("agents:\n  a:\n    ref: a:b\n    key: 2001-02-31\n", 4, "not a valid timestamp"),
+    ("agents:\n  alpha:\n    ref: .os:system\n", 3, "a reference is 'module:attr'"),
+    ("x:\n  l0: &l0 [a, a, a, a, a, a, a, a, a]\n"
+     + "".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+     + "agents:\n  a: {ref: 'a:b', capabilities: *l8}\n", 7, "aliases stand for more than"),
+]  # fmt: skip
 
 
 def test_limits_and_policy_are_read_into_each_agent(tmp_path: Path) -> None:

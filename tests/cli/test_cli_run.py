@@ -65,6 +65,55 @@ def test_validate_ok_and_bad_graph_names_file_and_line(tmp_path: Path) -> None:
     assert "cannot read graph file" in err
 
 
+def _laughs(levels: int) -> str:
+    """Anchors whose aliases nest ``levels`` deep: ``9 ** levels`` values in a few lines."""
+    lines = ["      l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+HOSTILE = "name: g\n{top}nodes:\n  - {{id: a, agent: x{node}}}\nagents:\n  x: {agent}\n"
+
+
+@pytest.mark.parametrize(
+    ("top", "node", "agent", "line", "words"),
+    [
+        ("", "", "\n    kind: worker\n    template: hi\n    routes:\n" + _laughs(9), 14,
+         "aliases stand for more than 100,000 nodes"),
+        ("edges: " + "[" * 10_000 + "\n", "", f"{A}:upper", 2, "nested deeper than 100"),
+        ("", ", timeout: " + "9" * 5000, f"{A}:upper", 3, "out of range"),
+        ("config: {max_iterations: 100000000000000000000000000000}\n", "", f"{A}:upper", 2,
+         "fits in 64 bits"),
+        ("", "", ".os:system", 5, "a reference is 'module:attr'"),
+        ("", "", "{kind: subgraph, graph: g.yaml}", 5, "in a cycle: g.yaml -> g.yaml"),
+    ],
+)  # fmt: skip
+def test_a_hostile_graph_file_exits_2_with_file_and_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    top: str,
+    node: str,
+    agent: str,
+    line: int,
+    words: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = graph_file(tmp_path, HOSTILE.format(top=top, node=node, agent=agent))
+    store = str(tmp_path / "s.db")
+    for args in (("validate", str(path)), ("run", str(path), "-i", "text=a", "--store", store)):
+        code, out, err = invoke(*args)
+        assert (code, out) == (2, ""), (args, err)
+        [message] = err.strip().splitlines()
+        assert message.startswith(f"error: {path}:{line}: "), message
+        assert words in message
+
+
+def test_validate_says_it_runs_the_modules_the_file_names() -> None:
+    code, out, _ = invoke("validate", "--help")
+    assert code == 0
+    assert "top-level code runs" in " ".join(out.split())
+
+
 def test_run_prints_result_and_run_id_and_runs_show_list_it(tmp_path: Path) -> None:
     store = str(tmp_path / "c.db")
     code, out, err = invoke(

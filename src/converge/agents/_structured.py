@@ -10,7 +10,6 @@ are not retried here: the node's retry policy decides, since ``retryable`` is on
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ import msgspec
 from converge.agents.llm.base import ChatMessage, LLMProvider
 from converge.core.agent import RunContext
 from converge.errors import ValidationError
+from converge.orchestration.object_refs import import_object_ref
 
 __all__ = [
     "StructuredOutputError",
@@ -143,24 +143,35 @@ def render(template: str, inputs: Mapping[str, Any]) -> str:
     return template.format_map(_Fields(fields_of(inputs)))
 
 
-def load_provider(ref: Any, field: str = "provider") -> LLMProvider:
+def load_provider(
+    ref: Any, field: str = "provider", *, source: str | None = None, line: int | None = None
+) -> LLMProvider:
     """A provider given as an object, or as ``"module:attr"`` naming one (or a factory of one
-    that takes no arguments), as YAML gives it."""
+    that takes no arguments), as YAML gives it.
+
+    Raises:
+        ValidationError: a malformed reference, one that cannot be imported, a factory that
+            fails, or something that is not an ``LLMProvider`` (at ``source``:``line``).
+    """
     target = ref
     if isinstance(ref, str):
-        module_name, sep, attr = ref.partition(":")
-        if not sep or not module_name or not attr:
-            raise ValidationError(f"a provider is 'module:attr', not {ref!r}", field=field)
-        try:
-            target = importlib.import_module(module_name)
-            for part in attr.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
-            raise ValidationError(f"cannot load provider {ref!r}: {exc}", field=field) from None
+        target = import_object_ref(ref, field=field, source=source, line=line, what="provider")
     if isinstance(target, type) or (not isinstance(target, LLMProvider) and callable(target)):
-        target = target()
+        try:
+            target = target()
+        except Exception as exc:  # the factory's own failure, named rather than raised raw
+            raise ValidationError(
+                f"provider {ref!r}: calling it with no arguments failed: "
+                f"{type(exc).__name__}: {exc}",
+                field=field,
+                source=source,
+                line=line,
+            ) from exc
     if not isinstance(target, LLMProvider):
         raise ValidationError(
-            f"{ref!r} is a {type(target).__name__}, not an LLMProvider", field=field
+            f"{ref!r} is a {type(target).__name__}, not an LLMProvider",
+            field=field,
+            source=source,
+            line=line,
         )
     return target

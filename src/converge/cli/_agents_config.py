@@ -41,7 +41,10 @@ as a failure.
 
 Relative ``key`` paths are relative to the file. A token pool's token is read from the
 environment, never from the file; agents joining it present the same variable's value. Every
-mistake is a ``ValidationError`` with the file and line.
+mistake is a ``ValidationError`` with the file and line. The file is read by
+``orchestration.yaml_reader`` (its limits on aliases, nesting and numbers apply), ``ref`` is
+checked by ``orchestration.object_refs`` as it is read, and ``max_wall_time_s`` is at most
+``MAX_SECONDS`` (about 31 years).
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ from pathlib import Path
 import yaml
 
 from converge.errors import ValidationError
-from converge.orchestration.yaml_loader import _Reader
+from converge.orchestration.object_refs import check_object_ref
+from converge.orchestration.yaml_reader import YamlReader, compose
 from converge.policy.safety import ActionPolicy, ResourceLimits
 
 __all__ = ["AgentSpec", "AgentsConfig", "PoolSpec", "load_agents_config"]
@@ -139,17 +143,10 @@ def load_agents_config(path: Path) -> AgentsConfig:
         raise ValidationError(f"cannot read agents file: {exc.strerror}", source=source) from None
     except UnicodeDecodeError:
         raise ValidationError("the agents file is not UTF-8 text", source=source) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else mark.line + 1
-        raise ValidationError(
-            f"invalid YAML: {exc.problem or exc.context}", source=source, line=line
-        ) from None
+    root = compose(text, source)
     if not isinstance(root, yaml.MappingNode):
         raise ValidationError("the agents file must be a mapping with `agents`", source=source)
-    reader = _Reader(source)
+    reader = YamlReader(source)
     top = reader.mapping(root, "", _TOP)
     pools: list[PoolSpec] = []
     if "pools" in top and not reader.is_null(top["pools"]):
@@ -169,7 +166,7 @@ def load_agents_config(path: Path) -> AgentsConfig:
     return AgentsConfig(source, tuple(pools), tuple(agents))
 
 
-def _pool(reader: _Reader, pool_id: str, node: yaml.Node) -> PoolSpec:
+def _pool(reader: YamlReader, pool_id: str, node: yaml.Node) -> PoolSpec:
     field = f"pools.{pool_id}"
     spec = {} if reader.is_null(node) else reader.mapping(node, field, _POOL)
     name = reader.string(spec["name"], f"{field}.name") if "name" in spec else pool_id
@@ -197,14 +194,16 @@ def _pool(reader: _Reader, pool_id: str, node: yaml.Node) -> PoolSpec:
     return PoolSpec(pool_id, name, admission, token_env, node.start_mark.line + 1)
 
 
-def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[str]) -> AgentSpec:
+def _agent(
+    reader: YamlReader, name: str, node: yaml.Node, base: Path, pools: set[str]
+) -> AgentSpec:
     field = f"agents.{name}"
     spec = reader.mapping(node, field, _AGENT)
     if "ref" not in spec:
         raise reader.fail("an agent needs `ref: module:attr`", node, f"{field}.ref")
     ref = reader.string(spec["ref"], f"{field}.ref")
-    if ref.count(":") != 1 or ref.startswith(":") or ref.endswith(":"):
-        raise reader.fail(f"ref is 'module:attr', not {ref!r}", spec["ref"], f"{field}.ref")
+    line = spec["ref"].start_mark.line + 1
+    check_object_ref(ref, field=f"{field}.ref", source=reader.source, line=line)
     caps = None
     if "capabilities" in spec:
         caps = reader.strings(spec["capabilities"], f"{field}.capabilities")
@@ -226,10 +225,7 @@ def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[s
     if "limits" in spec and not reader.is_null(spec["limits"]):
         where = f"{field}.limits"
         given = reader.mapping(spec["limits"], where, _LIMITS)
-        amounts = {
-            k: None if reader.is_null(v) else reader.number(v, f"{where}.{k}")
-            for k, v in given.items()
-        }
+        amounts = {k: _amount(reader, k, v, f"{where}.{k}") for k, v in given.items()}
         limits = reader.build(ResourceLimits, spec["limits"], where, amounts, given)
     policy = ActionPolicy()
     if "policy" in spec and not reader.is_null(spec["policy"]):
@@ -241,7 +237,19 @@ def _agent(reader: _Reader, name: str, node: yaml.Node, base: Path, pools: set[s
     return AgentSpec(name, ref, caps, joins, max_batch, key, line, limits, policy, failures)
 
 
-def _count(reader: _Reader, spec: dict[str, yaml.Node], key: str, field: str, default: int) -> int:
+def _amount(reader: YamlReader, key: str, node: yaml.Node, field: str) -> float | None:
+    """A limit: null (unlimited), seconds for the wall time, else a number."""
+    if reader.is_null(node):
+        return None
+    if key == "max_wall_time_s":
+        return reader.seconds(node, field)
+    value: float = reader.number(node, field)
+    return value
+
+
+def _count(
+    reader: YamlReader, spec: dict[str, yaml.Node], key: str, field: str, default: int
+) -> int:
     """The agent's ``key``, an int >= 1, or ``default`` when absent."""
     if key not in spec:
         return default
@@ -251,7 +259,7 @@ def _count(reader: _Reader, spec: dict[str, yaml.Node], key: str, field: str, de
     return value
 
 
-def _names(reader: _Reader, node: yaml.Node, field: str) -> frozenset[str] | None:
+def _names(reader: YamlReader, node: yaml.Node, field: str) -> frozenset[str] | None:
     """A list of names (``[]``: none; null: every one); a single name is a list of one."""
     if reader.is_null(node):
         return None

@@ -87,13 +87,13 @@ def build_agents(
 def build_agent(spec: AgentSpec, source: str, create_keys: bool = True) -> Agent:
     """The agent ``spec`` names, with its name, key and capabilities applied."""
     from converge.core.capability import CapabilitySet
-    from converge.orchestration._agents import _import
+    from converge.orchestration.object_refs import import_object_ref
 
     here = os.getcwd()
     if here not in sys.path:
         sys.path.insert(0, here)  # project modules resolve from where the command runs
     field = f"agents.{spec.name}.ref"
-    target = _import(spec.ref, field, source, spec.line)
+    target = import_object_ref(spec.ref, field=field, source=source, line=spec.line)
     if isinstance(target, type) and issubclass(target, Agent):
         try:
             target = target()

@@ -235,6 +235,10 @@ def validate(
     needs and whether `converge run` (with --agents, if given) provides them and who does its
     work.
 
+    Like `converge run`, it imports the Python modules the files name (agents, tools,
+    providers) and calls a role's provider factory, so [bold]their top-level code runs[/]:
+    validate only files you would run.
+
     Example: [bold]converge validate review.yaml --agents agents.yaml[/]
     """
     from converge.cli._run import load

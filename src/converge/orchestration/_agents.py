@@ -6,12 +6,9 @@ An agent of a graph is one of:
 - a callable ``fn(inputs)`` or ``fn(inputs, ctx)``, async or not;
 - a ``"module:attr"`` string naming either of the above (``attr`` may be dotted).
 
-A reference whose module cannot be imported is a ``ValidationError`` at the reference's file and
-line, never the import's own traceback: a module not found says where modules are looked up
-(the current directory when it is on ``sys.path``, as the ``converge`` command puts it,
-``PYTHONPATH`` and the installed packages); a module that raises while it is imported (a
-``SyntaxError``, a ``KeyError`` from ``os.environ[...]``…) names the error and the file and line
-it was raised at, and keeps it as ``__cause__``.
+A reference is imported by ``object_refs.import_object_ref``: one that is malformed or whose
+module cannot be imported is a ``ValidationError`` at the reference's file and line, never the
+import's own traceback.
 
 A sync callable runs in the engine's bounded thread pool, so it cannot stall the event loop,
 unless it is marked ``inline`` (``AgentSpec(fn, inline=True)``): then it runs on the loop, for
@@ -20,16 +17,13 @@ functions too quick to be worth a thread hop.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
 import sys
-import sysconfig
-import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from converge.errors import AgentModeError, ValidationError
+from converge.orchestration.object_refs import import_object_ref
 
 if TYPE_CHECKING:
     from converge.core.agent import Agent, RunContext
@@ -104,7 +98,9 @@ def resolve_agent(
         inline, target = target.inline, target.target
     field = f"agents.{name}"
     if isinstance(target, str):
-        target = _import(target, field, source, line, what=f"agent {name!r}")
+        target = import_object_ref(
+            target, field=field, source=source, line=line, what=f"agent {name!r}"
+        )
     # Nothing can be an Agent unless the module that defines Agent was imported: checking
     # sys.modules keeps `converge validate` from importing the whole core for plain functions.
     core = sys.modules.get("converge.core.agent")
@@ -133,111 +129,6 @@ def resolve_agent(
         )
     takes_ctx = _takes_ctx(name, target, field, source, line)
     return NodeAgent(name, target, takes_ctx=takes_ctx, is_async=_is_async(target), inline=inline)
-
-
-def _import(
-    ref: str, field: str, source: str | None, line: int | None, *, what: str | None = None
-) -> Any:
-    """What ``ref`` (``"module:attr"``) names; every failure is a ``ValidationError`` at
-    ``source``:``line`` (``what`` names the reference in messages: ``"agent 'writer'"``)."""
-    label = repr(ref) if what is None else f"{what} ({ref})"
-
-    def fail(message: str) -> ValidationError:
-        return ValidationError(f"{label}: {message}", field=field, source=source, line=line)
-
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValidationError(
-            f"an agent reference is 'module:attr', not {ref!r}",
-            field=field,
-            source=source,
-            line=line,
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (
-            module_name == exc.name or module_name.startswith(exc.name + ".")
-        ):
-            raise fail(f"no module named {exc.name!r}; {_search_path()}") from exc
-        raise fail(f"importing {module_name} failed: {_describe(exc)}") from exc
-    except (Exception, SystemExit) as exc:  # the module's own code failed while it was imported
-        raise fail(f"importing {module_name} failed: {_describe(exc)}") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise fail(f"{module_name} has no attribute {attr!r}") from None
-    return obj
-
-
-def _search_path() -> str:
-    """Where ``import`` looks for a module, in words, for a "not found" message."""
-    cwd = os.getcwd()
-    pythonpath = os.environ.get("PYTHONPATH")
-    env = f"PYTHONPATH ({pythonpath})" if pythonpath else "PYTHONPATH (not set)"
-    if any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
-        return (
-            f"modules are looked up in the current directory ({cwd}), {env} and the "
-            "installed packages"
-        )
-    return (
-        f"modules are looked up in {env} and the installed packages, not in the current "
-        f"directory ({cwd}): add the module's directory to PYTHONPATH"
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    """``KeyError: 'API_KEY' (mymod.py:3)``: the error and where it was raised."""
-    if isinstance(exc, SyntaxError):
-        text = exc.msg
-        where = _location(exc.filename, exc.lineno) if exc.filename else _raised_at(exc)
-    else:
-        text = str(exc)
-        where = _raised_at(exc)
-    out = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return f"{out} ({where})" if where else out
-
-
-def _raised_at(exc: BaseException) -> str | None:
-    """The file:line an import's error was raised at: the deepest frame of the user's own code
-    (not Python's, not an installed package's, not converge's), else of an installed package."""
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith("<") and not _under(f.filename, (_OWN,))
-    ]
-    for outside in (_LIBRARY_DIRS, _STDLIB_DIRS):
-        for frame in reversed(frames):
-            if not _under(frame.filename, outside):
-                return _location(frame.filename, frame.lineno)
-    return None
-
-
-def _location(filename: str, lineno: int | None) -> str:
-    path = os.path.abspath(filename)
-    try:
-        shown = os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        shown = path
-    if shown.startswith(os.pardir):
-        shown = path
-    return f"{shown}:{lineno}" if lineno else shown
-
-
-def _under(filename: str, dirs: tuple[str, ...]) -> bool:
-    path = os.path.abspath(filename)
-    return any(path.startswith(d + os.sep) for d in dirs)
-
-
-_OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the converge package
-_STDLIB_DIRS = tuple({os.path.abspath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")})
-_LIBRARY_DIRS = tuple(
-    {
-        os.path.abspath(sysconfig.get_paths()[k])
-        for k in ("stdlib", "platstdlib", "purelib", "platlib")
-    }
-)
 
 
 def _takes_ctx(

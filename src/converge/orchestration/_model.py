@@ -16,6 +16,8 @@ from converge.errors import ValidationError
 
 __all__ = [
     "BACKOFFS",
+    "MAX_COUNT",
+    "MAX_SECONDS",
     "ON_ERROR",
     "Backoff",
     "Edge",
@@ -43,20 +45,34 @@ Backoff = Literal["exponential", "fixed", "none"]
 BACKOFFS: tuple[Backoff, ...] = get_args(Backoff)
 
 
+MAX_COUNT = 2**63 - 1
+"""The largest count (iterations, retries, tokens…): a signed 64-bit integer, what the store
+and the wire carry."""
+MAX_SECONDS = 1e9
+"""The longest duration (timeouts, delays), about 31 years: a longer one is no limit at all,
+and is written by leaving the key out (or null) instead."""
+
+
 def _check_seconds(value: float | None, field: str, *, allow_zero: bool = False) -> None:
     if value is None:
         return
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValidationError(f"{field} must be a number of seconds {bound}, not {value!r}")
+    if not ok or value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
+        low = ">= 0" if allow_zero else "> 0"
+        raise ValidationError(
+            f"{field} must be a number of seconds {low} and <= {MAX_SECONDS:,.0f}, "
+            f"not {describe(value)}"
+        )
 
 
 def _check_count(value: int | None, field: str, *, minimum: int) -> None:
     if value is None:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValidationError(f"{field} must be an int >= {minimum}, not {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_COUNT:
+        raise ValidationError(
+            f"{field} must be an int from {minimum} to {MAX_COUNT:,} (64 bits), "
+            f"not {describe(value)}"
+        )
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -86,7 +102,8 @@ class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return 0.0
         if self.backoff == "fixed":
             return min(self.initial_delay, self.max_delay)
-        return min(self.initial_delay * 2.0 ** (retry - 1), self.max_delay)
+        # Past 2**1023 a float power overflows; the wait is max_delay long before that.
+        return min(self.initial_delay * 2.0 ** min(retry - 1, 1023), self.max_delay)
 
 
 class NodePolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -194,5 +211,7 @@ class Edge(msgspec.Struct, frozen=True):
 
 def describe(value: Any) -> str:
     """A short description of a value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length():,} bits"  # repr could take long, or refuse
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -13,6 +13,9 @@ ones are refused, like every YAML key) and returns an object the engine runs as 
 ``register_kind`` adds one (the coordination kinds — tender, team, board, consensus — register
 themselves this way), declaring its options with a one-line doc each: ``kind_info(name)`` reads
 them back, and ``converge.orchestration.yaml_reference`` writes them into the YAML reference.
+An option that names a Python object (``module:attr``) is imported with
+``ctx.reference(key, value)``, so every kind refuses the same malformed references, at the
+agent's line (``object_refs``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from converge.errors import ValidationError
 from converge.orchestration._agents import AgentSpec
+from converge.orchestration.object_refs import check_object_ref, import_object_ref
 
 __all__ = ["KindContext", "KindInfo", "kind_info", "kind_names", "read_kind", "register_kind"]
 
@@ -56,6 +60,17 @@ class KindContext:
         """A ``ValidationError`` about option ``key`` of this agent."""
         field = f"agents.{self.name}" + (f".{key}" if key else "")
         return ValidationError(message, field=field, source=self.source, line=self.line)
+
+    def reference(self, key: str, value: object) -> Any:
+        """What option ``key``'s ``module:attr`` reference ``value`` names, imported
+        (``object_refs.import_object_ref``: the module's top-level code runs).
+
+        Raises:
+            ValidationError: a malformed reference or one that cannot be imported, about
+                option ``key`` of this agent.
+        """
+        field = f"agents.{self.name}.{key}"
+        return import_object_ref(value, field=field, source=self.source, line=self.line, what=key)
 
     def options(
         self,
@@ -175,8 +190,8 @@ _PYTHON = {
 def _python(options: Mapping[str, Any], ctx: KindContext) -> Any:
     found = ctx.options(options, _PYTHON, required=("ref",))
     ref, inline = found["ref"], found.get("inline", False)
-    if not isinstance(ref, str) or not ref:
-        raise ctx.fail(f"ref is 'module:attr', not {ref!r}", "ref")
+    # Only its form here: the module is imported when the graph is compiled.
+    check_object_ref(ref, field=f"agents.{ctx.name}.ref", source=ctx.source, line=ctx.line)
     if not isinstance(inline, bool):
         raise ctx.fail(f"inline must be true or false, not {inline!r}", "inline")
     return AgentSpec(ref, inline=inline)

@@ -42,8 +42,8 @@ from converge.agents.llm import (
 )
 from converge.core.tools import ToolRegistry
 from converge.errors import ValidationError
-from converge.orchestration._agents import _import
 from converge.orchestration.kinds import KindContext, register_kind
+from converge.orchestration.object_refs import import_object_ref
 
 __all__: list[str] = []
 
@@ -151,7 +151,9 @@ def _tools(refs: Any, ctx: KindContext) -> ToolRegistry:
         raise ctx.fail("tools is a list of 'module:attr' references", "tools")
     registry = ToolRegistry()
     for ref in refs:
-        target = _import(ref, f"agents.{ctx.name}.tools", ctx.source, ctx.line)
+        target = import_object_ref(
+            ref, field=f"agents.{ctx.name}.tools", source=ctx.source, line=ctx.line
+        )
         for tool in target if isinstance(target, ToolRegistry) else (target,):
             registry.register(tool)
     return registry

@@ -91,12 +91,15 @@ _OPTIONS = {
 
 
 def _read(options: Mapping[str, Any], ctx: KindContext) -> Subgraph:
-    from converge.orchestration.yaml_loader import load_graph
+    from converge.orchestration.yaml_loader import load_graph, nesting_problem
 
     found = ctx.options(options, _OPTIONS, required=("graph",))
     path = found["graph"]
     if not isinstance(path, str) or not path:
         raise ctx.fail(f"graph is the path of a YAML graph, not {path!r}", "graph")
+    problem = nesting_problem(ctx.base / path)
+    if problem is not None:
+        raise ctx.fail(problem, "graph")
     mapping = found.get("inputs")
     if mapping is not None and (
         not isinstance(mapping, dict)

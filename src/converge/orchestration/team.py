@@ -47,9 +47,10 @@ from converge.coordination.resolution import (
 from converge.core.agent import Agent
 from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ValidationError
-from converge.orchestration._agents import NodeAgent, _import, resolve_agent
+from converge.orchestration._agents import NodeAgent, resolve_agent
 from converge.orchestration._context import NodeContext
 from converge.orchestration.kinds import KindContext, register_kind
+from converge.orchestration.object_refs import import_object_ref
 from converge.orchestration.services import Needs
 
 __all__ = ["Team"]
@@ -277,7 +278,7 @@ def _key(key: Key | str | None) -> Key | None:
         raise ValidationError(f"key is a callable or 'module:attr', not {key!r}", field="key")
     if key in _KEYS:
         return _KEYS[key]
-    found = _import(key, "key", None, None)
+    found = import_object_ref(key, field="key")
     if not callable(found):
         raise ValidationError(
             f"key {key!r} is a {type(found).__name__}, not a callable", field="key"

@@ -24,15 +24,24 @@ agents:
 
 Every mistake is a ``ValidationError`` carrying the file (``source``), the line and the key
 (``field``, e.g. ``nodes[1].inputs[0]``); YAML syntax errors too. Unknown keys are refused
-rather than ignored: a misspelt ``on_eror`` would otherwise silently change nothing.
+rather than ignored: a misspelt ``on_eror`` would otherwise silently change nothing. The file
+is read by ``yaml_reader`` (its limits on aliases, nesting and numbers apply), and every
+``module:attr`` is checked by ``object_refs`` as it is read.
+
+Graph files that read others (``kind: subgraph``) are read once per outermost load: a file
+named twice, anywhere below, is one ``Graph``, so nested files cost what they contain, not the
+number of paths to them. A file that names itself, directly or through others, is a cycle,
+refused with its chain of files (``reading()`` and ``nesting_problem()`` tell a kind that reads
+graph files where it stands), and files nest at most ``MAX_NESTING`` deep.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -47,10 +56,14 @@ from converge.orchestration._model import (
 )
 from converge.orchestration.graph import Graph
 from converge.orchestration.kinds import KindContext, read_kind
+from converge.orchestration.object_refs import check_object_ref
+from converge.orchestration.yaml_reader import YamlReader, compose
 
-__all__ = ["load_graph", "loads_graph"]
+__all__ = ["MAX_NESTING", "load_graph", "loads_graph", "nesting_problem", "reading"]
 
-T = TypeVar("T")
+MAX_NESTING = 16
+"""The deepest chain of graph files reading one another (``kind: subgraph``), the first one
+included."""
 
 _SCOPES = ("request", "session", "agent", "graph", "global")
 _TOP = ("name", "description", "nodes", "edges", "config", "execution", "agents", "grants")
@@ -67,7 +80,53 @@ _EXECUTION = (
     "retry_policy",
 )
 _RETRY = ("max_retries", "backoff", "initial_delay", "max_delay")
-_constructor = yaml.SafeLoader(b"")
+
+
+class _Reading:
+    """One outermost load: the graph files being read, and the graphs read, by file."""
+
+    def __init__(self) -> None:
+        self.files: list[Path | None] = []  # outermost first; None: text that is not a file
+        self.graphs: dict[Path, tuple[dict[str, Any], Graph]] = {}  # with the agents given
+
+
+_READING: ContextVar[_Reading | None] = ContextVar("converge_graph_reading", default=None)
+
+
+def reading() -> tuple[Path, ...]:
+    """The graph files being read right now, outermost first (empty outside a load)."""
+    current = _READING.get()
+    return () if current is None else tuple(f for f in current.files if f is not None)
+
+
+def nesting_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the graph file ``path`` cannot be read from the one being read now, if it cannot:
+    it is being read already (a cycle, named by its chain of files), or it would nest deeper
+    than ``MAX_NESTING``."""
+    chain = reading()
+    file = _file(path)
+    if file in chain:
+        cycle = [*chain[chain.index(file) :], file]
+        return f"graph files read each other in a cycle: {' -> '.join(map(_shown, cycle))}"
+    if len(chain) >= MAX_NESTING:
+        return f"graph files nest deeper than {MAX_NESTING}: {' -> '.join(map(_shown, chain))}"
+    return None
+
+
+def _file(path: str | os.PathLike[str]) -> Path:
+    """The file ``path`` names, the same however it is spelt (links, ``..``)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a link loop: the path as given, made absolute
+        return Path(os.path.abspath(path))
+
+
+def _shown(path: Path) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+    return str(path) if relative.startswith(os.pardir) else relative
 
 
 def load_graph(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None = None) -> Graph:
@@ -82,33 +141,56 @@ def load_graph(path: str | os.PathLike[str], *, agents: Mapping[str, Any] | None
             valid graph (with the file, line and key).
     """
     source = str(path)
+    outer = _READING.get()
+    if outer is not None:  # read from another graph file (a subgraph)
+        problem = nesting_problem(path)
+        if problem is not None:
+            here = reading()
+            raise ValidationError(problem, source=str(here[-1]) if here else None)
+        done = outer.graphs.get(_file(path))
+        if done is not None and _same(done[0], agents or {}):
+            return done[1]
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ValidationError(f"cannot read graph file: {exc.strerror}", source=source) from None
     except UnicodeDecodeError:
         raise ValidationError("the graph file is not UTF-8 text", source=source) from None
-    return loads_graph(text, source=source, agents=agents)
+    graph = loads_graph(text, source=source, agents=agents)
+    if outer is not None:
+        outer.graphs[_file(path)] = (dict(agents or {}), graph)
+    return graph
+
+
+def _same(given: Mapping[str, Any], agents: Mapping[str, Any]) -> bool:
+    """Whether two ``agents`` arguments give the same objects (by identity: agents need not
+    compare)."""
+    return len(given) == len(agents) and all(
+        key in agents and agents[key] is value for key, value in given.items()
+    )
 
 
 def loads_graph(
     text: str, *, source: str = "<string>", agents: Mapping[str, Any] | None = None
 ) -> Graph:
     """Read and validate a graph from YAML ``text`` (``source`` names it in errors)."""
+    outer = _READING.get()
+    current = _Reading() if outer is None else outer
+    token = _READING.set(current) if outer is None else None
+    current.files.append(None if source == "<string>" else _file(source))
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ValidationError(
-            f"invalid YAML: {exc.problem or exc.context}",
-            source=source,
-            line=None if mark is None else mark.line + 1,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ValidationError(f"invalid YAML: {exc}", source=source) from None
+        return _read(text, source, agents)
+    finally:
+        current.files.pop()
+        if token is not None:
+            _READING.reset(token)
+
+
+def _read(text: str, source: str, agents: Mapping[str, Any] | None) -> Graph:
+    root = compose(text, source)
     if root is None:
         raise ValidationError("the graph file is empty", source=source)
-    reader = _Reader(source)
+    reader = _GraphReader(source)
     top = reader.mapping(root, "", _TOP)
     name = reader.string(top["name"], "name") if "name" in top else None
     if name is None:
@@ -141,86 +223,8 @@ def loads_graph(
     return graph
 
 
-class _Reader:
-    """Reads the composed YAML tree, checking shapes and keeping lines for errors."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, message: str, node: yaml.Node, field: str) -> ValidationError:
-        return ValidationError(
-            message, field=field or None, source=self.source, line=node.start_mark.line + 1
-        )
-
-    def is_null(self, node: yaml.Node) -> bool:
-        return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-    def mapping(
-        self, node: yaml.Node, field: str, allowed: tuple[str, ...] | None
-    ) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(f"{field or 'the graph'} must be a mapping", node, field)
-        out: dict[str, yaml.Node] = {}
-        for key_node, value in node.value:
-            key = self.scalar(key_node, field)
-            where = f"{field}.{key}" if field else str(key)
-            if not isinstance(key, str):
-                raise self.fail(f"keys are strings, not {key!r}", key_node, where)
-            if key in out:
-                raise self.fail(f"duplicate key {key!r}", key_node, where)
-            if allowed is not None and key not in allowed:
-                raise self.fail(
-                    f"unknown key {key!r}; expected one of {', '.join(allowed)}", key_node, where
-                )
-            out[key] = value
-        return out
-
-    def sequence(self, node: yaml.Node, field: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(f"{field} must be a list", node, field)
-        return list(node.value)
-
-    def scalar(self, node: yaml.Node, field: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            raise self.fail(f"{field} must be a single value, not a list or mapping", node, field)
-        try:
-            return _constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            raise self.fail(f"bad value: {exc}", node, field) from None
-
-    def string(self, node: yaml.Node, field: str) -> str:
-        value = self.scalar(node, field)
-        if not isinstance(value, str) or not value:
-            raise self.fail(f"{field} must be a non-empty string, not {value!r}", node, field)
-        return value
-
-    def strings(self, node: yaml.Node, field: str) -> tuple[str, ...]:
-        """A string or a list of strings."""
-        if isinstance(node, yaml.SequenceNode):
-            return tuple(self.string(item, f"{field}[{i}]") for i, item in enumerate(node.value))
-        return (self.string(node, field),)
-
-    def number(self, node: yaml.Node, field: str) -> Any:
-        value = self.scalar(node, field)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(f"{field} must be a number, not {value!r}", node, field)
-        return value
-
-    def build(
-        self,
-        cls: type[T],
-        node: yaml.Node,
-        field: str,
-        values: dict[str, Any],
-        keys: dict[str, yaml.Node] | None = None,
-    ) -> T:
-        """``cls(**values)``; its error is at ``node``, or at the key it names among ``keys``."""
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            if keys is not None and exc.field in keys:
-                raise self.fail(str(exc), keys[exc.field], f"{field}.{exc.field}") from None
-            raise self.fail(str(exc), node, field) from None
+class _GraphReader(YamlReader):
+    """Reads a graph's parts from the composed YAML tree."""
 
     def retry(self, node: yaml.Node, field: str) -> RetryPolicy:
         if isinstance(node, yaml.ScalarNode):  # `retry: 3`
@@ -304,7 +308,12 @@ class _Reader:
 
     def agent(self, node: yaml.Node, field: str, name: str, agents: Mapping[str, Any]) -> Any:
         if isinstance(node, yaml.ScalarNode):
-            return self.string(node, field)
+            ref = self.string(node, field)
+            if name not in agents:  # else replaced: never imported
+                # Only its form here: the module is imported when the graph is compiled.
+                line = node.start_mark.line + 1
+                check_object_ref(ref, field=field, source=self.source, line=line)
+            return ref
         raw = self.mapping(node, field, None)
         kind = self.string(raw["kind"], f"{field}.kind") if "kind" in raw else "python"
         options = {key: self.plain(value, f"{field}.{key}") for key, value in raw.items()}
@@ -321,13 +330,3 @@ class _Reader:
             for scope, keys in self.mapping(scopes, f"{field}.{access}", _SCOPES).items():
                 out[access][scope] = list(self.strings(keys, f"{field}.{access}.{scope}"))
         return out
-
-    def plain(self, node: yaml.Node, field: str) -> Any:
-        """A value as plain Python (mappings, lists, scalars)."""
-        if isinstance(node, yaml.MappingNode):
-            return {
-                k: self.plain(v, f"{field}.{k}") for k, v in self.mapping(node, field, None).items()
-            }
-        if isinstance(node, yaml.SequenceNode):
-            return [self.plain(v, f"{field}[{i}]") for i, v in enumerate(node.value)]
-        return self.scalar(node, field)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from converge.orchestration import _model, yaml_loader
+from converge.orchestration import _model, object_refs, yaml_loader, yaml_reader
 from converge.orchestration.kinds import kind_info, kind_names
 
 __all__ = ["render"]
@@ -97,6 +97,7 @@ def render() -> str:
         "Used by a node's `retry` and by `execution.retry_policy`. `backoff`: "
         + _docstring_of("Backoff"),
     ]
+    out += _limits()
     out += ["", "## Node kinds", ""]
     out += [
         "An entry of `agents` is `module:attr` (kind `python`) or a mapping whose `kind` is one "
@@ -119,6 +120,57 @@ def render() -> str:
         ]
         out += _table(("option", "meaning"), rows)
     return "\n".join(out) + "\n"
+
+
+def _limits() -> list[str]:
+    """What any file may hold (graph files and the agents file), from the constants that
+    enforce it."""
+    rows = [
+        (
+            "aliases",
+            f"An alias (`*name`) is a copy of the node it names: a file's aliases may stand for "
+            f"{yaml_reader.MAX_ALIAS_NODES:,} nodes in all, each counted at the full size of "
+            "what it names; an alias inside the node it names is refused.",
+        ),
+        (
+            "nesting",
+            f"Lists and mappings nest at most {yaml_reader.MAX_DEPTH} deep (an alias adds the "
+            "depth of what it names).",
+        ),
+        (
+            "integers",
+            "Signed 64-bit (what the store and the wire carry), at most "
+            f"{yaml_reader.MAX_NUMBER_TEXT} characters; counts (`max_iterations`, "
+            f"`max_retries`…) from their minimum to {_model.MAX_COUNT:,}.",
+        ),
+        (
+            "floats",
+            "Finite: `.inf` and `.nan` are refused. The graph's durations (a node's `timeout`, "
+            "`config.timeout_seconds`, `execution`'s `*_seconds`, retry delays) and the agents "
+            f"file's `max_wall_time_s` are at most {_model.MAX_SECONDS:,.0f} seconds (about 31 "
+            "years; leave the key out, or null, for no limit); a kind checks its own options.",
+        ),
+        (
+            "references",
+            "`module:attr`: a dotted module name (never relative), a colon, a dotted attribute "
+            f"path; at most {object_refs.MAX_OBJECT_REF_LENGTH:,} characters.",
+        ),
+        (
+            "subgraphs",
+            "Graph files read one another at most "
+            f"{yaml_loader.MAX_NESTING} deep; a file that reads itself, directly or through "
+            "others, is refused as a cycle, naming the files.",
+        ),
+    ]
+    return [
+        "",
+        "## Limits",
+        "",
+        "What every file may hold (graph files and the `converge agents run` file); past a "
+        "limit, the file is refused with its line, at once.",
+        "",
+        *_table(("what", "limit"), [(f"{what}", text) for what, text in rows]),
+    ]
 
 
 def _block(key: str, struct: type[Any], keys: Iterable[str]) -> list[str]:

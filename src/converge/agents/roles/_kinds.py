@@ -23,7 +23,6 @@ referenced as ``module:attr`` (``kind: python``) instead.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,19 +46,8 @@ _LLM = {
 
 def _reference(ctx: KindContext, found: dict[str, Any], key: str) -> None:
     """Replace ``found[key]`` (a ``"module:attr"``) by what it names."""
-    ref = found.get(key)
-    if ref is None:
-        return
-    if not isinstance(ref, str) or ":" not in ref:
-        raise ctx.fail(f"{key} is 'module:attr', not {ref!r}", key)
-    module_name, _, attr = ref.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ctx.fail(f"cannot load {key} {ref!r}: {exc}", key) from None
-    found[key] = target
+    if found.get(key) is not None:
+        found[key] = ctx.reference(key, found[key])
 
 
 def _builder(
@@ -72,10 +60,10 @@ def _builder(
     def build(options: Mapping[str, Any], ctx: KindContext) -> Any:
         found = ctx.options(options, allowed, required)
         if found.get("provider") is not None:
-            try:
-                found["provider"] = load_provider(found["provider"])
-            except ValidationError as exc:
-                raise ctx.fail(exc.message, "provider") from None
+            field = f"agents.{ctx.name}.provider"
+            found["provider"] = load_provider(
+                found["provider"], field, source=ctx.source, line=ctx.line
+            )
         for key in references:
             _reference(ctx, found, key)
         args = [found.pop(positional)] if positional and positional in found else []
