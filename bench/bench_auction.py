@@ -30,8 +30,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from _common import best_of, emit, interleaved, rate
-from converge.coordination._auction import Auction, close, open_auction, receive
 from converge.coordination.bidding import BiddingProtocol, RoundStage, report_done
+from converge.coordination.bidding._round import Auction, close, open_auction, receive
 from converge.core import Identity, Message, SendMessage, SubmitBid, unseal
 from converge.policy.trust import TrustModel
 from converge.protocol.objects import Constraints, Intent, Offer, TaskStart, Usage

@@ -27,9 +27,8 @@ from converge.agents.llm import (
     ToolSpec,
 )
 from converge.agents.llm._common import translate_error
-from converge.agents.llm._urls import mask_urls, shown_url
 from converge.agents.llm.testing import FakeLLMServer, Reply
-from converge.errors import ConvergeError, ValidationError
+from converge.errors import ConvergeError, ValidationError, mask_urls, shown_url
 from tests.agents._llm_helpers import make_provider
 
 HI = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converge.coordination._auction import (
-    AUCTION_TRANSITIONS,
+from converge.coordination.bidding import Strategy
+from converge.coordination.bidding._award import tie_key
+from converge.coordination.bidding._round import (
+    _AUCTION_TRANSITIONS,
     Auction,
     AuctionClosed,
     AuctionState,
     BidWindowOpen,
-    Strategy,
     close,
     open_auction,
     receive,
 )
-from converge.coordination._auction_select import tie_key
 from converge.core import Identity, unseal
 from converge.core.capability import CapabilitySet
 from converge.errors import SignatureError, ValidationError
@@ -109,8 +109,8 @@ def test_open_auction_refuses_an_unknown_strategy() -> None:
 
 
 def test_terminal_states_have_no_moves() -> None:
-    assert AUCTION_TRANSITIONS[AuctionState.CLOSED_AWARDED] == frozenset()
-    assert AUCTION_TRANSITIONS[AuctionState.CLOSED_FAILED] == frozenset()
+    assert _AUCTION_TRANSITIONS[AuctionState.CLOSED_AWARDED] == frozenset()
+    assert _AUCTION_TRANSITIONS[AuctionState.CLOSED_FAILED] == frozenset()
 
 
 # -- validation on arrival -------------------------------------------------------------------------

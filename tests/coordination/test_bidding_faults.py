@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from converge.coordination._auction import MAX_REFUSALS_PER_PROVIDER, open_auction, receive
 from converge.coordination.bidding import (
     OFFER_KIND,
     RECEIPT_KIND,
@@ -22,6 +21,7 @@ from converge.coordination.bidding import (
     RoundStage,
     report_done,
 )
+from converge.coordination.bidding._round import MAX_REFUSALS_PER_PROVIDER, open_auction, receive
 from converge.core import Identity, Message, ReplayGuard, unseal
 from converge.core import identity as identity_module
 from converge.core.clip import MAX_ID_CHARS, MAX_TEXT_CHARS, clip

@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converge.coordination import _consensus_core as core
+from converge.coordination import _ballot as core
 from converge.coordination.consensus import (
-    BALLOT_TRANSITIONS,
     Ballot,
     BallotClosed,
     BallotRefused,
@@ -34,7 +33,7 @@ from converge.errors import (
     ConvergeError,
     InvalidTransition,
     PolicyViolation,
-    StaleMessage,
+    StateError,
     ValidationError,
 )
 from converge.protocol.event import Event
@@ -324,7 +323,8 @@ async def test_every_refusal_is_an_event_with_a_reason_and_changes_nothing_else(
     assert isinstance(not_opener, BallotRefused) and not_opener.act == "close"
     clock.advance(60)
     late = await refused(consensus.vote(B, ballot.id, "a"), VoteAfterDeadline, "after_deadline")
-    assert isinstance(late, StaleMessage) and isinstance(late, VoteAfterDeadline)
+    # The ballot's deadline has passed: a state error, not a replayed or stale message.
+    assert isinstance(late, StateError) and isinstance(late, VoteAfterDeadline)
     assert (late.deadline, late.at, late.agent_id) == (clock.now(), clock.now(), B)
     # A ballot that does not exist records nothing.
     last = await store.last_seq()
@@ -488,7 +488,7 @@ async def test_ballots_survive_a_sqlite_reopen(tmp_path: Path, clock: ManualCloc
 
 
 def test_the_transition_table() -> None:
-    assert BALLOT_TRANSITIONS == {
+    assert core._BALLOT_TRANSITIONS == {
         BallotState.OPEN: frozenset({BallotState.OPEN, BallotState.CLOSED}),
         BallotState.CLOSED: frozenset(),
     }

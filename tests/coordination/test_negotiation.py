@@ -13,9 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converge.coordination import _negotiation_core as core
+from converge.coordination import _negotiation_session as core
 from converge.coordination.negotiation import (
-    NEGOTIATION_TRANSITIONS,
     NegotiationProtocol,
     NegotiationRefused,
     NegotiationSession,
@@ -506,7 +505,7 @@ def test_random_acts_keep_the_invariants(
         if session.is_terminal or agent == X:  # nothing moves a finished session, or a stranger
             assert not out.changed and new is session and out.error is not None
         if out.changed:
-            assert new.state in NEGOTIATION_TRANSITIONS[session.state]
+            assert new.state in core._NEGOTIATION_TRANSITIONS[session.state]
             assert len(out.events) >= 1
         else:
             assert new is session

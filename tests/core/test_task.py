@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converge.core import TERMINAL_STATES, TRANSITIONS, Task, TaskState, check_transition
+from converge.core import TERMINAL_STATES, Task, TaskState, check_transition
+from converge.core.task import _TRANSITIONS
 from converge.errors import InvalidTransition, StateError, ValidationError
 
 S = TaskState
@@ -41,14 +42,14 @@ def test_states_are_the_six_of_the_issue() -> None:
 
 
 def test_transition_table_is_the_documented_lifecycle() -> None:
-    assert set(TRANSITIONS) == set(S)
-    assert {(a, b) for a, nxt in TRANSITIONS.items() for b in nxt} == EXPECTED_MOVES
+    assert set(_TRANSITIONS) == set(S)
+    assert {(a, b) for a, nxt in _TRANSITIONS.items() for b in nxt} == EXPECTED_MOVES
 
 
 def test_terminal_states_have_no_moves() -> None:
     assert frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}) == TERMINAL_STATES
     for state in TERMINAL_STATES:
-        assert not TRANSITIONS[state]
+        assert not _TRANSITIONS[state]
         for target in S:
             with pytest.raises(InvalidTransition):
                 check_transition(state, target)
@@ -61,7 +62,7 @@ def test_transition_succeeds_iff_the_table_allows_it(targets: list[TaskState], t
     for step, target in enumerate(targets, start=1):
         at = t0 + step
         before = task
-        if target in TRANSITIONS[task.state]:
+        if target in _TRANSITIONS[task.state]:
             task = task.transition(target, at=at)
             assert task.state is target
             assert task.updated_at == at

@@ -1,7 +1,9 @@
-"""LocalNetwork: what it checks of a message itself (its addressing), before delivering it."""
+"""LocalNetwork beyond the transport conformance suite: what it checks of a message itself (its
+addressing) before delivering it, and how it holds senders back."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -49,3 +51,32 @@ async def test_the_rest_of_a_message_is_left_to_its_receiver() -> None:
     odd = Message(kind="x", recipient=ALICE.did, created_at="yesterday")  # type: ignore[arg-type]
     assert await net.send(odd) == 1
     assert inbox.drain(10) == [odd]
+
+
+async def test_a_topic_message_waits_for_each_full_subscriber_in_turn() -> None:
+    """LocalNetwork's backpressure: ``send`` returns once every subscriber's inbox holds the
+    message, so one slow subscriber holds up its publisher (and the subscribers after it)."""
+    bob, carol = Identity.generate(), Identity.generate()
+    net = LocalNetwork()
+    slow, quick = Inbox(maxsize=1), Inbox(maxsize=1)
+    for did, inbox in ((bob.did, slow), (carol.did, quick)):
+        net.register(did, inbox)
+        net.subscribe(did, "feed")
+    assert await net.send(Message(kind="x", topic="feed", payload=1).sign(ALICE)) == 2
+    quick.drain(1)
+    publishing = asyncio.ensure_future(
+        net.send(Message(kind="x", topic="feed", payload=2).sign(ALICE))
+    )
+    done, _ = await asyncio.wait({publishing}, timeout=0.05)
+    assert not done and len(quick) == 0  # waiting on `slow`, before `quick`'s turn
+    slow.drain(1)
+    assert await asyncio.wait_for(publishing, 10) == 2
+    assert [m.payload for m in quick.drain(5)] == [2]
+
+
+async def test_closing_the_network_closes_its_inboxes_and_async_with_closes_it() -> None:
+    inbox = Inbox()
+    async with LocalNetwork() as net:
+        net.register(ALICE.did, inbox)
+        assert not net.closed and not inbox.closed
+    assert net.closed and inbox.closed  # its owner still drains what was delivered

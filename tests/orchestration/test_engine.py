@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from converge.errors import OrchestrationError
+from converge.errors import OrchestrationError, ValidationError
 from converge.orchestration import (
     MISSING,
     AgentSpec,
@@ -483,6 +483,42 @@ async def test_stream_yields_the_runs_events_in_order() -> None:
         "run.completed",
     ]
     assert events[-1].data["output"] == "partial answer"
+
+
+async def test_stream_runs_under_the_id_it_is_given(store: Store) -> None:
+    def no_ids() -> str:
+        raise AssertionError("the engine made a run id of its own")
+
+    engine = Engine(store, id_factory=no_ids)
+    graph = Graph("st").add_node("a", const(1))
+    events = [e async for e in engine.stream(graph, run_id="chosen")]
+    assert {e.run_id for e in events} == {"chosen"}
+    assert events[-1].kind == "run.completed"
+    started = await store.read(trace_id="chosen", kinds=("run.started",))
+    assert [e.subject for e in started] == ["chosen"]
+    # An id that names a run already there, or no run of its own, is refused before anything
+    # runs.
+    for bad in ["chosen", "", " ", "chosen/a/1", 7]:
+        with pytest.raises(ValidationError) as info:
+            _ = [e async for e in engine.stream(graph, run_id=bad)]  # type: ignore[arg-type]
+        assert info.value.field == "run_id"
+    assert len(await store.read(trace_id="chosen", kinds=("run.started",))) == 1
+
+
+async def test_aclose_releases_the_engine_and_may_be_called_again(store: Store) -> None:
+    graph = Graph("c").add_node("a", const(1))
+    engine = Engine(store)  # used without `async with`
+    await engine.execute(graph)
+    lease = f"owner/{engine.owner.id}"
+    assert await store.get(lease) is not None  # written before its first run
+    await engine.aclose()
+    assert await store.get(lease) is None
+    await engine.aclose()
+    async with Engine(store) as other:
+        await other.execute(graph)
+        lease = f"owner/{other.owner.id}"
+    assert await store.get(lease) is None  # `async with` closed it
+    await other.aclose()
 
 
 async def test_batch_keeps_input_order_and_survives_a_failure() -> None:

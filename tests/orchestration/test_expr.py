@@ -15,15 +15,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from converge.errors import OrchestrationError, ValidationError
-from converge.orchestration._expr import (
-    MAX_DEPTH,
-    MAX_LENGTH,
-    Expression,
+from converge.errors import (
     ExpressionError,
     ExpressionSyntaxError,
-    parse_expression,
+    OrchestrationError,
+    ValidationError,
 )
+from converge.orchestration._expr import MAX_DEPTH, MAX_LENGTH, Expression, parse_expression
 
 
 def ev(text: str, **values: Any) -> Any:

@@ -1,31 +1,38 @@
 """Agents that do real work: function agents, LLM agents and their providers, tools, memory,
-the five roles of seed 002 (worker, router, critic, supervisor, planner) and the goal planner.
+the five roles of seed 002 (worker, router, critic, supervisor, planner) and goal planning.
+
+``GoalPlanner`` runs its plans on the engine, so it lives in ``converge.orchestration``; it is
+still importable from here, resolved on first use: importing this package never imports
+orchestration.
 """
+
+import importlib
+from typing import Any
 
 # -- roles and the goal planner ----------------------------------------------------------------
 from converge.agents._plan import (
     AvailableAgent,
     Plan,
     PlanConstraints,
-    PlanRejected,
     PlanStep,
 )
 from converge.agents.function import FunctionAgent
-from converge.agents.planner import GoalPlanner
+from converge.agents.planner import PlanMaker
 from converge.agents.roles import (
     Criteria,
     Critic,
-    NoMatchingRoute,
     Planner,
     Router,
-    StructuredOutputError,
     Supervisor,
     Worker,
 )
 
 # -- end roles and the goal planner ------------------------------------------------------------
-# Function agents, safe tool calls and the sandbox.
-from converge.runtime._tool_errors import (
+# The errors they raise (``converge.errors``), function agents, safe tool calls and the sandbox.
+from converge.errors import (
+    NoMatchingRoute,
+    PlanRejected,
+    StructuredOutputError,
     ToolCallRefused,
     ToolError,
     ToolMemoryExceeded,
@@ -44,6 +51,7 @@ __all__ = [
     "NoMatchingRoute",
     "Plan",
     "PlanConstraints",
+    "PlanMaker",
     "PlanRejected",
     "PlanStep",
     "Planner",
@@ -60,3 +68,9 @@ __all__ = [
     "Worker",
     "run_in_sandbox",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "GoalPlanner":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return importlib.import_module("converge.orchestration.planner").GoalPlanner

@@ -1,5 +1,6 @@
 """The goal planner's data and its checks: ``Plan``, ``PlanStep``, ``PlanConstraints``,
-``AvailableAgent``, ``PlanRejected``, and the keyword rules of rule-mode planning.
+``AvailableAgent``, and the keyword rules of rule-mode planning; a plan that does not fit is
+refused with ``PlanRejected`` (``converge.errors``).
 
 A plan is checked before anything runs (``check_plan``): at least one step; step ids are
 unique identifiers; every step's agent is available; every dependency names an earlier
@@ -17,13 +18,12 @@ from typing import Any
 import msgspec
 
 from converge.core.agent import Agent
-from converge.errors import ValidationError
+from converge.errors import PlanRejected, ValidationError
 
 __all__ = [
     "AvailableAgent",
     "Plan",
     "PlanConstraints",
-    "PlanRejected",
     "PlanStep",
     "as_available",
     "check_plan",
@@ -31,23 +31,6 @@ __all__ = [
 ]
 
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-class PlanRejected(ValidationError):
-    """A plan that does not fit its agents or constraints, refused before it runs.
-
-    Attributes:
-        reason: ``empty``, ``duplicate_step``, ``bad_step_id``, ``unknown_agent``,
-            ``unknown_dependency``, ``cycle``, ``too_many_steps``, ``over_budget``,
-            ``no_match`` (no agent fits the goal), ``no_alternative`` (nothing to re-plan a
-            failed step with) or ``unknown_step``.
-        step: the offending step's id, when one is to blame.
-    """
-
-    def __init__(self, message: str, *, reason: str, step: str | None = None) -> None:
-        super().__init__(message, field=f"steps.{step}" if step else "steps")
-        self.reason = reason
-        self.step = step
 
 
 class PlanConstraints(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

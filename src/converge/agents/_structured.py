@@ -1,5 +1,5 @@
-"""What the roles share in LLM mode: one structured call with checked, retried output, the
-error it raises when the model never answers well, and reading a provider from YAML.
+"""What the roles share in LLM mode: one structured call with checked, retried output, and the
+error it raises when the model never answers well.
 
 A role asks ``provider.chat(messages, response_schema=schema)`` and checks the answer with its
 own ``check`` (which raises ``ValueError`` naming the problem). A bad answer is shown back to
@@ -17,41 +17,17 @@ import msgspec
 
 from converge.agents.llm.base import ChatMessage, LLMProvider
 from converge.core.agent import RunContext
-from converge.errors import ValidationError
-from converge.orchestration.object_refs import import_object_ref
+from converge.errors import StructuredOutputError, ValidationError
 
 __all__ = [
-    "StructuredOutputError",
     "ask_structured",
     "check_attempts",
     "fields_of",
-    "load_provider",
     "render",
     "text_of",
 ]
 
 T = TypeVar("T")
-
-
-class StructuredOutputError(ValidationError):
-    """A model's structured answer stayed invalid after every attempt.
-
-    Attributes:
-        role: the name of the agent that asked.
-        attempts: how many calls were made.
-        problems: what was wrong with each answer, in order.
-        output: the last answer (decoded, or its text when it was not JSON).
-    """
-
-    def __init__(self, role: str, attempts: int, problems: Sequence[str], output: Any) -> None:
-        super().__init__(
-            f"{role}: the model's answer was invalid {attempts} time(s); last: {problems[-1]}",
-            field="response",
-        )
-        self.role = role
-        self.attempts = attempts
-        self.problems = tuple(problems)
-        self.output = output
 
 
 async def ask_structured(
@@ -141,37 +117,3 @@ def fields_of(inputs: Mapping[str, Any]) -> dict[str, Any]:
 def render(template: str, inputs: Mapping[str, Any]) -> str:
     """``template`` (``str.format`` syntax) filled from ``fields_of(inputs)``."""
     return template.format_map(_Fields(fields_of(inputs)))
-
-
-def load_provider(
-    ref: Any, field: str = "provider", *, source: str | None = None, line: int | None = None
-) -> LLMProvider:
-    """A provider given as an object, or as ``"module:attr"`` naming one (or a factory of one
-    that takes no arguments), as YAML gives it.
-
-    Raises:
-        ValidationError: a malformed reference, one that cannot be imported, a factory that
-            fails, or something that is not an ``LLMProvider`` (at ``source``:``line``).
-    """
-    target = ref
-    if isinstance(ref, str):
-        target = import_object_ref(ref, field=field, source=source, line=line, what="provider")
-    if isinstance(target, type) or (not isinstance(target, LLMProvider) and callable(target)):
-        try:
-            target = target()
-        except Exception as exc:  # the factory's own failure, named rather than raised raw
-            raise ValidationError(
-                f"provider {ref!r}: calling it with no arguments failed: "
-                f"{type(exc).__name__}: {exc}",
-                field=field,
-                source=source,
-                line=line,
-            ) from exc
-    if not isinstance(target, LLMProvider):
-        raise ValidationError(
-            f"{ref!r} is a {type(target).__name__}, not an LLMProvider",
-            field=field,
-            source=source,
-            line=line,
-        )
-    return target

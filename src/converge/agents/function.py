@@ -54,9 +54,9 @@ from typing import Any
 
 import msgspec
 
-from converge.core._codec_errors import validation_error
 from converge.core.agent import Agent, RunContext
 from converge.core.capability import Capability
+from converge.core.codec_errors import validation_error
 from converge.core.identity import Identity
 from converge.core.topic import Topic
 from converge.core.user_code import call_in_thread

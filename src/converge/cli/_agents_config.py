@@ -61,7 +61,7 @@ from converge.orchestration.object_refs import check_object_ref
 from converge.orchestration.yaml_reader import YamlReader, compose
 from converge.policy.safety import ActionPolicy, ResourceLimits
 
-__all__ = ["AgentSpec", "AgentsConfig", "PoolSpec", "load_agents_config"]
+__all__ = ["AgentEntry", "AgentsConfig", "PoolSpec", "load_agents_config"]
 
 _TOP = ("pools", "agents")
 _POOL = ("name", "admission", "token_env")
@@ -97,7 +97,7 @@ class PoolSpec:
 
 
 @dataclass(frozen=True)
-class AgentSpec:
+class AgentEntry:
     """One agent to run."""
 
     name: str
@@ -130,7 +130,7 @@ class AgentsConfig:
     """The file."""
     pools: tuple[PoolSpec, ...]
     """The pools, in file order."""
-    agents: tuple[AgentSpec, ...]
+    agents: tuple[AgentEntry, ...]
     """The agents, in file order."""
 
 
@@ -196,7 +196,7 @@ def _pool(reader: YamlReader, pool_id: str, node: yaml.Node) -> PoolSpec:
 
 def _agent(
     reader: YamlReader, name: str, node: yaml.Node, base: Path, pools: set[str]
-) -> AgentSpec:
+) -> AgentEntry:
     field = f"agents.{name}"
     spec = reader.mapping(node, field, _AGENT)
     if "ref" not in spec:
@@ -234,7 +234,7 @@ def _agent(
         names = {k: _names(reader, v, f"{where}.{k}") for k, v in given.items()}
         policy = reader.build(ActionPolicy, spec["policy"], where, names, given)
     line = node.start_mark.line + 1
-    return AgentSpec(name, ref, caps, joins, max_batch, key, line, limits, policy, failures)
+    return AgentEntry(name, ref, caps, joins, max_batch, key, line, limits, policy, failures)
 
 
 def _amount(reader: YamlReader, key: str, node: yaml.Node, field: str) -> float | None:

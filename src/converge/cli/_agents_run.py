@@ -10,7 +10,7 @@ happens; the command then exits 1 if any failed, else 0). On a signal:
 
 1. stops every runtime, in reverse start order, after its current ``decide()`` and the
    decisions it made (each agent is unregistered from discovery and logs ``runtime.stopped``);
-2. closes the store.
+2. closes the network, then the store.
 
 A claim an agent still holds at that point is *not* released: its lease is left to expire, and
 any runtime on the board (this command's next start, or another process) returns the task to
@@ -28,9 +28,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from converge.cli._agents_config import AgentsConfig, AgentSpec, PoolSpec
+from converge.cli._agents_config import AgentEntry, AgentsConfig, PoolSpec
 from converge.cli._config import Settings
 from converge.core.agent import Agent
 from converge.core.decisions import ClaimTask, Decision, FailTask, ReportTask, SendMessage
@@ -39,6 +39,9 @@ from converge.core.message import Message
 from converge.core.task import Task
 from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ConflictError, StateError, ValidationError
+
+if TYPE_CHECKING:
+    from converge.network.transport import Transport
 
 __all__ = ["AgentHost", "build_agent", "build_agents", "run_agents"]
 
@@ -78,13 +81,13 @@ class _BoardWorker(Agent):
 
 def build_agents(
     config: AgentsConfig, *, create_keys: bool = True
-) -> list[tuple[AgentSpec, Agent]]:
+) -> list[tuple[AgentEntry, Agent]]:
     """Every agent of ``config``, built (``ValidationError`` with file and line); with
     ``create_keys=False`` a missing key file is left to be created on the first start."""
     return [(spec, build_agent(spec, config.source, create_keys)) for spec in config.agents]
 
 
-def build_agent(spec: AgentSpec, source: str, create_keys: bool = True) -> Agent:
+def build_agent(spec: AgentEntry, source: str, create_keys: bool = True) -> Agent:
     """The agent ``spec`` names, with its name, key and capabilities applied."""
     from converge.core.capability import CapabilitySet
     from converge.orchestration.object_refs import import_object_ref
@@ -136,7 +139,7 @@ def build_agent(spec: AgentSpec, source: str, create_keys: bool = True) -> Agent
     return agent
 
 
-def _identity(spec: AgentSpec, source: str) -> Identity:
+def _identity(spec: AgentEntry, source: str) -> Identity:
     from converge.errors import IdentityError
 
     assert spec.key is not None
@@ -163,9 +166,9 @@ class AgentHost:
     def __init__(
         self,
         config: AgentsConfig,
-        agents: list[tuple[AgentSpec, Agent]],
+        agents: list[tuple[AgentEntry, Agent]],
         *,
-        network: Any,
+        network: Transport,
         tasks: Any,
         pools: Any,
         discovery: Any,
@@ -246,8 +249,7 @@ async def run_agents(cfg: Settings, config: AgentsConfig, echo: Callable[[str], 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with await open_store(cfg, create=True) as store:
-            network = LocalNetwork()
+        async with await open_store(cfg, create=True) as store, LocalNetwork() as network:
             board = TaskManager(store)
             pools = PoolManager(store)
             # Votes cast here go on the store's ballots, wherever they were opened.

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from converge.orchestration import Engine, Graph
     from converge.store import SQLiteStore
 
-__all__ = ["Outcome", "parse_inputs", "parse_value", "resume_run", "start_run"]
+__all__ = ["RunReport", "parse_inputs", "parse_value", "resume_run", "start_run"]
 
 RUN_KEY = "cli/run/"
 CANCEL_KEY = "cli/cancel/"
@@ -45,7 +45,7 @@ def _quiet(line: str) -> None:
     """Say nothing (the default for the agents' start and stop lines)."""
 
 
-class Outcome:
+class RunReport:
     """How a run (or its continuation) ended, as the CLI reports it."""
 
     def __init__(self, run_id: str, status: str, data: dict[str, Any]) -> None:
@@ -137,7 +137,7 @@ async def start_run(
     tracer_provider: Any = None,
     agents: AgentsConfig | None = None,
     echo: Callable[[str], None] = _quiet,
-) -> Outcome:
+) -> RunReport:
     """Run the graph at ``graph_path``, feeding its events to ``listener`` (and to an
     ``OTelListener`` on ``tracer_provider`` when one is given), with the coordination services
     its nodes need on the store and the agents of ``agents`` running beside it
@@ -171,7 +171,6 @@ async def start_run(
                 f"run {run_id} already exists: continue it with `converge resume {run_id}`"
             )
         await _record_run(store, run_id, graph_path)
-        ids = iter([run_id])
         listeners = []
         if tracer_provider is not None:
             from converge.observability.otel import OTelListener
@@ -181,16 +180,15 @@ async def start_run(
             run_services(cfg, store, graph, agents, echo) as services,
             Engine(
                 store,
-                id_factory=lambda: next(ids, None) or new_id(),
                 listeners=listeners,
                 lease=lease_policy(cfg),
                 services=services,
             ) as engine,
         ):
 
-            async def drive() -> Outcome:
-                outcome = Outcome(run_id, "cancelled", {})
-                async for ev in engine.stream(graph, inputs):
+            async def drive() -> RunReport:
+                outcome = RunReport(run_id, "cancelled", {})
+                async for ev in engine.stream(graph, inputs, run_id=run_id):
                     listener(ev.kind, ev.node, ev.data)
                     if ev.kind == "node.done" and ev.node is not None:
                         outcome.outputs[ev.node] = ev.data.get("output")
@@ -216,7 +214,7 @@ async def resume_run(
     listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
     agents: AgentsConfig | None = None,
     echo: Callable[[str], None] = _quiet,
-) -> tuple[Outcome, Path]:
+) -> tuple[RunReport, Path]:
     """Continue run ``run_id`` (``answer`` answers its open question); ``listener`` first hears
     the passes that finished before, then the continuation's events as they happen. The run
     gets the services and agents ``start_run`` gives it."""
@@ -248,7 +246,7 @@ async def resume_run(
             Engine(store, lease=lease_policy(cfg), services=services) as engine,
         ):
 
-            async def drive() -> Outcome:
+            async def drive() -> RunReport:
                 try:
                     result = await engine.resume(graph, run_id, answer=answer, listener=listener)
                 except RunFailed as exc:
@@ -260,7 +258,7 @@ async def resume_run(
                     "node": result.failed_node,
                     "questions": result.questions,
                 }
-                outcome = Outcome(run_id, status, data)
+                outcome = RunReport(run_id, status, data)
                 outcome.outputs = dict(result.outputs)
                 return outcome
 
@@ -274,15 +272,15 @@ async def _cancellable(
     store: SQLiteStore,
     engine: Engine,
     run_id: str,
-    drive: Callable[[], Awaitable[Outcome]],
+    drive: Callable[[], Awaitable[RunReport]],
     since: float,
-) -> Outcome:
+) -> RunReport:
     """Run ``drive`` while polling for a ``converge cancel`` request, which cancels the run on
     purpose (it logs ``run.cancelled`` itself, on the way out). A request made before
     ``since`` (when this command began) was for a process that ran the run before: ignored.
     """
     requested = False
-    outcome: Outcome | None = None
+    outcome: RunReport | None = None
 
     async def run() -> None:
         nonlocal outcome
@@ -306,7 +304,7 @@ async def _cancellable(
         watcher = group.create_task(watch())
     if requested or outcome is None:
         await store.delete(CANCEL_KEY + run_id)
-        return Outcome(run_id, "cancelled", {"error": "cancelled by `converge cancel`"})
+        return RunReport(run_id, "cancelled", {"error": "cancelled by `converge cancel`"})
     return outcome
 
 

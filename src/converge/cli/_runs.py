@@ -116,7 +116,7 @@ def _owned(run: dict[str, Any], verdict: Verdict) -> None:
 async def show_run(store: SQLiteStore, run_id: str) -> dict[str, Any]:
     """Run ``run_id`` in detail: its inputs, status, result and nodes (exit 2 if unknown)."""
     from converge.errors import ValidationError
-    from converge.orchestration._records import read_records
+    from converge.orchestration.records import read_records
     from converge.orchestration.trace import trace_of
 
     events = await store.read(trace_id=run_id.split("/", 1)[0])
@@ -192,8 +192,8 @@ async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
       ``run.cancelled`` awaited (a ``converge run`` or ``resume`` process polls for requests).
     """
     from converge.errors import StateError, ValidationError
-    from converge.orchestration._records import read_records
     from converge.orchestration.ownership import append_unowned, claim_version
+    from converge.orchestration.records import read_records
     from converge.protocol.event import Event
 
     async def records() -> Any:

@@ -115,7 +115,7 @@ async def run_services(
         agents={spec.name: agent for spec, agent in built},
         memory=ContextScopes(store),
     )
-    async with bidding.serving():
+    async with network, bidding.serving():
         if agents is None:
             yield services
             return

@@ -6,7 +6,6 @@ delegation}``."""
 from __future__ import annotations
 
 from converge.coordination.bidding import (
-    ROUND_TRANSITIONS,
     AuctionClosed,
     Award,
     BiddingProtocol,
@@ -41,7 +40,6 @@ from converge.coordination.delegation import (
 )
 from converge.coordination.discovery import REGISTER_KIND, AgentDescriptor, DiscoveryService
 from converge.coordination.negotiation import (
-    NEGOTIATION_TRANSITIONS,
     NegotiationProtocol,
     NegotiationRefused,
     NegotiationSession,
@@ -66,9 +64,7 @@ from converge.coordination.task_manager import (
 )
 
 __all__ = [
-    "NEGOTIATION_TRANSITIONS",
     "REGISTER_KIND",
-    "ROUND_TRANSITIONS",
     "AgentDescriptor",
     "AgentResult",
     "AuctionClosed",

@@ -2,7 +2,7 @@
 quorum or unanimity (seed 001: "majority and plurality voting"; issue 4: the rest).
 
 ``Consensus`` drives pure functions over a store: the ballot state machine of
-``_consensus_core`` (``cast``, closing) and the rules of ``_consensus_rules`` (``tally``,
+``_ballot`` (``cast``, closing) and the rules of ``_tally`` (``tally``,
 ``is_settled``). Keys:
 
 - ``ballot/<ballot id>``: the ``Ballot`` (MessagePack) with its counted votes and, once CLOSED,
@@ -63,43 +63,45 @@ from typing import Any
 
 import msgspec
 
-from converge.coordination import _consensus_core as core
-from converge.coordination._consensus_core import (
-    BALLOT_TRANSITIONS,
+from converge.coordination import _ballot as core
+from converge.coordination._ballot import (
     DUE_PREFIX,
     Ballot,
-    BallotClosed,
-    BallotRefused,
     BallotResult,
     BallotState,
     CastVote,
     Rule,
     Tally,
-    VoteAfterDeadline,
     ballot_key,
     cast,
     check_ballot_id,
     due_ballot_key,
     refusal_code,
 )
-from converge.coordination._consensus_rules import (
+from converge.coordination._due import due_entries
+from converge.coordination._tally import (
     DEFAULT_TRUST,
     is_settled,
     majority,
     plurality,
     tally,
 )
-from converge.coordination._due import due_entries
 from converge.coordination.pool_manager import TrustSource
 from converge.core.clip import clip, clip_text
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.ids import new_id
-from converge.errors import ConflictError, ConvergeError, ValidationError
+from converge.errors import (
+    BallotClosed,
+    BallotRefused,
+    ConflictError,
+    ConvergeError,
+    ValidationError,
+    VoteAfterDeadline,
+)
 from converge.protocol.event import Event
 from converge.store.base import Store
 
 __all__ = [
-    "BALLOT_TRANSITIONS",
     "DEFAULT_TRUST",
     "Ballot",
     "BallotClosed",

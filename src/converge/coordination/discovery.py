@@ -35,10 +35,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from converge.coordination.pool_manager import TrustSource
-from converge.core._codec_errors import validation_error
 from converge.core.capability import Capability, CapabilitySet, Requirement
 from converge.core.clip import clip, clip_text, shown
 from converge.core.clock import Clock, on_clock, system_clock
+from converge.core.codec_errors import validation_error
 from converge.core.identity import public_key_from_did
 from converge.core.message import Message, ReplayGuard
 from converge.core.topic import Topic

@@ -1,7 +1,7 @@
 """Negotiation: sessions in which named parties propose, counter, accept and reject terms.
 
-``NegotiationProtocol`` drives the pure state machine of ``_negotiation_core`` (its data types
-in ``_negotiation_types``) over a store.
+``NegotiationProtocol`` drives the pure state machine of ``_negotiation_session`` over a
+store.
 Keys:
 
 - ``negotiation/<session id>``: the ``NegotiationSession`` (MessagePack), changed only by a
@@ -50,25 +50,21 @@ from typing import Any
 
 import msgspec
 
-from converge.coordination import _negotiation_core as core
+from converge.coordination import _negotiation_session as core
 from converge.coordination._due import due_entries, due_key
-from converge.coordination._negotiation_types import (
-    NEGOTIATION_TRANSITIONS,
+from converge.coordination._negotiation_session import (
     TERMINAL_NEGOTIATION_STATES,
-    NegotiationRefused,
+    ActResult,
     NegotiationSession,
     NegotiationState,
-    Outcome,
     Proposal,
-    ProposalSuperseded,
 )
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.ids import new_id
-from converge.errors import ConflictError, ValidationError
+from converge.errors import ConflictError, NegotiationRefused, ProposalSuperseded, ValidationError
 from converge.store.base import Store
 
 __all__ = [
-    "NEGOTIATION_TRANSITIONS",
     "TERMINAL_NEGOTIATION_STATES",
     "NegotiationProtocol",
     "NegotiationRefused",
@@ -299,8 +295,8 @@ class NegotiationProtocol:
         self,
         session_id: str,
         proposal_id: str | None,
-        act: Callable[[NegotiationSession, str, float], Outcome],
-    ) -> Outcome:
+        act: Callable[[NegotiationSession, str, float], ActResult],
+    ) -> ActResult:
         """Read, apply ``act`` (pure), write with a compare-and-set; on a conflict read again
         and recompute. The proposal the act answers is pinned at the first read, so a retry
         never applies it to a proposal its agent did not see."""
@@ -347,7 +343,7 @@ class NegotiationProtocol:
             return True
         return False
 
-    async def _write(self, outcome: Outcome, version: int) -> None:
+    async def _write(self, outcome: ActResult, version: int) -> None:
         session = outcome.session
         if not outcome.changed:
             if outcome.events:

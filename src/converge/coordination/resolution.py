@@ -35,10 +35,11 @@ import msgspec
 
 from converge.coordination.pool_manager import TrustSource
 from converge.core.signing import canonical_encode
-from converge.errors import ConvergeError, ValidationError
+from converge.errors import ResolutionFailed, ValidationError
 
 __all__ = [
     "AgentResult",
+    "AnswerTally",
     "Choose",
     "ConflictStrategy",
     "Key",
@@ -94,7 +95,7 @@ class AgentResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
                 raise ValidationError(text, field=field)
 
 
-class Tally(msgspec.Struct, frozen=True):
+class AnswerTally(msgspec.Struct, frozen=True):
     """One distinct answer and what stands behind it."""
 
     label: str
@@ -105,6 +106,11 @@ class Tally(msgspec.Struct, frozen=True):
     """How many agents gave it (``trust_weighted``: the sum of their trust)."""
     agents: tuple[str, ...]
     """The dids that gave it, sorted."""
+
+
+Tally = AnswerTally
+"""The old name of ``AnswerTally``, kept so imports of it work (a ballot's ``Tally``, in
+``converge.coordination.consensus``, is another thing: the support of one option)."""
 
 
 class Resolution(msgspec.Struct, frozen=True):
@@ -120,7 +126,7 @@ class Resolution(msgspec.Struct, frozen=True):
     """The strategy that picked it."""
     support: float
     """The chosen answer's support (a count; ``trust_weighted``: a weight)."""
-    tallies: tuple[Tally, ...]
+    tallies: tuple[AnswerTally, ...]
     """Every distinct successful answer, by support (highest first), then digest."""
     reason: str
     """Why this answer, in words."""
@@ -128,28 +134,6 @@ class Resolution(msgspec.Struct, frozen=True):
     """The dids whose successful answers lost, sorted."""
     failed: tuple[str, ...] = ()
     """The dids whose attempts failed, sorted."""
-
-
-class ResolutionFailed(ConvergeError):
-    """No answer could be picked: a tie, no majority, a conflict, or no successful result.
-
-    Attributes:
-        strategy: the strategy that failed.
-        reason: why, in words.
-        answers: the distinct successful answers and the agents behind each (``Tally``s).
-        failed: the dids whose attempts failed.
-    """
-
-    def __init__(
-        self,
-        strategy: ConflictStrategy,
-        reason: str,
-        answers: tuple[Tally, ...] = (),
-        failed: tuple[str, ...] = (),
-    ) -> None:
-        named = "".join(f"; {a.label} from {', '.join(a.agents)}" for a in answers)
-        super().__init__(f"{strategy}: {reason}{named}")
-        self.strategy, self.reason, self.answers, self.failed = strategy, reason, answers, failed
 
 
 Key: TypeAlias = Callable[[Any], Any]
@@ -230,9 +214,9 @@ class _Round:
             self.groups.setdefault(e.digest, []).append(e)
         self.tallies = self.tally()
 
-    def tally(self, weigh: Callable[[list[_Entry]], float] = len) -> tuple[Tally, ...]:
+    def tally(self, weigh: Callable[[list[_Entry]], float] = len) -> tuple[AnswerTally, ...]:
         out = [
-            Tally(_label(g[0].data), d, weigh(g), tuple(e.result.agent for e in g))
+            AnswerTally(_label(g[0].data), d, weigh(g), tuple(e.result.agent for e in g))
             for d, g in self.groups.items()
         ]
         self.tallies = tuple(sorted(out, key=lambda t: (-t.support, t.digest)))

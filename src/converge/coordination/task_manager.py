@@ -25,6 +25,7 @@ from converge.core.clock import CLOCK_SKEW_LIMIT_S, Clock, system_clock
 from converge.core.task import TERMINAL_STATES, Task, TaskState
 from converge.errors import (
     InvalidTransition,
+    LeaseLost,
     PolicyViolation,
     StateError,
     StoreClosed,
@@ -45,43 +46,6 @@ _KNOWN_MAX = 10_000  # tasks a manager remembers as it last wrote them
 # so a busy machine puts some milliseconds between them; a lease judged 50 ms off is the same).
 _MONOTONIC_TOLERANCE_S = 10.0
 _SAME_CLOCK_S = 0.05
-
-
-class LeaseLost(StateError):
-    """The caller does not hold the task's current lease (another agent, or an older attempt).
-
-    Attributes:
-        task_id: the task.
-        agent_id: who asked.
-        token: the token they presented.
-        holder: who holds the task now (None if nobody).
-        attempt: the task's current attempt number.
-    """
-
-    def __init__(
-        self,
-        task_id: str,
-        agent_id: str,
-        token: int | None,
-        holder: str | None,
-        attempt: int,
-        task: Task | None = None,
-    ) -> None:
-        if task is not None and task.is_terminal:
-            by = f" by {task.assigned_to}" if task.assigned_to else ""
-            what = f"it is {task.state.value} (attempt {attempt}{by})"
-        elif holder == agent_id:
-            what = f"token {token} is stale: the task is at attempt {attempt}"
-        elif holder is None:
-            what = "nobody holds it"
-        else:
-            what = f"it is held by {holder} (attempt {attempt})"
-        super().__init__(f"{agent_id} does not hold task {task_id}: {what}")
-        self.task_id = task_id
-        self.agent_id = agent_id
-        self.token = token
-        self.holder = holder
-        self.attempt = attempt
 
 
 class Membership(Protocol):

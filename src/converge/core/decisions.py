@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from converge.core._codec_errors import validation_error
+from converge.core.codec_errors import validation_error
 from converge.errors import ValidationError
 
 __all__ = [

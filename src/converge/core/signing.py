@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
 
-from converge.core._codec_errors import (
+from converge.core.codec_errors import (
     DECODE_ERRORS,
     ENCODE_ERRORS,
     decode_error,

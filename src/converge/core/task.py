@@ -11,7 +11,7 @@ import msgspec
 from converge.core.ids import new_id
 from converge.errors import InvalidTransition, ValidationError
 
-__all__ = ["TERMINAL_STATES", "TRANSITIONS", "Task", "TaskState", "check_transition"]
+__all__ = ["TERMINAL_STATES", "Task", "TaskState", "check_transition"]
 
 _replace = msgspec.structs.replace
 
@@ -34,7 +34,7 @@ class TaskState(enum.StrEnum):
 
 
 _S = TaskState
-TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _S.PENDING: frozenset({_S.CLAIMED, _S.CANCELLED, _S.FAILED}),
     # A lease that expires, or a holder that releases, returns the task to PENDING.
     _S.CLAIMED: frozenset({_S.RUNNING, _S.COMPLETED, _S.FAILED, _S.PENDING, _S.CANCELLED}),
@@ -43,15 +43,15 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _S.FAILED: frozenset(),
     _S.CANCELLED: frozenset(),
 }
-"""Every allowed move: ``TRANSITIONS[a]`` is the set of states ``a`` may move to."""
+"""Every allowed move: ``_TRANSITIONS[a]`` is the set of states ``a`` may move to."""
 
-TERMINAL_STATES = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+TERMINAL_STATES = frozenset(s for s, nxt in _TRANSITIONS.items() if not nxt)
 """States a task never leaves."""
 
 
 def check_transition(current: TaskState, target: TaskState, subject: str | None = None) -> None:
-    """Raise ``InvalidTransition`` unless ``current -> target`` is in ``TRANSITIONS``."""
-    if target not in TRANSITIONS[current]:
+    """Raise ``InvalidTransition`` unless ``current -> target`` is in ``_TRANSITIONS``."""
+    if target not in _TRANSITIONS[current]:
         raise InvalidTransition(current, target, subject=subject)
 
 
@@ -113,6 +113,6 @@ class Task(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
         Raises:
             InvalidTransition: the table does not allow ``self.state -> target``.
         """
-        if target not in TRANSITIONS[self.state]:
+        if target not in _TRANSITIONS[self.state]:
             raise InvalidTransition(self.state, target, subject=self.id)
         return _replace(self, state=target, updated_at=at, **changes)

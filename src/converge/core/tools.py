@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from converge.core._codec_errors import validation_error
+from converge.core.codec_errors import validation_error
 from converge.core.user_code import call_in_thread
 from converge.errors import PolicyViolation, ValidationError
 

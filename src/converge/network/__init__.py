@@ -1,7 +1,10 @@
-"""Networks agents talk over. ``LocalNetwork`` delivers in process; other transports follow."""
+"""Networks agents talk over: the ``Transport`` protocol, the ``Inbox`` every transport delivers
+into, and ``LocalNetwork``, the in-process transport."""
 
 from __future__ import annotations
 
-from converge.network.local import Inbox, LocalNetwork
+from converge.network.inbox import Inbox
+from converge.network.local import LocalNetwork
+from converge.network.transport import Transport
 
-__all__ = ["Inbox", "LocalNetwork"]
+__all__ = ["Inbox", "LocalNetwork", "Transport"]

@@ -1,105 +1,75 @@
-"""In-process delivery of signed messages: to one agent by did, or to every subscriber of a topic.
+"""``LocalNetwork``: the in-process ``Transport``, to one agent by did or to every subscriber of
+a topic.
 
 ``LocalNetwork`` is an object, not a process-wide singleton: tests and programs make as many
 separate networks as they like. Each registered agent has a bounded ``Inbox``; a sender whose
-recipient's inbox is full waits (backpressure) instead of growing memory without bound.
-Messages are delivered as the objects they are (no encoding in process); receivers still verify
-their signatures and replay-check them, as they would bytes from a socket.
+recipient's inbox is full waits (backpressure) instead of growing memory without bound, and a
+topic message is put into its subscribers' inboxes one after another, so a full one holds up
+the publisher until its reader drains it. ``send`` returns once every inbox it reaches holds
+the message. Messages are delivered as the objects they are (no encoding in process);
+receivers still verify their signatures and replay-check them, as they would bytes from a
+socket. ``aclose()`` closes the inboxes registered on it, which releases any sender waiting
+for room; their owners can still drain what was delivered.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import Callable
+from types import TracebackType
+from typing import Self
 
 from converge.core.message import Message
 from converge.core.topic import Topic
-from converge.errors import TransportError, ValidationError
+from converge.errors import TransportClosed, TransportError, ValidationError
+
+# ``Inbox`` lived here before it had its own module; ``converge.network.local.Inbox`` stays.
+from converge.network.inbox import Inbox
 
 __all__ = ["Inbox", "LocalNetwork"]
 
 
-class Inbox:
-    """A bounded queue of messages with batch reads and a wake-up for the reader.
-
-    Args:
-        maxsize: the most messages held; ``put`` waits while it is full.
-        notify: called after each message is added (a runtime's wake-up).
-    """
-
-    def __init__(self, maxsize: int = 1000, notify: Callable[[], None] | None = None) -> None:
-        if maxsize < 1:
-            raise ValidationError(f"inbox size must be >= 1, not {maxsize}", field="maxsize")
-        self.maxsize = maxsize
-        self._items: deque[Message] = deque()
-        self._not_full = asyncio.Event()
-        self._not_full.set()
-        self._not_empty = asyncio.Event()
-        self._notify = notify
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def closed(self) -> bool:
-        """Whether the owner stopped reading (puts are then refused)."""
-        return self._closed
-
-    async def put(self, message: Message) -> None:
-        """Add ``message``, waiting while the inbox is full.
-
-        Raises:
-            TransportError: the inbox is closed (its agent stopped).
-        """
-        while len(self._items) >= self.maxsize:
-            if self._closed:
-                break
-            self._not_full.clear()
-            await self._not_full.wait()
-        if self._closed:
-            raise TransportError("the recipient's inbox is closed")
-        self._items.append(message)
-        self._not_empty.set()
-        if self._notify is not None:
-            self._notify()
-
-    def drain(self, limit: int) -> list[Message]:
-        """Take up to ``limit`` messages, oldest first, without waiting."""
-        out: list[Message] = []
-        items = self._items
-        while items and len(out) < limit:
-            out.append(items.popleft())
-        if not items:
-            self._not_empty.clear()
-        self._not_full.set()
-        return out
-
-    async def wait(self) -> None:
-        """Return once the inbox holds a message (at once if it does)."""
-        await self._not_empty.wait()
-
-    def close(self) -> None:
-        """Refuse further messages and release waiting senders."""
-        self._closed = True
-        self._not_full.set()
-        self._not_empty.set()
-
-
 class LocalNetwork:
-    """Delivers messages between agents of one process."""
+    """Delivers messages between agents of one process (a ``Transport``); ``async with`` closes
+    it."""
 
     def __init__(self) -> None:
         self._inboxes: dict[str, Inbox] = {}
         self._subscriptions: dict[str, set[Topic]] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose()`` was called."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Stop delivering: close and unregister every inbox (which releases senders waiting
+        for room, with ``TransportClosed``) and drop every subscription; idempotent."""
+        self._closed = True
+        inboxes = list(self._inboxes.values())
+        self._inboxes.clear()
+        self._subscriptions.clear()
+        for inbox in inboxes:
+            inbox.close()
 
     def register(self, agent_id: str, inbox: Inbox) -> None:
         """Deliver messages for ``agent_id`` into ``inbox``.
 
         Raises:
             ValidationError: another inbox is registered for that did.
+            TransportClosed: the network is closed.
         """
+        self._check_open()
         current = self._inboxes.get(agent_id)
         if current is not None and current is not inbox and not current.closed:
             raise ValidationError(f"{agent_id} is already registered on this network")
@@ -116,7 +86,13 @@ class LocalNetwork:
         self._subscriptions.pop(agent_id, None)
 
     def subscribe(self, agent_id: str, topic: Topic | str) -> None:
-        """Deliver messages published on topics matching ``topic`` (``*`` and ``>`` allowed)."""
+        """Deliver messages published on topics matching ``topic`` (``*`` and ``>`` allowed).
+
+        Raises:
+            ValidationError: ``topic`` is not a topic name or pattern.
+            TransportClosed: the network is closed.
+        """
+        self._check_open()
         pattern = topic if isinstance(topic, Topic) else Topic(topic)
         self._subscriptions.setdefault(agent_id, set()).add(pattern)
 
@@ -146,8 +122,11 @@ class LocalNetwork:
 
         Raises:
             ValidationError: not a ``Message``, or a recipient or topic that is not a str.
-            TransportError: a direct message to an agent not on this network.
+            TransportError: a direct message to an agent not on this network, or whose inbox
+                closed while the send waited for room.
+            TransportClosed: the network is closed, or closed while the send waited.
         """
+        self._check_open()
         if not isinstance(message, Message):
             raise ValidationError(f"expected a Message, not {type(message).__name__}")
         for name in ("recipient", "topic"):
@@ -161,11 +140,22 @@ class LocalNetwork:
             raise TransportError(f"no agent {message.recipient} on this network")
         delivered = 0
         for agent in targets:
+            inbox = self._inboxes.get(agent)
+            if inbox is None:  # it left while an earlier subscriber's full inbox held us up
+                if self._closed:
+                    raise TransportClosed("the network closed while the send waited")
+                continue
             try:
-                await self._inboxes[agent].put(message)
+                await inbox.put(message)
             except TransportError:
+                if self._closed:
+                    raise TransportClosed("the network closed while the send waited") from None
                 if message.recipient is not None:
                     raise
                 continue  # a subscriber that stopped meanwhile misses a broadcast
             delivered += 1
         return delivered
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed("the network is closed")

@@ -15,10 +15,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from converge.core.missing import MISSING, Missing
+    from converge.errors import (
+        BoardTaskFailed,
+        ExpressionError,
+        RunFailed,
+        RunOwned,
+        TenderFailed,
+        UnknownRoute,
+        UsageExceeded,
+    )
     from converge.orchestration._agents import AgentSpec
-    from converge.orchestration._budget import UsageExceeded
+    from converge.orchestration._attempt import NodeFailure, Replacement
     from converge.orchestration._context import NodeContext
-    from converge.orchestration._expr import Expression, ExpressionError, parse_expression
+    from converge.orchestration._expr import Expression, parse_expression
     from converge.orchestration._model import (
         Edge,
         ExecutionConfig,
@@ -27,23 +37,23 @@ if TYPE_CHECKING:
         NodePolicy,
         RetryPolicy,
     )
-    from converge.orchestration._pass import NodeFailure, Replacement
-    from converge.orchestration._refs import MISSING, Halt, Missing
-    from converge.orchestration.board_node import BoardTask, BoardTaskFailed
-    from converge.orchestration.consensus_gate import ConsensusGate
+    from converge.orchestration._refs import Halt
     from converge.orchestration.engine import (
         Engine,
         RunEvent,
-        RunFailed,
         RunHandle,
         RunResult,
         RunStatus,
     )
     from converge.orchestration.graph import Graph
     from converge.orchestration.kinds import KindContext, kind_names, register_kind
-    from converge.orchestration.ownership import LeasePolicy, RunOwned
+    from converge.orchestration.kinds.board import BoardTask
+    from converge.orchestration.kinds.consensus import ConsensusGate
+    from converge.orchestration.kinds.subgraph import Subgraph
+    from converge.orchestration.kinds.team import Team
+    from converge.orchestration.kinds.tender import Tender
+    from converge.orchestration.ownership import LeasePolicy
     from converge.orchestration.patterns import (
-        UnknownRoute,
         debate,
         fan_out,
         hierarchy,
@@ -51,50 +61,49 @@ if TYPE_CHECKING:
         router,
         supervisor,
     )
+    from converge.orchestration.planner import GoalPlanner
     from converge.orchestration.services import Services
-    from converge.orchestration.subgraph import Subgraph
-    from converge.orchestration.team import Team
-    from converge.orchestration.tender import Tender, TenderFailed
     from converge.orchestration.yaml_loader import load_graph, loads_graph
 
 # Names are imported on first use (PEP 562), so `converge validate` and the other commands that
 # only read graphs do not import the coordination layer, the node kinds or the engine.
 _EXPORTS: dict[str, str] = {
     "AgentSpec": "converge.orchestration._agents",
-    "BoardTask": "converge.orchestration.board_node",
-    "BoardTaskFailed": "converge.orchestration.board_node",
-    "ConsensusGate": "converge.orchestration.consensus_gate",
+    "BoardTask": "converge.orchestration.kinds.board",
+    "BoardTaskFailed": "converge.errors",
+    "ConsensusGate": "converge.orchestration.kinds.consensus",
     "Edge": "converge.orchestration._model",
     "Engine": "converge.orchestration.engine",
     "ExecutionConfig": "converge.orchestration._model",
     "Expression": "converge.orchestration._expr",
-    "ExpressionError": "converge.orchestration._expr",
+    "ExpressionError": "converge.errors",
+    "GoalPlanner": "converge.orchestration.planner",
     "Graph": "converge.orchestration.graph",
     "GraphConfig": "converge.orchestration._model",
     "Halt": "converge.orchestration._refs",
     "KindContext": "converge.orchestration.kinds",
     "LeasePolicy": "converge.orchestration.ownership",
-    "MISSING": "converge.orchestration._refs",
-    "Missing": "converge.orchestration._refs",
+    "MISSING": "converge.core.missing",
+    "Missing": "converge.core.missing",
     "Node": "converge.orchestration._model",
     "NodeContext": "converge.orchestration._context",
-    "NodeFailure": "converge.orchestration._pass",
+    "NodeFailure": "converge.orchestration._attempt",
     "NodePolicy": "converge.orchestration._model",
-    "Replacement": "converge.orchestration._pass",
+    "Replacement": "converge.orchestration._attempt",
     "RetryPolicy": "converge.orchestration._model",
     "RunEvent": "converge.orchestration.engine",
-    "RunFailed": "converge.orchestration.engine",
+    "RunFailed": "converge.errors",
     "RunHandle": "converge.orchestration.engine",
-    "RunOwned": "converge.orchestration.ownership",
+    "RunOwned": "converge.errors",
     "RunResult": "converge.orchestration.engine",
     "RunStatus": "converge.orchestration.engine",
     "Services": "converge.orchestration.services",
-    "Subgraph": "converge.orchestration.subgraph",
-    "Team": "converge.orchestration.team",
-    "Tender": "converge.orchestration.tender",
-    "TenderFailed": "converge.orchestration.tender",
-    "UnknownRoute": "converge.orchestration.patterns",
-    "UsageExceeded": "converge.orchestration._budget",
+    "Subgraph": "converge.orchestration.kinds.subgraph",
+    "Team": "converge.orchestration.kinds.team",
+    "Tender": "converge.orchestration.kinds.tender",
+    "TenderFailed": "converge.errors",
+    "UnknownRoute": "converge.errors",
+    "UsageExceeded": "converge.errors",
     "debate": "converge.orchestration.patterns",
     "fan_out": "converge.orchestration.patterns",
     "hierarchy": "converge.orchestration.patterns",
@@ -133,6 +142,7 @@ __all__ = [
     "ExecutionConfig",
     "Expression",
     "ExpressionError",
+    "GoalPlanner",
     "Graph",
     "GraphConfig",
     "Halt",

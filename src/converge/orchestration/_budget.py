@@ -9,40 +9,16 @@ a child run shares its parent's counts and is held to the parent's limits as wel
 
 Usage is counted as nodes report it (``ctx.report_usage``); the report that takes an agent past
 a limit raises ``UsageExceeded`` in that node, which fails its try like any error. A resumed run
-starts from the counts its log holds (``_records.agent_usage``).
+starts from the counts its log holds (``records.agent_usage``).
 """
 
 from __future__ import annotations
 
 import threading
 
-from converge.errors import OrchestrationError
+from converge.errors import UsageExceeded
 
-__all__ = ["AgentBudget", "UsageExceeded"]
-
-
-class UsageExceeded(OrchestrationError):
-    """An agent reported more tokens or tool calls over a run than ``execution`` allows one
-    agent.
-
-    Attributes:
-        node: the node whose report went past the limit.
-        what: ``tokens`` or ``tool calls``.
-        used: what the agent has used in the run, that report included.
-        limit: the limit per agent.
-        agent: the agent (its name in the graph), or None if not known.
-    """
-
-    def __init__(
-        self, node: str, what: str, used: int, limit: int, *, agent: str | None = None
-    ) -> None:
-        who = f"node {node!r}" if agent is None else f"agent {agent!r} (at node {node!r})"
-        super().__init__(f"{who} used {used} {what} in this run; the limit per agent is {limit}")
-        self.node = node
-        self.what = what
-        self.used = used
-        self.limit = limit
-        self.agent = agent
+__all__ = ["AgentBudget"]
 
 
 class AgentBudget:

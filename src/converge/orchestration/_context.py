@@ -1,4 +1,5 @@
-"""``NodeContext``: what a node's agent gets from the engine while it runs (``RunContext``)."""
+"""``NodeContext``: what a node's agent gets from the engine while it runs (``RunContext``),
+and ``NodeHost``: what a context reports to (the run, ``_loop.RunLoop``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from converge.orchestration._budget import AgentBudget
 from converge.orchestration.services import Services
 from converge.protocol.objects import Usage
 
-__all__ = ["NodeContext", "Paused"]
+__all__ = ["NodeContext", "NodeHost", "Paused"]
 
 _NO_USAGE = Usage()
 
@@ -25,23 +26,29 @@ class Paused(Exception):
         self.index = index
 
 
-class _Host(Protocol):
-    """What a context reports to: the run it belongs to."""
+class NodeHost(Protocol):
+    """What a node's context reports to: the run it belongs to (``_loop.RunLoop``)."""
 
-    def chunk(self, node_id: str, chunk: Any) -> None: ...
+    def chunk(self, node_id: str, chunk: Any) -> None:
+        """Stream a node's partial output to the run's listener (never logged)."""
 
-    def progress(self, node_id: str, iteration: int, fraction: float, message: str) -> None: ...
+    def progress(self, node_id: str, iteration: int, fraction: float, message: str) -> None:
+        """Log a node's progress (``fraction`` in [0, 1], else ``ValidationError``)."""
 
-    async def checkpoint(self, node_id: str, label: str) -> None: ...
+    async def checkpoint(self, node_id: str, label: str) -> None:
+        """Log a checkpoint named by a node, and write it at once."""
 
     async def subrun(
         self, node_id: str, iteration: int, graph: Any, inputs: dict[str, Any], answer: Any
-    ) -> Any: ...
+    ) -> Any:
+        """Run (or continue) the child run of a node's pass (``NodeContext.run_graph``)."""
 
     @property
-    def services(self) -> Services: ...
+    def services(self) -> Services:
+        """What the engine lends to nodes."""
 
-    def memory_context(self, node_id: str) -> Any: ...
+    def memory_context(self, node_id: str) -> Any:
+        """A node's agent's view of the context scopes (``NodeContext.context``)."""
 
     def log(
         self,
@@ -50,7 +57,8 @@ class _Host(Protocol):
         *,
         parent: str | None = None,
         at: float | None = None,
-    ) -> Any: ...
+    ) -> Any:
+        """Log an event of the run (a node's ``node.call``)."""
 
 
 class NodeContext:
@@ -97,7 +105,7 @@ class NodeContext:
         answers: dict[int, Any],
         agent: str,
         budget: AgentBudget,
-        host: _Host,
+        host: NodeHost,
         trace_id: str | None = None,
     ) -> None:
         self.run_id = run_id

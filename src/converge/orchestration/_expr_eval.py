@@ -2,7 +2,7 @@
 and the rules for values they apply (truthiness, equality, ordering, arithmetic, membership,
 and stepping through a reference).
 
-Every failure is a ``Fail`` (``Missing`` when a reference step found nothing, which ``exists``
+Every failure is a ``Fail`` (``NotFound`` when a reference step found nothing, which ``exists``
 and ``default`` catch); ``Expression`` turns it into an ``ExpressionError``.
 """
 
@@ -22,8 +22,8 @@ __all__ = [
     "NOTHING",
     "Fail",
     "Fn",
-    "Missing",
-    "Step",
+    "NotFound",
+    "PathStep",
     "access",
     "chain",
     "compare",
@@ -39,7 +39,7 @@ __all__ = [
 
 Fn = Callable[[Mapping[str, Any]], Any]
 """A compiled node: the values by first segment in, its value out."""
-Step = tuple[str | None, Fn | None, str]
+PathStep = tuple[str | None, Fn | None, str]
 """One step of a reference: (``.name``'s name, or ``[...]``'s closure, the step as written)."""
 NOTHING: Any = object()
 """What a step finds when it finds nothing (None is a value)."""
@@ -54,7 +54,7 @@ class Fail(Exception):
         self.path = path
 
 
-class Missing(Fail):
+class NotFound(Fail):
     """A reference step found nothing; ``exists`` and ``default`` catch this one."""
 
 
@@ -121,26 +121,26 @@ def compare(op: str, a: Fn, const: Any, b: Fn) -> Fn:
     return lambda values: test(a(values), b(values))
 
 
-def refer(root: str, steps: Sequence[Step], text: str) -> Fn:
+def refer(root: str, steps: Sequence[PathStep], text: str) -> Fn:
     """A reference: ``values[root]``, then each step; ``text`` is the reference as written."""
     walk = _walker(steps, root, text)
 
     def lookup(values: Mapping[str, Any]) -> Any:
         value = values.get(root, NOTHING)
         if value is NOTHING:
-            raise Missing(f"there is no node or input named {root!r}", text)
+            raise NotFound(f"there is no node or input named {root!r}", text)
         return walk(value, values)
 
     return lookup
 
 
-def access(base: Fn, steps: Sequence[Step], text: str) -> Fn:
+def access(base: Fn, steps: Sequence[PathStep], text: str) -> Fn:
     """Steps into a computed value (``(a.b).c``, ``[1, 2][0]``); ``text`` as written."""
     walk = _walker(steps, text[: len(text) - sum(len(s[2]) for s in steps)], text)
     return lambda values: walk(base(values), values)
 
 
-def _walker(steps: Sequence[Step], head: str, text: str) -> Callable[[Any, Any], Any]:
+def _walker(steps: Sequence[PathStep], head: str, text: str) -> Callable[[Any, Any], Any]:
     plan: list[tuple[str | None, Fn | None, str]] = []
     for name, index, piece in steps:
         plan.append((name, index, head))
@@ -156,7 +156,7 @@ def _walker(steps: Sequence[Step], head: str, text: str) -> Callable[[Any, Any],
                 key = index(values)
                 found = _item(value, key)
             if found is NOTHING:
-                raise Missing(_why(value, key, index is None, before), text)
+                raise NotFound(_why(value, key, index is None, before), text)
             value = found
         return value
 
@@ -241,7 +241,7 @@ def _exists(ref: Fn) -> Fn:
     def exists(values: Mapping[str, Any]) -> bool:
         try:
             ref(values)
-        except Missing:
+        except NotFound:
             return False
         return True
 
@@ -252,7 +252,7 @@ def _default(ref: Fn, fallback: Fn) -> Fn:
     def default(values: Mapping[str, Any]) -> Any:
         try:
             return ref(values)
-        except Missing:
+        except NotFound:
             return fallback(values)
 
     return default

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from converge.core.signing import maybe_nonfinite
-from converge.orchestration._plan import Plan, PlanNode
+from converge.orchestration._plan import ExecutionPlan, PlanNode
 from converge.orchestration._refs import MISSING, Ref, resolve_path
 
 __all__ = ["explain_missing", "explain_nonfinite", "missing_paths", "unstorable"]
@@ -119,7 +119,7 @@ def _key(key: Any) -> str:
 
 
 def explain_missing(
-    plan: Plan,
+    plan: ExecutionPlan,
     node: PlanNode,
     output: Any,
     graph_inputs: Mapping[str, Any],
@@ -168,7 +168,7 @@ def explain_missing(
 
 
 def _value(
-    ref: Ref, plan: Plan, graph_inputs: Mapping[str, Any], outputs: Mapping[int, Any]
+    ref: Ref, plan: ExecutionPlan, graph_inputs: Mapping[str, Any], outputs: Mapping[int, Any]
 ) -> Any:
     if ref.node is None:
         value = graph_inputs.get(ref.name, MISSING)
@@ -178,7 +178,7 @@ def _value(
 
 
 def _why(
-    plan: Plan,
+    plan: ExecutionPlan,
     reader: PlanNode,
     ref: Ref,
     graph_inputs: Mapping[str, Any],
@@ -205,7 +205,11 @@ def _lacks(what: str, value: Any, path: tuple[str, ...]) -> str:
 
 
 def _not_run(
-    plan: Plan, reader: PlanNode, node: PlanNode, outputs: Mapping[int, Any], seen: set[int]
+    plan: ExecutionPlan,
+    reader: PlanNode,
+    node: PlanNode,
+    outputs: Mapping[int, Any],
+    seen: set[int],
 ) -> str:
     """Why ``node`` has not run: the edges into it that were not taken, followed back to the
     conditions that were false (or the gates that halted)."""

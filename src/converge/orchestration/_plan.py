@@ -38,7 +38,7 @@ from converge.orchestration._model import (
 )
 from converge.orchestration._refs import Ref, parse_ref
 
-__all__ = ["Plan", "PlanEdge", "PlanNode", "build_plan"]
+__all__ = ["ExecutionPlan", "PlanEdge", "PlanNode", "build_plan"]
 
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -107,7 +107,7 @@ class PlanNode:
         """Forward edges into it from outside its loop: on a later pass they count as taken."""
 
 
-class Plan:
+class ExecutionPlan:
     """A validated graph, ready to run."""
 
     __slots__ = (
@@ -150,7 +150,7 @@ def build_plan(
     *,
     source: str | None = None,
     agent_lines: Mapping[str, int] | None = None,
-) -> Plan:
+) -> ExecutionPlan:
     """Check the graph and build its plan (``agent_lines``: where ``source`` defines agents).
 
     Raises:
@@ -158,7 +158,7 @@ def build_plan(
     """
     if not nodes:
         raise ValidationError(f"graph {name!r} has no nodes", field="nodes", source=source)
-    plan = Plan(name)
+    plan = ExecutionPlan(name)
     plan.checkpoint = config.checkpoint_enabled
     plan.execution = execution
     plan.max_iterations = config.max_iterations
@@ -299,7 +299,9 @@ def _input_refs(
     return [parse_ref(f"{src}.output") for src in incoming[node.id]]
 
 
-def _link(plan: Plan, incoming: dict[str, dict[str, Edge | None]], source: str | None) -> None:
+def _link(
+    plan: ExecutionPlan, incoming: dict[str, dict[str, Edge | None]], source: str | None
+) -> None:
     """Create the plan's edges, classify back edges, find sinks, and check cycles."""
     out: dict[str, list[tuple[str, Edge | None]]] = {n.id: [] for n in plan.nodes}
     for dst, sources in incoming.items():
@@ -358,7 +360,7 @@ def _link(plan: Plan, incoming: dict[str, dict[str, Edge | None]], source: str |
         )
 
 
-def _loops(plan: Plan) -> None:
+def _loops(plan: ExecutionPlan) -> None:
     """Find the strongly connected components (Tarjan, iterative) and mark loop edges."""
     index_of: dict[int, int] = {}
     low: dict[int, int] = {}
@@ -409,7 +411,7 @@ def _loops(plan: Plan) -> None:
             target.outside_in += 1
 
 
-def _condition(plan: Plan, edge: Edge, source: str | None) -> Expression:
+def _condition(plan: ExecutionPlan, edge: Edge, source: str | None) -> Expression:
     assert edge.when is not None
     field = f"{edge.field or 'edge ' + edge.source + ' -> ' + edge.target}.when"
     if not isinstance(edge.when, str):

@@ -10,38 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
+from converge.core.missing import MISSING, Missing
 from converge.errors import ValidationError
 
 __all__ = ["MISSING", "Halt", "Missing", "Ref", "parse_ref", "resolve_path"]
 
 _SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$|^[0-9]+$")
-
-
-class Missing:
-    """The marker for a value that is not there (``MISSING``); falsy, equal only to itself."""
-
-    _instance: Missing | None = None
-
-    def __new__(cls) -> Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __reduce__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final = Missing()
-"""What a node receives for an input that is not there (a skipped node's output, a part of an
-output that does not exist, a node that has not run yet)."""
 
 
 class Halt:

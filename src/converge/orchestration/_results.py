@@ -9,13 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from converge.errors import OrchestrationError
+from converge.errors import InvalidTransition
 from converge.protocol.objects import Usage
 
 if TYPE_CHECKING:
     from converge.orchestration.engine import Engine
 
-__all__ = ["RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
+__all__ = [
+    "RunEvent",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "check_run_transition",
+]
 
 
 class RunStatus(enum.StrEnum):
@@ -35,6 +41,30 @@ class RunStatus(enum.StrEnum):
     INTERRUPTED = "interrupted"
     """Stopped without finishing: the task executing it was cancelled otherwise (Ctrl-C, a
     shutdown, a caller's timeout), or its process died. Resumable."""
+
+
+_R = RunStatus
+
+_RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    # An execution of a run (``execute``, ``resume``…) is RUNNING until it ends one way.
+    _R.RUNNING: frozenset({_R.WAITING, _R.COMPLETED, _R.FAILED, _R.CANCELLED, _R.INTERRUPTED}),
+    # ``resume`` continues any run that did not complete (a run whose process died reads as
+    # INTERRUPTED); a COMPLETED run's result is returned as it is.
+    _R.WAITING: frozenset({_R.RUNNING}),
+    _R.FAILED: frozenset({_R.RUNNING}),
+    _R.CANCELLED: frozenset({_R.RUNNING}),
+    _R.INTERRUPTED: frozenset({_R.RUNNING}),
+    _R.COMPLETED: frozenset(),
+}
+"""Every move of a run's status: ``_RUN_TRANSITIONS[a]`` is the set of statuses ``a`` may move
+to."""
+
+
+def check_run_transition(current: RunStatus, target: RunStatus, run_id: str) -> None:
+    """Raise ``InvalidTransition`` (naming both statuses and the run) unless ``current ->
+    target`` is in ``_RUN_TRANSITIONS``."""
+    if target not in _RUN_TRANSITIONS[current]:
+        raise InvalidTransition(current, target, subject=f"run {run_id}")
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -60,14 +90,6 @@ class RunResult(msgspec.Struct, frozen=True):
     """Tokens, tool calls and cost reported by its nodes in this process."""
     duration_ms: float = 0.0
     """Wall time of this execution (or continuation) of the run."""
-
-
-class RunFailed(OrchestrationError):
-    """``execute`` (or ``resume``) ended with a FAILED or CANCELLED run; ``result`` says how."""
-
-    def __init__(self, result: RunResult) -> None:
-        super().__init__(f"run {result.run_id} of {result.graph!r} {result.status}: {result.error}")
-        self.result = result
 
 
 class RunEvent(msgspec.Struct, frozen=True):

@@ -13,15 +13,17 @@ A loop exit that is not taken on one pass may be taken on the next, so its dead 
 back until the run is quiescent (nothing running, nothing ready): only then is "not taken"
 final. If, at that point, some node has received tokens on some of its edges but can never
 receive the rest, the run cannot progress, and ``stuck`` names those nodes.
+
+The scheduler says which nodes became ready; the run keeps them in its queue and decides when
+each starts (``_loop``).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from converge.orchestration._plan import Plan, PlanEdge
+from converge.orchestration._plan import ExecutionPlan, PlanEdge
 
 __all__ = ["Scheduler"]
 
@@ -30,32 +32,30 @@ class Scheduler:
     """The token state of one run over ``plan``.
 
     Attributes:
-        ready: nodes (indexes) ready to run, in the order they became ready.
         runs: how many times each node has run (finished, skipped or failed over).
         trigger: for each node, the node whose finishing last made it ready (None: the start).
     """
 
-    __slots__ = ("_arrived", "_base", "_held", "_live", "_plan", "ready", "runs", "trigger")
+    __slots__ = ("_arrived", "_base", "_held", "_live", "_made", "_plan", "runs", "trigger")
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: ExecutionPlan) -> None:
         self._plan = plan
         count = len(plan.nodes)
         self._arrived = [0] * count
         self._base = [0] * count  # tokens counted as carried at the start of this pass
         self._live = [False] * count
         self._held: dict[int, PlanEdge] = {}  # loop exits not taken (yet), by edge index
-        self.ready: deque[int] = deque()
+        self._made: list[int] = []  # nodes made ready by the step under way
         self.runs = [0] * count
         self.trigger: list[int | None] = [None] * count
 
     def start(self) -> list[int]:
-        """Make every entry node (no forward edge in) ready; returns them."""
-        entries = [n.index for n in self._plan.nodes if n.forward_in == 0]
-        self.ready.extend(entries)
-        return entries
+        """The entry nodes (no forward edge in): ready at the start, in declaration order."""
+        return [n.index for n in self._plan.nodes if n.forward_in == 0]
 
     def finish(self, node: int, values: Mapping[str, Any], *, halt: bool = False) -> list[int]:
-        """Record that ``node`` ran and follow its edges; returns the nodes made ready.
+        """Record that ``node`` ran and follow its edges; returns the nodes made ready, in
+        order (a node twice if it is made ready for two passes).
 
         ``values`` is what conditions read (node id -> ``{"output": ...}``, input name ->
         value). A condition that fails to evaluate raises its ``ExpressionError``. With
@@ -67,7 +67,8 @@ class Scheduler:
         if planned.cyclic:
             self._base[node] = self._arrived[node] = planned.outside_in
             self._live[node] = False
-        before = len(self.ready)
+        made: list[int] = []
+        self._made = made
         for edge in planned.out:
             taken = not halt and (edge.when is None or edge.when.matches(values))
             if taken:
@@ -77,16 +78,17 @@ class Scheduler:
                 self._held[edge.index] = edge
             else:
                 self._deliver(edge, live=False)
-        return list(self.ready)[before:]
+        return made
 
     def quiesce(self) -> list[int]:
         """The run has nothing running or ready: make held loop exits final (dead); returns
         the nodes that made ready."""
-        before = len(self.ready)
+        made: list[int] = []
+        self._made = made
         held, self._held = self._held, {}
         for edge in held.values():
             self._deliver(edge, live=False)
-        return list(self.ready)[before:]
+        return made
 
     def stuck(self) -> dict[str, list[str]]:
         """Nodes that have tokens on some forward edges but not all, with the nodes whose edges
@@ -129,4 +131,4 @@ class Scheduler:
 
     def _make_ready(self, node: int, source: int | None) -> None:
         self.trigger[node] = source
-        self.ready.append(node)
+        self._made.append(node)

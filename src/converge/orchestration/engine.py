@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -36,26 +35,30 @@ import msgspec
 from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
 from converge.core.signing import maybe_nonfinite
-from converge.errors import ConflictError, StateError, ValidationError
-from converge.orchestration._announce import Announcer
+from converge.errors import RunFailed, StateError, ValidationError
+from converge.orchestration._attempt import FailureHook
 from converge.orchestration._budget import AgentBudget
+from converge.orchestration._loop import RunLoop
 from converge.orchestration._missing import explain_nonfinite
-from converge.orchestration._pass import FailureHook
-from converge.orchestration._records import RunRecords, agent_usage, read_records
-from converge.orchestration._results import RunEvent, RunFailed, RunHandle, RunResult, RunStatus
-from converge.orchestration._run import EventListener, RunState
+from converge.orchestration._plan import ExecutionPlan
+from converge.orchestration._results import (
+    RunEvent,
+    RunHandle,
+    RunResult,
+    RunStatus,
+    check_run_transition,
+)
+from converge.orchestration._run_log import Announcer, EventListener, Listener
 from converge.orchestration.graph import Graph
 from converge.orchestration.ownership import (
-    RUN_OWNER_KEY,
     LeasePolicy,
     OwnerLease,
-    RunOwned,
     check_free,
     claim_version,
     owner_of,
     read_owner,
-    taken_by,
 )
+from converge.orchestration.records import RunRecords, agent_usage, read_records
 from converge.orchestration.services import Services
 from converge.orchestration.trace import metrics_of, trace_of
 from converge.protocol.event import Event
@@ -133,11 +136,18 @@ class Engine:
     ) -> None:
         group, self._group = self._group, None
         try:
-            if group is not None:
+            if group is not None:  # waits for the runs submitted meanwhile
                 await group.__aexit__(exc_type, exc, tb)
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            await self.owner.aclose()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release what the engine holds: its thread pool, and its lease (the owner record is
+        removed from the store when no run of it is in flight). Idempotent. ``async with``
+        calls it once the runs submitted in it have ended; an engine used without (``execute``,
+        ``resume``…) is closed with it once its runs have ended."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.owner.aclose()
 
     def _observe(self, event: Event) -> None:
         for listener in self.listeners:
@@ -155,7 +165,7 @@ class Engine:
             ValidationError: a bad graph or missing inputs (before anything runs).
             RunFailed: the run FAILED (the exception carries the result).
         """
-        return _raise_failed(await self._start(graph, inputs))
+        return _raise_failed(await self._run_new(graph, inputs))
 
     async def submit(self, graph: Graph, inputs: Mapping[str, Any] | None = None) -> RunHandle:
         """Start a run and return its handle at once (needs ``async with engine``)."""
@@ -167,7 +177,7 @@ class Engine:
         handle = RunHandle(self, run_id, graph.name)
         # A cancelled child does not cancel the group: `cancel()` stops this run alone.
         task = self._group.create_task(
-            self._start(graph, args, run_id=run_id, sink=handle._results)
+            self._run_new(graph, args, run_id=run_id, sink=handle._results)
         )
         handle._bind(task)
         self._handles[run_id] = handle
@@ -185,28 +195,39 @@ class Engine:
         found and still running (a run already ending is left to end). The child run of a
         subgraph node stops with its parent: cancel the parent. ``resume`` can still continue
         a cancelled run later, on purpose."""
-        state = self.owner.active.get(run_id)
-        if state is None or state.stopping or state.task is None or state.task.done():
-            return False
-        if state.trace_id != state.run_id:  # a subgraph's child run: it shares its parent's task
-            return False
-        state.cancels += 1
-        state.task.cancel()
-        return True
+        state: RunLoop | None = self.owner.active.get(run_id)
+        return state is not None and state.cancel()
 
     async def stream(
-        self, graph: Graph, inputs: Mapping[str, Any] | None = None
+        self,
+        graph: Graph,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
     ) -> AsyncIterator[RunEvent]:
-        """Run ``graph`` and yield its events as they happen; the last is the run's end."""
+        """Run ``graph`` and yield its events as they happen; the last is the run's end.
+
+        ``run_id`` names the new run (the engine's ``id_factory`` makes one if None): a
+        non-empty id without ``/`` (a ``/`` names a subgraph's child run) that names no run in
+        the engine's store. To take a chosen id for good before the run starts (of two
+        processes given one id, one is refused), ``ownership.reserve`` it first.
+
+        Raises:
+            ValidationError: a bad ``run_id``, or a run by that id exists.
+        """
+        if run_id is None:
+            run_id = self.id_factory()
+        else:
+            await self._check_new(run_id)
         queue: asyncio.Queue[RunEvent | None] = asyncio.Queue()
-        run_id = self.id_factory()
+        chosen = run_id
 
         def listen(kind: str, node: str | None, data: dict[str, Any]) -> None:
-            queue.put_nowait(RunEvent(kind=kind, run_id=run_id, node=node, data=data))
+            queue.put_nowait(RunEvent(kind=kind, run_id=chosen, node=node, data=data))
 
         async def drive() -> None:
             try:
-                await self._start(graph, inputs, run_id=run_id, listener=listen)
+                await self._run_new(graph, inputs, run_id=chosen, listener=listen)
             finally:
                 queue.put_nowait(None)
 
@@ -237,7 +258,7 @@ class Engine:
 
         async def one(i: int) -> None:
             async with gate:
-                results[i] = await self._start(graph, items[i])
+                results[i] = await self._run_new(graph, items[i])
 
         async with asyncio.TaskGroup() as group:
             for i in range(len(items)):
@@ -268,19 +289,137 @@ class Engine:
         version = await claim_version(self.store, run_id)  # before the log: see ``ownership``
         records = await self._records(run_id)
         return _raise_failed(
-            await self._continue(graph, run_id, records, answer, listener, version)
+            await self._run_resumed(graph, run_id, records, answer, listener, version)
         )
 
-    async def _continue(
+    async def _check_new(self, run_id: Any) -> None:
+        """Refuse ``run_id`` as the id of a new run unless it is well formed and names no run
+        of the store."""
+        if not isinstance(run_id, str) or not run_id.strip() or "/" in run_id:
+            raise ValidationError(
+                f"bad run id {run_id!r}: a non-empty string without '/'", field="run_id"
+            )
+        if await self.store.read(trace_id=run_id, kinds=("run.started",), limit=1):
+            raise ValidationError(
+                f"run {run_id} already exists: continue it with resume", field="run_id"
+            )
+
+    # -- the three ways a run starts: new, resumed, forked -----------------------------------------
+
+    def _loop(
+        self,
+        graph: Graph,
+        plan: ExecutionPlan,
+        run_id: str,
+        inputs: dict[str, Any],
+        *,
+        records: RunRecords | None = None,
+        listener: Listener | None = None,
+        trace_id: str | None = None,
+        budget: AgentBudget | None = None,
+    ) -> RunLoop:
+        """The loop of a run of ``graph``, before anything of it is logged."""
+        state = RunLoop(
+            plan,
+            run_id,
+            inputs,
+            store=self.store,
+            clock=self.clock,
+            pool=self._pool,
+            records=records,
+            listener=listener,
+            on_node_failed=self.on_node_failed,
+            services=self.services,
+            spawn=self._child,
+            trace_id=trace_id,
+            observer=self._observe if self.listeners else None,
+            budget=budget,
+        )
+        state.plan_grants = graph.grants
+        return state
+
+    async def _run_new(
+        self,
+        graph: Graph,
+        inputs: Mapping[str, Any] | None,
+        *,
+        run_id: str | None = None,
+        listener: Listener | None = None,
+        sink: list[RunResult] | None = None,
+        trace_id: str | None = None,
+        budget: AgentBudget | None = None,
+    ) -> RunResult:
+        """Start a new run of ``graph`` (a subgraph's child run: in its parent's ``trace_id``
+        and ``budget``) and execute it to its end. ``sink`` gets its result even if it is
+        cancelled (a submitted run's handle)."""
+        plan = graph.compile()
+        args = _inputs(plan.graph_inputs, inputs)
+        state = self._loop(
+            graph,
+            plan,
+            run_id or self.id_factory(),
+            args,
+            listener=listener,
+            trace_id=trace_id,
+            budget=budget,
+        )
+        started = {
+            "graph": plan.name,
+            "fingerprint": plan.fingerprint,
+            "inputs": args,
+            "owner": self.owner.id,
+        }
+        state.events.started_event = state.log("run.started", started).id
+        # A submitted run (its id is out) is durable at once; another new run's `run.started`
+        # goes with its first completion, or the announcer writes it if that is slow to come.
+        return await self._drive(state, announced=sink is not None, sink=sink)
+
+    async def _run_forked(
+        self, graph: Graph, inputs: dict[str, Any], records: RunRecords, source: str, label: str
+    ) -> RunResult:
+        """Start a new run of ``graph`` whose log begins with copies of the passes in
+        ``records`` (those of run ``source`` before its checkpoint ``label``)."""
+        plan = graph.compile()
+        args = _inputs(plan.graph_inputs, inputs)
+        state = self._loop(graph, plan, self.id_factory(), args, records=records)
+        started = {
+            "graph": plan.name,
+            "fingerprint": plan.fingerprint,
+            "inputs": args,
+            "owner": self.owner.id,
+            "forked_from": source,
+            "label": label,
+        }
+        state.events.started_event = state.log("run.started", started).id
+        for (node, iteration), done in sorted(records.done.items(), key=lambda kv: kv[1].seq):
+            copied = {
+                "node": node,
+                "iteration": iteration,
+                "status": done.status,
+                "output": done.output,
+                "copied_from": source,
+            }
+            state.log("node.done", copied)
+        return await self._drive(state, announced=True)
+
+    async def _run_resumed(
         self,
         graph: Graph,
         run_id: str,
         records: RunRecords,
         answer: Any,
-        listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+        listener: Listener | None = None,
         version: int = 0,
         budget: AgentBudget | None = None,
     ) -> RunResult:
+        """Continue run ``run_id`` from its log (``records``, read after its ``run-owner/``
+        key's ``version``), ``answer`` answering its oldest open question; take it over and
+        execute it to its end. A COMPLETED run's result is returned as it is.
+
+        Raises:
+            ValidationError: the run was started by a different graph.
+            RunOwned: its owner is alive, or another engine took it over first.
+        """
         plan = graph.compile()
         assert records.started is not None
         if records.started.data.get("fingerprint") != plan.fingerprint:
@@ -293,22 +432,28 @@ class Engine:
             return self._ended_result(graph, run_id, records)
         owner_id, _ = owner_of(records)
         check_free(run_id, records, await read_owner(self.store, owner_id), self.clock.now())
-        resumed: dict[str, Any] = {}
+        check_run_transition(_logged_status(records), RunStatus.RUNNING, run_id)
+        answered: dict[str, Any] = {}
         if records.waiting and answer is not None:
             node, iteration, index, _ = records.waiting[0]
             records.answers[(node, iteration, index)] = answer
-            resumed = {"node": node, "iteration": iteration, "index": index, "answer": answer}
-        return await self._start(
+            answered = {"node": node, "iteration": iteration, "index": index, "answer": answer}
+        args = _inputs(plan.graph_inputs, records.inputs)
+        state = self._loop(
             graph,
-            records.inputs,
-            run_id=run_id,
+            plan,
+            run_id,
+            args,
             records=records,
-            resumed=resumed,
-            trace_id=records.started.trace_id,
             listener=listener,
-            claim=version,
+            trace_id=records.started.trace_id,
             budget=budget,
         )
+        state.events.started_event = records.started.id
+        state.log("run.resumed", {"owner": self.owner.id, **answered})
+        if answered:
+            state.log("node.answered", answered)
+        return await self._drive(state, announced=True, claim=version)
 
     async def _child(
         self,
@@ -329,10 +474,10 @@ class Engine:
         if any(e.subject == run_id for e in started):
             version = await claim_version(self.store, run_id)
             records = read_records(_own(await self.store.read(trace_id=trace_id), run_id))
-            return await self._continue(
+            return await self._run_resumed(
                 graph, run_id, records, answer, version=version, budget=budget
             )
-        return await self._start(graph, inputs, run_id=run_id, trace_id=trace_id, budget=budget)
+        return await self._run_new(graph, inputs, run_id=run_id, trace_id=trace_id, budget=budget)
 
     async def checkpoint(self, run_id: str, label: str) -> None:
         """Name the current point of a run (``fork`` can start from it)."""
@@ -374,14 +519,7 @@ class Engine:
         records.done = {k: d for k, d in source.done.items() if d.seq < cut}
         inputs = {**source.inputs, **(new_input or {})}
         _inputs(plan.graph_inputs, inputs)
-        return _raise_failed(
-            await self._start(
-                graph,
-                inputs,
-                records=records,
-                forked={"forked_from": run_id, "label": label},
-            )
-        )
+        return _raise_failed(await self._run_forked(graph, inputs, records, run_id, label))
 
     # -- reading runs ------------------------------------------------------------------------------
 
@@ -422,118 +560,73 @@ class Engine:
             outputs=outputs,
         )
 
-    async def _start(
+    async def _drive(
         self,
-        graph: Graph,
-        inputs: Mapping[str, Any] | None,
+        state: RunLoop,
         *,
-        run_id: str | None = None,
-        records: RunRecords | None = None,
-        resumed: dict[str, Any] | None = None,
-        forked: dict[str, Any] | None = None,
-        listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+        announced: bool,
         sink: list[RunResult] | None = None,
-        trace_id: str | None = None,
         claim: int | None = None,
-        budget: AgentBudget | None = None,
     ) -> RunResult:
-        plan = graph.compile()
-        args = _inputs(plan.graph_inputs, inputs)
-        state = RunState(
-            plan,
-            run_id or self.id_factory(),
-            args,
-            store=self.store,
-            clock=self.clock,
-            pool=self._pool,
-            records=records,
-            listener=listener,
-            on_node_failed=self.on_node_failed,
-            services=self.services,
-            spawn=self._child,
-            trace_id=trace_id,
-            observer=self._observe if self.listeners else None,
-            budget=budget,
-        )
-        state.plan_grants = graph.grants
+        """Execute ``state``'s run as this engine's (its owner's) until it ends, log its end
+        and return its result.
+
+        ``announced``: its first events are written before anything runs (else with its first
+        completion, or by the announcer). ``claim``: the version of its ``run-owner/`` key to
+        take a resumed run over from (``RunLog.take_over``). ``sink`` gets its result even if
+        it is cancelled. A run stopped on purpose (``cancel``) ends CANCELLED and returns;
+        otherwise a cancellation (or a signal's exception) ends it INTERRUPTED and goes on; an
+        error escaping it ends it FAILED and goes on — each logged if the run is this
+        engine's (a resumed run stopped before it took the run over logs nothing).
+        """
         owner = self.owner
         run_id = state.run_id
-        if records is not None and records.started is not None and forked is None:
-            state.started_event = records.started.id
-            state.log("run.resumed", {"owner": owner.id, **(resumed or {})})
-        else:
-            data: dict[str, Any] = {
-                "graph": plan.name,
-                "fingerprint": plan.fingerprint,
-                "inputs": args,
-                "owner": owner.id,
-                **(forked or {}),
-            }
-            state.started_event = state.log("run.started", data).id
-            for (node, iteration), done in sorted(
-                state.records.done.items(), key=lambda kv: kv[1].seq
-            ):
-                state.log(
-                    "node.done",
-                    {
-                        "node": node,
-                        "iteration": iteration,
-                        "status": done.status,
-                        "output": done.output,
-                        "copied_from": (forked or {}).get("forked_from"),
-                    },
-                )
-        if resumed:
-            state.log("node.answered", resumed)
-        announced = records is not None or sink is not None
+        events = state.events
+        timeout = state.plan.timeout
         deadline: asyncio.Timeout | None = None
         state.task = asyncio.current_task()
-        if claim is not None:
-            # Taking the run over: the compare-and-set of its `run-owner/` key goes in one unit
-            # with `run.resumed`, so of two processes resuming it one is refused.
-            state.claim = (RUN_OWNER_KEY + run_id, claim, owner.id.encode())
         owner.hold(run_id, state)  # refuses a run this engine has in flight
         try:
             await owner.fresh()
             if claim is not None:
-                await self._take_over(state)
+                # Taking the run over: the compare-and-set of its `run-owner/` key goes in one
+                # unit with `run.resumed`, so of two processes resuming it one is refused.
+                await events.take_over(claim, owner.id)
             if announced:
-                # A continued run's first events, and a submitted run (its id is out), are
-                # durable at once; a new run's `run.started` goes with its first completion,
-                # or is written by the announcer if that is slow to come.
-                await state.flush()
+                await events.flush()
             else:
-                self._announcer.add(state)
-            if plan.timeout is None:  # most runs: no timeout object to make and cancel
+                self._announcer.add(events)
+            if timeout is None:  # most runs: no timeout object to make and cancel
                 await state.run()
             else:
-                async with asyncio.timeout(plan.timeout) as deadline:
+                async with asyncio.timeout(timeout) as deadline:
                     await state.run()
-        except TimeoutError:
+        except TimeoutError as error:
             if deadline is None or not deadline.expired():  # not the run's timeout: a hook's
-                await self._broken(state)
+                await state.end_broken(error)
                 owner.drop(run_id, state)
                 raise
-            state.status = "failed"
-            state.error = f"the run timed out after {plan.timeout:g} s"
+            state.move(RunStatus.FAILED, f"the run timed out after {timeout:g} s")
         except asyncio.CancelledError:
             # On purpose (``cancel``) if every cancellation of this task is one of ours: the
             # run ends CANCELLED and returns. Otherwise (Ctrl-C, a shutdown, a caller's
             # timeout) it is INTERRUPTED and the cancellation goes on.
-            own = _own_cancel(state)
-            state.status = "cancelled" if own else "interrupted"
-            state.error = "cancelled" if own else "interrupted"
-            if claim is not None and not state.claimed:
+            own = state.cancelled_on_purpose()
+            if own:
+                state.move(RunStatus.CANCELLED, "cancelled")
+            else:
+                state.move(RunStatus.INTERRUPTED, "interrupted")
+            if claim is not None and not events.claimed:
                 # Stopped before it took the run over: nothing of it was written, so nothing
                 # is logged (the run is as it was).
                 owner.drop(run_id, state)
-                ended = _unstarted(state)
+                ended = state.unstarted()
             else:
                 # Its end is logged even so: the write is queued before anything can interrupt
                 # it.
                 state.stopping = True
                 try:
-                    ended = await self._finish(state)
+                    ended = await state.end()
                 finally:
                     owner.drop(run_id, state)
             if sink is not None:
@@ -541,9 +634,9 @@ class Engine:
             if own:
                 return ended
             raise
-        except Exception:
-            if claim is None or state.claimed:
-                await self._broken(state)
+        except Exception as error:
+            if claim is None or events.claimed:
+                await state.end_broken(error)
             owner.drop(run_id, state)  # lost the take-over: it wrote nothing
             raise
         except (KeyboardInterrupt, SystemExit):
@@ -551,11 +644,11 @@ class Engine:
             # INTERRUPTED, as by a cancellation, and the exception goes on. What an agent
             # raises itself is its node's failure and does not come here (``is_interruption``).
             try:
-                if claim is None or state.claimed:
-                    state.status = state.error = "interrupted"
+                if claim is None or events.claimed:
+                    state.move(RunStatus.INTERRUPTED, "interrupted")
                     state.stopping = True
                     with contextlib.suppress(Exception):  # the signal's exception goes on
-                        ended = await self._finish(state)
+                        ended = await state.end()
                         if sink is not None:
                             sink.append(ended)
             finally:
@@ -563,89 +656,15 @@ class Engine:
             raise
         finally:
             if not announced:
-                self._announcer.discard(state)
+                self._announcer.discard(events)
         state.stopping = True
         try:
-            ended = await self._finish(state)
+            ended = await state.end()
         finally:
             owner.drop(run_id, state)
         if sink is not None:
             sink.append(ended)
         return ended
-
-    async def _take_over(self, state: RunState) -> None:
-        """Write the resumed run's first unit, which takes it over (``state.claim``), and wait
-        for its outcome even if cancelled meanwhile: whether the run became this engine's
-        decides what its end may write (``state.claimed``).
-
-        Raises:
-            RunOwned: another engine took it over first (nothing was written).
-        """
-        write = asyncio.ensure_future(state.flush())
-        cancelled: asyncio.CancelledError | None = None
-        while not write.done():
-            try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError as exc:
-                cancelled = exc  # the write goes on: wait for its outcome, then stop
-            except Exception:
-                break  # the write failed: read below
-        if write.cancelled():
-            raise cancelled or asyncio.CancelledError()
-        error = write.exception()
-        state.claimed = error is None
-        if cancelled is not None:
-            raise cancelled
-        if isinstance(error, ConflictError):
-            winner = await taken_by(self.store, state.run_id)
-            now = self.clock.now()
-            why = "another engine took it over first"
-            raise RunOwned(state.run_id, winner, now, why, now) from error
-        if error is not None:
-            raise error
-
-    async def _broken(self, state: RunState) -> None:
-        """Log the run FAILED with the error escaping it (a hook's bug, a write the store
-        refused), if the store still takes it: not left looking running. Call in ``except``."""
-        error = sys.exc_info()[1]
-        state.status = "failed"
-        state.error = f"{type(error).__name__}: {error}"
-        with contextlib.suppress(Exception):
-            await self._finish(state)
-
-    async def _finish(self, state: RunState) -> RunResult:
-        status = RunStatus(state.status)
-        output = state.output() if status is RunStatus.COMPLETED else None
-        if status is RunStatus.COMPLETED:
-            state.log(
-                "run.completed",
-                {
-                    "output": output,
-                    "usage": msgspec.structs.asdict(state.usage),
-                    "duration_ms": round(state.duration_ms, 3),
-                },
-            )
-        elif status is RunStatus.WAITING:
-            state.log("run.waiting", {"questions": dict(state.waiting)})
-        elif status is RunStatus.FAILED:
-            state.log("run.failed", {"error": state.error, "node": state.failed_node})
-        elif status is RunStatus.CANCELLED:
-            state.log("run.cancelled", {})
-        else:
-            state.log("run.interrupted", {})
-        await state.flush()
-        return RunResult(
-            run_id=state.run_id,
-            graph=state.plan.name,
-            status=status,
-            output=output,
-            outputs=state.node_outputs(),
-            error=state.error,
-            failed_node=state.failed_node,
-            questions=dict(state.waiting),
-            usage=state.usage,
-            duration_ms=state.duration_ms,
-        )
 
 
 def _inputs(names: frozenset[str], inputs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -673,27 +692,12 @@ def _own(events: list[Any], run_id: str) -> list[Any]:
     return [e for e in events if e.subject == run_id]
 
 
-def _own_cancel(state: RunState) -> bool:
-    """Whether every cancellation of the run's task was ``Engine.cancel``'s (taking them back)."""
-    task, own = state.task, False
-    if state.cancels and task is not None:
-        remaining = task.cancelling()
-        for _ in range(state.cancels):
-            remaining = task.uncancel()
-        own = remaining == 0
-    state.cancels = 0
-    return own
-
-
-def _unstarted(state: RunState) -> RunResult:
-    """The result of a continuation stopped before it took its run over (nothing written)."""
-    status = RunStatus(state.status)
-    return RunResult(
-        run_id=state.run_id,
-        graph=state.plan.name,
-        status=status,
-        error=f"{state.status} before it took the run over",
-    )
+def _logged_status(records: RunRecords) -> RunStatus:
+    """Where a run stands by its log: how its last execution ended; WAITING if it paused; a
+    run whose log ends with its start has lost its owner (``check_free``): INTERRUPTED."""
+    if records.ended is not None:
+        return RunStatus(records.ended.kind.removeprefix("run."))
+    return RunStatus.INTERRUPTED if records.last_start is not None else RunStatus.WAITING
 
 
 def _raise_failed(result: RunResult) -> RunResult:

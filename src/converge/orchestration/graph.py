@@ -34,7 +34,7 @@ from converge.orchestration._model import (
     OnError,
     RetryPolicy,
 )
-from converge.orchestration._plan import Plan, build_plan
+from converge.orchestration._plan import ExecutionPlan, build_plan
 
 if TYPE_CHECKING:
     from converge.orchestration.engine import Engine, RunEvent, RunHandle, RunResult
@@ -79,7 +79,7 @@ class Graph:
         """Where ``source`` defines each agent: name -> (line, the value read there)."""
         self._nodes: list[Node] = []
         self._edges: list[Edge] = []
-        self._plan: Plan | None = None
+        self._plan: ExecutionPlan | None = None
         self._plan_key: tuple[Any, ...] = ()
 
     # -- building ----------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ class Graph:
 
     # -- checking ----------------------------------------------------------------------------------
 
-    def compile(self) -> Plan:
+    def compile(self) -> ExecutionPlan:
         """Check the graph as a whole and return its plan (cached until the graph changes).
 
         Raises:

@@ -38,12 +38,12 @@ import msgspec
 
 from converge.core.clock import Clock
 from converge.core.ids import new_id
-from converge.errors import ConflictError, StateError, ValidationError
+from converge.errors import ConflictError, RunOwned, ValidationError, shown_age, shown_time
 from converge.protocol.event import Event
 from converge.store.base import Store
 
 if TYPE_CHECKING:
-    from converge.orchestration._records import RunRecords
+    from converge.orchestration.records import RunRecords
 
 __all__ = [
     "LeasePolicy",
@@ -137,33 +137,6 @@ class Verdict(msgspec.Struct, frozen=True):
     """Why, in words (``pid 123 is gone``, ``lease renewed 2 s ago``…)."""
     owner: Owner | None = None
     """The owner's record, when there is one."""
-
-
-class RunOwned(StateError):
-    """A run is being executed by a live owner, so it cannot be resumed here.
-
-    Attributes:
-        run_id: the run.
-        owner: the owner's record (None when it is being taken over at this very moment).
-        since: when the owner started or resumed the run (its clock's time), if known.
-    """
-
-    def __init__(
-        self, run_id: str, owner: Owner | None, since: float | None, reason: str, now: float
-    ) -> None:
-        if owner is None:
-            text = f"run {run_id} is being resumed by another process: {reason}"
-        else:
-            when = "" if since is None else f"since {_clock_text(since)}, "
-            text = (
-                f"run {run_id} is running in pid {owner.pid} on {owner.host} ({when}lease "
-                f"renewed {_ago(now - owner.renewed_at)}); wait for it to end, or stop it "
-                f"with `converge cancel {run_id}`"
-            )
-        super().__init__(text)
-        self.run_id = run_id
-        self.owner = owner
-        self.since = since
 
 
 # -- the process we run in ------------------------------------------------------------------------
@@ -282,14 +255,14 @@ def judge(owner: Owner | None, run_id: str, now: float) -> Verdict:
         if runs:
             return Verdict(True, f"pid {owner.pid} runs on {owner.host}", owner)
     if now < owner.expires_at:
-        return Verdict(True, f"its lease holds until {_clock_text(owner.expires_at)}", owner)
-    lapsed = f"its lease lapsed {_ago(now - owner.expires_at)}"
-    return Verdict(False, f"{lapsed} (at {_clock_text(owner.expires_at)})", owner)
+        return Verdict(True, f"its lease holds until {shown_time(owner.expires_at)}", owner)
+    lapsed = f"its lease lapsed {shown_age(now - owner.expires_at)}"
+    return Verdict(False, f"{lapsed} (at {shown_time(owner.expires_at)})", owner)
 
 
 def describe_owner(owner: Owner, now: float) -> str:
     """``pid 123 on host, lease renewed 2 s ago``."""
-    return f"pid {owner.pid} on {owner.host}, lease renewed {_ago(now - owner.renewed_at)}"
+    return f"pid {owner.pid} on {owner.host}, lease renewed {shown_age(now - owner.renewed_at)}"
 
 
 def owner_of(records: RunRecords) -> tuple[str | None, Event | None]:
@@ -317,7 +290,7 @@ async def read_owner(store: Store, owner_id: str | None) -> Owner | None:
 async def run_verdict(store: Store, run_id: str, now: float) -> Verdict | None:
     """Whether run ``run_id`` is being executed by a live owner, judged at ``now`` from its log
     (None: no such run, or it has ended or paused: nobody executes it)."""
-    from converge.orchestration._records import read_records
+    from converge.orchestration.records import read_records
 
     events = await store.read(trace_id=run_id.split("/", 1)[0])
     records = read_records([e for e in events if e.subject == run_id])
@@ -330,29 +303,12 @@ async def run_verdict(store: Store, run_id: str, now: float) -> Verdict | None:
 async def check_resumable(store: Store, run_id: str, now: float) -> None:
     """Raise ``RunOwned`` if run ``run_id`` is being executed by a live owner (``resume`` checks
     this itself; a caller that prepares a resume checks it first, before touching anything)."""
-    from converge.orchestration._records import read_records
+    from converge.orchestration.records import read_records
 
     events = await store.read(trace_id=run_id.split("/", 1)[0])
     records = read_records([e for e in events if e.subject == run_id])
     owner_id, _ = owner_of(records)
     check_free(run_id, records, await read_owner(store, owner_id), now)
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 0:
-        return "just now"
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
-
-
-def _clock_text(at: float) -> str:
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-    except (OverflowError, OSError, ValueError):
-        return repr(at)
 
 
 # -- an engine's own lease ------------------------------------------------------------------------

@@ -22,8 +22,8 @@ agent may be given as ``{id: agent}`` too).
 Every node receives a dict keyed by its input references as written (see ``_refs``); the
 docstring of each helper lists which. The steps the helpers add themselves (``merge``,
 ``assign``, ``gather``, ``done``, ``unknown_route``, ``routed``, ``verdict``) live in
-``_patterns_steps`` and are referenced from YAML as ``converge.orchestration.patterns:<name>``
-or by kind (``assign``, ``unknown_route``).
+``_patterns_steps`` and are referenced from YAML as ``converge.orchestration.patterns:<name>``,
+or, for the two checks, by kind (``assign``, ``unknown_route``: ``kinds.pattern_checks``).
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
-from converge.errors import ValidationError
+from converge.errors import UnknownRoute, ValidationError
 from converge.orchestration._agents import AgentSpec
 from converge.orchestration._model import ExecutionConfig, GraphConfig
 from converge.orchestration._patterns_steps import (
-    Assign,
-    UnknownRoute,
-    UnknownRouteGuard,
     collect,
     first_present,
     forward,
@@ -47,7 +44,8 @@ from converge.orchestration._patterns_steps import (
     unanimous,
 )
 from converge.orchestration.graph import Graph
-from converge.orchestration.subgraph import Subgraph
+from converge.orchestration.kinds.pattern_checks import Assign, UnknownRouteGuard
+from converge.orchestration.kinds.subgraph import Subgraph
 
 __all__ = [
     "Assign",
@@ -70,7 +68,7 @@ __all__ = [
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 Members: TypeAlias = Sequence[Any] | Mapping[str, Any]
 """Agents as a sequence (ids from their names) or a mapping ``{id: agent}``."""
-Team: TypeAlias = tuple[Any, Members]
+ManagedTeam: TypeAlias = tuple[Any, Members]
 """A manager and its members, for ``hierarchy``: ``(manager agent, members)``."""
 
 
@@ -208,7 +206,7 @@ def supervisor(
 
 def hierarchy(
     top: Any,
-    managers: Mapping[str, Team],
+    managers: Mapping[str, ManagedTeam],
     *,
     name: str = "hierarchy",
     inputs: Sequence[str] = ("task",),

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from converge.coordination.pool_manager import PoolManager
     from converge.coordination.task_manager import TaskManager
     from converge.core.identity import Identity
-    from converge.network.local import LocalNetwork
+    from converge.network.transport import Transport
     from converge.policy.trust import TrustModel
 
 __all__ = ["Needs", "Services", "needs_of"]
@@ -112,7 +112,7 @@ class Services:
         self,
         *,
         identity: Identity | None = None,
-        network: LocalNetwork | None = None,
+        network: Transport | None = None,
         pools: PoolManager | None = None,
         tasks: TaskManager | None = None,
         discovery: DiscoveryService | None = None,

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from converge.core._codec_errors import validation_error
+from converge.core.codec_errors import validation_error
 from converge.errors import ValidationError
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from converge.core._codec_errors import validation_error
+from converge.core.codec_errors import validation_error
 
 __all__ = [
     "Democratic",

@@ -38,7 +38,7 @@ from converge.core.decisions import (
     ReportTask,
     SendMessage,
 )
-from converge.errors import PolicyViolation, ValidationError
+from converge.errors import DecisionsRefused, ValidationError
 
 __all__ = [
     "SAFETY_RULES",
@@ -197,21 +197,6 @@ class SafetyViolation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __str__(self) -> str:
         where = "call" if self.index < 0 else f"[{self.index}] {self.decision_type}"
         return f"{where}: {self.rule}: {self.detail}"
-
-
-class DecisionsRefused(PolicyViolation):
-    """Decisions refused by safety policy.
-
-    Attributes:
-        violations: what was refused and why, in the order of the decisions.
-    """
-
-    def __init__(self, violations: Sequence[SafetyViolation]) -> None:
-        n = len(violations)
-        more = f"; and {n - 10} more" if n > 10 else ""
-        shown = "; ".join(str(v) for v in violations[:10])
-        super().__init__(f"{n} safety violation{'s' * (n != 1)}: {shown}{more}")
-        self.violations: tuple[SafetyViolation, ...] = tuple(violations)
 
 
 class AgentUsage:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
-from converge.core._codec_errors import (
+from converge.core.codec_errors import (
     DECODE_ERRORS,
     ENCODE_ERRORS,
     decode_error,

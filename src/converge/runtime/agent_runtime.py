@@ -31,6 +31,17 @@ agent decides through ``validate_safety``, and has the executor apply the accept
 - Without an executor, seed 000's fallback applies: messages are signed and sent, every other
   decision is refused with an event.
 - The runtime also returns expired leases to the board, on a timer set to the earliest lease.
+- The runtime keeps the fencing token of each claim its agent makes (``claims``) and hands it
+  to the executor with the agent's ``ReportTask`` or ``FailTask`` of that task: ``decide()``
+  never sees tokens. A claim is dropped when the report or failure is done, when the board
+  refuses it (the task is no longer the agent's), when the task becomes PENDING again (its
+  lease was lost), and — for a task that ended some other way, cancelled say — at the first
+  round after its lease would have run out, once the board confirms the agent no longer holds
+  it. Dropping one frees its place under ``limits.max_claimed_tasks``. Claims belong to the
+  runtime that made them: another runtime of the same agent (a restart) does not inherit them,
+  and leaves them to expire.
+- The agent's pools are read once a round (when something in it needs them: visible tasks, a
+  claim), and again after it joins or leaves a pool.
 - Tasks that another process puts on the board wake it too, through the board's follower of
   the store's event log.
 """
@@ -41,7 +52,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -53,12 +64,27 @@ from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
 from converge.core.clip import MAX_TEXT_CHARS, clip, shown
 from converge.core.clock import Clock, system_clock
-from converge.core.decisions import Decision, JoinPool, LeavePool, SendMessage
+from converge.core.decisions import (
+    ClaimTask,
+    Decision,
+    FailTask,
+    JoinPool,
+    LeavePool,
+    ReportTask,
+    SendMessage,
+)
 from converge.core.message import Message, ReplayGuard
-from converge.core.task import Task
+from converge.core.task import Task, TaskState
 from converge.core.user_code import is_interruption
-from converge.errors import ConvergeError, ProtocolError, StateError, ValidationError
-from converge.network.local import Inbox, LocalNetwork
+from converge.errors import (
+    ConvergeError,
+    ProtocolError,
+    StateError,
+    TooManyFailedDecisions,
+    ValidationError,
+)
+from converge.network.inbox import Inbox
+from converge.network.transport import Transport
 from converge.policy.safety import (
     ActionPolicy,
     AgentUsage,
@@ -75,32 +101,11 @@ from converge.store.base import Store
 __all__ = ["DEFAULT_MAX_CONSECUTIVE_FAILURES", "AgentRuntime", "TooManyFailedDecisions"]
 
 _BUDGETS = frozenset({"max_wall_time_s", "max_tokens", "max_cost"})
+_HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
 _log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 100
 """How many decisions may fail in a row before a runtime stops (``AgentRuntime``'s default)."""
-
-
-class TooManyFailedDecisions(ConvergeError):
-    """A runtime stopped because its agent's decisions failed too many times in a row.
-
-    Raised by ``AgentRuntime.run()`` and ``wait()`` (and so on leaving ``async with``), chained
-    from the last failure; every failure is a ``decision.failed`` event before it.
-
-    Attributes:
-        agent_id: the agent's did.
-        failures: how many decisions failed in a row (the runtime's limit).
-        last_error: the last failure, as ``"Type: message"``.
-    """
-
-    def __init__(self, agent_id: str, failures: int, last_error: str) -> None:
-        super().__init__(
-            f"agent {agent_id}: {failures} decisions failed in a row (the last: {last_error}); "
-            "its runtime stopped"
-        )
-        self.agent_id = agent_id
-        self.failures = failures
-        self.last_error = last_error
 
 
 class AgentRuntime:
@@ -108,7 +113,7 @@ class AgentRuntime:
 
     Args:
         agent: the agent; its identity signs what it sends.
-        network: where it receives and sends messages.
+        network: the transport it receives and sends messages on.
         store: where the runtime's events go (default: the board's store).
         tasks: the board whose visible tasks the agent is shown.
         pools: the pools, for the agent's memberships.
@@ -135,7 +140,7 @@ class AgentRuntime:
         self,
         agent: Agent,
         *,
-        network: LocalNetwork,
+        network: Transport,
         store: Store | None = None,
         tasks: TaskManager | None = None,
         pools: PoolManager | None = None,
@@ -151,7 +156,7 @@ class AgentRuntime:
         max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     ) -> None:
         check_type(agent, Agent, "agent", optional=False)
-        check_type(network, LocalNetwork, "network", optional=False)
+        check_type(network, Transport, "network", optional=False)
         check_type(store, Store, "store")
         check_type(tasks, TaskManager, "tasks")
         check_type(pools, PoolManager, "pools")
@@ -200,6 +205,9 @@ class AgentRuntime:
         self._unwatch: Any = None
         self._attached = False
         self._pool_ids: list[str] = []
+        self._pools_read = False  # whether _pool_ids was read in this round
+        self._claims: dict[str, _Claim] = {}
+        self._next_check = math.inf  # no claim is due for a check before (board's clock)
         self.decide_calls = 0
         """How many times ``decide()`` has been called."""
         self.throttled = 0
@@ -213,6 +221,12 @@ class AgentRuntime:
     def did(self) -> str:
         """The agent's did."""
         return self.agent.did
+
+    @property
+    def claims(self) -> Mapping[str, int]:
+        """The fencing token of each task the agent holds through this runtime, by task id (a
+        copy)."""
+        return {task_id: claim.token for task_id, claim in self._claims.items()}
 
     # -- lifetime ----------------------------------------------------------------------------------
 
@@ -340,6 +354,9 @@ class AgentRuntime:
                 if self._stopping.is_set():
                     return
             messages = await self._accept(self.inbox.drain(self.max_batch))
+            self._pools_read = False
+            if self._claims and self._claims_due():
+                await self._check_claims()
             tasks = await self._visible_tasks()
             if not messages and not tasks:
                 continue
@@ -390,7 +407,7 @@ class AgentRuntime:
             tag = type(decision).__struct_config__.tag
             try:
                 if self.executor is not None:
-                    await self.executor.execute(self.agent, decision, trace_id=trace_id)
+                    await self._execute(self.executor, decision, trace_id)
                 elif isinstance(decision, SendMessage):
                     await sign_and_send(self.agent, decision, self.network, trace_id, self.clock)
                 else:
@@ -412,7 +429,78 @@ class AgentRuntime:
             self.failed_in_a_row = 0
             self.usage.apply(decision, self.clock.now())
             if isinstance(decision, (JoinPool, LeavePool)):
-                self._pool_ids = []  # memberships changed: read them again
+                self._pools_read = False  # memberships changed: read them again
+
+    async def _execute(
+        self, executor: StandardExecutor, decision: Decision, trace_id: str | None
+    ) -> None:
+        """Have the executor apply ``decision``, with what the runtime keeps for it: the claim's
+        token for a report or failure, the round's pools for a claim."""
+        agent = self.agent
+        if isinstance(decision, ClaimTask):
+            pools = None if self.pools is None else await self._agent_pools()
+            token = await executor.execute(agent, decision, trace_id=trace_id, pool_ids=pools)
+            board = executor.tasks
+            assert board is not None  # the claim went through it
+            # Read after the claim returned: the lease the board granted ends no later.
+            until = board.clock.now() + board.claim_ttl_sec
+            self._claims[decision.task_id] = _Claim(token, until)
+            self._next_check = min(self._next_check, until)
+            return
+        if not isinstance(decision, (ReportTask, FailTask)):
+            await executor.execute(agent, decision, trace_id=trace_id)
+            return
+        claim = self._claims.get(decision.task_id)
+        token = None if claim is None else claim.token
+        ours = isinstance(decision, FailTask) or decision.token in (None, token)
+        try:
+            await executor.execute(agent, decision, trace_id=trace_id, token=token)
+        except StateError:
+            # The board says the agent does not hold the task (a lost lease, a task that
+            # ended): its claim is gone.
+            if ours:
+                self._drop(decision.task_id)
+            raise
+        if ours:
+            self._drop(decision.task_id)
+
+    def _drop(self, task_id: str) -> None:
+        """Forget a claim: the agent no longer holds the task."""
+        if self._claims.pop(task_id, None) is not None:
+            self.usage.release_task(task_id)
+
+    def _claims_due(self) -> bool:
+        """Whether a claim's lease may have run out (a runtime holding many claims pays
+        nothing per round until one has)."""
+        board = None if self.executor is None else self.executor.tasks
+        return board is not None and board.clock.now() >= self._next_check
+
+    async def _check_claims(self) -> None:
+        """Drop the claims whose lease has run out and which the board says the agent no
+        longer holds (a task cancelled, or failed out of attempts, while it held it)."""
+        board = None if self.executor is None else self.executor.tasks
+        if board is None:
+            return
+        now = board.clock.now()
+        self._next_check = math.inf
+        for task_id, claim in list(self._claims.items()):
+            if claim.until > now:
+                self._next_check = min(self._next_check, claim.until)
+                continue
+            task = await board.get(task_id)
+            if (
+                task is None
+                or task.state not in _HELD
+                or task.assigned_to != self.did
+                or task.attempts != claim.token
+            ):
+                self._drop(task_id)
+            else:  # still its own: a heartbeat extended it, or nobody reaped it yet
+                lease = task.lease_expires_at
+                claim.until = (
+                    lease if lease is not None and lease > now else now + board.claim_ttl_sec
+                )
+                self._next_check = min(self._next_check, claim.until)
 
     async def _accept(self, messages: Sequence[Message]) -> list[Message]:
         good: list[Message] = []
@@ -453,17 +541,29 @@ class AgentRuntime:
             error=shown(str(exc), MAX_TEXT_CHARS),
         )
 
+    async def _agent_pools(self) -> list[str] | None:
+        """The agent's pools, read once a round (and again after it joined or left one); None
+        without a pool manager."""
+        if self.pools is None:
+            return None
+        if not self._pools_read:
+            self._pool_ids = await self.pools.get_pools_for_agent(self.did)
+            self._pools_read = True
+        return self._pool_ids
+
     async def _visible_tasks(self) -> list[Task]:
         if self.tasks is None:
             return []
-        if self.pools is not None and not self._pool_ids:
-            self._pool_ids = await self.pools.get_pools_for_agent(self.did)
+        pools = [] if self.pools is None else await self._agent_pools()
         return await self.tasks.list_pending_tasks_for_agent(
-            self.did, self._pool_ids, self.agent.capabilities, limit=self.max_batch
+            self.did, pools or [], self.agent.capabilities, limit=self.max_batch
         )
 
     def _on_pending(self, task: Task) -> None:
-        # Cheap pre-check; the query on waking applies the full visibility rules.
+        claim = self._claims.get(task.id)
+        if claim is not None and claim.token <= task.attempts:
+            self._drop(task.id)  # its lease was lost: the task is offered again
+        # Cheap pre-check by the pools last read; the query on waking applies the full rules.
         if task.pool_id is None or not self._pool_ids or task.pool_id in self._pool_ids:
             self._wake.set()
 
@@ -472,7 +572,7 @@ class AgentRuntime:
     async def _register(self) -> None:
         if self.discovery is None:
             return
-        pools = await self.pools.get_pools_for_agent(self.did) if self.pools else []
+        pools = await self._agent_pools() or []
         await self.discovery.register(
             AgentDescriptor(
                 did=self.did,
@@ -577,6 +677,17 @@ class AgentRuntime:
                 )
             ]
         )
+
+
+class _Claim:
+    """A claim the agent made through this runtime: its fencing token, and the time (on the
+    board's clock) after which the runtime asks the board whether the agent still holds it."""
+
+    __slots__ = ("token", "until")
+
+    def __init__(self, token: int, until: float) -> None:
+        self.token = token
+        self.until = until
 
 
 def _reason(exc: Exception) -> str:

@@ -4,6 +4,12 @@ The executor acts *for* an agent whose identity the runtime holds: outgoing mess
 with that identity, claims and reports carry its did. It never decides anything itself; the
 runtime has already passed every decision through ``validate_safety``.
 
+It keeps no state of its own about the agents it acts for, so several runtimes can share one
+(``converge agents run`` does): a ``ClaimTask`` returns the claim's fencing token, and the
+runtime that made the claim keeps it and hands it back (``token=``) with the agent's
+``ReportTask`` or ``FailTask`` of that task. The runtime passes the agent's pools as it read
+them for the round too (``pool_ids=``); without them a claim reads them from ``pools``.
+
 Coordination decisions run only when the executor is given the matching protocol (seed 001:
 ``negotiation_protocol`` for ``Propose``/``AcceptProposal``/``RejectProposal``, ``votes_store``
 for ``Vote``, ``delegation_protocol`` for ``Delegate``/``RevokeDelegation`` and the authority
@@ -23,11 +29,11 @@ naming it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, MutableSequence
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any, TypeVar
 
 from converge.coordination.bidding import BiddingProtocol
-from converge.coordination.consensus import BallotRefused, Consensus
+from converge.coordination.consensus import Consensus
 from converge.coordination.delegation import DelegationProtocol
 from converge.coordination.negotiation import NegotiationProtocol
 from converge.coordination.pool_manager import PoolManager
@@ -58,8 +64,8 @@ from converge.core.message import Message
 from converge.core.pool import Pool
 from converge.core.task import Task
 from converge.core.tools import ToolRegistry
-from converge.errors import PolicyViolation, ValidationError
-from converge.network.local import LocalNetwork
+from converge.errors import BallotRefused, PolicyViolation, ValidationError
+from converge.network.transport import Transport
 from converge.runtime._arguments import check_type, describe
 from converge.runtime.tools import SafeTools
 
@@ -84,7 +90,7 @@ _COORDINATION = (
 async def sign_and_send(
     agent: Agent,
     decision: SendMessage,
-    network: LocalNetwork,
+    network: Transport,
     trace_id: str | None = None,
     clock: Clock = system_clock,
 ) -> Message:
@@ -106,7 +112,7 @@ class StandardExecutor:
     """Applies decisions for agents.
 
     Args:
-        network: where ``SendMessage`` goes.
+        network: the transport ``SendMessage`` goes out on.
         tasks: the board, for task decisions.
         pools: the pools, for pool decisions (and the claimer's memberships).
         tools: the tools ``InvokeTool`` may call. Every call goes through a ``SafeTools``
@@ -135,7 +141,7 @@ class StandardExecutor:
     def __init__(
         self,
         *,
-        network: LocalNetwork | None = None,
+        network: Transport | None = None,
         tasks: TaskManager | None = None,
         pools: PoolManager | None = None,
         tools: ToolRegistry | SafeTools | None = None,
@@ -145,7 +151,7 @@ class StandardExecutor:
         bidding_protocols: Mapping[str, BiddingProtocol] | None = None,
         clock: Clock = system_clock,
     ) -> None:
-        check_type(network, LocalNetwork, "network")
+        check_type(network, Transport, "network")
         check_type(tasks, TaskManager, "tasks")
         check_type(pools, PoolManager, "pools")
         check_type(tools, (ToolRegistry, SafeTools), "tools")
@@ -165,16 +171,28 @@ class StandardExecutor:
         self.tools: SafeTools | None = (
             SafeTools(tools, clock=clock) if isinstance(tools, ToolRegistry) else tools
         )
-        self._tokens: dict[tuple[str, str], int] = {}
-
-    def token(self, agent_id: str, task_id: str) -> int | None:
-        """The fencing token of ``agent_id``'s current claim on ``task_id``, if it holds one."""
-        return self._tokens.get((agent_id, task_id))
 
     async def execute(
-        self, agent: Agent, decision: Decision, *, trace_id: str | None = None
+        self,
+        agent: Agent,
+        decision: Decision,
+        *,
+        trace_id: str | None = None,
+        token: int | None = None,
+        pool_ids: Sequence[str] | None = None,
     ) -> Any:
-        """Apply ``decision`` for ``agent``; returns what it produced (a message, a token, …).
+        """Apply ``decision`` for ``agent``; returns what it produced (a message, a claim's
+        fencing token, …).
+
+        Args:
+            agent: whom the decision is for (its did acts, its identity signs).
+            decision: what to do.
+            trace_id: the trace the decision's messages and events belong to.
+            token: for a ``ReportTask`` (without a token of its own) or a ``FailTask``: the
+                fencing token the agent's ``ClaimTask`` of that task returned. Without one the
+                decision is refused: the agent holds no claim the caller knows of.
+            pool_ids: for a ``ClaimTask``: the agent's pools as the caller last read them
+                (None: read them from ``pools``).
 
         Raises:
             ConvergeError: the decision was refused or failed (the runtime records it and goes
@@ -195,26 +213,21 @@ class StandardExecutor:
             return await sign_and_send(agent, decision, network, trace_id, self.clock)
         if isinstance(decision, ClaimTask):
             tasks = _need(self.tasks, "a task board")
-            pool_ids = await self.pools.get_pools_for_agent(did) if self.pools else []
-            token = await tasks.claim(
+            if pool_ids is None:
+                pool_ids = await self.pools.get_pools_for_agent(did) if self.pools else []
+            return await tasks.claim(
                 did, decision.task_id, pool_ids=pool_ids, capabilities=agent.capabilities
             )
-            self._tokens[(did, decision.task_id)] = token
-            return token
         if isinstance(decision, ReportTask):
             tasks = _need(self.tasks, "a task board")
-            token = self._token_for(did, decision.task_id, decision.token)
-            done = await tasks.report(did, decision.task_id, decision.result, token)
-            self._tokens.pop((did, decision.task_id), None)
-            return done
+            held = _held(did, decision.task_id, token if decision.token is None else decision.token)
+            return await tasks.report(did, decision.task_id, decision.result, held)
         if isinstance(decision, FailTask):
             tasks = _need(self.tasks, "a task board")
-            token = self._token_for(did, decision.task_id, None)
-            failed = await tasks.fail_task(
-                decision.task_id, decision.reason, agent_id=did, token=token
+            held = _held(did, decision.task_id, token)
+            return await tasks.fail_task(
+                decision.task_id, decision.reason, agent_id=did, token=held
             )
-            self._tokens.pop((did, decision.task_id), None)
-            return failed
         if isinstance(decision, SubmitTask):
             tasks = _need(self.tasks, "a task board")
             task = Task(
@@ -302,18 +315,6 @@ class StandardExecutor:
                 trace_id=trace_id,
             )
         return await protocol.propose(did, decision.session_id, decision.terms)
-
-    def forget(self, agent_id: str, task_id: str) -> None:
-        """Drop a remembered claim (its lease expired or another agent took over)."""
-        self._tokens.pop((agent_id, task_id), None)
-
-    def _token_for(self, did: str, task_id: str, given: int | None) -> int:
-        if given is not None:
-            return given
-        token = self._tokens.get((did, task_id))
-        if token is None:
-            raise PolicyViolation(f"{did} has no claim on task {task_id} through this executor")
-        return token
 
 
 class _MappingBallots:
@@ -405,6 +406,16 @@ def _action(decision: Decision) -> str:
     """The action a decision is, as scopes name it: its tag, ``invoke_tool:<tool>`` for tools."""
     tag = str(type(decision).__struct_config__.tag)
     return f"{tag}:{decision.tool}" if isinstance(decision, InvokeTool) else tag
+
+
+def _held(did: str, task_id: str, token: int | None) -> int:
+    """The fencing token a report or failure of ``task_id`` goes with; refused without one."""
+    if token is None:
+        raise PolicyViolation(
+            f"{did} holds no claim on task {task_id} that its runtime knows of: a report or "
+            "a failure needs the fencing token its claim returned"
+        )
+    return token
 
 
 def _need(part: T | None, what: str) -> T:

@@ -86,10 +86,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from converge.core._codec_errors import ENCODE_ERRORS
+from converge.core.codec_errors import ENCODE_ERRORS
 from converge.core.tools import FunctionTool
-from converge.errors import ValidationError
-from converge.runtime._tool_errors import ToolError, ToolMemoryExceeded, ToolTimeout
+from converge.errors import ToolError, ToolMemoryExceeded, ToolTimeout, ValidationError
 
 __all__ = ["DEFAULT_ENV_ALLOW", "SandboxLimits", "SandboxedTool", "run_in_sandbox"]
 

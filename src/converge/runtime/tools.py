@@ -50,9 +50,8 @@ from converge.core.clock import Clock, system_clock
 from converge.core.decisions import InvokeTool
 from converge.core.tools import FunctionTool, Tool, ToolRegistry, ToolSpec
 from converge.core.user_code import is_interruption
-from converge.errors import ValidationError
+from converge.errors import ToolCallRefused, ToolError, ToolTimeout, ValidationError
 from converge.policy.safety import ActionPolicy, AgentUsage, ResourceLimits, validate_safety
-from converge.runtime._tool_errors import ToolCallRefused, ToolError, ToolTimeout
 from converge.runtime.sandbox import SandboxedTool, SandboxLimits
 
 __all__ = ["SafeTools"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import msgspec
 
-from converge.core._codec_errors import ENCODE_ERRORS, encode_error
 from converge.core.capability import Requirement
+from converge.core.codec_errors import ENCODE_ERRORS, encode_error
 from converge.core.task import Task, TaskState
 
 __all__ = ["TaskOp", "encode_task", "index_capability", "pool_key", "task_decoder"]

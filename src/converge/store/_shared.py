@@ -8,7 +8,7 @@ from typing import Protocol
 
 import msgspec
 
-from converge.core._codec_errors import ENCODE_ERRORS, encode_error
+from converge.core.codec_errors import ENCODE_ERRORS, encode_error
 from converge.protocol.event import Event
 
 __all__ = ["EventWaiters", "decode_event", "encode_event", "tail_events"]

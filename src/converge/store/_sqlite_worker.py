@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["BatchWorker", "Job", "resolve"]
 
-Outcome = tuple[asyncio.Future[Any], BaseException | None, Any]
+JobResult = tuple[asyncio.Future[Any], BaseException | None, Any]
 
 
 class Job:
@@ -51,7 +51,7 @@ class BatchWorker:
         self,
         name: str,
         connect: Callable[[], sqlite3.Connection],
-        run_batch: Callable[[sqlite3.Connection, list[Job]], list[Outcome]],
+        run_batch: Callable[[sqlite3.Connection, list[Job]], list[JobResult]],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._connect = connect
@@ -129,7 +129,7 @@ class BatchWorker:
                 if batch:
                     if conn is None:
                         assert connect_error is not None
-                        outcomes: list[Outcome] = [(j.future, connect_error, None) for j in batch]
+                        outcomes: list[JobResult] = [(j.future, connect_error, None) for j in batch]
                     else:
                         try:
                             outcomes = self._run_batch(conn, batch)
@@ -143,10 +143,10 @@ class BatchWorker:
                 conn.close()
             self._call(self._resolve_stopped)
 
-    def _deliver(self, outcomes: list[Outcome]) -> None:
+    def _deliver(self, outcomes: list[JobResult]) -> None:
         self._call(self._resolve, outcomes)
 
-    def _resolve(self, outcomes: list[Outcome]) -> None:
+    def _resolve(self, outcomes: list[JobResult]) -> None:
         self._outstanding -= len(outcomes)
         resolve(outcomes)
 
@@ -162,7 +162,7 @@ class BatchWorker:
             self._stopped.set_result(None)
 
 
-def resolve(outcomes: list[Outcome]) -> None:
+def resolve(outcomes: list[JobResult]) -> None:
     """Settle each future with its error or result (one already cancelled is skipped)."""
     for fut, error, result in outcomes:
         if fut.done():  # the caller was cancelled; the work itself still happened

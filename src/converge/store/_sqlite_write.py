@@ -17,7 +17,7 @@ from typing import Any
 
 from converge.errors import ConflictError, StoreError, TaskConflict, ValidationError
 from converge.store._board import TaskOp, index_capability, pool_key
-from converge.store._sqlite_worker import Job, Outcome
+from converge.store._sqlite_worker import Job, JobResult
 from converge.store.base import Op
 
 __all__ = ["commit_now", "last_seq", "translate", "while_busy", "write_batch"]
@@ -47,10 +47,10 @@ def last_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
-def write_batch(conn: sqlite3.Connection, jobs: list[Job], busy_timeout: float) -> list[Outcome]:
+def write_batch(conn: sqlite3.Connection, jobs: list[Job], busy_timeout: float) -> list[JobResult]:
     """Run a batch of the writer thread's jobs; the commits wait up to ``busy_timeout`` seconds
     for another process's write lock."""
-    outcomes: list[Outcome] = []
+    outcomes: list[JobResult] = []
     commits: list[Job] = []
     for job in jobs:
         if job.payload[0] == "call":
@@ -71,7 +71,7 @@ def write_batch(conn: sqlite3.Connection, jobs: list[Job], busy_timeout: float) 
     return outcomes
 
 
-def commit_now(conn: sqlite3.Connection, job: Job) -> Outcome | None:
+def commit_now(conn: sqlite3.Connection, job: Job) -> JobResult | None:
     """Commit ``job``'s unit if the write lock is free this instant; None (nothing done) if
     another connection holds it, so the caller can queue the job for the writer thread, which
     waits for the lock. The writer's connection has no busy handler: ``BEGIN`` fails at once."""
@@ -91,11 +91,11 @@ def commit_now(conn: sqlite3.Connection, job: Job) -> Outcome | None:
         raise
 
 
-def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
+def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[JobResult]:
     """Commit every job's unit of work in the transaction just begun (holding the write lock),
     each unit atomic on its own."""
-    done: list[Outcome] = []
-    failed: list[Outcome] = []
+    done: list[JobResult] = []
+    failed: list[JobResult] = []
     try:
         next_seq = -1
         all_rows: list[_Row] = []

@@ -60,7 +60,7 @@ from converge.store import _sqlite_schema as schema
 from converge.store._board import TaskOp, pool_key, task_decoder
 from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
 from converge.store._sqlite_checkpoint import Checkpointer
-from converge.store._sqlite_worker import BatchWorker, Job, Outcome, resolve
+from converge.store._sqlite_worker import BatchWorker, Job, JobResult, resolve
 from converge.store._sqlite_write import commit_now, last_seq, translate, while_busy, write_batch
 from converge.store.base import (
     Entry,
@@ -281,7 +281,7 @@ class SQLiteStore:
 
     def _write_batch(
         self, conn: sqlite3.Connection, jobs: builtins.list[Job]
-    ) -> builtins.list[Outcome]:
+    ) -> builtins.list[JobResult]:
         checkpointer = self._checkpointer
         commits = any(job.payload[0] == "commit" for job in jobs)
         if checkpointer is not None and commits and checkpointer.over_bound():
@@ -568,8 +568,8 @@ def _noop(conn: sqlite3.Connection) -> None:
     return None
 
 
-def _read_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
-    outcomes: list[Outcome] = []
+def _read_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[JobResult]:
+    outcomes: list[JobResult] = []
     for job in jobs:
         try:
             outcomes.append((job.future, None, job.payload(conn)))

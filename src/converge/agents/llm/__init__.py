@@ -7,19 +7,12 @@ both APIs, to test agents offline.
 """
 
 from converge.agents.llm._anthropic import AnthropicProvider
-from converge.agents.llm._common import (
-    MissingAPIKey,
-    PromptTooLong,
-    ResponseSchemaError,
-    ToolRoundsExceeded,
-)
 from converge.agents.llm._openai import CompatibleProvider, OpenAIProvider
 from converge.agents.llm._prompt import render_prompt
 from converge.agents.llm.agent import CallPolicy, LLMAgent
 from converge.agents.llm.base import (
     ChatMessage,
     ChatResponse,
-    LLMError,
     LLMProvider,
     LLMUsage,
     ToolCall,
@@ -27,6 +20,13 @@ from converge.agents.llm.base import (
 )
 from converge.agents.llm.embeddings import OpenAIEmbedder
 from converge.agents.llm.pricing import DEFAULT_PRICES, Price, PriceTable
+from converge.errors import (
+    LLMError,
+    MissingAPIKey,
+    PromptTooLong,
+    ResponseSchemaError,
+    ToolRoundsExceeded,
+)
 
 __all__ = [
     "DEFAULT_PRICES",

@@ -23,16 +23,16 @@ from converge.agents.llm._common import (
     resolve_key,
     translate_error,
 )
-from converge.agents.llm._urls import check_url, shown_url
+from converge.agents.llm._urls import check_url
 from converge.agents.llm.base import (
     ChatMessage,
     ChatResponse,
     ChunkCallback,
-    LLMError,
     LLMUsage,
     ToolCall,
     ToolSpec,
 )
+from converge.errors import LLMError, shown_url
 
 __all__ = ["AnthropicProvider"]
 

@@ -1,5 +1,5 @@
-"""What the providers share: API keys from the environment, the typed errors beyond
-``LLMError``, lazy SDK imports, and the translation of SDK exceptions into ``LLMError``.
+"""What the providers share: API keys from the environment, lazy SDK imports, and the
+translation of SDK exceptions into ``LLMError`` (the typed errors are in ``converge.errors``).
 
 SDK exceptions are read by duck typing (``status_code``, the class names of the SDKs' timeout
 and connection errors), because both official SDKs come from one generator and share that
@@ -14,86 +14,15 @@ import os
 from types import ModuleType
 from typing import Any
 
-from converge.agents.llm.base import LLMError
-from converge.errors import ValidationError
+from converge.errors import LLMError, MissingAPIKey
 
 __all__ = [
-    "MissingAPIKey",
-    "PromptTooLong",
-    "ResponseSchemaError",
-    "ToolRoundsExceeded",
     "import_sdk",
     "resolve_key",
     "translate_error",
 ]
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-
-
-class MissingAPIKey(LLMError):
-    """No API key: neither given nor set in the environment variable the provider reads.
-
-    Attributes:
-        variable: the environment variable that should hold the key.
-    """
-
-    def __init__(self, provider: str, variable: str) -> None:
-        super().__init__(
-            f"no API key: set the environment variable {variable} (or pass api_key=...)",
-            provider=provider,
-        )
-        self.variable = variable
-
-
-class PromptTooLong(ValidationError):
-    """A prompt (the conversation so far, tool results included) would exceed the agent's
-    ``max_prompt_tokens``; nothing was sent. Tokens are estimated (about four characters each).
-
-    Attributes:
-        agent: the agent's name.
-        tokens: the prompt's estimated tokens.
-        budget: the agent's limit.
-    """
-
-    def __init__(self, agent: str, tokens: int, budget: int) -> None:
-        super().__init__(
-            f"{agent}: the prompt is about {tokens} tokens, over its budget of {budget}",
-            field="max_prompt_tokens",
-        )
-        self.agent = agent
-        self.tokens = tokens
-        self.budget = budget
-
-
-class ResponseSchemaError(LLMError):
-    """The answer did not follow the ``response_schema``, also after one retry that told the
-    model what was wrong.
-
-    Attributes:
-        content: the last answer's text.
-        reason: why it was refused (not JSON, or the first schema violation).
-    """
-
-    def __init__(self, provider: str, content: str, reason: str) -> None:
-        super().__init__(
-            f"the answer does not follow the response schema: {reason}", provider=provider
-        )
-        self.content = content
-        self.reason = reason
-
-
-class ToolRoundsExceeded(LLMError):
-    """The model still asked for tools after ``max_tool_rounds`` rounds of tool calls.
-
-    Attributes:
-        rounds: the rounds allowed.
-    """
-
-    def __init__(self, provider: str, rounds: int) -> None:
-        super().__init__(
-            f"the model still calls tools after {rounds} rounds of tool calls", provider=provider
-        )
-        self.rounds = rounds
 
 
 def resolve_key(provider: str, api_key: str | None, variable: str | None) -> str | None:

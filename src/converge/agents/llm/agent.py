@@ -28,20 +28,21 @@ from typing import Any
 
 import msgspec
 
-from converge.agents.llm._common import (
-    PromptTooLong,
-    ResponseSchemaError,
-    ToolRoundsExceeded,
-    parse_json,
-)
+from converge.agents.llm._common import parse_json
 from converge.agents.llm._prompt import render_prompt
 from converge.agents.llm._schema import schema_error
-from converge.agents.llm.base import ChatMessage, ChatResponse, LLMError, LLMProvider
+from converge.agents.llm.base import ChatMessage, ChatResponse, LLMProvider
 from converge.agents.llm.pricing import PriceTable
 from converge.agents.memory._summarize import count_message, estimate_tokens
 from converge.core.agent import Agent, RunContext
 from converge.core.tools import Tool, ToolRegistry
-from converge.errors import ValidationError
+from converge.errors import (
+    LLMError,
+    PromptTooLong,
+    ResponseSchemaError,
+    ToolRoundsExceeded,
+    ValidationError,
+)
 from converge.runtime.tools import SafeTools
 
 __all__ = ["CallPolicy", "LLMAgent"]

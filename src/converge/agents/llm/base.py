@@ -14,9 +14,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from converge.agents.llm._urls import mask_urls
 from converge.core.tools import ToolSpec
-from converge.errors import ConvergeError
+from converge.errors import LLMError
 
 __all__ = [
     "ChatMessage",
@@ -33,29 +32,6 @@ __all__ = [
 Role = Literal["system", "user", "assistant", "tool"]
 ChunkCallback = Callable[[str], Awaitable[None]]
 """Called with each text chunk of a streamed answer, in order."""
-
-
-class LLMError(ConvergeError):
-    """A provider call failed: the endpoint refused, timed out, or answered with something
-    unusable. ``retryable`` says whether trying again may help (rate limit, timeout, 5xx).
-    A URL in the message is shown with its credentials masked (``http://***@host/v1``).
-
-    Attributes:
-        provider: the provider's name (``openai``, ``anthropic``, ``compatible``…).
-        status: the HTTP status, if there was one.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        status: int | None = None,
-        retryable: bool = False,
-    ) -> None:
-        super().__init__(f"{provider}: {mask_urls(message)}", retryable=retryable)
-        self.provider = provider
-        self.status = status
 
 
 class ToolCall(msgspec.Struct, frozen=True):

@@ -11,9 +11,8 @@ from types import ModuleType
 from typing import Any
 
 from converge.agents.llm._common import openai_client, resolve_key, translate_error
-from converge.agents.llm._urls import check_url, shown_url
-from converge.agents.llm.base import LLMError
-from converge.errors import ValidationError
+from converge.agents.llm._urls import check_url
+from converge.errors import LLMError, ValidationError, shown_url
 
 __all__ = ["OpenAIEmbedder"]
 

@@ -15,7 +15,6 @@ on ``SQLiteStore`` and each change is an event in the log.
 
 from converge.agents.memory._context import (
     Context,
-    ContextAccessDenied,
     ContextScopes,
     Grants,
 )
@@ -38,6 +37,7 @@ from converge.agents.memory._summarize import (
     estimate_tokens,
 )
 from converge.agents.memory._vector import Hit, VectorMemory, VectorRecord
+from converge.errors import ContextAccessDenied
 
 __all__ = [
     "SCOPES",

@@ -27,32 +27,12 @@ from converge.agents.memory._scopes import (
     StoredScope,
 )
 from converge.core.clock import Clock, system_clock
-from converge.errors import PolicyViolation, ValidationError
+from converge.errors import ContextAccessDenied, ValidationError
 from converge.store.base import Store
 
-__all__ = ["Access", "Context", "ContextAccessDenied", "ContextScopes", "Grants"]
+__all__ = ["Access", "Context", "ContextScopes", "Grants"]
 
 Access = Literal["read", "write"]
-
-
-class ContextAccessDenied(PolicyViolation):
-    """An agent used a scope or key its context does not grant.
-
-    Attributes:
-        scope: the scope (``session``, ``global``…).
-        key: the key (``""`` for the scope as a whole).
-        access: ``read`` or ``write``.
-        agent: the agent the context belongs to (``""`` if not named).
-    """
-
-    def __init__(self, scope: str, key: str, access: Access, agent: str = "") -> None:
-        who = f"agent {agent}" if agent else "this context"
-        what = f"key {key!r} of the {scope} scope" if key else f"the {scope} scope"
-        super().__init__(f"{who} may not {access} {what}: not granted")
-        self.scope = scope
-        self.key = key
-        self.access = access
-        self.agent = agent
 
 
 class Grants(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from converge.core._codec_errors import (
+from converge.core.codec_errors import (
     DECODE_ERRORS,
     ENCODE_ERRORS,
     decode_error,

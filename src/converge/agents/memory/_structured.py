@@ -24,7 +24,7 @@ from converge.agents.memory._persist import (
     remove,
     write,
 )
-from converge.core._codec_errors import validation_error
+from converge.core.codec_errors import validation_error
 from converge.errors import ConflictError, ValidationError
 from converge.store.base import Store
 

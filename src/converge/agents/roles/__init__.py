@@ -3,15 +3,15 @@
 
 Each is an ``Agent`` with a deterministic rule mode (no key, no network: the default) and an
 LLM mode switched on by giving it a ``provider``. Each is also a YAML kind (``kind: router``
-…, see ``_kinds``).
+…, declared in ``converge.orchestration.kinds.roles``).
 """
 
-from converge.agents._structured import StructuredOutputError
 from converge.agents.roles.critic import Criteria, Critic
 from converge.agents.roles.planner import Planner
-from converge.agents.roles.router import NoMatchingRoute, Router
+from converge.agents.roles.router import Router
 from converge.agents.roles.supervisor import Supervisor
 from converge.agents.roles.worker import Worker
+from converge.errors import NoMatchingRoute, StructuredOutputError
 
 __all__ = [
     "Criteria",

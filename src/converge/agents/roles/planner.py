@@ -6,9 +6,10 @@ plan = await plan_it.run({"goal": "design and code a REST API"}, ctx)
 # {"goal": ..., "steps": [{"id": "architect", "agent": "architect", "task": ...}, ...]}
 ```
 
-It runs a ``GoalPlanner`` on its input ``goal`` (or its only input) and returns the checked
-plan as plain data, which later nodes read (``planner.output.steps``). Its modes are the goal
-planner's: rule mode by keywords, LLM mode when a provider is given. A plan that does not
+It makes a plan (``PlanMaker``, the goal planner's planning) for its input ``goal`` (or its
+only input) and returns the checked plan as plain data, which later nodes read
+(``planner.output.steps``). Its modes are the goal planner's: rule mode by keywords, LLM mode
+when a provider is given. A plan that does not
 fit is a ``PlanRejected`` error of the node.
 """
 
@@ -21,7 +22,7 @@ import msgspec
 
 from converge.agents._plan import PlanConstraints, as_available
 from converge.agents.llm.base import LLMProvider
-from converge.agents.planner import GoalPlanner
+from converge.agents.planner import PlanMaker
 from converge.core.agent import Agent, RunContext
 from converge.core.capability import Capability
 from converge.errors import ValidationError
@@ -56,7 +57,7 @@ class Planner(Agent):
     ) -> None:
         super().__init__(name=name or "planner", capabilities=capabilities)
         self.available_agents = as_available(available_agents)
-        self._template = GoalPlanner(  # checks the options now, not at the first run
+        self._template = PlanMaker(  # checks the options now, not at the first run
             "(goal)",
             self.available_agents,
             constraints,
@@ -72,10 +73,10 @@ class Planner(Agent):
         """``"llm"`` when a provider is configured, else ``"rule"``."""
         return "llm" if self.provider is not None else "rule"
 
-    def goal_planner(self, goal: str) -> GoalPlanner:
-        """A ``GoalPlanner`` for ``goal`` with this planner's agents and options."""
+    def goal_planner(self, goal: str) -> PlanMaker:
+        """A ``PlanMaker`` for ``goal`` with this planner's agents and options."""
         t = self._template
-        return GoalPlanner(
+        return PlanMaker(
             goal,
             self.available_agents,
             self.constraints,

@@ -31,31 +31,9 @@ from converge.agents._structured import ask_structured, check_attempts, text_of
 from converge.agents.llm.base import ChatMessage, LLMProvider
 from converge.core.agent import Agent, RunContext
 from converge.core.capability import Capability
-from converge.errors import OrchestrationError, ValidationError
-from converge.orchestration.patterns import UnknownRoute
+from converge.errors import NoMatchingRoute, ValidationError
 
 __all__ = ["NoMatchingRoute", "Router"]
-
-
-class NoMatchingRoute(UnknownRoute):
-    """A rule-mode router found no route for its input and has no default.
-
-    Attributes:
-        chooser: the router's name.
-        choice: the text it was routing.
-        choices: the routes it may choose from.
-    """
-
-    def __init__(self, chooser: str, text: str, choices: Iterable[str]) -> None:
-        self.chooser = chooser
-        self.choice = text
-        self.choices = tuple(choices)
-        shown = text if len(text) <= 80 else text[:77] + "..."
-        OrchestrationError.__init__(
-            self,
-            f"router {chooser!r} found no route for {shown!r} and has no default; "
-            f"its choices: {', '.join(self.choices)}",
-        )
 
 
 class Router(Agent):

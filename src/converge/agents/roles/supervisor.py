@@ -33,8 +33,8 @@ from converge.agents._structured import ask_structured, check_attempts, text_of
 from converge.agents.llm.base import ChatMessage, LLMProvider
 from converge.core.agent import Agent, RunContext
 from converge.core.capability import Capability
+from converge.core.missing import MISSING
 from converge.errors import ValidationError
-from converge.orchestration import MISSING
 
 __all__ = ["Supervisor"]
 

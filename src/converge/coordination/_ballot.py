@@ -1,6 +1,6 @@
 """The ballot state machine, pure: a ballot, the voter, the option and ``now`` in; the new ballot
 (or a typed refusal) out. No I/O, no clock. How a ballot is decided lives in
-``_consensus_rules``; ``close`` takes the final tally from there.
+``_tally``; ``close`` takes the final tally from there.
 
 A ballot is OPEN until it is closed (by its opener, at its deadline, or when a vote settles
 it), then CLOSED for good with its final ``BallotResult``. While OPEN each eligible voter has at
@@ -9,7 +9,6 @@ most one counted vote: a second one replaces the first or is refused, as the bal
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import math
 from collections.abc import Sequence
@@ -19,21 +18,19 @@ import msgspec
 
 from converge.coordination._due import due_key
 from converge.errors import (
+    BallotClosed,
+    BallotRefused,
     ConvergeError,
     InvalidTransition,
-    PolicyViolation,
-    StaleMessage,
     ValidationError,
+    VoteAfterDeadline,
 )
 
 __all__ = [
-    "BALLOT_TRANSITIONS",
     "DUE_PREFIX",
     "REVOTE_POLICIES",
     "RULES",
     "Ballot",
-    "BallotClosed",
-    "BallotRefused",
     "BallotResult",
     "BallotState",
     "CastVote",
@@ -42,7 +39,6 @@ __all__ = [
     "Rule",
     "Tally",
     "TieBreak",
-    "VoteAfterDeadline",
     "ballot_key",
     "cast",
     "check_ballot_id",
@@ -83,110 +79,22 @@ class BallotState(enum.StrEnum):
 
 
 _S = BallotState
-BALLOT_TRANSITIONS: dict[BallotState, frozenset[BallotState]] = {
+_BALLOT_TRANSITIONS: dict[BallotState, frozenset[BallotState]] = {
     _S.OPEN: frozenset({_S.OPEN, _S.CLOSED}),  # OPEN -> OPEN: a vote
     _S.CLOSED: frozenset(),
 }
-"""Every allowed move: ``BALLOT_TRANSITIONS[a]`` is the set of states ``a`` may move to."""
+"""Every allowed move: ``_BALLOT_TRANSITIONS[a]`` is the set of states ``a`` may move to."""
 
 
 def check_ballot_transition(
     current: BallotState, target: BallotState, subject: str | None = None
 ) -> None:
-    """Raise ``InvalidTransition`` unless ``current -> target`` is in ``BALLOT_TRANSITIONS``."""
-    if target not in BALLOT_TRANSITIONS[current]:
+    """Raise ``InvalidTransition`` unless ``current -> target`` is in ``_BALLOT_TRANSITIONS``."""
+    if target not in _BALLOT_TRANSITIONS[current]:
         raise InvalidTransition(current, target, subject=subject)
 
 
-# -- errors ------------------------------------------------------------------------------------
-
-
-class BallotRefused(PolicyViolation):
-    """Someone acted on a ballot in a way its rules do not allow.
-
-    Attributes:
-        ballot_id: the ballot.
-        agent_id: who acted.
-        act: ``"vote"`` or ``"close"``.
-        reason: ``"not_eligible"`` (not among the ballot's voters), ``"already_voted"`` (a
-            second vote under ``revote="refuse"``) or ``"not_opener"`` (closing someone else's
-            ballot).
-    """
-
-    def __init__(self, message: str, *, ballot_id: str, agent_id: str, act: str, reason: str):
-        super().__init__(message)
-        self.ballot_id = ballot_id
-        self.agent_id = agent_id
-        self.act = act
-        self.reason = reason
-
-
-class VoteAfterDeadline(StaleMessage):
-    """A vote cast at or after the ballot's deadline (the ballot may not be closed yet).
-
-    Attributes:
-        ballot_id: the ballot.
-        agent_id: the voter.
-        deadline: the ballot's deadline.
-        at: when the vote was cast.
-    """
-
-    reason = "after_deadline"
-
-    def __init__(self, ballot_id: str, agent_id: str, deadline: float, at: float) -> None:
-        super().__init__(
-            f"{agent_id} voted on ballot {ballot_id} at {at}, not before its deadline {deadline}",
-            field="deadline",
-        )
-        self.ballot_id = ballot_id
-        self.agent_id = agent_id
-        self.deadline = deadline
-        self.at = at
-
-
-class BallotClosed(InvalidTransition):
-    """A vote on a ballot that has closed: by the vote that settled it, at its deadline, or
-    by its opener. An ``InvalidTransition`` (CLOSED -> OPEN) that says when and how.
-
-    Attributes:
-        ballot_id: the ballot.
-        agent_id: the voter.
-        closed_at: when the ballot closed (seconds since the epoch).
-        cause: why it closed: ``"settled"``, ``"deadline"`` or ``"opener"``.
-        outcome: the option that carried, or None when nothing was decided.
-    """
-
-    reason = "closed"
-
-    def __init__(
-        self,
-        ballot_id: str,
-        agent_id: str,
-        closed_at: float,
-        cause: str,
-        outcome: str | None,
-    ) -> None:
-        when = dt.datetime.fromtimestamp(closed_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        result = repr(outcome) if outcome is not None else "none (nothing was decided)"
-        super().__init__(
-            BallotState.CLOSED,
-            BallotState.OPEN,
-            subject=ballot_id,
-            message=f"ballot {ballot_id} closed at {when} ({_CAUSES.get(cause, cause)}) with "
-            f"outcome {result}: {agent_id}'s vote is not counted",
-        )
-        self.ballot_id = ballot_id
-        self.agent_id = agent_id
-        self.closed_at = closed_at
-        self.cause = cause
-        self.outcome = outcome
-
-
-_CAUSES = {
-    "settled": "a vote settled it",
-    "deadline": "its deadline passed",
-    "opener": "its opener closed it",
-}
+# -- refusals ----------------------------------------------------------------------------------
 
 
 def refusal_code(exc: ConvergeError) -> str:

@@ -10,25 +10,47 @@ agents:
 Each kind is a builder ``(options, KindContext) -> agent``: it checks its options (unknown
 ones are refused, like every YAML key) and returns an object the engine runs as a node's agent
 — usually one whose ``__call__(inputs, ctx)`` does the kind's work with ``ctx.services``.
-``register_kind`` adds one (the coordination kinds — tender, team, board, consensus — register
-themselves this way), declaring its options with a one-line doc each: ``kind_info(name)`` reads
-them back, and ``converge.orchestration.yaml_reference`` writes them into the YAML reference.
-An option that names a Python object (``module:attr``) is imported with
-``ctx.reference(key, value)``, so every kind refuses the same malformed references, at the
-agent's line (``object_refs``).
+
+Every kind converge ships is a module of this package that declares a ``Kind`` (its name,
+builder, options with a one-line doc each, and what it does), and ``_builtin`` lists them all:
+that table is the one place they are registered; importing a kind's module registers nothing.
+
+- ``python`` (the default), ``subgraph``;
+- the coordination kinds: ``tender`` (contract-net), ``team``, ``board`` (the task board),
+  ``consensus`` (a vote);
+- ``llm`` (an ``LLMAgent``) and the agent roles: ``worker``, ``router``, ``critic``,
+  ``supervisor``, ``planner`` (``roles``);
+- the checks the orchestration patterns add: ``assign``, ``unknown_route`` (``pattern_checks``).
+
+The table is read on first use, so reading a graph file imports the kinds' modules (and the
+coordination layer) only when one of its agents is a mapping (``{kind: ...}``).
+
+``register_kind`` adds a kind of one's own (or replaces a built-in one of the same name);
+``kind_info(name)`` reads back what a kind declared, and
+``converge.orchestration.yaml_reference`` writes it into the YAML reference. An option that
+names a Python object (``module:attr``) is imported with ``ctx.reference(key, value)``, so
+every kind refuses the same malformed references, at the agent's line (``object_refs``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from converge.errors import ValidationError
-from converge.orchestration._agents import AgentSpec
-from converge.orchestration.object_refs import check_object_ref, import_object_ref
+from converge.orchestration.object_refs import import_object_ref
 
-__all__ = ["KindContext", "KindInfo", "kind_info", "kind_names", "read_kind", "register_kind"]
+__all__ = [
+    "Kind",
+    "KindContext",
+    "KindInfo",
+    "kind_info",
+    "kind_names",
+    "read_kind",
+    "register_kind",
+]
 
 
 class KindContext:
@@ -95,7 +117,7 @@ KindBuilder = Callable[[Mapping[str, Any], KindContext], Any]
 
 
 class KindInfo:
-    """What a kind declared when it registered, for documentation.
+    """What a kind declares, for documentation (``kind_info``).
 
     Attributes:
         name: the kind (``kind: name``).
@@ -118,8 +140,87 @@ class KindInfo:
         return f"KindInfo({self.name!r}, options={list(self.options)!r})"
 
 
-_KINDS: dict[str, KindBuilder] = {}
-_INFO: dict[str, KindInfo] = {}
+class Kind:
+    """A node kind: how it builds its agent, and what it declares for the YAML reference.
+
+    Args:
+        name: the kind (``kind: name``).
+        builder: ``(options, KindContext) -> agent``; it checks the options itself.
+        options: the options it takes, each with a one-line doc.
+        required: the options it cannot do without.
+        doc: what an agent of this kind does, in one line.
+
+    Raises:
+        ValueError: ``required`` names an option that ``options`` does not declare.
+    """
+
+    __slots__ = ("builder", "info")
+
+    def __init__(
+        self,
+        name: str,
+        builder: KindBuilder,
+        *,
+        options: Mapping[str, str] | None = None,
+        required: Collection[str] = (),
+        doc: str = "",
+    ) -> None:
+        declared = dict(options or {})
+        unknown = [key for key in required if key not in declared]
+        if unknown:
+            raise ValueError(f"kind {name!r}: required options {unknown} are not declared")
+        self.builder = builder
+        self.info = KindInfo(name, doc, declared, required)
+
+    @property
+    def name(self) -> str:
+        """The kind (``kind: name``)."""
+        return self.info.name
+
+    def __repr__(self) -> str:
+        return f"Kind({self.name!r})"
+
+
+@functools.cache
+def _builtin() -> dict[str, Kind]:
+    """The kinds converge ships, by name: the one table that registers them.
+
+    Read on first use rather than when this module is imported: the coordination kinds import
+    the coordination layer, and ``llm`` and the roles import ``converge.agents``.
+    """
+    from converge.orchestration.kinds import (
+        board,
+        consensus,
+        llm,
+        pattern_checks,
+        python,
+        roles,
+        subgraph,
+        team,
+        tender,
+    )
+
+    table = (
+        python.KIND,
+        subgraph.KIND,
+        tender.KIND,
+        team.KIND,
+        board.KIND,
+        consensus.KIND,
+        llm.KIND,
+        roles.WORKER,
+        roles.ROUTER,
+        roles.CRITIC,
+        roles.SUPERVISOR,
+        roles.PLANNER,
+        pattern_checks.ASSIGN,
+        pattern_checks.UNKNOWN_ROUTE,
+    )
+    return {kind.name: kind for kind in table}
+
+
+_registered: dict[str, Kind] = {}
+"""The kinds ``register_kind`` added; one named like a built-in kind replaces it."""
 
 
 def register_kind(
@@ -130,7 +231,7 @@ def register_kind(
     required: Collection[str] = (),
     doc: str = "",
 ) -> None:
-    """Make ``kind: name`` readable from YAML.
+    """Make ``kind: name`` readable from YAML (replacing a built-in kind of that name).
 
     Args:
         name: the kind.
@@ -142,12 +243,11 @@ def register_kind(
     Raises:
         ValueError: ``required`` names an option that ``options`` does not declare.
     """
-    declared = dict(options or {})
-    unknown = [key for key in required if key not in declared]
-    if unknown:
-        raise ValueError(f"kind {name!r}: required options {unknown} are not declared")
-    _KINDS[name] = builder
-    _INFO[name] = KindInfo(name, doc, declared, required)
+    _registered[name] = Kind(name, builder, options=options, required=required, doc=doc)
+
+
+def _kind(name: str) -> Kind | None:
+    return _registered.get(name) or _builtin().get(name)
 
 
 def kind_info(name: str) -> KindInfo:
@@ -156,14 +256,15 @@ def kind_info(name: str) -> KindInfo:
     Raises:
         KeyError: no such kind.
     """
-    _load_builtin()
-    return _INFO[name]
+    kind = _kind(name)
+    if kind is None:
+        raise KeyError(name)
+    return kind.info
 
 
 def kind_names() -> list[str]:
     """The kinds YAML can declare."""
-    _load_builtin()
-    return sorted(_KINDS)
+    return sorted({*_builtin(), *_registered})
 
 
 def read_kind(kind: str, options: Mapping[str, Any], ctx: KindContext) -> Any:
@@ -172,53 +273,7 @@ def read_kind(kind: str, options: Mapping[str, Any], ctx: KindContext) -> Any:
     Raises:
         ValidationError: an unknown kind, or options the kind refuses.
     """
-    _load_builtin()
-    builder = _KINDS.get(kind)
-    if builder is None:
-        raise ctx.fail(f"unknown agent kind {kind!r}; known: {', '.join(sorted(_KINDS))}", "kind")
-    return builder(options, ctx)
-
-
-_PYTHON = {
-    "ref": "``module:attr`` of the agent: an ``Agent`` (instance or class) or a callable "
-    "``fn(inputs)`` / ``fn(inputs, ctx)``, async or not.",
-    "inline": "``true``: run a sync callable on the event loop instead of the thread pool "
-    "(default false).",
-}
-
-
-def _python(options: Mapping[str, Any], ctx: KindContext) -> Any:
-    found = ctx.options(options, _PYTHON, required=("ref",))
-    ref, inline = found["ref"], found.get("inline", False)
-    # Only its form here: the module is imported when the graph is compiled.
-    check_object_ref(ref, field=f"agents.{ctx.name}.ref", source=ctx.source, line=ctx.line)
-    if not isinstance(inline, bool):
-        raise ctx.fail(f"inline must be true or false, not {inline!r}", "inline")
-    return AgentSpec(ref, inline=inline)
-
-
-register_kind(
-    "python",
-    _python,
-    options=_PYTHON,
-    required=("ref",),
-    doc="The default: an agent or callable named by ``module:attr`` (a bare string is this kind).",
-)
-_loaded = False
-
-
-def _load_builtin() -> None:
-    """Import the modules whose kinds register themselves (once, on first use)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    # Imported for their effect: each registers its kind.
-    import converge.agents.roles._kinds  # worker, router, critic, supervisor, planner
-    import converge.orchestration._patterns_steps  # "assign", "unknown_route"
-    import converge.orchestration.board_node
-    import converge.orchestration.consensus_gate
-    import converge.orchestration.llm_kind  # "llm" (its SDKs load on first call, not here)
-    import converge.orchestration.subgraph
-    import converge.orchestration.team
-    import converge.orchestration.tender  # noqa: F401
+    found = _kind(kind)
+    if found is None:
+        raise ctx.fail(f"unknown agent kind {kind!r}; known: {', '.join(kind_names())}", "kind")
+    return found.builder(options, ctx)

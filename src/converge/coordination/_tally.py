@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
-from converge.coordination._consensus_core import Ballot, BallotResult, Tally, TieBreak
+from converge.coordination._ballot import Ballot, BallotResult, Tally, TieBreak
 from converge.errors import ValidationError
 
 __all__ = ["DEFAULT_TRUST", "is_settled", "majority", "plurality", "tally"]

@@ -1,5 +1,5 @@
-"""The roles as YAML kinds: ``kind: worker``, ``router``, ``critic``, ``supervisor``,
-``planner``.
+"""The agent roles (``converge.agents.roles``) as YAML kinds: ``kind: worker``, ``router``,
+``critic``, ``supervisor``, ``planner``.
 
 ```yaml
 agents:
@@ -17,7 +17,8 @@ agents:
 
 Every option is the role class's keyword argument of the same name (``agents`` is the
 planner's ``available_agents``); the agent's name is its key under ``agents:``. ``provider``,
-``fn`` and ``aggregate`` are ``"module:attr"`` references. A configured instance can be
+``fn`` and ``aggregate`` are ``"module:attr"`` references; ``provider`` names an
+``LLMProvider`` or a factory of one (``load_provider``). A configured instance can be
 referenced as ``module:attr`` (``kind: python``) instead.
 """
 
@@ -26,22 +27,53 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from converge.agents._structured import load_provider
-from converge.agents.roles.critic import Critic
-from converge.agents.roles.planner import Planner
-from converge.agents.roles.router import Router
-from converge.agents.roles.supervisor import Supervisor
-from converge.agents.roles.worker import Worker
+from converge.agents.llm import LLMProvider
+from converge.agents.roles import Critic, Planner, Router, Supervisor, Worker
 from converge.errors import ValidationError
-from converge.orchestration.kinds import KindContext, register_kind
+from converge.orchestration.kinds import Kind, KindContext
+from converge.orchestration.object_refs import import_object_ref
 
-__all__: list[str] = []
+__all__ = ["CRITIC", "PLANNER", "ROUTER", "SUPERVISOR", "WORKER", "load_provider"]
 
 _LLM = {
     "provider": "LLM mode: ``module:attr`` of an ``LLMProvider`` or a factory of one "
     "(unset: rule mode).",
     "attempts": "LLM mode: calls before an invalid answer is an error (default 3).",
 }
+
+
+def load_provider(
+    ref: Any, field: str = "provider", *, source: str | None = None, line: int | None = None
+) -> LLMProvider:
+    """A provider given as an object, or as ``"module:attr"`` naming one (or a factory of one
+    that takes no arguments), as YAML gives it.
+
+    Raises:
+        ValidationError: a malformed reference, one that cannot be imported, a factory that
+            fails, or something that is not an ``LLMProvider`` (at ``source``:``line``).
+    """
+    target = ref
+    if isinstance(ref, str):
+        target = import_object_ref(ref, field=field, source=source, line=line, what="provider")
+    if isinstance(target, type) or (not isinstance(target, LLMProvider) and callable(target)):
+        try:
+            target = target()
+        except Exception as exc:  # the factory's own failure, named rather than raised raw
+            raise ValidationError(
+                f"provider {ref!r}: calling it with no arguments failed: "
+                f"{type(exc).__name__}: {exc}",
+                field=field,
+                source=source,
+                line=line,
+            ) from exc
+    if not isinstance(target, LLMProvider):
+        raise ValidationError(
+            f"{ref!r} is a {type(target).__name__}, not an LLMProvider",
+            field=field,
+            source=source,
+            line=line,
+        )
+    return target
 
 
 def _reference(ctx: KindContext, found: dict[str, Any], key: str) -> None:
@@ -77,7 +109,7 @@ def _builder(
     return build
 
 
-def _register(
+def _kind(
     name: str,
     doc: str,
     role: Callable[..., Any],
@@ -85,13 +117,13 @@ def _register(
     required: tuple[str, ...] = (),
     positional: str | None = None,
     references: tuple[str, ...] = (),
-) -> None:
+) -> Kind:
     allowed = {**options, **_LLM}
     builder = _builder(role, allowed, required, positional, references)
-    register_kind(name, builder, options=allowed, required=required, doc=doc)
+    return Kind(name, builder, options=allowed, required=required, doc=doc)
 
 
-_register(
+WORKER = _kind(
     "worker",
     "Does one step: a function, a template over its inputs, or (LLM mode) a prompt.",
     Worker,
@@ -106,7 +138,7 @@ _register(
     },
     references=("fn",),
 )
-_register(
+ROUTER = _kind(
     "router",
     "Returns the name of a route (the router pattern's contract).",
     Router,
@@ -119,7 +151,7 @@ _register(
     ("routes",),
     positional="routes",
 )
-_register(
+CRITIC = _kind(
     "critic",
     "Judges its input: ``{score, passed, reasons}``.",
     Critic,
@@ -132,7 +164,7 @@ _register(
     },
     positional="criteria",
 )
-_register(
+SUPERVISOR = _kind(
     "supervisor",
     "Splits work among workers and aggregates it (the supervisor pattern's contract).",
     Supervisor,
@@ -146,7 +178,7 @@ _register(
     positional="workers",
     references=("aggregate",),
 )
-_register(
+PLANNER = _kind(
     "planner",
     "Turns a goal into a checked plan of steps (returned as data).",
     Planner,

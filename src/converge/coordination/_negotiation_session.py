@@ -1,5 +1,7 @@
-"""The negotiation state machine, pure: a session, the acting did, the input and ``now`` in; the
-new session, the events to record and (for a refused act) the error out. No I/O, no clock.
+"""The negotiation session, pure: its data (the session, its proposals, its states and their one
+transition table, what an act did, the two refusals particular to negotiation) and the state
+machine that changes it: a session, the acting did, the input and ``now`` in; the new session,
+the events to record and (for a refused act) the error out. No I/O, no clock.
 
 A session is opened with a first proposal; every later proposal supersedes the one before. Only
 the latest proposal can be answered, and only by a party other than its proposer. A proposal is
@@ -9,29 +11,30 @@ other party); one rejection ends the session. ``NegotiationProtocol`` drives thi
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-from converge.coordination._negotiation_types import (
-    NEGOTIATION_TRANSITIONS,
-    Act,
-    NegotiationRefused,
-    NegotiationSession,
-    NegotiationState,
-    Outcome,
-    Proposal,
-    ProposalSuperseded,
-)
 from converge.core.clip import clip, clip_text
-from converge.errors import ConvergeError, InvalidTransition, ValidationError
+from converge.errors import (
+    ConvergeError,
+    InvalidTransition,
+    NegotiationRefused,
+    ProposalSuperseded,
+    ValidationError,
+)
 from converge.protocol.event import Event
 
-# ``Proposal`` is re-exported: callers compare what ``propose`` returns with ``core.Proposal``.
 __all__ = [
+    "TERMINAL_NEGOTIATION_STATES",
+    "Act",
+    "ActResult",
+    "NegotiationSession",
+    "NegotiationState",
     "Proposal",
     "accept",
     "expire",
@@ -40,7 +43,147 @@ __all__ = [
     "reject",
 ]
 
+# -- data -----------------------------------------------------------------------------------------
+
+Act = Literal["propose", "counter", "accept", "reject"]
+"""What a party does to a session (the ``act`` of a ``negotiation.refused`` event)."""
+
+
+class NegotiationState(enum.StrEnum):
+    """Where a negotiation session is in its life."""
+
+    OPEN = "open"
+    """A proposal is on the table, waiting for the other parties' answers."""
+    AGREED = "agreed"
+    """Every party other than its proposer accepted the latest proposal. Terminal."""
+    REJECTED = "rejected"
+    """A party rejected the latest proposal. Terminal."""
+    EXPIRED = "expired"
+    """The deadline passed before an agreement. Terminal."""
+    FAILED = "failed"
+    """A party tried to make more than ``max_rounds`` proposals. Terminal."""
+
+
 _S = NegotiationState
+_NEGOTIATION_TRANSITIONS: dict[NegotiationState, frozenset[NegotiationState]] = {
+    # OPEN -> OPEN: a counter-proposal, a revision, or one acceptance of several still needed.
+    _S.OPEN: frozenset({_S.OPEN, _S.AGREED, _S.REJECTED, _S.EXPIRED, _S.FAILED}),
+    _S.AGREED: frozenset(),
+    _S.REJECTED: frozenset(),
+    _S.EXPIRED: frozenset(),
+    _S.FAILED: frozenset(),
+}
+"""Every allowed move: ``_NEGOTIATION_TRANSITIONS[a]`` is the set of states ``a`` may move to."""
+
+TERMINAL_NEGOTIATION_STATES = frozenset(s for s, nxt in _NEGOTIATION_TRANSITIONS.items() if not nxt)
+"""States a session never leaves."""
+
+
+class Proposal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One proposal of a session: the opening one, a counter-proposal or a revision."""
+
+    id: str
+    """Unique id (the manager's ``id_factory``)."""
+    proposer: str
+    """The did of the party that made it."""
+    terms: dict[str, Any]
+    """What is proposed (MessagePack-encodable; copied on the way in)."""
+    at: float
+    """When it was made (seconds since the epoch)."""
+
+
+class NegotiationSession(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A negotiation among named parties. Change it only through this module's acts."""
+
+    id: str
+    """Unique id; the store key is ``negotiation/<id>``."""
+    parties: tuple[str, ...]
+    """The dids taking part, the initiator first, then its counterparties; no repeats."""
+    max_rounds: int
+    """The most proposals the session may hold (the opening one included)."""
+    trace_id: str
+    """The trace its events belong to (the session id unless the opener named one)."""
+    created_at: float
+    """When it was opened."""
+    updated_at: float
+    """When it last changed."""
+    state: NegotiationState = NegotiationState.OPEN
+    """Where it is in its life."""
+    proposals: tuple[Proposal, ...] = ()
+    """Every proposal, oldest first; the last one is the only one that can be answered."""
+    accepted_by: tuple[str, ...] = ()
+    """The parties that accepted the latest proposal so far (reset by every new proposal)."""
+    deadline: float | None = None
+    """Acting at or after this time expires the session; None: no deadline."""
+    agreed_proposal_id: str | None = None
+    """The proposal agreed on, once AGREED."""
+    agreed_terms: dict[str, Any] | None = None
+    """Its terms, once AGREED."""
+    ended_by: str | None = None
+    """The did whose act ended the session (the rejecter, the last acceptor…); None: still open,
+    or expired by the system."""
+    reason: str = ""
+    """Why it ended when it did not agree: the rejection's reason, the deadline, the round limit."""
+
+    @property
+    def initiator(self) -> str:
+        """The did that opened the session."""
+        return self.parties[0]
+
+    @property
+    def latest(self) -> Proposal:
+        """The latest proposal (a session always has one)."""
+        return self.proposals[-1]
+
+    @property
+    def rounds(self) -> int:
+        """How many proposals were made."""
+        return len(self.proposals)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the session is AGREED, REJECTED, EXPIRED or FAILED."""
+        return self.state in TERMINAL_NEGOTIATION_STATES
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """The parties whose acceptance the latest proposal still needs (empty once terminal)."""
+        if self.is_terminal:
+            return ()
+        proposer = self.latest.proposer
+        return tuple(p for p in self.parties if p != proposer and p not in self.accepted_by)
+
+
+@dataclass(frozen=True, slots=True)
+class ActResult:
+    """What an act did: the session after it, the events to record with it, and the refusal.
+
+    A refused act still has events (``negotiation.refused``) and may still have moved the session
+    (acting after the deadline expires it; proposing past ``max_rounds`` fails it), so a driver
+    writes ``session`` when ``changed`` and records ``events`` before it raises ``error``.
+    """
+
+    session: NegotiationSession
+    """The session after the act (the same object when nothing changed)."""
+    events: tuple[Event, ...]
+    """Events to record in the same unit of work as the session."""
+    changed: bool
+    """Whether ``session`` differs from the one the act was applied to."""
+    error: ConvergeError | None = None
+    """The refusal, to raise once the events are recorded; None: the act was done."""
+    proposal: Proposal | None = None
+    """The proposal a successful ``propose`` made."""
+
+    def check(self) -> NegotiationSession:
+        """The new session, or raise the refusal."""
+        if self.error is not None:
+            raise self.error
+        return self.session
+
+
+# -- the state machine ----------------------------------------------------------------------------
 
 # The state each act moves an open session to (accept: AGREED when it is the last one needed).
 _TARGET: dict[Act, NegotiationState] = {
@@ -65,7 +208,7 @@ def open_session(
     max_rounds: int,
     deadline: float | None = None,
     trace_id: str | None = None,
-) -> Outcome:
+) -> ActResult:
     """A new OPEN session holding the initiator's first proposal.
 
     Raises:
@@ -103,7 +246,7 @@ def open_session(
         ),
         _proposed_event(session, first, counter=False, replying_to=None),
     )
-    return Outcome(session, events, changed=True, proposal=first)
+    return ActResult(session, events, changed=True, proposal=first)
 
 
 # -- acts --------------------------------------------------------------------------------------
@@ -118,7 +261,7 @@ def propose(
     now: float,
     replying_to: str | None = None,
     counter: bool = False,
-) -> Outcome:
+) -> ActResult:
     """A party proposes ``terms``, superseding the latest proposal.
 
     ``counter=True`` requires the latest proposal to be someone else's; without it a party may
@@ -132,7 +275,7 @@ def propose(
 
 def accept(
     session: NegotiationSession, agent_id: str, *, now: float, proposal_id: str | None = None
-) -> Outcome:
+) -> ActResult:
     """A party accepts the latest proposal (``proposal_id`` must name it, if given).
 
     The session is AGREED, with the proposal's terms, once every party other than the proposer
@@ -148,21 +291,21 @@ def reject(
     now: float,
     proposal_id: str | None = None,
     reason: str = "",
-) -> Outcome:
+) -> ActResult:
     """A party rejects the latest proposal (``proposal_id`` must name it, if given), which ends
     the session: REJECTED is terminal, so nothing can be accepted afterwards."""
     return _run(_Turn(session, agent_id, "reject", now, proposal_id), lambda t: _reject(t, reason))
 
 
-def expire(session: NegotiationSession, *, now: float, actor: str = "") -> Outcome:
+def expire(session: NegotiationSession, *, now: float, actor: str = "") -> ActResult:
     """Expire an open session whose deadline is at or before ``now``; otherwise nothing changes
     (a terminal session, or one not yet due, is left as it is, without events)."""
     if session.is_terminal or not _due(session, now):
-        return Outcome(session, (), changed=False)
+        return ActResult(session, (), changed=False)
     return _expired(session, now, actor)
 
 
-def _propose(t: _Turn, terms: dict[str, Any], proposal_id: str) -> Outcome:
+def _propose(t: _Turn, terms: dict[str, Any], proposal_id: str) -> ActResult:
     session, latest = t.session, t.session.latest
     proposal = Proposal(
         _check_str(proposal_id, "proposal_id"), t.agent_id, _copy_terms(terms), t.now
@@ -184,15 +327,15 @@ def _propose(t: _Turn, terms: dict[str, Any], proposal_id: str) -> Outcome:
             proposal_id=latest.id,
             max_rounds=session.max_rounds,
         )
-        moved = Outcome(failed, (event,), changed=True)
+        moved = ActResult(failed, (event,), changed=True)
         raise _Moved(moved, InvalidTransition(_S.FAILED, _S.OPEN, subject=session.id))
     proposals = (*session.proposals, proposal)
     new = _move(session, _S.OPEN, t.now, proposals=proposals, accepted_by=())
     event = _proposed_event(new, proposal, counter=t.act == "counter", replying_to=latest.id)
-    return Outcome(new, (event,), changed=True, proposal=proposal)
+    return ActResult(new, (event,), changed=True, proposal=proposal)
 
 
-def _accept(t: _Turn) -> Outcome:
+def _accept(t: _Turn) -> ActResult:
     session, latest = t.session, t.session.latest
     if latest.proposer == t.agent_id:
         raise t.not_allowed("own_proposal", f"proposal {latest.id} is its own")
@@ -215,10 +358,10 @@ def _accept(t: _Turn) -> Outcome:
         )
         data = {"agreed": True, "terms": latest.terms}
     event = t.event(new, "negotiation.accepted", proposal_id=latest.id, **data)
-    return Outcome(new, (event,), changed=True)
+    return ActResult(new, (event,), changed=True)
 
 
-def _reject(t: _Turn, reason: str) -> Outcome:
+def _reject(t: _Turn, reason: str) -> ActResult:
     latest = t.session.latest
     if not isinstance(reason, str):
         raise ValidationError(f"a rejection's reason is a str, not {reason!r}", field="reason")
@@ -226,7 +369,7 @@ def _reject(t: _Turn, reason: str) -> Outcome:
         raise t.not_allowed("own_proposal", f"proposal {latest.id} is its own")
     new = _move(t.session, _S.REJECTED, t.now, ended_by=t.agent_id, reason=reason)
     event = t.event(new, "negotiation.rejected", proposal_id=latest.id, reason=reason)
-    return Outcome(new, (event,), changed=True)
+    return ActResult(new, (event,), changed=True)
 
 
 # -- internals ---------------------------------------------------------------------------------
@@ -253,14 +396,14 @@ class _Turn:
 class _Moved(Exception):  # control flow inside this module, never raised out of it
     """A refusal that itself moved the session (expired or failed it)."""
 
-    def __init__(self, outcome: Outcome, error: ConvergeError) -> None:
+    def __init__(self, outcome: ActResult, error: ConvergeError) -> None:
         self.outcome = outcome
         self.error = error
 
 
-def _run(t: _Turn, body: Callable[[_Turn], Outcome]) -> Outcome:
+def _run(t: _Turn, body: Callable[[_Turn], ActResult]) -> ActResult:
     """Check what every act checks, in order (who acts, the state, the deadline, the proposal
-    named), then run ``body``; turn any refusal into an ``Outcome`` with its events."""
+    named), then run ``body``; turn any refusal into an ``ActResult`` with its events."""
     session = t.session
     try:
         if not isinstance(t.agent_id, str) or not t.agent_id:
@@ -268,7 +411,7 @@ def _run(t: _Turn, body: Callable[[_Turn], Outcome]) -> Outcome:
         if t.agent_id not in session.parties:
             raise t.not_allowed("not_a_party", "it is not a party")
         target = _TARGET[t.act]
-        if target not in NEGOTIATION_TRANSITIONS[session.state]:
+        if target not in _NEGOTIATION_TRANSITIONS[session.state]:
             raise InvalidTransition(session.state, target, subject=session.id)
         if _due(session, t.now):
             expired = _expired(session, t.now, t.agent_id)
@@ -290,7 +433,7 @@ def _run(t: _Turn, body: Callable[[_Turn], Outcome]) -> Outcome:
 
 def _refuse(
     t: _Turn, session: NegotiationSession, exc: ConvergeError, before: tuple[Event, ...]
-) -> Outcome:
+) -> ActResult:
     """``exc`` as an outcome: ``before`` (what the refusal itself moved), then a
     ``negotiation.refused`` event; ``session`` is the session after those moves."""
     # Who acts and the proposal named are the caller's claims: clipped for the log.
@@ -305,10 +448,10 @@ def _refuse(
         error=type(exc).__name__,
         proposal_id=clip(t.proposal_id) if isinstance(t.proposal_id, str) else None,
     )
-    return Outcome(session, (*before, event), changed=bool(before), error=exc)
+    return ActResult(session, (*before, event), changed=bool(before), error=exc)
 
 
-def _expired(session: NegotiationSession, now: float, actor: str) -> Outcome:
+def _expired(session: NegotiationSession, now: float, actor: str) -> ActResult:
     reason = f"the deadline {session.deadline} passed"
     new = _move(session, _S.EXPIRED, now, ended_by=actor or None, reason=reason)
     event = _event(
@@ -319,7 +462,7 @@ def _expired(session: NegotiationSession, now: float, actor: str) -> Outcome:
         deadline=session.deadline,
         proposal_id=session.latest.id,
     )
-    return Outcome(new, (event,), changed=True)
+    return ActResult(new, (event,), changed=True)
 
 
 def _due(session: NegotiationSession, now: float) -> bool:
@@ -330,7 +473,7 @@ def _move(
     session: NegotiationSession, target: NegotiationState, now: float, **changes: Any
 ) -> NegotiationSession:
     """``session`` moved to ``target``; the one place a state changes, checked by the table."""
-    if target not in NEGOTIATION_TRANSITIONS[session.state]:
+    if target not in _NEGOTIATION_TRANSITIONS[session.state]:
         raise InvalidTransition(session.state, target, subject=session.id)
     return msgspec.structs.replace(session, state=target, updated_at=now, **changes)
 
