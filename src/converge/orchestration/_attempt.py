@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from converge.core.clock import Clock
-from converge.core.user_code import call_in_thread, is_interruption
+from converge.core.user_code import WorkerThreads, is_interruption
 from converge.errors import InvalidTransition, ValidationError
 from converge.orchestration._agents import NodeAgent, resolve_agent
 from converge.orchestration._context import NodeContext, Paused
@@ -193,7 +192,7 @@ class AttemptHost(Protocol):
     """Where the tries are logged (``node.start``, ``node.retry``, ``node.replaced``)."""
     clock: Clock
     """The run's clock: backoff between tries waits on it."""
-    pool: Executor
+    pool: WorkerThreads
     """Where sync agents run."""
     on_node_failed: FailureHook | None
     """Asked for replacement nodes once a node has failed for good."""
@@ -388,7 +387,7 @@ async def call(
     inputs: dict[str, Any],
     ctx: NodeContext | None,
     timeout: float | None,
-    pool: Executor,
+    pool: WorkerThreads,
 ) -> Any:
     """Call ``agent`` with ``inputs`` (and ``ctx`` if it takes one) within ``timeout``."""
     args = (inputs, ctx) if agent.takes_ctx else (inputs,)
@@ -398,23 +397,28 @@ async def call(
 
 
 async def _call(
-    agent: NodeAgent, args: tuple[Any, ...], timeout: float | None, pool: Executor
+    agent: NodeAgent, args: tuple[Any, ...], timeout: float | None, pool: WorkerThreads
 ) -> Any:
     if timeout is None:
         return await invoke(agent, args, pool)
     async with asyncio.timeout(timeout):
-        return await invoke(agent, args, pool)
+        return await invoke(agent, args, pool, timed=True)
 
 
-async def invoke(agent: NodeAgent, args: tuple[Any, ...], pool: Executor) -> Any:
-    """Call ``agent``: on the loop if it is async (or ``inline``), else in ``pool``; await
-    what it returns if that is awaitable."""
+async def invoke(
+    agent: NodeAgent, args: tuple[Any, ...], pool: WorkerThreads, *, timed: bool = False
+) -> Any:
+    """Call ``agent``: on the loop if it is async (or ``inline``), else in ``pool`` (``timed``:
+    under a deadline, so never waited for on the loop's thread); await what it returns if
+    that is awaitable."""
     if agent.is_async:
         return await agent.fn(*args)
     if agent.inline:
         result = agent.fn(*args)
+    elif timed:
+        result = await pool.run_timed(agent.fn, *args)
     else:
-        result = await call_in_thread(agent.fn, *args, executor=pool)
+        result = await pool.run(agent.fn, *args)
     if isinstance(result, Awaitable):
         return await result
     return result

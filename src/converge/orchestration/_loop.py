@@ -20,13 +20,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
 
 from converge.core.clock import Clock
 from converge.core.signing import maybe_nonfinite
+from converge.core.user_code import WorkerThreads
 from converge.errors import ConvergeError, ValidationError
 from converge.orchestration._attempt import (
     FailureHook,
@@ -82,7 +82,7 @@ class RunLoop:
         *,
         store: Store,
         clock: Clock,
-        pool: Executor,
+        pool: WorkerThreads,
         records: RunRecords | None = None,
         listener: Listener | None = None,
         on_node_failed: FailureHook | None = None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
-from collections.abc import AsyncIterator, Collection, Sequence
+import itertools
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -42,9 +43,9 @@ class MemoryStore:
     def __init__(self) -> None:
         # Sorted, so that list(prefix) is a range, not a scan of every key.
         self._kv: SortedDict[str, tuple[bytes, int]] = SortedDict()
-        self._events: builtins.list[
-            tuple[str, str, bytes]
-        ] = []  # (trace_id, kind, body); seq = index + 1
+        # seq -> (trace_id, kind, body), in seq order; a forgotten trace leaves a gap.
+        self._events: dict[int, tuple[str, str, bytes]] = {}
+        self._seq = 0
         self._by_trace: dict[str, builtins.list[int]] = {}
         self._board = MemoryBoard()
         self._waiters = EventWaiters()
@@ -113,35 +114,56 @@ class MemoryStore:
     ) -> builtins.list[Event]:
         self._check_open()
         kind_set = _kind_filter(kinds)
-        if trace_id is None:
-            candidates: Sequence[int] = range(max(after_seq, 0) + 1, len(self._events) + 1)
-        else:
+        after_seq = max(after_seq, 0)
+        events = self._events
+        candidates: Iterable[int]
+        if trace_id is not None:
             seqs = self._by_trace.get(trace_id, [])
             candidates = seqs[bisect.bisect_right(seqs, after_seq) :]
+        elif self._seq - after_seq <= len(events):  # a tail: fewer seqs after it than kept
+            candidates = (s for s in range(after_seq + 1, self._seq + 1) if s in events)
+        else:  # most of what was logged after it is forgotten: walk what is kept
+            candidates = itertools.dropwhile(after_seq.__ge__, events)
         out: builtins.list[Event] = []
-        cap = len(self._events) if limit is None else max(limit, 0)
+        cap = len(events) if limit is None else max(limit, 0)
         for seq in candidates:
             if len(out) >= cap:
                 break
-            _, kind, body = self._events[seq - 1]
+            _, kind, body = events[seq]
             if kind_set is None or kind in kind_set:
                 out.append(decode_event(body, seq))
         return out
 
     async def last_seq(self) -> int:
         self._check_open()
-        return len(self._events)
+        return self._seq
+
+    def forget(self, trace_id: str) -> int:
+        """Drop every event of trace ``trace_id`` from memory; how many there were.
+
+        For an owner that bounds what it keeps (an engine's ``keep_runs``): the other events
+        keep their seqs, and a reader past the forgotten ones reads on as before. Nothing else
+        (keys, tasks) is touched.
+        """
+        self._check_open()
+        if not isinstance(trace_id, str):
+            raise ValidationError(f"trace_id must be a str, not {trace_id!r}", field="trace_id")
+        seqs = self._by_trace.pop(trace_id, [])
+        events = self._events
+        for seq in seqs:
+            del events[seq]
+        return len(seqs)
 
     async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while len(self._events) <= after_seq and not self._closed:
+        while self._seq <= after_seq and not self._closed:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 break
             await self._waiters.wait(remaining)
-        return len(self._events)
+        return self._seq
 
     def tail(
         self,
@@ -236,8 +258,8 @@ class MemoryStore:
         return seqs
 
     def _log(self, trace_id: str, kind: str, body: bytes) -> int:
-        self._events.append((trace_id, kind, body))
-        seq = len(self._events)
+        self._seq = seq = self._seq + 1
+        self._events[seq] = (trace_id, kind, body)
         seqs = self._by_trace.get(trace_id)
         if seqs is None:
             self._by_trace[trace_id] = [seq]
@@ -253,7 +275,7 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         self._closed = True
-        self._waiters.publish(len(self._events))
+        self._waiters.publish(self._seq)
 
     async def __aenter__(self) -> Self:
         return self
