@@ -1,7 +1,9 @@
-"""Running a user's code: what it raises is its failure, unless it is the process's own stop.
+"""Users' code: what it raises is its failure, not the process's stop.
 
-converge runs other people's code — a node's agent, a team member, a fallback, a tool, an
-agent's ``decide()`` — and what that code raises is that code's failure, whatever its type:
+converge runs other people's code — a node's agent, a team member, a fallback, a replacement
+node, a tool, an agent's ``decide()``, a board worker's function — and what that code raises is
+that code's failure, whatever its type (an agent must not be able to end the process or leave
+its run unrecorded):
 ``sys.exit()``, ``raise KeyboardInterrupt``, ``GeneratorExit`` or a ``BaseExceptionGroup`` from
 its own task group fail it like any ``Exception``, and never stop the process or the run.
 ``is_interruption`` tells apart what is *not* the code's but the process's own stop, which must
@@ -25,6 +27,12 @@ handler that raises one (an alarm raising ``TimeoutError``) fails the code, as b
 caller. A thread's ``StopIteration`` would otherwise never reach the caller (an asyncio future
 refuses it, so the call never ends), and its ``GeneratorExit`` would close the caller's whole
 task instead of reaching the frame that awaited it.
+
+Under ``asyncio.run`` (the CLI, ``Graph.run_sync``) the first Ctrl-C is a cancellation, so the
+rule is exact there. Known limit: a ``SystemExit`` or ``KeyboardInterrupt`` raised in a task an
+agent started itself stops asyncio's event loop (asyncio's own rule for those two in any task).
+The run is still logged (``asyncio.run``'s shutdown cancels it), and ``converge run`` exits 1
+naming it (a ``KeyboardInterrupt`` there reads as Ctrl-C: 130).
 """
 
 from __future__ import annotations
