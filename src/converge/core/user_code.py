@@ -1,7 +1,9 @@
-"""Running a user's code: what it raises is its failure, unless it is the process's own stop.
+"""Users' code: what it raises is its failure, not the process's stop.
 
-converge runs other people's code — a node's agent, a team member, a fallback, a tool, an
-agent's ``decide()`` — and what that code raises is that code's failure, whatever its type:
+converge runs other people's code — a node's agent, a team member, a fallback, a replacement
+node, a tool, an agent's ``decide()``, a board worker's function — and what that code raises is
+that code's failure, whatever its type (an agent must not be able to end the process or leave
+its run unrecorded):
 ``sys.exit()``, ``raise KeyboardInterrupt``, ``GeneratorExit`` or a ``BaseExceptionGroup`` from
 its own task group fail it like any ``Exception``, and never stop the process or the run.
 ``is_interruption`` tells apart what is *not* the code's but the process's own stop, which must
@@ -26,16 +28,24 @@ caller. A thread's ``StopIteration`` would otherwise never reach the caller (an 
 refuses it, so the call never ends), and its ``GeneratorExit`` would close the caller's whole
 task instead of reaching the frame that awaited it.
 
+Under ``asyncio.run`` or an ``asyncio.Runner`` (the CLI, ``Graph.run_sync``) the first Ctrl-C
+is a cancellation, so the rule is exact there. Known limit: a ``SystemExit`` or
+``KeyboardInterrupt`` raised in a task an agent started itself stops asyncio's event loop
+(asyncio's own rule for those two in any task). The run is still logged (``asyncio.run``'s
+shutdown cancels it), and ``converge run`` exits 1 naming it (a ``KeyboardInterrupt`` there
+reads as Ctrl-C: 130).
+
 ``WorkerThreads`` is the pool an engine runs plain ``def`` nodes in. ``loop.run_in_executor``
 pays per call for a ``concurrent`` future chained to an asyncio one, a work item, a semaphore,
 a thread woken long after it went to sleep, and the loop's own wake-up through its self-pipe
-(``bench/bench_orchestration.py`` prints it as ``before``: 2-3x the cost of a step). What no hand-off avoids is two thread wake-ups (``bench/``
-prints that floor beside its figures). So: threads that stay, each with an inbox; a call goes
-to the thread that went idle last (still warm), else a new thread up to ``max_threads``, else
-a backlog; its result comes back with one ``call_soon_threadsafe``, or, when the loop had
-nothing else to do, straight to the loop's thread waiting for it for at most ``window``
-seconds with the GIL released. The code never runs on the loop, and the loop is held at most
-``window`` per call, only while idle; calls that block overlap up to ``max_threads``.
+(``bench/bench_orchestration.py`` prints it as ``before``: 2-3x the cost of a step). What no
+hand-off avoids is two thread wake-ups (the bench prints that floor beside its figures). So:
+threads that stay, each with an inbox; a call goes to the thread that went idle last (still
+warm), else a new thread up to ``max_threads``, else a backlog; its result comes back with
+one ``call_soon_threadsafe``, or, when the loop had nothing else to do, straight to the
+loop's thread waiting for it for at most ``window`` seconds with the GIL released. The code
+never runs on the loop, and the loop is held at most ``window`` per call, only while idle;
+calls that block overlap up to ``max_threads``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Graph orchestration: graphs in YAML or Python, the engine, checkpoints and resume.
+"""Graph orchestration: graphs, the engine, checkpoints and resume.
+
+Graphs in YAML or Python.
 
 ```python
 from converge.orchestration import Engine, Graph, load_graph

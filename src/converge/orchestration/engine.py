@@ -1,4 +1,6 @@
-"""The ``Engine``: runs graphs, and continues, forks, streams and batches their runs.
+"""The ``Engine``: runs graphs; continues, forks, streams, batches.
+
+It runs graphs, and continues, forks, streams and batches their runs.
 
 ```python
 async with Engine(store=await SQLiteStore.open("runs.db")) as engine:
@@ -18,6 +20,39 @@ store while they are in flight, and ``resume`` refuses a run whose owner is aliv
 (``RunOwned``), in this process or another. A run stopped on purpose (``cancel``,
 ``RunHandle.cancel``) ends CANCELLED; a run whose task is cancelled otherwise (Ctrl-C, a
 shutdown, a caller's timeout) ends INTERRUPTED. Both are resumable.
+
+**Modes.** ``execute`` raises ``RunFailed`` for FAILED and CANCELLED (WAITING is a result);
+``submit`` needs ``async with Engine`` (runs belong to its task group; ``RunHandle.cancel``
+stops one run, which logs ``run.cancelled``); ``stream`` yields events as they happen,
+``node.chunk`` included (chunks are streamed, never logged); ``batch`` keeps input order, is
+bounded, and returns failures as results. ``stream(run_id=...)`` runs under a chosen id: one
+without ``/`` that names no run in the store (else ``ValidationError``, field ``run_id``, before
+anything runs; one read, made only for a chosen id). A run starts one of three ways
+(``_run_new``, ``_run_resumed``, ``_run_forked``: what each logs first), then one driver
+executes it (``_drive``: the lease, the take-over, the timeout, cancelled vs interrupted). The
+run's timeout is the smaller of ``config.timeout_seconds`` and
+``execution.total_timeout_seconds``. ``aclose()`` (idempotent; ``async with`` calls it after the
+submitted runs end) shuts the thread pool and closes the lease.
+
+**Cancelled vs interrupted.** ``cancel(run_id)`` (also ``RunHandle.cancel()`` and ``converge
+cancel``) cancels the run's task with a count the engine keeps; if every cancellation of that
+task was one of these (``Task.uncancel()`` back to 0) the run logs ``run.cancelled`` and returns
+CANCELLED. Any other cancellation logs ``run.interrupted`` and the ``CancelledError`` goes on. A
+run whose owner died is read as interrupted without anything being written. ``cancel`` leaves
+alone a run whose end is being written and a subgraph's child run (it shares its parent's task).
+
+**Resume** replays the log: the scheduler is driven again from the start, finished passes are
+read (never re-run), the rest run; only a graph with the same fingerprint may resume a run.
+**Checkpoints**: ``ctx.checkpoint(label)`` / ``checkpoint(run_id, label)`` log
+``run.checkpoint``; ``fork(run_id, label, new_input=…)`` starts a new run whose log begins with
+copies of the passes finished before that point; the rest run again; the original is untouched.
+**Re-planning** (seed 002 §9.2): ``Engine(on_node_failed=hook)``; when a node has run out of
+retries and would fail the run, the hook gets a ``NodeFailure`` (node, error, inputs, outputs so
+far) and may return ``Replacement`` nodes: they run in a chain in the node's place (the first gets
+its inputs, each next one the previous output), each logged as a node of its own
+(``node.replaced``), and the last one's output becomes the node's (``status: replanned``). They
+are spliced into the failed node's place rather than into the graph, so resume needs nothing but
+the log: a pass that finished is read back; one interrupted mid-replacement fails and asks again.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``Graph``: a graph built in Python (seed 002 §4.2) or read from YAML, and its ways to run.
+"""``Graph``: a graph built in Python or read from YAML.
+
+Seed 002 §4.2's builder, and the graph's ways to run.
 
 ```python
 graph = (

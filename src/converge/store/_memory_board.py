@@ -1,12 +1,22 @@
-"""The task board of ``MemoryStore``: tasks in a dict, the pending index in sorted lists, the
-lease index in a heap.
+"""The task board of ``MemoryStore``.
 
-The pending index must be read in order and paged (``after``), so it is kept exact: a task
-leaves its sorted list the moment it stops being PENDING. The lease index is only ever read
-from its earliest end, so it is a heap with lazy deletion: an entry ``(lease, id)`` counts only
-while the task is still CLAIMED or RUNNING with that very lease; stale entries are dropped when
-they reach the top, and the heap is rebuilt from its live entries once most of it is stale, so
-a lease costs one push, never a search.
+Tasks are in a dict, the pending index in sorted lists, the lease index in a heap.
+
+The pending index must be read in order and paged (``after``), which heaps cannot do without
+popping, so it is a ``sortedcontainers.SortedList`` per index key (well kept, pure Python), kept
+exact: a task leaves its sorted list the moment it stops being PENDING. There is no second list
+of every pending task (keeping it in step cost a sorted insert and removal per task): a read
+over all pools or capabilities merges every key's list, O(keys) to start — the runtime's reads
+always name their keys. The lease index is only ever read from its earliest end, so it is a
+heap with lazy deletion: an entry ``(lease, id)`` counts only while the task is still CLAIMED
+or RUNNING with that very lease; stale entries are dropped when they reach the top, and the
+heap is rebuilt from its live entries once it holds more than twice their number plus 1,024,
+so a lease costs one push, never a sorted insert and removal.
+
+Stored tasks are the store's own: a task is decoded from its encoding (a copy) unless every
+value a caller could still change is already the store's (inputs shared with the stored task, a
+result of an immutable type, or shared with the stored one) — a claim copies nothing, a submit
+copies its inputs.
 """
 
 from __future__ import annotations

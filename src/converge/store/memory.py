@@ -1,4 +1,10 @@
-"""``MemoryStore``: the whole ``Store`` protocol in process memory, for tests and ephemeral runs."""
+"""``MemoryStore``: the whole ``Store`` protocol in process memory.
+
+It is for tests and ephemeral runs. Events are kept as MessagePack too: what is read back is a
+copy, and data a persistent store could not encode is refused here as well, so the backends
+behave alike under the conformance suite. The key-value map is a ``SortedDict``, so
+``list(prefix)`` is a range.
+"""
 
 from __future__ import annotations
 
