@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from converge.errors import StateError, ValidationError
-from converge.orchestration import Engine, Graph, RunStatus
-from converge.orchestration.engine import DEFAULT_KEEP_RUNS, default_engine
+from converge.orchestration import Engine, Graph, RunStatus, default_engine
+from converge.orchestration.engine import DEFAULT_KEEP_RUNS
 from converge.store import MemoryStore, SQLiteStore
 
 
