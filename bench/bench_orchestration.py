@@ -18,7 +18,8 @@ Cases, each one JSON line (no-op nodes, the code path users get: events logged i
   with ``def`` nodes. Target >= 3x. ``before`` is the same build handing each call to a
   ``ThreadPoolExecutor`` through ``run_in_executor``, as converge did; ``hop_floor_us`` is
   what two threads of this interpreter pay to hand a value to each other and back (two
-  wake-ups), which no thread hand-off avoids.
+  wake-ups), which no thread hand-off avoids; ``speedup_bound`` (chain) is LangGraph's step
+  over an ``async`` step plus that floor: what a perfect hand-off could reach in this run.
 - ``quickstart_execute``, ``quickstart_stream``, ``quickstart_batch``: ``Graph.execute()`` /
   ``stream()`` / ``batch()`` with no engine (the loop's default engine) against the same call
   on one reused ``Engine``, on ``pipeline_3_def``. Target <= 1.2x. ``before`` is a new
@@ -303,18 +304,28 @@ async def case_def(lg: dict[str, dict[str, Any]], case: str, quick: bool) -> Non
     graph = make()
     before_engine = Engine(threads=ExecutorThreads(8))
     after_engine = Engine()
-    befores, afters = [], []
+    same_async = chain(50) if case == "chain_50_def" else None
+    befores, afters, asyncs = [], [], []
     for _ in range(2 if quick else 3):  # alternated, so a noisy stretch hits both alike
         befores.append(await best_rate(before_engine, graph, count, 1))
         afters.append(await best_rate(after_engine, graph, count, 1))
+        if same_async is not None:
+            asyncs.append(await best_rate(after_engine, same_async, count, 1))
     await before_engine.aclose()
     await after_engine.aclose()
     before, after = min(befores), min(afters)
     name = PEER_CASES[case]
+    floor = hop_floor_us()
+    extra: dict[str, Any] = {}
     if case == "chain_50_def":
         value, prior, unit = after / steps * 1e6, before / steps * 1e6, "us/node step"
         theirs = peer(lg, name, "value")
         ratio = None if theirs is None else theirs / value
+        # What a perfect hand-off could reach in this run: an async step plus the floor.
+        async_step = min(asyncs) / steps * 1e6
+        extra["async_step_us"] = round(async_step, 2)
+        if theirs is not None:
+            extra["speedup_bound"] = round(theirs / (async_step + floor), 2)
     elif case == "pipeline_3_def":
         value, prior, unit = 1 / after, 1 / before, "invocations/s"
         theirs = peer(lg, name, "value")
@@ -331,7 +342,8 @@ async def case_def(lg: dict[str, dict[str, Any]], case: str, quick: bool) -> Non
         before=round(prior, 3),
         langgraph_invoke=theirs,
         speedup=None if ratio is None else round(ratio, 2),
-        hop_floor_us=round(hop_floor_us(), 1),
+        hop_floor_us=round(floor, 1),
+        **extra,
         target=3,
         ok=None if ratio is None else ratio >= 3,
     )
