@@ -6,6 +6,7 @@ in parentheses is a second base: catch ``ValueError`` and you catch every ``Vali
     ConvergeError
     ├── ValidationError        (ValueError)   bad input: names the field, and for files the line
     │   ├── AgentModeError     (NotImplementedError) an agent used in a mode it was not built for
+    │   ├── CapabilityError                   a capability or requirement that does not parse
     │   ├── ExpressionSyntaxError             a ``when:`` condition that does not parse
     │   ├── PlanRejected                      a plan that does not fit its agents or constraints
     │   ├── PromptTooLong                     a prompt over its agent's token budget; not sent
@@ -101,6 +102,7 @@ __all__ = [
     "BallotRefused",
     "BidWindowOpen",
     "BoardTaskFailed",
+    "CapabilityError",
     "ConflictError",
     "ContextAccessDenied",
     "ConvergeError",
@@ -217,6 +219,39 @@ class AgentModeError(ValidationError, NotImplementedError):
         )
         self.agent = agent
         self.missing = missing
+
+
+class CapabilityError(ValidationError):
+    """A capability or a requirement that does not parse, with the form probably meant.
+
+    A *capability* is what an agent has: a name and one version (``translate``,
+    ``translate@1.2``). A *requirement* is what a task or an intent asks for: a name and a
+    version range (``translate``, ``translate>=1.0,<2``). One written where the other belongs
+    is refused with ``hint``, the other form of the same thing.
+
+    Attributes:
+        text: what was given.
+        expected: ``"capability"`` or ``"requirement"``: what was asked for.
+        hint: the text probably meant (``"translate@1.0"``), or None.
+        detail: the message without the place (for an error re-raised at a file's line).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        text: str,
+        expected: Literal["capability", "requirement"],
+        hint: str | None = None,
+        field: str | None = None,
+        source: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        super().__init__(message, field=field, source=source, line=line)
+        self.text = text
+        self.expected = expected
+        self.hint = hint
+        self.detail = message
 
 
 class ExpressionSyntaxError(ValidationError):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from converge.core import Capability, CapabilitySet, Requirement
-from converge.errors import ValidationError
+from converge.errors import CapabilityError, ValidationError
 
 
 def test_parse_capability_with_and_without_version() -> None:
@@ -186,3 +186,48 @@ def test_requirements_split_as_the_reference_pattern_does(text: str) -> None:
     except ValidationError:
         parsed = None
     assert parsed == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("translate>=1.0", "translate@1.0"),
+        ("translate >= 1.2, <2", "translate@1.2"),
+        ("translate==1.4.0", "translate@1.4.0"),
+        ("translate<2", "translate"),
+        ("translate!=1.1", "translate"),
+    ],
+)
+def test_a_requirement_given_as_a_capability_is_refused_with_the_capability_meant(
+    text: str, hint: str
+) -> None:
+    for make in (Capability.parse, Capability, lambda t: CapabilitySet([t])):
+        with pytest.raises(CapabilityError) as info:
+            make(text)
+        assert (info.value.text, info.value.expected, info.value.hint) == (text, "capability", hint)
+        assert info.value.field == "name"
+        assert "is a requirement" in str(info.value) and f"write {hint!r}" in str(info.value)
+    Capability.parse(hint)  # the hint itself is a capability
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"), [("translate@1.0", "translate>=1.0"), ("translate @ 2", "translate>=2")]
+)
+def test_a_capability_given_as_a_requirement_is_refused_with_the_requirement_meant(
+    text: str, hint: str
+) -> None:
+    with pytest.raises(CapabilityError) as info:
+        Requirement.parse(text)
+    assert (info.value.expected, info.value.hint, info.value.field) == (
+        "requirement",
+        hint,
+        "versions",
+    )
+    assert "is a capability" in str(info.value)
+    assert Requirement.parse(hint).name == "translate"
+
+
+def test_a_name_that_is_neither_has_no_hint() -> None:
+    with pytest.raises(CapabilityError) as info:
+        Capability.parse("Translate")
+    assert info.value.hint is None and "invalid capability name" in str(info.value)

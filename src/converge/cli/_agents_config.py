@@ -58,25 +58,102 @@ from pathlib import Path
 
 import yaml
 
-from converge.errors import ValidationError
+from converge.core.capability import Capability
+from converge.core.clip import clip
+from converge.errors import CapabilityError, ValidationError
 from converge.orchestration.object_refs import check_object_ref
 from converge.orchestration.yaml_reader import YamlReader, compose
 from converge.policy.safety import ActionPolicy, ResourceLimits
 
-__all__ = ["AgentEntry", "AgentsConfig", "PoolSpec", "load_agents_config"]
+__all__ = [
+    "AGENT_KEYS",
+    "POOL_KEYS",
+    "TOP_KEYS",
+    "AgentEntry",
+    "AgentsConfig",
+    "KeyDoc",
+    "PoolSpec",
+    "load_agents_config",
+]
 
-_TOP = ("pools", "agents")
-_POOL = ("name", "admission", "token_env")
-_AGENT = (
-    "ref",
-    "capabilities",
-    "pools",
-    "max_batch",
-    "max_consecutive_failures",
-    "key",
-    "limits",
-    "policy",
-)
+KeyDoc = tuple[str, str, str]
+"""A key of the file: its type, its default and what it means (for ``agents_reference``)."""
+
+TOP_KEYS: dict[str, KeyDoc] = {
+    "pools": (
+        "mapping",
+        "—",
+        "Pools by id, created if absent and then joined by the agents that name them: see "
+        "[pools](#pools).",
+    ),
+    "agents": (
+        "mapping",
+        "required",
+        "The agents by name, one runtime each (the name is printed and given to the agent): "
+        "see [agents](#agents).",
+    ),
+}
+"""The file's top-level keys."""
+POOL_KEYS: dict[str, KeyDoc] = {
+    "name": ("str", "the id", "The pool's human-readable name."),
+    "admission": (
+        "str",
+        "`open`",
+        "`open`: anyone may join; `token`: an agent joins with the token in `token_env`.",
+    ),
+    "token_env": (
+        "str",
+        "—",
+        "For `token` admission: the environment variable holding the token (never the token "
+        "itself); agents joining the pool present the same variable's value.",
+    ),
+}
+"""The keys of a pool under ``pools``."""
+AGENT_KEYS: dict[str, KeyDoc] = {
+    "ref": (
+        "module:attr",
+        "required",
+        "What runs: an `Agent` class (made without arguments) or instance that implements "
+        "`decide()`, or any other callable, which becomes a *board worker*: see "
+        "[What `ref` names](#what-ref-names).",
+    ),
+    "capabilities": (
+        "list of str",
+        "the agent's own",
+        "Capabilities replacing the agent's own: a name and one version, `translate@1.0` "
+        "(`translate` is version 1.0.0). Not a requirement such as `translate>=1.0`: see "
+        "[Capabilities and requirements](#capabilities-and-requirements).",
+    ),
+    "pools": ("list of str", "`[]`", "Ids of pools (declared under `pools`) it joins first."),
+    "max_batch": ("int", "`100`", "The most messages, and visible tasks, per `decide()` call."),
+    "max_consecutive_failures": (
+        "int",
+        "`100`",
+        "Decisions failing in a row (a refused claim, a tool that raises…) that stop its "
+        "runtime, as a failure.",
+    ),
+    "key": (
+        "path",
+        "—",
+        "Its Ed25519 key file (PKCS#8 PEM), relative to this file; created with mode 0600 if "
+        "absent. Without one the agent has a new identity at each start.",
+    ),
+    "limits": (
+        "mapping",
+        "—",
+        "Its quotas and budgets (`ResourceLimits`): see [limits](#limits).",
+    ),
+    "policy": (
+        "mapping",
+        "—",
+        "What it may do (`ActionPolicy`): see [policy](#policy).",
+    ),
+}
+"""The keys of an agent under ``agents``."""
+
+_TOP = tuple(TOP_KEYS)
+_POOL = tuple(POOL_KEYS)
+_AGENT = tuple(AGENT_KEYS)
 _LIMITS = tuple(ResourceLimits.__struct_fields__)
 _POLICY = tuple(ActionPolicy.__struct_fields__)
 _ADMISSIONS = ("open", "token")
@@ -208,7 +285,7 @@ def _agent(
     check_object_ref(ref, field=f"{field}.ref", source=reader.source, line=line)
     caps = None
     if "capabilities" in spec:
-        caps = reader.strings(spec["capabilities"], f"{field}.capabilities")
+        caps = _capabilities(reader, spec["capabilities"], f"{field}.capabilities")
     joins = reader.strings(spec["pools"], f"{field}.pools") if "pools" in spec else ()
     for pool in joins:
         if pool not in pools:
@@ -237,6 +314,38 @@ def _agent(
         policy = reader.build(ActionPolicy, spec["policy"], where, names, given)
     line = node.start_mark.line + 1
     return AgentEntry(name, ref, caps, joins, max_batch, key, line, limits, policy, failures)
+
+
+def _capabilities(reader: YamlReader, node: yaml.Node, field: str) -> tuple[str, ...]:
+    """Capabilities (``translate@1.0``), each checked at its own line: a requirement written
+    in their place (``translate>=1.0``) is a ``CapabilityError`` with the form meant."""
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    out = []
+    for i, item in enumerate(items):
+        where = f"{field}[{i}]" if isinstance(node, yaml.SequenceNode) else field
+        text = reader.string(item, where)
+        line = item.start_mark.line + 1
+        try:
+            Capability.parse(text)
+        except CapabilityError as exc:
+            raise CapabilityError(
+                exc.detail,
+                text=exc.text,
+                expected=exc.expected,
+                hint=exc.hint,
+                field=where,
+                source=reader.source,
+                line=line,
+            ) from None
+        except ValidationError:  # a bad version
+            raise reader.fail(
+                f"invalid capability {clip(text)!r}: a name and an optional version, such as "
+                "'translate' or 'translate@1.0'",
+                item,
+                where,
+            ) from None
+        out.append(text)
+    return tuple(out)
 
 
 def _amount(reader: YamlReader, key: str, node: yaml.Node, field: str) -> float | None:

@@ -7,7 +7,8 @@ One ``AgentRuntime`` per agent of the file (see ``_agents_config``), all sharing
 configured SQLite store. Tasks other processes put on the board wake the agents through the
 store's follower. A bad file is ``file:line: message``, exit 2, before the store is opened. A
 board worker (a plain callable, see ``_agents_config``) takes one task per ``decide()`` —
-claim, then report ``fn(task)`` or fail it with the exception — choosing among those it sees by
+claim, then report ``fn(task)`` or fail it with the exception (or with the encoding error, when
+the result is not something the board can store) — choosing among those it sees by
 a per-worker hash order, so workers seldom race for one task, and sends itself a message while
 more tasks are visible (the board wakes a runtime only when a task becomes PENDING). An agent
 without a ``key`` file gets a new identity each start.
@@ -38,6 +39,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from converge.cli._agents_config import AgentEntry, AgentsConfig, PoolSpec
 from converge.cli._config import Settings
@@ -80,7 +83,15 @@ class _BoardWorker(Agent):
                 raise
             decisions.append(FailTask(task_id=task.id, reason=f"{type(exc).__name__}: {exc}"))
         else:
-            decisions.append(ReportTask(task_id=task.id, result=result))
+            try:
+                msgspec.msgpack.encode(result)  # as the board will store it
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                # Reported, it would be refused and the task left claimed until its lease ran
+                # out, to be run again: the result is the function's failure, now.
+                reason = f"the result cannot be stored: {type(exc).__name__}: {exc}"
+                decisions.append(FailTask(task_id=task.id, reason=reason))
+            else:
+                decisions.append(ReportTask(task_id=task.id, result=result))
         if len(tasks) > 1:
             # The board only wakes a runtime when a task becomes PENDING: a note to itself
             # brings the worker back for the tasks it has not taken yet.

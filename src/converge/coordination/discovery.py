@@ -53,6 +53,7 @@ from converge.core.identity import public_key_from_did
 from converge.core.message import Message, ReplayGuard
 from converge.core.topic import Topic
 from converge.errors import (
+    CapabilityError,
     ConflictError,
     IdentityError,
     PolicyViolation,
@@ -471,6 +472,11 @@ def _requirement(text: object) -> Requirement:
     try:
         if isinstance(text, str):
             return Requirement.parse(text)
+    except CapabilityError as exc:
+        if exc.hint is not None:  # a capability (`translate@1.0`) given for a requirement
+            raise CapabilityError(
+                exc.detail, text=exc.text, expected=exc.expected, hint=exc.hint, field="capability"
+            ) from None
     except ValidationError:
         pass
     raise ValidationError(

@@ -8,6 +8,11 @@ first match as ``packaging`` would: a number past Python's 4,300-digit limit is 
 ``ValidationError`` there, never a ``ValueError`` out of a visibility query. A requirement's
 text is split in one pass (the name, then the rest stripped): the single regex it replaced
 backtracked quadratically over a run of spaces.
+
+A capability and a requirement look alike and are not the same thing: an agent *has*
+``translate@1.0`` (one version), a task or an intent *asks for* ``translate>=1.0`` (a range).
+Each written where the other belongs (``capabilities: ["translate>=1.0"]`` in an agents file)
+is a ``CapabilityError`` whose ``hint`` is the other form, ``translate@1.0``.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from converge.core.clip import clip
-from converge.errors import ValidationError
+from converge.errors import CapabilityError, ValidationError
 
 __all__ = ["Capability", "CapabilitySet", "Requirement"]
 
@@ -56,12 +61,67 @@ def _specifier(text: str) -> SpecifierSet:
     return specifiers
 
 
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValidationError(
-            f"invalid capability name {clip(name)!r}: lower-case letters, digits and _ . - /",
-            field="name",
-        )
+def _check_name(name: str, expected: Literal["capability", "requirement"]) -> None:
+    if isinstance(name, str) and _NAME.match(name):
+        return
+    if isinstance(name, str):
+        swapped = _swapped(name, expected, "name")
+        if swapped is not None:
+            raise swapped
+    raise CapabilityError(
+        f"invalid capability name {clip(name)!r}: lower-case letters, digits and _ . - /",
+        text=clip(name) if isinstance(name, str) else type(name).__name__,
+        expected=expected,
+        field="name",
+    )
+
+
+_CAPABILITY_FORM = "a name and one version, what an agent has"
+_REQUIREMENT_FORM = "a name and a version range, what a task or an intent asks for"
+
+
+def _swapped(
+    text: str, expected: Literal["capability", "requirement"], field: str
+) -> CapabilityError | None:
+    """The error for a requirement written where a capability belongs (``translate>=1.0``),
+    or a capability where a requirement belongs (``translate@1.0``); None if ``text`` is
+    neither."""
+    m = _REQUIREMENT_NAME.match(text)
+    if m is None:
+        return None
+    name, rest = m.group(1), text[m.end() :].strip()
+    if expected == "capability" and rest[:1] in ("<", ">", "=", "!", "~"):
+        version = _lowest_version(rest)
+        hint = f"{name}@{version}" if version else name
+        what, other = "a requirement", f"not a capability ({_CAPABILITY_FORM})"
+        form = _REQUIREMENT_FORM
+    elif expected == "requirement" and rest.startswith("@"):
+        version = rest[1:].strip()
+        hint = f"{name}>={version}" if version else name
+        what, other = "a capability", f"not a requirement ({_REQUIREMENT_FORM})"
+        form = _CAPABILITY_FORM
+    else:
+        return None
+    shown_text = clip(text)
+    return CapabilityError(
+        f"{shown_text!r} is {what} ({form}), {other}: write {hint!r}",
+        text=shown_text,
+        expected=expected,
+        hint=hint,
+        field=field,
+    )
+
+
+def _lowest_version(versions: str) -> str | None:
+    """The version a range starts from (``>=1.0,<2`` -> ``1.0``), or None."""
+    try:
+        specifiers = _specifier(versions)
+    except ValidationError:
+        return None
+    for spec in specifiers:
+        if spec.operator in (">=", "==", "~=", "===") and not spec.version.endswith(".*"):
+            return spec.version
+    return None
 
 
 class Capability(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -79,7 +139,7 @@ class Capability(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_d
     """Prices by unit: ``per_call``, ``per_1k_tokens``, ``per_second``…"""
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
+        _check_name(self.name, "capability")
         _version(self.version)
 
     @classmethod
@@ -103,7 +163,7 @@ class Requirement(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     """A PEP 440 specifier set; empty accepts any version."""
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
+        _check_name(self.name, "requirement")
         _specifier(self.versions)
 
     @classmethod
@@ -134,7 +194,15 @@ def _parse_requirement(cls: type[Requirement], text: str) -> Requirement:
     strings, parsed once each."""
     m = _REQUIREMENT_NAME.match(text)
     if m is None:
-        raise ValidationError(f"invalid capability requirement {clip(text)!r}", field="capability")
+        raise CapabilityError(
+            f"invalid capability requirement {clip(text)!r}",
+            text=clip(text),
+            expected="requirement",
+            field="capability",
+        )
+    swapped = _swapped(text, "requirement", "versions")
+    if swapped is not None:
+        raise swapped
     return cls(m.group(1), text[m.end() :].strip())
 
 

@@ -6,7 +6,8 @@
 records they fill (``_model``'s msgspec structs: type, default and the docstring under each
 field) and every registered node kind's options (``kinds.kind_info``), so the reference cannot
 say what the code does not do. ``docs/gen_yaml_reference.py`` writes the file; a test fails when
-the checked-in copy differs from ``render()``.
+the checked-in copy differs from ``render()``. ``field_doc`` and ``markdown_table`` are what
+the agents file's reference (``converge.cli.agents_reference``) shares.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import msgspec
 from converge.orchestration import _model, object_refs, yaml_loader, yaml_reader
 from converge.orchestration.kinds import kind_info, kind_names
 
-__all__ = ["render"]
+__all__ = ["field_doc", "markdown_table", "render"]
 
 _TOP_DOCS = {
     "name": "The graph's name (required); runs list it.",
@@ -173,6 +174,22 @@ def _limits() -> list[str]:
         "",
         *_table(("what", "limit"), [(f"{what}", text) for what, text in rows]),
     ]
+
+
+def field_doc(struct: type[Any], name: str) -> str:
+    """The docstring under field ``name`` of ``struct`` (a msgspec struct or a dataclass),
+    on one line.
+
+    Raises:
+        KeyError: no such field.
+        ValueError: the field has no docstring.
+    """
+    return _doc(struct, name)
+
+
+def markdown_table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> list[str]:
+    """The lines of a Markdown table (``|`` in a cell escaped)."""
+    return _table(header, rows)
 
 
 def _block(key: str, struct: type[Any], keys: Iterable[str]) -> list[str]:

@@ -50,7 +50,13 @@ from typing import TYPE_CHECKING, Any
 
 from converge.core.capability import Requirement
 from converge.core.task import Task, TaskState
-from converge.errors import BoardTaskFailed, ConvergeError, TaskConflict, ValidationError
+from converge.errors import (
+    BoardTaskFailed,
+    CapabilityError,
+    ConvergeError,
+    TaskConflict,
+    ValidationError,
+)
 from converge.orchestration._context import NodeContext
 from converge.orchestration._refs import MISSING
 from converge.orchestration.kinds import Kind, KindContext
@@ -182,6 +188,10 @@ def _check(
             raise fail(f"a capability requirement is a string, not {req!r}", "capabilities")
         try:
             Requirement.parse(req)
+        except CapabilityError as exc:
+            if exc.hint is None:
+                raise fail(f"invalid capability requirement {req!r}", "capabilities") from None
+            raise fail(exc.detail, "capabilities") from None  # `x@1.0`: says what was meant
         except ValidationError:
             raise fail(f"invalid capability requirement {req!r}", "capabilities") from None
     if isinstance(priority, bool) or not isinstance(priority, int):
