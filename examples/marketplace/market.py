@@ -10,7 +10,6 @@ falls below ``MIN_TRUST`` are no longer invited.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import time
@@ -163,10 +162,8 @@ async def run_market(store: Store, rounds: int = 10, *, seed: int = 7) -> Market
                 p, network=net, store=store, discovery=discovery, executor=executor
             )
             await stack.enter_async_context(runtime)
+        # Each runtime is registered with discovery once its `async with` is entered.
         await stack.enter_async_context(bidding.serving())
-        async with asyncio.timeout(10):  # runtimes register their capabilities as they start
-            while len(await discovery.find(capability=CAPABILITY)) < len(providers):  # noqa: ASYNC110
-                await asyncio.sleep(0.001)
         for number in range(1, rounds + 1):
             strategy = STRATEGIES[(number - 1) % len(STRATEGIES)]
             intent = Intent(

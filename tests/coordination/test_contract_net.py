@@ -6,10 +6,9 @@ signatures, and trust follows the outcomes."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import msgspec
@@ -83,13 +82,6 @@ class Provider(Agent):
         return out
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until ``check()`` holds (assert_eventually), failing on timeout."""
-    async with asyncio.timeout(timeout):
-        while not await check():  # noqa: ASYNC110 - a test's bounded wait for a condition
-            await asyncio.sleep(0.005)
-
-
 def intent(clock: ManualClock, doc: str, **utility: float) -> Intent:
     return Intent(
         goal="summarise",
@@ -141,7 +133,7 @@ async def test_contract_net_among_twenty_provider_runtimes(store: Store) -> None
                 )
             )
         await stack.enter_async_context(protocol.serving())
-        await eventually(registered)
+        assert await registered()  # each runtime registered as its `async with` was entered
 
         async def round_(strategy: Strategy, doc: str, **utility: float) -> Any:
             opened = await protocol.announce(

@@ -897,3 +897,55 @@ def test_an_injected_replay_guard_is_used_even_while_empty(store: Store) -> None
     guard = ReplayGuard(max_entries=10)
     runtime = AgentRuntime(Scripted(quiet), network=LocalNetwork(), store=store, replay_guard=guard)
     assert runtime.guard is guard
+
+
+# -- ready -----------------------------------------------------------------------------------------
+
+
+class SlowStart(Scripted):
+    """An agent whose ``on_start`` waits for a gate (or raises), to see what ``ready`` waits on."""
+
+    def __init__(self, gate: asyncio.Event, fail: bool = False) -> None:
+        super().__init__(lambda m, t: [], name="slow", capabilities=["translate@1.0"])
+        self.gate = gate
+        self.fail = fail
+
+    async def on_start(self) -> None:
+        await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("no licence to start")
+
+
+async def test_async_with_enters_once_the_agent_is_registered(store: Store) -> None:
+    from converge.coordination import DiscoveryService
+
+    discovery = DiscoveryService(store)
+    gate = asyncio.Event()
+    runtime = AgentRuntime(
+        SlowStart(gate), network=LocalNetwork(), store=store, discovery=discovery
+    )
+    with pytest.raises(StateError, match="never started"):
+        await runtime.ready()
+    entering = asyncio.ensure_future(runtime.__aenter__())
+    await asyncio.sleep(0)
+    assert not entering.done()  # on_start has not returned: not ready
+    gate.set()
+    async with asyncio.timeout(WAIT):
+        await entering
+    try:
+        [found] = await discovery.find(capability="translate>=1.0")
+        assert found.did == runtime.did
+        await runtime.ready()  # ready stays ready
+    finally:
+        await runtime.__aexit__(None, None, None)
+
+
+async def test_an_agent_that_cannot_start_fails_async_with_with_its_error(store: Store) -> None:
+    gate = asyncio.Event()
+    gate.set()
+    runtime = AgentRuntime(SlowStart(gate, fail=True), network=LocalNetwork(), store=store)
+    with pytest.raises(RuntimeError, match="no licence"):
+        async with asyncio.timeout(WAIT), runtime:
+            pytest.fail("entered a runtime that did not start")
+    with pytest.raises(RuntimeError, match="no licence"):
+        await runtime.ready()  # ended before ready: its error again

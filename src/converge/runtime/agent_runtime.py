@@ -49,7 +49,9 @@ Details a user relies on:
 
 - The runtime yields to the loop once per round, so a self-busy agent cannot starve others.
   The agent is on the network from ``start()``, before the loop runs, so nothing sent to it
-  right after ``async with`` is lost.
+  right after ``async with`` is lost. ``ready()`` waits until it is registered with discovery
+  and ``runtime.started`` is logged, and ``async with`` enters only then: a requester that
+  announces inside the block finds every agent started before it, without polling.
 - A rejected message's event carries ``reason`` (the protocol error's own, ``malformed`` for a
   wrong type, or the exception's type), ``field``, and ``sender``, ``message_id`` and ``error``
   capped by ``core.clip.shown``; it is filed in the agent's own trace unless the signature
@@ -228,6 +230,7 @@ class AgentRuntime:
         self.usage = AgentUsage(clock.now())
         self.stop_reason: str | None = None
         self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unwatch: Any = None
         self._attached = False
@@ -258,7 +261,15 @@ class AgentRuntime:
     # -- lifetime ----------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        """Start the runtime and return once it is ``ready()``: inside the block the agent is
+        registered with discovery, so a requester finds it without polling."""
         self.start()
+        try:
+            await self.ready()
+        except BaseException:
+            with contextlib.suppress(Exception):  # its own error is the one ready() raised
+                await self.shutdown()
+            raise
         return self
 
     async def __aexit__(
@@ -288,6 +299,32 @@ class AgentRuntime:
         if self.tasks is not None:
             self._unwatch = self.tasks.watch(self._on_pending)
         self._wake.set()  # look at the board once at start
+
+    async def ready(self) -> None:
+        """Wait until the agent is running: its ``on_start()`` has returned, it is registered
+        with discovery (when the runtime has one) and ``runtime.started`` is logged.
+
+        Raises:
+            StateError: the runtime was never started, or it stopped before it was ready.
+            Exception: what ended the runtime before it was ready (``on_start()`` raising,
+                say).
+        """
+        if self._task is None:
+            raise StateError("the runtime was never started: call start() first")
+        if self._ready.is_set():
+            return
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if self._ready.is_set():
+            return
+        await asyncio.shield(self._task)  # ended first: its error, if it had one
+        raise StateError(
+            f"agent {self.agent.name!r}'s runtime stopped before it was ready "
+            f"({self.stop_reason or 'ended'})"
+        )
 
     async def shutdown(self, reason: str = "shutdown") -> None:
         """Stop after the current ``decide()`` and its decisions; idempotent."""
@@ -326,6 +363,7 @@ class AgentRuntime:
             await self.agent.on_start()
             await self._register()
             await self._record("runtime.started", name=self.agent.name)
+            self._ready.set()
             async with contextlib.AsyncExitStack() as stack:
                 if self.tasks is not None:
                     await stack.enter_async_context(self.tasks.following())
