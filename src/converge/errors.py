@@ -52,6 +52,7 @@ in parentheses is a second base: catch ``ValueError`` and you catch every ``Vali
     ├── ToolError                             a tool ran and failed; names the tool
     │   ├── ToolTimeout        (TimeoutError) past its time limit; a sandboxed one killed
     │   └── ToolMemoryExceeded (MemoryError)  a sandboxed tool past its memory limit
+    ├── ContractFailed                        a contract-net request ended with no accepted output
     ├── ResolutionFailed                      no answer could be picked among several results
     ├── TooManyFailedDecisions                a runtime stopped after that many failures in a row
     └── OrchestrationError                    a graph run failed
@@ -105,6 +106,7 @@ __all__ = [
     "CapabilityError",
     "ConflictError",
     "ContextAccessDenied",
+    "ContractFailed",
     "ConvergeError",
     "DecisionsRefused",
     "DelegationCycle",
@@ -1027,6 +1029,27 @@ class ToolMemoryExceeded(ToolError, MemoryError):
             agent_id=agent_id,
         )
         self.limit_bytes = limit_bytes
+
+
+class ContractFailed(ConvergeError):
+    """A contract-net request ended without an accepted output: too few valid offers, the
+    winner failed its job, or the requester disputed its output.
+
+    Attributes:
+        auction_id: the round.
+        stage: where the round ended: ``failed`` (no award), ``settled`` (the winner's receipt
+            of a failed job) or ``disputed``.
+        reason: why: ``no_offers``, ``no_valid_offers``, ``too_few_offers``, the winner's
+            error, or the dispute.
+        round: the ``ContractRound`` as it ended.
+    """
+
+    def __init__(self, auction_id: str, stage: str, reason: str, round_: Any) -> None:
+        super().__init__(f"contract {auction_id} {stage}: {reason}")
+        self.auction_id = auction_id
+        self.stage = stage
+        self.reason = reason
+        self.round = round_
 
 
 class ResolutionFailed(ConvergeError):

@@ -18,6 +18,8 @@ The package, one concept per module:
 - ``_award``: award selection, pure — the strategies, scores, tie-breaks and prices;
 - ``_provider``: the provider's side, pure — reading the requester's messages, turning a
   ``SubmitBid`` into an ``Offer``, signing the reports;
+- ``_provider_agent``: ``Provider``, the provider's side as an agent made of a price and a
+  function;
 - ``_requester``: ``BiddingProtocol``, the requester's side over the store and the network.
 
 ``converge.coordination.bidding`` is a public path (named by the seeds): its names are
@@ -35,10 +37,12 @@ from converge.coordination.bidding._provider import (
     TASK_PROGRESS_KIND,
     TASK_START_KIND,
     intent_of,
+    offer_message,
     report_done,
     report_progress,
     task_start_of,
 )
+from converge.coordination.bidding._provider_agent import PriceRule, Provider, Work
 from converge.coordination.bidding._requester import BiddingProtocol, OutputCheck
 from converge.coordination.bidding._round import (
     Auction,
@@ -66,13 +70,17 @@ __all__ = [
     "BiddingProtocol",
     "ContractRound",
     "OutputCheck",
+    "PriceRule",
     "ProgressNote",
+    "Provider",
     "RejectReason",
     "Rejection",
     "RoundRefusal",
     "RoundStage",
     "Strategy",
+    "Work",
     "intent_of",
+    "offer_message",
     "report_done",
     "report_progress",
     "task_start_of",

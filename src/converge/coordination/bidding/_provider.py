@@ -1,9 +1,10 @@
 """The provider's side of a contract-net round, pure.
 
 The provider's side of a contract-net round, pure: reading what the requester sends, turning a
-``SubmitBid`` into a signed-ready ``Offer``, and building the signed replies that report the
-work (``TaskProgress``, ``TaskDone`` and the executor-signed ``Receipt``) as ``SendMessage``
-decisions an agent's ``decide()`` returns.
+``SubmitBid`` into a signed-ready ``Offer`` (or a signed ``offer`` message, ``offer_message``),
+and building the signed replies that report the work (``TaskProgress``, ``TaskDone`` and the
+executor-signed ``Receipt``) as ``SendMessage`` decisions an agent's ``decide()`` returns.
+``Provider`` (``_provider_agent``) is an agent made of these.
 
 The requester's messages carry the sealed object in ``payload``: an agent reads them with
 ``intent_of`` and ``task_start_of``, which verify the object's own signature and that the
@@ -42,6 +43,7 @@ __all__ = [
     "TASK_START_KIND",
     "intent_of",
     "offer_from_bid",
+    "offer_message",
     "report_done",
     "report_progress",
     "task_start_of",
@@ -132,6 +134,34 @@ def offer_from_bid(
         return msgspec.convert(fields, Offer)
     except msgspec.ValidationError as exc:
         raise ValidationError(f"bid on auction {bid.auction_id}: {exc}", field="terms") from exc
+
+
+def offer_message(
+    identity: Identity,
+    intent: Intent,
+    *,
+    price: float,
+    terms: dict[str, Any] | None = None,
+    capabilities: CapabilitySet | None = None,
+    offer_id: str,
+    now: float,
+) -> SendMessage:
+    """An ``offer`` message to the intent's issuer: an ``Offer`` of ``price`` signed by
+    ``identity`` (the provider). The requester takes it from its inbox (``serving()``), so a
+    provider bids without the requester's protocol in its executor.
+
+    ``terms`` are ``SubmitBid.terms`` (see ``offer_from_bid``).
+
+    Raises:
+        ValidationError: a term of the wrong type or range, or no capability to offer.
+    """
+    bid = SubmitBid(auction_id=intent.id, amount=price, terms=dict(terms or {}))
+    offer = offer_from_bid(bid, intent, capabilities=capabilities, offer_id=offer_id, now=now).sign(
+        identity
+    )
+    return SendMessage(
+        kind=OFFER_KIND, payload=offer.seal(), recipient=intent.issuer, trace_id=intent.trace_id
+    )
 
 
 def report_progress(

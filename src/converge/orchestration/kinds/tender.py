@@ -51,7 +51,7 @@ from converge.core.capability import Requirement
 from converge.core.clock import Clock
 from converge.core.signing import unseal
 from converge.core.user_code import call_in_thread
-from converge.errors import ConvergeError, TenderFailed, ValidationError
+from converge.errors import CapabilityError, ConvergeError, TenderFailed, ValidationError
 from converge.orchestration._agents import NodeAgent, call_kwargs, resolve_agent
 from converge.orchestration._context import NodeContext
 from converge.orchestration.kinds import Kind, KindContext
@@ -124,6 +124,8 @@ class Tender:
             raise _bad("capability", f"is a capability requirement, not {capability!r}")
         try:
             Requirement.parse(capability)
+        except CapabilityError as exc:  # says what was meant, `write>=1.0` for `write@1.0`
+            raise _bad("capability", exc.detail) from None
         except ConvergeError as exc:
             raise _bad("capability", f"{capability!r} does not parse: {exc}") from None
         if pool is not None and (not isinstance(pool, str) or not pool):
