@@ -16,13 +16,17 @@ result = await graph.execute({"source_code": code})
 
 The builder and the YAML loader fill the same ``Graph``; ``compile()`` checks it as a whole
 (``_plan``) and is run before anything executes. An agent given as an object is registered
-under its node's id (or the ``Agent``'s name), so YAML and Python graphs look alike.
+under its node's id (or the ``Agent``'s name), so YAML and Python graphs look alike. A mapping
+with a ``kind`` (``add_node("write", {"kind": "tender", "capability": "write"})``, or a value
+of ``agents``) is read by that kind as YAML's ``agents:`` entries are, when it is added: a bad
+option is refused at once, named ``agents.<node id>.<option>``.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from converge.errors import ValidationError
@@ -51,7 +55,8 @@ class Graph:
         description: what it does.
         config: ``max_iterations``, ``timeout_seconds``, ``checkpoint_enabled``.
         execution: resource limits and the default retry policy.
-        agents: agents by name (objects, callables, ``"module:attr"`` or ``AgentSpec``).
+        agents: agents by name (objects, callables, ``"module:attr"``, ``AgentSpec``, or kind
+            mappings as in YAML: ``{"kind": "team", ...}``).
         source: the file it was read from, for error messages.
     """
 
@@ -71,11 +76,15 @@ class Graph:
         self.description = description
         self.config = config or GraphConfig()
         self.execution = execution or ExecutionConfig()
-        self.agents: dict[str, Any] = dict(agents or {})
+        self.source = source
+        self.agents: dict[str, Any] = {}
+        for agent_name, agent in (agents or {}).items():
+            self.agents[agent_name] = (
+                self._kind(agent_name, agent) if isinstance(agent, Mapping) else agent
+            )
         self.grants: dict[str, Any] = {}
         """What each agent may read and write in its context scopes (``ctx.context``), by agent
         name: ``{"writer": {"read": {"session": ["history"]}, "write": {...}}}``."""
-        self.source = source
         self._agent_lines: dict[str, tuple[int, Any]] = {}
         """Where ``source`` defines each agent: name -> (line, the value read there)."""
         self._nodes: list[Node] = []
@@ -108,7 +117,9 @@ class Graph:
         on_error: OnError = "abort",
         fallback: Any = None,
     ) -> Graph:
-        """Add a node done by ``agent`` (a name in ``agents``, or an agent/callable/reference).
+        """Add a node done by ``agent``: a name in ``agents``, an agent, a callable, a
+        ``"module:attr"`` reference, or a kind mapping as under YAML's ``agents:``
+        (``{"kind": "tender", "capability": "translate>=1.0", "strategy": "lowest_cost"}``).
 
         Args:
             node_id: the node's id.
@@ -171,6 +182,8 @@ class Graph:
     def _register(self, node_id: str, agent: Any) -> str:
         if isinstance(agent, str) and ":" not in agent:
             return agent  # a name, resolved against `agents` when compiled
+        if isinstance(agent, Mapping):
+            agent = self._kind(node_id, agent)
         core = sys.modules.get("converge.core.agent")  # an Agent implies its module is loaded
         name = agent.name if core is not None and isinstance(agent, core.Agent) else node_id
         if isinstance(agent, str):
@@ -180,6 +193,20 @@ class Graph:
             name = node_id if name != node_id else f"{node_id}.agent"
         self.agents[name] = agent
         return name
+
+    def _kind(self, name: str, options: Mapping[Any, Any]) -> Any:
+        """The agent a kind mapping (``{"kind": "tender", ...}``, as under YAML's ``agents:``)
+        builds, registered as ``name``: read as the YAML loader reads it, so a bad option is
+        refused here, at the builder's call, with ``agents.<name>.<option>``."""
+        from converge.orchestration.kinds import KindContext, read_kind
+
+        kind = options.get("kind", "python")
+        if not isinstance(kind, str):
+            raise ValidationError(
+                f"kind is a kind's name, not {kind!r}", field=f"agents.{name}.kind"
+            )
+        ctx = KindContext(name, self.source, None, Path.cwd(), self.agents)
+        return read_kind(kind, options, ctx)
 
     # -- checking ----------------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ class KindContext:
 
     Attributes:
         name: the agent's name in ``agents:``.
-        source: the YAML file (or ``<string>``).
+        source: the YAML file (``<string>`` for text; None for a graph built in Python).
         line: the line of the agent's entry.
         base: the directory relative paths are read from.
         agents: agents given to the loader by name (they also reach nested graphs).
@@ -70,7 +70,7 @@ class KindContext:
     def __init__(
         self,
         name: str,
-        source: str,
+        source: str | None,
         line: int | None,
         base: Path,
         agents: Mapping[str, Any],
