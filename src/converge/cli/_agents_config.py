@@ -41,6 +41,12 @@ is empty allows nothing; one left out or null allows everything. ``max_consecuti
 decisions failing in a row (a refused claim, a tool that raises…) also stop the agent's runtime,
 as a failure.
 
+``capabilities`` are what the agent has, each a name and one version (``translate@1.0``); a
+requirement written there (``translate>=1.0``, what a task asks for) is a ``CapabilityError`` at
+its item's line whose ``hint`` is the capability meant. Every key, with its type, default and
+meaning, is in ``TOP_KEYS``, ``POOL_KEYS`` and ``AGENT_KEYS``, which the loader checks keys
+against and ``agents_reference`` renders (``docs/guides/agents-file-reference.md``).
+
 Relative ``key`` paths are relative to the file. A token pool's token is read from the
 environment, never from the file; agents joining it present the same variable's value. Every
 mistake is a ``ValidationError`` with the file and line. The file is read by

@@ -146,6 +146,11 @@ class Market:
         """The requester's did."""
         return self.bidding.did
 
+    @property
+    def identity(self) -> Identity:
+        """The requester's identity (an engine whose tender nodes use ``bidding`` needs it)."""
+        return self.bidding.identity
+
     # -- lifetime ----------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
