@@ -1,4 +1,4 @@
-"""``Market``: a requester and its providers on one network, contract-net in a few lines.
+"""``Market``: a requester and its providers; contract-net in a few lines.
 
 ```python
 async with Market() as market:

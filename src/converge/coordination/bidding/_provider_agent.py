@@ -1,4 +1,4 @@
-"""``Provider``: a contract-net provider as an agent, made of a price and a function.
+"""``Provider``: a contract-net provider made of a price and a function.
 
 A provider has what every agent has — its own identity, a name, capabilities — and two things
 of its own: what it asks (``price``: a number, or a function of the ``Intent`` that returns a
