@@ -302,7 +302,8 @@ class AgentRuntime:
 
     async def ready(self) -> None:
         """Wait until the agent is running: its ``on_start()`` has returned, it is registered
-        with discovery (when the runtime has one) and ``runtime.started`` is logged.
+        with discovery (when the runtime has one), ``runtime.started`` is logged and the
+        board's follower listens (when it has a board).
 
         Raises:
             StateError: the runtime was never started, or it stopped before it was ready.
@@ -363,10 +364,12 @@ class AgentRuntime:
             await self.agent.on_start()
             await self._register()
             await self._record("runtime.started", name=self.agent.name)
-            self._ready.set()
             async with contextlib.AsyncExitStack() as stack:
                 if self.tasks is not None:
                     await stack.enter_async_context(self.tasks.following())
+                # Ready once the board's follower has its starting point too: a task submitted
+                # after `async with` is then heard once, not also through the follower.
+                self._ready.set()
                 async with asyncio.TaskGroup() as group:
                     loop = group.create_task(self._loop())
                     helpers = []
