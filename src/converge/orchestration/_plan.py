@@ -114,6 +114,7 @@ class ExecutionPlan:
     """A validated graph, ready to run."""
 
     __slots__ = (
+        "_shape",
         "by_id",
         "checkpoint",
         "edges",
@@ -141,6 +142,47 @@ class ExecutionPlan:
         self.checkpoint = True
         self.execution = ExecutionConfig()
         self.fingerprint = ""
+        self._shape: dict[str, Any] | None = None
+
+    @property
+    def shape(self) -> dict[str, Any]:
+        """The graph as drawn from its log: its nodes and edges as plain data, logged in the
+        ``run.started`` of each run (``records``), so a trace shows the edges into a join and
+        the nodes of a branch not taken, which no event of theirs names (made once per plan).
+
+        ``{"nodes": [{"id", "agent", "inputs"}], "edges": [{"from", "to", "when", "back"}]}``:
+        ``inputs`` is None for an entry node that gets the graph's inputs, else each reference
+        the node reads, ``{"ref": "a.output.x", "node": "a", "path": ["x"]}`` or ``{"ref":
+        "topic", "input": "topic", "path": []}``; ``when`` is the edge's condition as written
+        (None: always taken); ``back`` says it closes a loop.
+        """
+        if self._shape is None:
+            nodes = [
+                {
+                    "id": n.id,
+                    "agent": n.agent.name,
+                    "inputs": None
+                    if n.node.inputs is None and n.forward_in == 0 and not n.inputs
+                    else [
+                        {"ref": r.text, "input": r.name, "path": list(r.path)}
+                        if r.node is None
+                        else {"ref": r.text, "node": r.node, "path": list(r.path)}
+                        for r in n.inputs
+                    ],
+                }
+                for n in self.nodes
+            ]
+            edges = [
+                {
+                    "from": self.nodes[e.source].id,
+                    "to": self.nodes[e.target].id,
+                    "when": None if e.when is None else e.when.source,
+                    "back": e.back,
+                }
+                for e in self.edges
+            ]
+            self._shape = {"nodes": nodes, "edges": edges}
+        return self._shape
 
 
 def build_plan(

@@ -460,6 +460,7 @@ class Engine:
         started = {
             "graph": plan.name,
             "fingerprint": plan.fingerprint,
+            "shape": plan.shape,
             "inputs": args,
             "owner": self.owner.id,
         }
@@ -479,6 +480,7 @@ class Engine:
         started = {
             "graph": plan.name,
             "fingerprint": plan.fingerprint,
+            "shape": plan.shape,
             "inputs": args,
             "owner": self.owner.id,
             "forked_from": source,

@@ -5,8 +5,9 @@ node where there is one). A ``node.start``'s parent is the ``node.done`` that ma
 ready (a retry's too; the run's ``run.started`` for entry nodes), so the trace is a causal
 graph:
 
-- ``run.started`` ``{graph, fingerprint, inputs, owner[, forked_from, label]}`` (``owner``: the
-  engine executing it, see ``ownership``)
+- ``run.started`` ``{graph, fingerprint, shape, inputs, owner[, forked_from, label]}``
+  (``owner``: the engine executing it, see ``ownership``; ``shape``: the graph's nodes and
+  edges, ``ExecutionPlan.shape``, for traces)
 - ``node.start`` ``{node, agent, iteration, attempt, task_id}`` (seed 003 ``TaskStart``)
 - ``node.progress`` ``{node, iteration, fraction, message}`` (``TaskProgress``)
 - ``node.retry`` ``{node, iteration, attempt, error, delay[, usage]}``

@@ -123,6 +123,16 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
       ``ballot.refused``, is a vote ``refused``, with the ``reason`` and ``code``);
     - ``task`` (a board task: the last ``task.*`` state).
 
+    ``detail`` holds what the events said, keys absent when they did not: an intent's
+    ``capability``, ``strategy``, ``invited`` (dids), ``reason``; an offer's ``auction`` (the
+    intent's id), ``provider``, ``cost``, ``reason`` (refused); an award's ``winner``,
+    ``offer_id``, ``price``, ``currency``, ``strategy``, ``score``, ``reason``, ``ranking``
+    (offer ids, best first), ``scores`` (theirs, in that order), ``task_id``; a receipt's
+    ``auction``, ``cost``, ``currency``, ``outcome``, ``reason``; a trust update's ``agent``,
+    ``score``; a ballot's ``question``, ``options``, ``rule``, ``cause``, ``winner``, ``reason``,
+    ``tallies``; a vote's ``ballot``, ``voter``, ``option`` (``code``, ``reason`` refused); a
+    task's ``worker`` (the did that claimed it last), ``attempt``, ``reason`` (failed).
+
     ``node`` is the node the object belongs to, read from its id (``node_of``), else None.
     The trace's own run (``run_id`` is the trace id) lists every object of its trace, those no
     node claims included; a subgraph's child run lists the objects of its own nodes.
@@ -154,7 +164,16 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
     for ev in events:
         kind, data, subject = ev.kind, ev.data, ev.subject
         if kind == "bidding.opened":
-            touch("intent", subject, ev, "open", subject, capability=data.get("capability"))
+            touch(
+                "intent",
+                subject,
+                ev,
+                "open",
+                subject,
+                capability=data.get("capability"),
+                strategy=data.get("strategy"),
+                invited=data.get("invited"),
+            )
         elif kind in ("bidding.awarded", "bidding.failed"):
             status = kind.removeprefix("bidding.")
             touch("intent", subject, ev, status, subject, reason=data.get("reason"))
@@ -168,7 +187,12 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                     winner=data.get("winner"),
                     offer_id=data.get("offer_id"),
                     price=data.get("price"),
+                    currency=data.get("currency"),
                     strategy=data.get("strategy"),
+                    score=data.get("score"),
+                    reason=data.get("reason"),
+                    ranking=data.get("ranking"),
+                    scores=data.get("scores"),
                     task_id=data.get("task_id"),
                 )
         elif kind in _OFFER_STATUS:
@@ -180,8 +204,10 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 _OFFER_STATUS[kind],
                 subject,
+                auction=subject,
                 provider=provider,
                 cost=data.get("cost"),
+                reason=data.get("reason"),
             )
         elif kind in ("bidding.settled", "bidding.disputed"):
             rid = str(data.get("receipt_id", subject))
@@ -192,7 +218,10 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 str(status),
                 subject,
+                auction=subject,
                 cost=data.get("cost"),
+                currency=data.get("currency"),
+                outcome=data.get("outcome"),
                 reason=data.get("reason"),
             )
         elif kind == "trust.updated":
@@ -214,6 +243,7 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 "open",
                 subject,
                 question=data.get("question"),
+                options=data.get("options"),
                 rule=data.get("rule"),
             )
         elif kind == "ballot.closed":
@@ -227,6 +257,7 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 cause=data.get("cause"),
                 winner=result.get("winner"),
                 reason=result.get("reason"),
+                tallies=result.get("tallies"),
             )
         elif kind == "ballot.voted":
             voter = str(data.get("voter", ev.actor))
@@ -236,6 +267,7 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 "cast",
                 subject,
+                ballot=subject,
                 voter=voter,
                 option=data.get("option"),
             )
@@ -247,13 +279,24 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 "refused",
                 subject,
+                ballot=subject,
                 voter=voter,
                 option=data.get("option"),
                 code=data.get("code"),
                 reason=data.get("reason"),
             )
         elif kind.startswith("task.") and kind != "task.heartbeat":
-            touch("task", subject, ev, kind.removeprefix("task."), subject)
+            worker = ev.actor if kind == "task.claimed" else None
+            touch(
+                "task",
+                subject,
+                ev,
+                kind.removeprefix("task."),
+                subject,
+                worker=worker,
+                attempt=data.get("attempt"),
+                reason=data.get("reason"),
+            )
     out = []
     for obj in objects.values():
         start, end, own = obj.pop("_start"), obj.pop("_end"), obj.pop("_own")
