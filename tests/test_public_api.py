@@ -158,6 +158,8 @@ PUBLIC_API: dict[str, list[str]] = {
         "JsonFormatter",
         "MissingExtra",
         "ReplayReport",
+        "RunModel",
+        "RunView",
         "configure_logging",
         "coordination_objects",
         "printable",
