@@ -45,8 +45,10 @@ class TraceFormat(StrEnum):
     html = "html"
 
 
-def _events(store: Path | None, run_id: str) -> list[Any]:
-    """The events of ``run_id``'s trace; exits 2 when the store does not hold the run."""
+def _events(store: Path | None, run_id: str, *, names: bool = False) -> list[Any]:
+    """The events of ``run_id``'s trace (with ``names``, then the ``agent.registered`` events
+    of the dids its coordination shows, which name them); exits 2 when the store does not
+    hold the run."""
     from converge.cli._config import settings
     from converge.cli._run import open_store
     from converge.cli.app import _fail, _guard
@@ -55,7 +57,13 @@ def _events(store: Path | None, run_id: str) -> list[Any]:
 
     async def read() -> list[Any]:
         async with await open_store(cfg, create=False, read_only=True) as db:
-            return list(await db.read(trace_id=run_id.split("/", 1)[0]))
+            found = list(await db.read(trace_id=run_id.split("/", 1)[0]))
+            if names:
+                from converge.observability import RunModel
+
+                for did in sorted(RunModel(run_id).add(found).unnamed()):
+                    found += await db.read(trace_id=did, kinds=("agent.registered",))
+            return found
 
     found = _guard(lambda: run_async(read()))
     if not any(e.kind == "run.started" and e.subject == run_id for e in found):
@@ -80,8 +88,12 @@ def trace(
 
     Example: [bold]converge trace 01J… --format html -o run.html[/]
     """
-    from converge.observability import run_graph
+    from converge.observability import RunModel, render_html, run_graph
 
+    if fmt is TraceFormat.html:
+        view = RunModel(run_id).add(_events(store, run_id, names=True)).view()
+        _write(render_html(view), output)
+        return
     graph = run_graph(_events(store, run_id), run_id)
     if fmt is TraceFormat.tree:
         from rich.console import Console
@@ -92,7 +104,10 @@ def trace(
         with output.open("w", encoding="utf-8") as fh:
             Console(file=fh, emoji=False, highlight=False, width=120).print(_tree(graph))
         return
-    text = _text(graph, fmt)
+    _write(_text(graph, fmt), output)
+
+
+def _write(text: str, output: Path | None) -> None:
     if output is None:
         write_out(text)
     else:
@@ -107,7 +122,7 @@ def _tree(graph: dict[str, Any]) -> Any:
 
 
 def _text(graph: dict[str, Any], fmt: TraceFormat) -> str:
-    from converge.observability import render_dot, render_html, render_mermaid
+    from converge.observability import render_dot, render_mermaid
 
     if fmt is TraceFormat.json:
         from converge.observability.terminal import printable_json
@@ -115,9 +130,7 @@ def _text(graph: dict[str, Any], fmt: TraceFormat) -> str:
         return printable_json(json.dumps(graph, indent=2, ensure_ascii=False, default=str)) + "\n"
     if fmt is TraceFormat.mermaid:
         return render_mermaid(graph)
-    if fmt is TraceFormat.dot:
-        return render_dot(graph)
-    return render_html(graph)
+    return render_dot(graph)
 
 
 def replay(
