@@ -1,4 +1,4 @@
-"""A run's coordination graph as plain data, derived from the events of its trace alone.
+"""A run's coordination graph as plain data, from its trace's events.
 
 ``run_graph(events, run_id)`` is the §8.1 trace (``trace_of``, whose ``coordination`` lists
 the protocol objects the run caused: see ``coordination_objects``) plus what the text
