@@ -194,6 +194,16 @@ class Node(msgspec.Struct, frozen=True):
     """Where it is defined in its YAML file."""
     field: str = ""
     """Where it is defined, as a path (``nodes[2]``) for error messages."""
+    lines: tuple[tuple[str, int], ...] = ()
+    """The YAML line of each of its keys and list items (``agent``, ``inputs[1]``,
+    ``wait_for[0]``…), so an error about one reference points at that reference."""
+
+    def line_of(self, key: str) -> int | None:
+        """The YAML line of ``key`` (``inputs[1]``), else of the node itself."""
+        for name, line in self.lines:
+            if name == key:
+                return line
+        return self.line
 
 
 class Edge(msgspec.Struct, frozen=True):
