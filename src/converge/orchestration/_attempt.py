@@ -263,6 +263,7 @@ async def attempt(
                 "iteration": iteration,
                 "attempt": attempt,
                 "task_id": f"{events.run_id}/{node.id}/{iteration}",
+                "inputs": list(inputs),
             },
             parent=parent,
             at=started,
@@ -297,6 +298,7 @@ async def attempt(
                 "node": node.id,
                 "iteration": iteration,
                 "attempt": attempt,
+                "max_retries": retry.max_retries,
                 "error": error,
                 "delay": delay,
             }
