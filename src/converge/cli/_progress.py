@@ -283,7 +283,7 @@ class Progress:
             row.status, row.ended = "failed", at
             row.streamed = ""
         elif kind == "node.waiting":
-            row.status = "paused"
+            row.status, row.ended = "paused", at  # its time stops while it waits
         else:
             return None
         return node

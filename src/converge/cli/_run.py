@@ -26,12 +26,14 @@ They run a graph file on the embedded SQLite store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +195,7 @@ async def start_run(
 
             listeners.append(OTelListener(tracer_provider))
         async with (
+            _agents_closed(graph),
             run_services(cfg, store, graph, agents, echo) as services,
             Engine(
                 store,
@@ -214,6 +217,24 @@ async def start_run(
                 return outcome
 
             return await _cancellable(store, engine, run_id, drive, since)
+
+
+@contextlib.asynccontextmanager
+async def _agents_closed(graph: Graph) -> AsyncIterator[None]:
+    """Close, on the way out, the agents the graph file made (``kind: llm`` ones hold an HTTP
+    client): they live for this command only. A failure to close is logged, not raised: the
+    run's outcome is what the command reports."""
+    try:
+        yield
+    finally:
+        for name, agent in graph.agents.items():
+            close = getattr(agent, "aclose", None)
+            if isinstance(agent, str) or close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                logging.getLogger(__name__).warning("closing agent %r failed", name, exc_info=True)
 
 
 def lease_policy(cfg: Settings) -> Any:
@@ -262,6 +283,7 @@ async def resume_run(
             found = await store.read(trace_id=run_id.split("/", 1)[0])
             history([ev for ev in found if ev.subject == run_id and ev.kind.startswith("node.")])
         async with (
+            _agents_closed(graph),
             run_services(cfg, store, graph, agents, echo) as services,
             Engine(
                 store,

@@ -1,8 +1,8 @@
 """Costs for people: significant digits and the currency code.
 
-``0.0000325 USD``. What a model call costs is recorded in US dollars (``agents.llm.pricing``; a node's
-``ctx.report_usage(cost=...)`` is taken as the same), and is often a few millionths of one:
-a fixed number of decimals shows ``0.0000``. Every place converge prints a cost for people —
+``0.0000325 USD``. What a model call costs is recorded in US dollars (``agents.llm.pricing``;
+a node's ``ctx.report_usage(cost=...)`` is taken as the same), and is often a few millionths
+of one: a fixed number of decimals shows ``0.0000``. Every place converge prints a cost for people —
 live progress, ``converge show``, ``runs``, ``metrics``, ``trace``'s tree — shows it with
 three significant digits in plain decimal notation (a reader compares ``0.0000325`` and
 ``0.00041`` at a glance, not ``3.25e-05`` and ``4.1e-04``), at least two decimals, trailing
