@@ -70,8 +70,9 @@ def test_show_runs_metrics_and_trace_tell_inputs_attempts_errors_and_cost(
     for args in (("runs",), ("metrics", run_id), ("trace", run_id)):
         code, out, _ = invoke(*args, "--store", store)
         assert code == 0 and COST in out, (args, out)
-    code, out, _ = invoke("trace", run_id, "--store", store, "--format", "html", "-o", "t.html")
-    assert code == 0
+    page = str(tmp_path / "trace.html")
+    code, out, _ = invoke("trace", run_id, "--store", store, "--format", "html", "-o", page)
+    assert code == 0 and Path(page).read_text().startswith("<!")
 
 
 def test_run_interactive_asks_the_question_and_continues(tmp_path: Path) -> None:
