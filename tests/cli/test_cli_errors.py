@@ -61,6 +61,8 @@ agents:
          "(did you mean 'trend'?)"),
         (("agent: join", "agent: jion"), 10, "node 'c' names agent 'jion', which the graph does "
          "not define (did you mean 'join'?)"),
+        (("\nagents:", "\nedges:\n  - from: a\n    to: trnd\nagents:"), 14, "'trnd' is neither a "
+         "node nor a parallel group (did you mean 'trend'?)"),
         # a cycle is reported at the edge that closes it
         (("inputs: [text]", "inputs: [text, c.output]"), 5, "the edge c -> a "
          "(nodes[0].inputs[1]) closes a cycle"),

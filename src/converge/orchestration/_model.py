@@ -219,6 +219,15 @@ class Edge(msgspec.Struct, frozen=True):
     """Where it is defined in its YAML file."""
     field: str = ""
     """Where it is defined, as a path (``edges[1]``) for error messages."""
+    lines: tuple[tuple[str, int], ...] = ()
+    """The YAML line of each of its keys (``from``, ``to``, ``when``)."""
+
+    def line_of(self, key: str) -> int | None:
+        """The YAML line of ``key``, else of the edge itself."""
+        for name, line in self.lines:
+            if name == key:
+                return line
+        return self.line
 
 
 def describe(value: Any) -> str:

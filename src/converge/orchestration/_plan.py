@@ -247,8 +247,8 @@ def build_plan(
     explicit: set[str] = set()
     for i, edge in enumerate(edges):
         where = edge.field or f"edges[{i}]"
-        for src in members(edge.source, f"{where}.from", edge.line):
-            for dst in members(edge.target, f"{where}.to", edge.line):
+        for src in members(edge.source, f"{where}.from", edge.line_of("from")):
+            for dst in members(edge.target, f"{where}.to", edge.line_of("to")):
                 incoming[dst][src] = edge
                 explicit.add(dst)
     graph_inputs: set[str] = set()
@@ -448,9 +448,9 @@ def _condition(plan: ExecutionPlan, edge: Edge, source: str | None) -> Expressio
             f"a condition is a string, not {edge.when!r}",
             field=field,
             source=source,
-            line=edge.line,
+            line=edge.line_of("when"),
         )
-    expr = parse_expression(edge.when, source=source, line=edge.line, field=field)
+    expr = parse_expression(edge.when, source=source, line=edge.line_of("when"), field=field)
     for path in sorted(expr.paths):
         head, _, rest = path.partition(".")
         if head in plan.by_id:
@@ -460,7 +460,7 @@ def _condition(plan: ExecutionPlan, edge: Edge, source: str | None) -> Expressio
                     f"not {path!r}",
                     field=field,
                     source=source,
-                    line=edge.line,
+                    line=edge.line_of("when"),
                 )
         elif "." in path:
             raise ValidationError(
@@ -468,7 +468,7 @@ def _condition(plan: ExecutionPlan, edge: Edge, source: str | None) -> Expressio
                 + did_you_mean(head, plan.by_id),
                 field=field,
                 source=source,
-                line=edge.line,
+                line=edge.line_of("when"),
             )
     return expr
 

@@ -310,8 +310,9 @@ class _GraphReader(YamlReader):
                 raise self.fail(f"an edge needs `{required}`", node, f"{field}.{required}")
         when = self.string(raw["when"], f"{field}.when") if "when" in raw else None
         line = node.start_mark.line + 1
+        lines = tuple((key, value.start_mark.line + 1) for key, value in raw.items())
         return [
-            Edge(source=src, target=dst, when=when, line=line, field=field)
+            Edge(source=src, target=dst, when=when, line=line, field=field, lines=lines)
             for src in self.strings(raw["from"], f"{field}.from")
             for dst in self.strings(raw["to"], f"{field}.to")
         ]
