@@ -1,4 +1,4 @@
-"""Review a Python file with seed 002 §4.1's graph and print the review as Markdown.
+"""Review a Python file with the code review graph and print the review as Markdown.
 
     .venv/bin/python examples/code_review/run.py [FILE] [--store PATH] [--llm]
 

@@ -1,4 +1,4 @@
-"""Run seed 002 §3.4's debate twice: once a judge decides, once a jury of three votes.
+"""Run the debate twice: once a judge decides, once a jury of three votes.
 
     .venv/bin/python examples/debate/run.py [--rounds N] [--store PATH]
 

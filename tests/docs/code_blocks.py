@@ -93,7 +93,7 @@ def blocks_of(path: Path) -> list[Block]:
     Raises:
         ValueError: a fence is never closed.
     """
-    name = _name(path)
+    name = doc_name(path)
     lines = path.read_text(encoding="utf-8").splitlines()
     found: list[Block] = []
     i = 0
@@ -124,7 +124,7 @@ def blocks_of(path: Path) -> list[Block]:
 
 def stray_markers(path: Path) -> list[str]:
     """Markers that would not be read: misspelt, or not on the line right before a fence."""
-    name = _name(path)
+    name = doc_name(path)
     lines = path.read_text(encoding="utf-8").splitlines()
     problems = []
     for i, line in enumerate(lines):
@@ -143,7 +143,8 @@ def stray_markers(path: Path) -> list[str]:
     return problems
 
 
-def _name(path: Path) -> str:
+def doc_name(path: Path) -> str:
+    """The file, relative to the repository's root when it is inside it."""
     try:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:

@@ -17,7 +17,8 @@ REFERENCE = DOCS / "guides" / "yaml-reference.md"
 
 def test_the_checked_in_reference_is_up_to_date() -> None:
     assert REFERENCE.read_text(encoding="utf-8") == render(), (
-        "docs/guides/yaml-reference.md is out of date: run python docs/gen_yaml_reference.py"
+        "docs/guides/yaml-reference.md is out of date: "
+        "run .venv/bin/python docs/gen_yaml_reference.py"
     )
 
 

@@ -172,7 +172,7 @@ def metrics(
     """Print a run's metrics, as a table, JSON or the Prometheus text exposition.
 
     Agents, tokens and tool calls per agent, latency per node, success and failure, retries
-    and checkpoints (seed 002 §8.2).
+    and checkpoints.
 
     Example: [bold]converge metrics 01J… --prometheus[/]
     """

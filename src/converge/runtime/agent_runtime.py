@@ -1,4 +1,4 @@
-"""``AgentRuntime``: runs one agent of the decentralized model (seed 000).
+"""``AgentRuntime``: runs one agent of the decentralized model.
 
 The runtime sleeps until something happens — a message arrives in the agent's inbox, or the
 board makes a task PENDING that the agent might see — never on a polling tick. Then it hands the
@@ -28,7 +28,7 @@ agent decides through ``validate_safety``, and has the executor apply the accept
   (1,000 by default): before a call that would exceed it the runtime waits on its clock, and
   what arrives meanwhile joins that call's batch. An agent that wakes itself on every call
   would otherwise spin a core.
-- Without an executor, seed 000's fallback applies: messages are signed and sent, every other
+- Without an executor, messages are signed and sent, and every other
   decision is refused with an event.
 - The runtime also returns expired leases to the board, on a timer set to the earliest lease.
 - The runtime keeps the fencing token of each claim its agent makes (``claims``) and hands it
@@ -145,7 +145,7 @@ class AgentRuntime:
         tasks: the board whose visible tasks the agent is shown.
         pools: the pools, for the agent's memberships.
         discovery: where the agent is registered while it runs (and heartbeats).
-        executor: applies accepted decisions; None: only messages are sent (seed 000 fallback).
+        executor: applies accepted decisions; None: only messages are sent.
         limits: the agent's resource limits (``ResourceLimits()`` by default, which bounds
             its messages to 10,000 and its ``decide()`` calls to 1,000 a second; None in a
             field is unlimited).
