@@ -333,6 +333,8 @@ def doc_env(llm_url: str, base: Mapping[str, str] | None = None) -> dict[str, st
         key: value
         for key, value in (os.environ if base is None else base).items()
         if not key.startswith(("CONVERGE_", "OPENAI_", "ANTHROPIC_", "PYTHON"))
+        # what makes rich draw for a terminal although output goes to a pipe
+        and key not in {"FORCE_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "TTY_INTERACTIVE"}
     }
     env.update(
         PYTHONPATH=str(ROOT / "src"),
@@ -352,7 +354,9 @@ def doc_env(llm_url: str, base: Mapping[str, str] | None = None) -> dict[str, st
 def prepare(directory: Path) -> None:
     """Make ``directory`` look like the repository's root to a reader's commands."""
     shutil.copytree(
-        ROOT / "examples", directory / "examples", ignore=shutil.ignore_patterns("__pycache__")
+        ROOT / "examples",
+        directory / "examples",
+        ignore=shutil.ignore_patterns("__pycache__", ".converge", "*.db", "*.db-*"),
     )
     bin_dir = directory / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
@@ -419,7 +423,7 @@ class Session:
 
     def execute(self, args: list[str]) -> Finished:
         """Run ``args`` in the directory; kill what it left running when it ends."""
-        with tempfile.TemporaryFile(dir=self.directory) as out:
+        with tempfile.TemporaryFile() as out:
             process = subprocess.Popen(
                 args,
                 cwd=self.directory,
@@ -462,12 +466,9 @@ class Session:
         return None
 
     def _script(self, block: Block, text: str) -> str | None:
-        script = self.directory / f"doc_block_{block.line}.sh"
         marker = "__doc_block_failed_at__"
-        script.write_text(
-            f"set -eo pipefail; trap 'echo {marker} $LINENO $? >&2' ERR\n{text}", encoding="utf-8"
-        )
-        done = self.execute(["bash", "--noprofile", "--norc", str(script)])
+        script = f"set -eo pipefail; trap 'echo {marker} $LINENO $? >&2' ERR\n{text}"
+        done = self.execute(["bash", "--noprofile", "--norc", "-c", script])
         if done.code is None:
             return f"{block.where}: the block did not finish in {TIME_LIMIT:g} s\n{done.output}"
         if done.code == 0:
@@ -527,16 +528,17 @@ class Session:
 
 
 _DATA_CHECK = """
-import contextlib, io, json, os, sys
+import contextlib, io, json, os, sys, tempfile
 from pathlib import Path
 
 import yaml
 
+SCRATCH = tempfile.TemporaryDirectory()
+
 
 def check(is_yaml, text, index):
     if not is_yaml:  # a converge.toml, read where nothing else is
-        where = Path(f"toml_block_{index}")
-        where.mkdir()
+        where = Path(tempfile.mkdtemp(dir=SCRATCH.name))
         (where / "converge.toml").write_text(text)
         from converge.cli._config import settings
 
@@ -566,7 +568,7 @@ def check(is_yaml, text, index):
     if isinstance(data, dict) and data and set(data) <= {"agents", "pools"}:
         from converge.cli._agents_config import load_agents_config
 
-        path = Path(f"agents_block_{index}.yaml").resolve()
+        path = Path(tempfile.mkdtemp(dir=SCRATCH.name)) / "agents.yaml"
         path.write_text(text)
         try:
             load_agents_config(path)
@@ -582,6 +584,7 @@ def check(is_yaml, text, index):
 sys.path.insert(0, os.getcwd())
 blocks = json.load(sys.stdin)
 print(json.dumps([check(is_yaml, text, i) for i, (is_yaml, text) in enumerate(blocks)]))
+SCRATCH.cleanup()
 """
 
 

@@ -204,12 +204,19 @@ def test_scripts_transcripts_and_data_blocks_report_where_they_fail(
         "$ echo nope\nyes\n```\n\n"
         "```yaml\nname: g\nnodes:\n  - {id: a, agent: nowhere}\n```\n\n"
         '```toml\nstore = "x.db"\ncolour = "red"\n```\n\n'
-        "```\nsome output\n```\n",
+        "```\nsome output\n```\n\n"
+        "```yaml\nagents:\n  a: {ref: examples.guides.agents:shout}\n"
+        "  b: {ref: x:y, colour: red}\n```\n\n"
+        "```yaml\nagents:\n  a: {ref: examples.guides.agents:shout, pools: [p]}\n"
+        "pools: {p: {}}\n```\n\n"
+        "```yaml\nsummarizer: {kind: llm}\n```\n",
     )
     session = _session(tmp_path / "run", llm_url)
     found = blocks_of(doc)
-    script, steps, graph, toml, output = (
-        (failure or "").replace(found[0].name, "doc.md") for failure in map(session.run, found)
+    checked = session.check_data(found)  # the data blocks all at once, as run_doc does
+    script, steps, graph, toml, output, agents, good_agents, fragment = (
+        (failure or "").replace(found[0].name, "doc.md")
+        for failure in (checked[b.line] if b.line in checked else session.run(b) for b in found)
     )
     assert script.startswith("doc.md:3: `false   # fails` exited 1\n    fine")
     assert "never" not in script
@@ -220,6 +227,9 @@ def test_scripts_transcripts_and_data_blocks_report_where_they_fail(
     assert toml.startswith("doc.md:20: the converge.toml is refused: error: ")
     assert "colour" in toml
     assert output.startswith("doc.md:25: a block without a language")
+    assert agents.startswith("doc.md:29: the agents file does not load: doc.md:32: unknown key")
+    assert good_agents == ""
+    assert fragment.startswith("doc.md:41: a YAML block that is neither a graph")
 
 
 @pytest.mark.slow
