@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from converge.core.task import Task, TaskState
 from converge.store._memory_board import MemoryBoard
-from converge.store.base import task_op
+from converge.store.base import TaskOp, task_op
+
+
+def _write(board: MemoryBoard, op: TaskOp) -> Task:
+    return board.write(op.task, op.body, op.expected_state, op.expected_attempts)
 
 
 def _claim(board: MemoryBoard, task: Task, lease: float) -> Task:
@@ -16,20 +20,20 @@ def _claim(board: MemoryBoard, task: Task, lease: float) -> Task:
         assigned_to="a",
         lease_expires_at=lease,
     )
-    return board.write(task_op(held, task.state, task.attempts))
+    return _write(board, task_op(held, task.state, task.attempts))
 
 
 def test_finished_leases_leave_the_heap_bounded_and_unseen() -> None:
     board = MemoryBoard()
     kept: list[Task] = []
     for i in range(5000):
-        task = board.write(task_op(Task(objective=f"t{i}"), None, 0))
+        task = _write(board, task_op(Task(objective=f"t{i}"), None, 0))
         held = _claim(board, task, lease=100.0 + i)
         if i % 2000 == 0:
             kept.append(held)
             continue
         done = held.transition(TaskState.COMPLETED, at=1.0, lease_expires_at=None)
-        board.write(task_op(done, held.state, held.attempts))
+        _write(board, task_op(done, held.state, held.attempts))
     assert len(board._leases) <= 2 * len(kept) + 1024 + 1
     assert [t.id for t in board.expiring(1e9, limit=100)] == [t.id for t in kept]
     assert [t.id for t in board.expiring(100.0, limit=100)] == [kept[0].id]
@@ -37,14 +41,14 @@ def test_finished_leases_leave_the_heap_bounded_and_unseen() -> None:
 
 def test_a_lease_renewed_or_retaken_at_the_same_time_is_listed_once() -> None:
     board = MemoryBoard()
-    task = board.write(task_op(Task(objective="t"), None, 0))
+    task = _write(board, task_op(Task(objective="t"), None, 0))
     held = _claim(board, task, lease=50.0)
     renewed = held.transition(TaskState.RUNNING, at=1.0)  # same lease, new state
-    renewed = board.write(task_op(renewed, held.state, held.attempts))
+    renewed = _write(board, task_op(renewed, held.state, held.attempts))
     released = renewed.transition(
         TaskState.PENDING, at=2.0, assigned_to=None, lease_expires_at=None
     )
-    released = board.write(task_op(released, renewed.state, renewed.attempts))
+    released = _write(board, task_op(released, renewed.state, renewed.attempts))
     again = _claim(board, released, lease=50.0)  # the same expiry as the first lease
     found = board.expiring(60.0, limit=10)
     assert [(t.id, t.attempts) for t in found] == [(again.id, 2)]
@@ -55,16 +59,16 @@ def test_emptied_pending_lists_are_reused_then_swept_and_never_listed() -> None:
     board = MemoryBoard()
     waiting: list[Task] = []
     for i in range(3000):
-        task = board.write(task_op(Task(objective=f"t{i}", pool_id=f"pool-{i}"), None, 0))
+        task = _write(board, task_op(Task(objective=f"t{i}", pool_id=f"pool-{i}"), None, 0))
         if i % 1000 == 0:
             waiting.append(task)  # stays pending: its list is never empty
             continue
         _claim(board, task, lease=100.0)
-        again = board.write(task_op(Task(objective=f"u{i}", pool_id=f"pool-{i}"), None, 0))
+        again = _write(board, task_op(Task(objective=f"u{i}", pool_id=f"pool-{i}"), None, 0))
         _claim(board, again, lease=100.0)  # the emptied list was taken again, then emptied
     assert len(board._pending) <= len(waiting) + 1024 + 1
     assert [t.id for t in board.pending(None, None, 100, None)] == [t.id for t in waiting]
     pools = [f"pool-{i}" for i in range(3000)]
     assert [t.id for t in board.pending(pools, [None], 100, None)] == [t.id for t in waiting]
-    late = board.write(task_op(Task(objective="late", pool_id="pool-1"), None, 0))
+    late = _write(board, task_op(Task(objective="late", pool_id="pool-1"), None, 0))
     assert [t.id for t in board.pending(["pool-1"], [None], 100, None)] == [late.id]
