@@ -60,6 +60,8 @@ from converge.coordination.task_manager import (
     CapabilityDirectory,
     LeaseLost,
     Membership,
+    Report,
+    ReportsRefused,
     TaskManager,
 )
 
@@ -97,6 +99,8 @@ __all__ = [
     "Proposal",
     "ProposalSuperseded",
     "Rejection",
+    "Report",
+    "ReportsRefused",
     "Resolution",
     "ResolutionFailed",
     "RoundStage",
