@@ -40,6 +40,7 @@ __all__ = [
     "validate_events",
     "validate_key",
     "validate_value",
+    "write_error",
 ]
 
 
@@ -385,18 +386,36 @@ def check_task_writes(writes: object) -> list[TaskWrite]:
             and (state is None or type(state) is TaskState)
             and type(write.expected_attempts) is int
             and write.expected_attempts >= 0
+            and write.event.kind in _known_kinds
         ):
-            validate_event(write.event)
             continue
         try:
             op = task_op(write.task, state, write.expected_attempts)
+        except ValidationError as exc:
+            raise write_error(exc, i) from None
+        try:
             validate_event(write.event)
         except ValidationError as exc:
-            raise ValidationError(
-                f"writes[{i}]: {exc}", field=f"writes[{i}].{exc.field or 'task'}"
-            ) from None
+            raise write_error(exc, i, "event") from None
         checked[i] = TaskWrite(op.task, write.event, op.expected_state, op.expected_attempts)
     return checked
+
+
+def write_error(exc: ValidationError, index: int, part: str | None = None) -> ValidationError:
+    """``exc``, raised about ``part`` (``"task"``, ``"event"``) of ``writes[index]``, as an
+    error that names it: its field becomes ``writes[index].part.field``."""
+    text = str(exc)
+    field = exc.field or ""
+    if field:
+        text = text.removesuffix(f" (field `{field}`)")
+    if field.startswith("events["):  # said of the event as the one of a list
+        field = field.partition("]")[2].lstrip(".")
+    path = [f"writes[{index}]"]
+    if part:
+        path.append(part)
+    if field and field != part:
+        path.append(field)
+    return ValidationError(f"writes[{index}]: {text}", field=".".join(path))
 
 
 def validate_key(key: object) -> str:

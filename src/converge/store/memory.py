@@ -30,6 +30,7 @@ from converge.store.base import (
     validate_events,
     validate_key,
     validate_value,
+    write_error,
 )
 
 __all__ = ["MemoryStore"]
@@ -218,7 +219,7 @@ class MemoryStore:
             try:
                 bodies.append(encode_task(write.task))
             except ValidationError as exc:
-                raise ValidationError(f"writes[{i}]: {exc}", field=f"writes[{i}].task") from None
+                raise write_error(exc, i, "task") from None
         log = self._log
         events = [write.event for write in checked]
         ends = log.stage(events, "writes[{}].event")

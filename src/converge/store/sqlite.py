@@ -74,6 +74,7 @@ from converge.store.base import (
     validate_events,
     validate_key,
     validate_value,
+    write_error,
 )
 
 __all__ = ["SQLiteStore"]
@@ -430,7 +431,7 @@ class SQLiteStore:
             try:
                 body = encode_task(task)
             except ValidationError as exc:
-                raise ValidationError(f"writes[{i}]: {exc}", field=f"writes[{i}].task") from None
+                raise write_error(exc, i, "task") from None
             rows.append((event.trace_id, event.kind, encode_event(event, i, "writes[{}].event")))
             if write.expected_state is None:
                 ops.append(TaskOp("put", task, body))
