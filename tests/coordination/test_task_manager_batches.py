@@ -306,3 +306,23 @@ async def test_an_unencodable_result_fails_the_batch_and_writes_nothing(
         )
     assert await store.last_seq() == seen
     assert (await board.report_many(A, [Report(first.id, 1, first.attempts)]))[0].result == 1
+
+
+async def test_claim_next_among_chosen_tasks_takes_only_those_it_may(board: TaskManager) -> None:
+    first, second, third = await board.submit_many(tasks(3))
+    pooled = await board.submit(Task(objective="pooled", pool_id="gpu"))
+    await board.claim(B, second.id)
+    claimed = await board.claim_next(
+        A, limit=5, among=[third.id, second.id, pooled.id, "no-such-task", first.id, third.id]
+    )
+    # In the order given; the held, the invisible and the unknown ones left out.
+    assert [t.id for t in claimed] == [third.id, first.id]
+    assert [t.id for t in await board.list_pending_tasks()] == [pooled.id]
+
+
+@pytest.mark.parametrize(("among", "field"), [("abc", "among"), ([1], "among[0]"), (5, "among")])
+async def test_claim_next_refuses_a_bad_among(board: TaskManager, among: Any, field: str) -> None:
+    await board.submit(Task(objective="x"))
+    with pytest.raises(ValidationError) as info:
+        await board.claim_next(A, limit=2, among=among)
+    assert info.value.field == field

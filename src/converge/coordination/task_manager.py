@@ -380,6 +380,7 @@ class TaskManager:
         limit: int = 1,
         pool_ids: Iterable[str] | None = None,
         capabilities: CapabilitySet | Iterable[Capability | str] | None = None,
+        among: Iterable[str] | None = None,
     ) -> list[Task]:
         """Claim up to ``limit`` PENDING tasks visible to ``agent_id``, in board order
         (priority, then submission), in one unit; returns them as claimed.
@@ -391,24 +392,42 @@ class TaskManager:
         read and the claim is skipped and the board read again for others (a few times at
         most), so fewer than ``limit`` tasks — none, on an empty board — may come back.
 
+        With ``among`` (task ids), only those tasks are candidates, in that order: the ones
+        chosen already (a runtime applying an agent's several ``ClaimTask`` decisions). One not
+        claimed — not PENDING, not visible, taken first — is simply left out; ``claim`` of it
+        says why.
+
         Raises:
-            ValidationError: ``limit`` is not an int from 1 to ``MAX_BATCH``.
+            ValidationError: ``limit`` is not an int from 1 to ``MAX_BATCH``, or ``among``
+                is not a collection of task ids.
         """
         if type(limit) is not int or not 1 <= limit <= MAX_BATCH:
             raise ValidationError(
                 f"limit must be an int from 1 to {MAX_BATCH}, not {limit!r}", field="limit"
             )
+        chosen = None if among is None else _task_ids(among)
         pools = await self._pools(agent_id, pool_ids)
         caps = await self._capabilities(agent_id, capabilities)
         claimed: list[Task] = []
         claiming = self._claiming
-        for _ in range(_CLAIM_ROUNDS):
+        for _ in range(1 if chosen is not None else _CLAIM_ROUNDS):
             wanted = limit - len(claimed)
-            # Read enough to skip the tasks other claims of this manager are taking.
-            visible = await self.list_pending_tasks_for_agent(
-                agent_id, pools, caps, limit=wanted + len(claiming)
-            )
-            candidates = [task for task in visible if task.id not in claiming][:wanted]
+            if chosen is not None:
+                found = await asyncio.gather(*(self.store.get_task(i) for i in chosen))
+                candidates = [
+                    task
+                    for task in found
+                    if task is not None
+                    and task.state is _PENDING
+                    and task.id not in claiming
+                    and not _invisibility(task, pools, caps)
+                ][:wanted]
+            else:
+                # Read enough to skip the tasks other claims of this manager are taking.
+                visible = await self.list_pending_tasks_for_agent(
+                    agent_id, pools, caps, limit=wanted + len(claiming)
+                )
+                candidates = [task for task in visible if task.id not in claiming][:wanted]
             if not candidates:
                 break
             now = self.clock.now()
@@ -914,6 +933,21 @@ def _batch(items: object, where: str) -> list[Any]:
             field=where,
         )
     return batch
+
+
+def _task_ids(among: object) -> list[str]:
+    """``among`` as a list of distinct task ids, in order, else ``ValidationError``."""
+    if isinstance(among, (str, bytes)) or not isinstance(among, Iterable):
+        raise ValidationError(
+            f"among must be a collection of task ids, not {type(among).__name__}", field="among"
+        )
+    ids = list(among)
+    for i, task_id in enumerate(ids):
+        if not isinstance(task_id, str):
+            raise ValidationError(
+                f"among[{i}] is a {type(task_id).__name__}, not a task id", field=f"among[{i}]"
+            )
+    return list(dict.fromkeys(ids))
 
 
 def _check_report(item: object, index: int) -> None:
