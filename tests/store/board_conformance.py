@@ -503,3 +503,28 @@ class BoardConformance:
                 assert stored is not None and stored.assigned_to == f"agent-{agent}"
         events = await store.read(kinds=["task.claimed"])
         assert sorted(e.subject for e in events) == sorted(t.id for t in tasks)
+
+    async def test_atomic_write_tasks_writes_all_or_nothing(self, store: Store) -> None:
+        taken = task("taken")
+        await put(store, taken)
+        fresh = [task(f"new-{i}") for i in range(3)]
+        batch = [TaskWrite(t, Event(kind="task.submitted", trace_id=t.id)) for t in fresh]
+        with pytest.raises(TaskConflict) as info:
+            await store.write_tasks(
+                [*batch, TaskWrite(taken, Event(kind="task.submitted", trace_id="x"))],
+                atomic=True,
+            )
+        assert (info.value.task_id, info.value.actual_state) == (taken.id, "pending")
+        assert [await store.get_task(t.id) for t in fresh] == [None, None, None]
+        assert await store.last_seq() == 0
+        held = claimed(fresh[0])
+        stored = await store.write_tasks(
+            [
+                *batch,
+                TaskWrite(held, Event(kind="task.claimed", trace_id="y"), TaskState.PENDING, 0),
+            ],
+            atomic=True,
+        )
+        assert stored == [*fresh, held]
+        assert await store.get_task(fresh[0].id) == held
+        assert [e.kind for e in await store.read()] == ["task.submitted"] * 3 + ["task.claimed"]

@@ -40,6 +40,7 @@ import msgspec
 
 from converge.core.capability import Capability, CapabilitySet, Requirement
 from converge.core.clock import CLOCK_SKEW_LIMIT_S, Clock, system_clock
+from converge.core.ids import new_id, new_ids
 from converge.core.task import TERMINAL_STATES, Task, TaskState, check_transition
 from converge.errors import (
     ConvergeError,
@@ -231,8 +232,11 @@ class TaskManager:
             self._pending(stored)
         return stored
 
-    def _submission(self, task: Task, actor: str, now: float) -> tuple[Task, Event]:
-        """The task as submitted at ``now`` and its ``task.submitted`` event."""
+    def _submission(
+        self, task: Task, actor: str, now: float, event_id: str = ""
+    ) -> tuple[Task, Event]:
+        """The task as submitted at ``now`` and its ``task.submitted`` event (``event_id``: the
+        event's id, from a batch's ``new_ids``; a new one when empty)."""
         trace = task.trace_id or task.id
         stored = _replace(
             task,
@@ -252,6 +256,7 @@ class TaskManager:
             actor=actor,
             subject=stored.id,
             data=data,
+            id=event_id or new_id(),
             at=now,
         )
         if self._followers:
@@ -275,7 +280,14 @@ class TaskManager:
         batch = _batch(tasks, "tasks")
         seen: set[str] = set()
         for i, task in enumerate(batch):
-            _check_new(task, f"tasks[{i}]")
+            if (
+                type(task) is not Task
+                or task.state is not _PENDING
+                or task.attempts
+                or task.assigned_to
+                or task.required_capabilities
+            ):
+                _check_new(task, f"tasks[{i}]")  # the full checks, requirements parsed
             if task.id in seen:
                 raise ValidationError(
                     f"tasks[{i}] has the id {task.id!r} of an earlier task of the batch",
@@ -283,15 +295,19 @@ class TaskManager:
                 )
             seen.add(task.id)
         now = self.clock.now()
-        stored: list[Task] = []
-        async with self.store.transaction() as tx:
-            for task in batch:
-                new, event = self._submission(task, actor, now)
-                tx.put_task(new)
-                tx.append(event)
-                stored.append(new)
-        for task in stored:
-            self._remember(task)
+        submission = self._submission
+        writes = [
+            TaskWrite(*submission(task, actor, now, event_id))
+            for task, event_id in zip(batch, new_ids(len(batch)), strict=True)
+        ]
+        kept = await self.store.write_tasks(writes, atomic=True)
+        known = self._known
+        for task in kept:
+            assert isinstance(task, Task)  # atomic: a conflict raised
+            known[task.id] = task
+        while len(known) > _KNOWN_MAX:
+            del known[next(iter(known))]
+        stored = [write.task for write in writes]
         if self._watchers:
             for task in stored:
                 self._pending(task)
@@ -351,7 +367,9 @@ class TaskManager:
                 del known[next(iter(known))]
             return claimed.attempts
 
-    def _claim(self, task: Task, agent_id: str, now: float) -> tuple[Task, Event]:
+    def _claim(
+        self, task: Task, agent_id: str, now: float, event_id: str = ""
+    ) -> tuple[Task, Event]:
         """``task`` claimed by ``agent_id`` at ``now`` and its ``task.claimed`` event."""
         check_transition(task.state, _CLAIMED, task.id)
         lease = now + self.claim_ttl_sec
@@ -370,6 +388,7 @@ class TaskManager:
             actor=agent_id,
             subject=task.id,
             data={"attempt": attempt, "lease": lease},
+            id=event_id or new_id(),
             at=now,
         )
 
@@ -431,10 +450,11 @@ class TaskManager:
             if not candidates:
                 break
             now = self.clock.now()
-            writes = []
-            for task in candidates:
-                new, event = self._claim(task, agent_id, now)
-                writes.append(TaskWrite(new, event, _PENDING, task.attempts))
+            claim = self._claim
+            writes = [
+                TaskWrite(*claim(task, agent_id, now, event_id), _PENDING, task.attempts)
+                for task, event_id in zip(candidates, new_ids(len(candidates)), strict=True)
+            ]
             ids = [task.id for task in candidates]
             claiming.update(ids)
             try:
@@ -534,7 +554,9 @@ class TaskManager:
         await self._write_event(done, task, event)
         return done
 
-    def _complete(self, task: Task, agent_id: str, result: Any, now: float) -> tuple[Task, Event]:
+    def _complete(
+        self, task: Task, agent_id: str, result: Any, now: float, event_id: str = ""
+    ) -> tuple[Task, Event]:
         """``task`` completed by its holder with ``result`` at ``now``, and its event."""
         check_transition(task.state, _COMPLETED, task.id)
         done = _replace(
@@ -546,6 +568,7 @@ class TaskManager:
             actor=agent_id,
             subject=task.id,
             data={"attempt": task.attempts},
+            id=event_id or new_id(),
             at=now,
         )
 
@@ -584,6 +607,7 @@ class TaskManager:
             writes: list[TaskWrite] = []
             writing: list[Report] = []
             now = self.clock.now()
+            event_ids = iter(new_ids(len(pending)))
             for item in pending:
                 task = None if fresh else self._known.get(item.task_id)
                 if task is None or not _holds(task, agent_id, item.token):
@@ -597,7 +621,7 @@ class TaskManager:
                         refused[item.task_id] = exc
                         continue
                     assert task is not None
-                new, event = self._complete(task, agent_id, item.result, now)
+                new, event = self._complete(task, agent_id, item.result, now, next(event_ids))
                 writes.append(TaskWrite(new, event, task.state, task.attempts))
                 writing.append(item)
             if not writes:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from converge.core.clip import clip
 from converge.errors import ValidationError
 
-__all__ = ["IdFactory", "id_timestamp", "is_id", "new_id"]
+__all__ = ["IdFactory", "id_timestamp", "is_id", "new_id", "new_ids"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {c: i for i, c in enumerate(_CROCKFORD)}
@@ -76,6 +76,28 @@ class IdFactory:
         self._last_rand = rand
         return self._head + _PAIRS[rand & 1023]
 
+    def take(self, n: int) -> list[str]:
+        """``n`` ids, as ``n`` calls would make them but for a fraction of the cost: after the
+        first, each is the next count of the same millisecond (a batch is made at one time).
+
+        Raises:
+            ValidationError: ``n`` is not an int >= 0.
+        """
+        if type(n) is not int or n < 0:
+            raise ValidationError(f"n must be an int >= 0, not {n!r}", field="n")
+        out: list[str] = []
+        pairs = _PAIRS
+        while len(out) < n:
+            out.append(self())
+            rand = self._last_rand
+            low = rand & 1023
+            more = min(n - len(out), 1023 - low)  # counts left before the head changes
+            if more:
+                head = self._head
+                out += [head + pairs[i] for i in range(low + 1, low + 1 + more)]
+                self._last_rand = rand + more
+        return out
+
     def _encode_head(self, rand: int) -> None:
         t = _PAIRS
         self._head = (
@@ -102,8 +124,11 @@ class IdFactory:
         )
 
 
-new_id: Callable[[], str] = IdFactory().__call__
+_default = IdFactory()
+new_id: Callable[[], str] = _default.__call__
 """The process-wide default id factory (its bound ``__call__``: one call less per id)."""
+new_ids: Callable[[int], list[str]] = _default.take
+"""``n`` ids of the default factory at once (``IdFactory.take``), for a batch."""
 
 
 def is_id(value: str) -> bool:

@@ -27,7 +27,13 @@ import msgspec
 
 from converge.core.task import Task, TaskState
 from converge.errors import TaskConflict
-from converge.store._board import TaskOp, index_capability, pool_key, task_decoder
+from converge.store._board import (
+    TaskOp,
+    encode_task,
+    index_capability,
+    pool_key,
+    task_decoder,
+)
 
 __all__ = ["MemoryBoard"]
 
@@ -57,12 +63,17 @@ class MemoryBoard:
     # -- writes ------------------------------------------------------------------------------------
 
     def write(
-        self, task: Task, body: bytes, expected_state: TaskState | None, expected_attempts: int
+        self,
+        task: Task,
+        body: bytes | None,
+        expected_state: TaskState | None,
+        expected_attempts: int,
     ) -> Task:
         """Check one task write against the stored task and apply it; returns the task as stored.
 
         ``expected_state`` None puts a new task (the id must be free); else the stored task must
-        be in ``expected_state`` with ``expected_attempts``. ``body`` is the task's encoding.
+        be in ``expected_state`` with ``expected_attempts``. ``body`` is the task's encoding
+        (None: the caller checked that it encodes, and it is encoded here if a copy needs it).
 
         Raises:
             TaskConflict: the precondition does not hold (nothing changes).
@@ -93,10 +104,21 @@ class MemoryBoard:
         Raises:
             TaskConflict: the precondition does not hold.
         """
-        task_id = op.task.id
+        self.stage_write(op.task, op.body, op.expected_state, op.expected_attempts, staged)
+
+    def stage_write(
+        self,
+        task: Task,
+        body: bytes | None,
+        expected_state: TaskState | None,
+        expected_attempts: int,
+        staged: dict[str, Task | None],
+    ) -> None:
+        """``stage`` of a write given by its parts (see ``write``)."""
+        task_id = task.id
         current = staged[task_id] if task_id in staged else self.tasks.get(task_id)
-        _check(task_id, current, op.expected_state, op.expected_attempts)
-        staged[task_id] = _owned(op.task, op.body, current)
+        _check(task_id, current, expected_state, expected_attempts)
+        staged[task_id] = _owned(task, body, current)
 
     def apply(self, staged: dict[str, Task | None]) -> None:
         """Make staged tasks current and keep the indexes in step."""
@@ -231,13 +253,13 @@ def _check(
         )
 
 
-def _owned(task: Task, body: bytes, current: Task | None) -> Task:
+def _owned(task: Task, body: bytes | None, current: Task | None) -> Task:
     """The task the board keeps: a copy of whatever the caller could still change.
 
     Only ``inputs`` and ``result`` can hold mutable values (the other fields are strings,
     numbers, tuples of strings or None). A task derived from the stored one shares its (already
     owned) inputs and result; a dict or list of immutable scalars is copied as it is; anything
-    else is decoded from ``body`` (which also copies it).
+    else is decoded from ``body`` (which also copies it; None: from the task's encoding).
     """
     inputs = task.inputs
     if current is not None and inputs is current.inputs:
@@ -245,14 +267,14 @@ def _owned(task: Task, body: bytes, current: Task | None) -> Task:
     else:
         inputs = _flat_copy(inputs)
         if inputs is None:
-            return task_decoder.decode(body)
+            return _decoded(task, body)
     result = task.result
     if type(result) in _IMMUTABLE or (current is not None and result is current.result):
         result = _SHARED
     else:
         result = _flat_copy(result)
         if result is None:
-            return task_decoder.decode(body)
+            return _decoded(task, body)
     if inputs is _SHARED and result is _SHARED:
         return task
     owned = _copy_task(task)
@@ -261,6 +283,10 @@ def _owned(task: Task, body: bytes, current: Task | None) -> Task:
     if result is not _SHARED:
         _set(owned, "result", result)
     return owned
+
+
+def _decoded(task: Task, body: bytes | None) -> Task:
+    return task_decoder.decode(encode_task(task) if body is None else body)
 
 
 def _flat_copy(value: Any) -> Any:

@@ -300,22 +300,27 @@ class Store(Protocol):
         """
         ...
 
-    async def write_tasks(self, writes: Sequence[TaskWrite]) -> builtins.list[Task | TaskConflict]:
+    async def write_tasks(
+        self, writes: Sequence[TaskWrite], *, atomic: bool = False
+    ) -> builtins.list[Task | TaskConflict]:
         """Several task writes, each with its event, committed together: the board's batch.
 
         Each write is ``write_task``'s unit on its own: it holds or fails by its own
         precondition, judged after the writes before it in ``writes`` (two writes of one task
         apply in order). Those that hold are committed at once (one transaction where the
         store has them), their events in the order of ``writes``; one that fails writes
-        nothing and takes nothing else with it.
+        nothing and takes nothing else with it. With ``atomic``, the batch is one unit
+        instead: every write holds, or none is written and the first that fails raises.
 
         Returns:
             Per write, in order: the task as the store keeps it, or the ``TaskConflict`` that
-            refused it.
+            refused it (never one with ``atomic``).
 
         Raises:
             ValidationError: an item that is not a ``TaskWrite``, or a task or event that
                 cannot be stored (``field`` names ``writes[i]``); nothing at all is written.
+            TaskConflict: with ``atomic``, the first write whose precondition failed; nothing
+                is written.
         """
         ...
 

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
+import msgspec
 from sortedcontainers import SortedDict
 
+from converge.core.codec_errors import ENCODE_ERRORS
 from converge.core.task import Task, TaskState
 from converge.errors import ConflictError, StoreClosed, TaskConflict, ValidationError
 from converge.protocol.event import Event
@@ -34,6 +36,8 @@ from converge.store.base import (
 )
 
 __all__ = ["MemoryStore"]
+
+_encoder = msgspec.msgpack.Encoder()
 
 
 class MemoryStore:
@@ -211,18 +215,41 @@ class MemoryStore:
         self._waiters.publish(log.commit_one(event, end))
         return stored
 
-    async def write_tasks(self, writes: Sequence[TaskWrite]) -> builtins.list[Task | TaskConflict]:
+    async def write_tasks(
+        self, writes: Sequence[TaskWrite], *, atomic: bool = False
+    ) -> builtins.list[Task | TaskConflict]:
         self._check_open()
         checked = check_task_writes(writes)
-        bodies = []
-        for i, write in enumerate(checked):
-            try:
-                bodies.append(encode_task(write.task))
-            except ValidationError as exc:
-                raise write_error(exc, i, "task") from None
+        # That every task encodes is the check that a store can keep it: one call for them
+        # all, and each on its own only to name the one that does not.
+        try:
+            _encoder.encode([write.task for write in checked])
+        except ENCODE_ERRORS:
+            for i, write in enumerate(checked):
+                try:
+                    encode_task(write.task)
+                except ValidationError as exc:
+                    raise write_error(exc, i, "task") from None
+        bodies: builtins.list[bytes | None] = [None] * len(checked)
         log = self._log
         events = [write.event for write in checked]
         ends = log.stage(events, "writes[{}].event")
+        if atomic:  # every precondition first, as the earlier writes leave the board; then all
+            staged: dict[str, Task | None] = {}
+            kept: builtins.list[Task | TaskConflict] = []
+            try:
+                for item, body in zip(checked, bodies, strict=True):
+                    self._board.stage_write(
+                        item.task, body, item.expected_state, item.expected_attempts, staged
+                    )
+                    kept.append(staged[item.task.id] or item.task)  # what this write left
+            except BaseException:
+                log.discard()
+                raise
+            self._board.apply(staged)
+            if events:
+                self._waiters.publish(log.commit(events, ends))
+            return kept
         # Each write against the board as the writes before it left it; nothing awaits in
         # between, so the batch is one unit for every other caller.
         board_write = self._board.write

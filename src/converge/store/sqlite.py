@@ -420,7 +420,9 @@ class SQLiteStore:
         self._waiters.publish(seqs[0])
         return op.task  # stored as bytes: the caller's later changes do not reach it
 
-    async def write_tasks(self, writes: Sequence[TaskWrite]) -> builtins.list[Task | TaskConflict]:
+    async def write_tasks(
+        self, writes: Sequence[TaskWrite], *, atomic: bool = False
+    ) -> builtins.list[Task | TaskConflict]:
         checked = check_task_writes(writes)
         # Encode here, in the caller: a value that cannot be stored fails the whole call, before
         # anything is sent to the writer.
@@ -441,6 +443,10 @@ class SQLiteStore:
                 )
         if not ops:
             return []
+        if atomic:  # one unit of work: all hold, or its TaskConflict and nothing written
+            seqs, _ = await self._write(ops, rows)
+            self._waiters.publish(seqs[-1])
+            return [write.task for write in checked]
         # One job: the writer applies the writes in one transaction, each holding or failing
         # on its own (``_sqlite_write._apply_task_writes``).
         outcomes: builtins.list[int | TaskConflict] = await self._write(ops, rows, "tasks")
