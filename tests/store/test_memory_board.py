@@ -3,8 +3,14 @@ empty lists stay correct and bounded."""
 
 from __future__ import annotations
 
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from converge.core.task import Task, TaskState
-from converge.store._memory_board import MemoryBoard
+from converge.protocol.event import Event
+from converge.store._memory_board import MemoryBoard, _PendingList
+from converge.store._memory_log import MemoryLog
 from converge.store.base import TaskOp, task_op
 
 
@@ -72,3 +78,76 @@ def test_emptied_pending_lists_are_reused_then_swept_and_never_listed() -> None:
     assert [t.id for t in board.pending(pools, [None], 100, None)] == [t.id for t in waiting]
     late = _write(board, task_op(Task(objective="late", pool_id="pool-1"), None, 0))
     assert [t.id for t in board.pending(["pool-1"], [None], 100, None)] == [late.id]
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "read"]),
+            st.integers(min_value=-2, max_value=2),  # priority
+            st.integers(min_value=0, max_value=40),  # id
+        ),
+        max_size=300,
+    )
+)
+def test_a_pending_list_reads_as_a_sorted_set_of_its_live_entries(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    # Adds in and out of order, removals from the front and the middle, entries that come back,
+    # reads from any point: the list always reads as the sorted set it stands for.
+    pending = _PendingList()
+    model: set[tuple[int, str]] = set()
+    for action, priority, number in steps:
+        key = (-priority, f"{number:03d}")
+        if action == "add" and key not in model:
+            pending.add(key)
+            model.add(key)
+        elif action == "remove" and model:
+            victim = key if key in model else min(model)  # often the first, as a board takes
+            pending.remove(victim)
+            model.discard(victim)
+        start = None if action != "read" else key
+        expected = sorted(k for k in model if start is None or k > start)
+        assert list(pending.after(start)) == expected
+        assert pending.size == len(model)
+
+
+def test_a_pending_list_compacts_what_it_dropped() -> None:
+    pending = _PendingList()
+    keys = [(0, f"{i:05d}") for i in range(5000)]
+    for key in keys:
+        pending.add(key)
+    for key in keys[:3000]:  # taken from the front
+        pending.remove(key)
+    for key in keys[3001:4999:2]:  # taken from the middle
+        pending.remove(key)
+    live = [keys[3000], *keys[3002:4999:2], keys[4999]]
+    assert list(pending.after(None)) == live
+    assert len(pending.items) - pending.start <= 2 * len(live) + 1024
+    assert len(pending.dead) <= 1024 or 2 * len(pending.dead) <= len(pending.items)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=40))
+def test_the_event_log_keeps_exactly_what_it_commits(steps: list[tuple[bool, int]]) -> None:
+    log = MemoryLog()
+    model: list[Event] = []
+    made = 0
+    for commit, count in steps:
+        events = [Event(kind="task.x", trace_id=f"t{made + i}") for i in range(count)]
+        made += count
+        ends = log.stage(events)
+        if commit:
+            wanted = [i % 2 == 0 for i in range(count)]  # keep some, drop others
+            kept = [e for e, w in zip(events, wanted, strict=True) if w]
+            log.commit(kept, log.keep(ends, wanted))
+            model.extend(kept)
+        else:
+            log.discard()
+    assert len(log) == len(model)
+    for seq, event in enumerate(model, start=1):
+        assert log.event(seq) == msgspec.structs.replace(event, seq=seq)
+        assert log.kind(seq) == event.kind
+    for seq, event in enumerate(model, start=1):
+        assert log.by_trace(event.trace_id) == [seq]

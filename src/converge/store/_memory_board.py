@@ -328,7 +328,12 @@ class _PendingList:
         """Add ``key`` (not already live)."""
         items = self.items
         self.size += 1
-        if self.start == len(items) or key > items[-1]:
+        if self.start == len(items):  # every entry taken: start over
+            items.clear()
+            self.dead.clear()
+            self.start = 0
+            items.append(key)
+        elif key > items[-1]:
             items.append(key)
         elif key in self.dead:
             self.dead.discard(key)  # back in the place it never left
@@ -366,7 +371,8 @@ class _PendingList:
     def after(self, start: _Key | None) -> Iterator[_Key]:
         """Live entries in order, from the first one after ``start`` (None: from the first)."""
         items = self.items
-        i = self.start if start is None else max(self.start, bisect.bisect_right(items, start))
+        # Only ``items[self.start:]`` is in order: what lies before it is gone.
+        i = self.start if start is None else bisect.bisect_right(items, start, self.start)
         dead = self.dead
         if not dead:
             return itertools.islice(items, i, None)
