@@ -25,8 +25,8 @@ run: $(STAMP_RUN)
 	$(BIN)/converge run examples/code_review/graph.yaml --input source_code=@examples/code_review/sample.py
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples docs
+	$(BIN)/ruff format --check src tests bench examples docs/*.py
 
 typecheck: $(STAMP_DEV)
 	$(BIN)/mypy --strict src

@@ -13,6 +13,19 @@ Cases, each one JSON line (no-op nodes, the code path users get: events logged i
   against LangGraph's ``Send``. Target >= 10x faster.
 - ``inflight_10000``: 10,000 runs of a 3-node graph in flight at once (their first node waits
   on an event); resident memory with all of them in flight. Target < 1 GB.
+- ``chain_50_def``, ``pipeline_3_def``, ``fanout_100_def``: the same graphs with plain ``def``
+  nodes (run on the engine's worker threads, never on the loop) against LangGraph's ``invoke``
+  with ``def`` nodes. Target >= 3x. ``before`` is the same build handing each call to a
+  ``ThreadPoolExecutor`` through ``run_in_executor``, as converge did; ``hop_floor_us`` is
+  what two threads of this interpreter pay to hand a value to each other and back (two
+  wake-ups), which no thread hand-off avoids; ``speedup_bound`` (chain) is LangGraph's step
+  over an ``async`` step plus that floor: what a perfect hand-off could reach in this run.
+- ``quickstart_execute``, ``quickstart_stream``, ``quickstart_batch``: ``Graph.execute()`` /
+  ``stream()`` / ``batch()`` with no engine (the loop's default engine) against the same call
+  on one reused ``Engine``, on ``pipeline_3_def``. Target <= 1.2x. ``before`` is a new
+  ``Engine`` per call, as converge did. ``quickstart_run_sync``: ``Graph.run_sync()`` against
+  a reused ``Engine`` driven by a reused ``asyncio.Runner`` (both pay the runner's Ctrl-C
+  handling per call).
 
 LangGraph runs in its own virtual environment (``bench/peers``). Converge's nodes are
 ``async def`` and run on the event loop; the ratios are against LangGraph's ``ainvoke`` with
@@ -26,17 +39,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import queue
+import random
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from _common import emit
+from converge.core.user_code import WorkerThreads
 from converge.orchestration import Engine, Graph
 from converge.store import SQLiteStore
 
+T = TypeVar("T")
 BENCH = "orchestration"
-CASES = ("chain_50", "pipeline_3", "pipeline_3_sqlite", "fanout_100", "inflight_10000")
+CASES = (
+    "chain_50",
+    "pipeline_3",
+    "pipeline_3_sqlite",
+    "fanout_100",
+    "inflight_10000",
+    "chain_50_def",
+    "pipeline_3_def",
+    "fanout_100_def",
+    "quickstart",
+)
+PEER_CASES = {
+    "chain_50_def": "chain_50",
+    "pipeline_3_def": "pipeline_3",
+    "fanout_100_def": "fanout_100",
+}
 
 
 async def noop(inputs: dict[str, Any]) -> int:
@@ -47,21 +82,66 @@ async def merge(inputs: dict[str, Any]) -> int:
     return len(inputs)
 
 
-def chain(n: int) -> Graph:
+def noop_def(inputs: dict[str, Any]) -> int:
+    return 1
+
+
+def merge_def(inputs: dict[str, Any]) -> int:
+    return len(inputs)
+
+
+def chain(n: int, node: Any = noop) -> Graph:
     graph = Graph(f"chain_{n}")
     for i in range(n):
-        graph.add_node(f"n{i}", noop)
+        graph.add_node(f"n{i}", node)
         if i:
             graph.connect(f"n{i - 1}", f"n{i}")
     return graph
 
 
-def fanout(branches: int) -> Graph:
-    graph = Graph("fanout").add_node("start", noop)
+def fanout(branches: int, node: Any = noop, join: Any = merge) -> Graph:
+    graph = Graph("fanout").add_node("start", node)
     for i in range(branches):
-        graph.add_node(f"b{i}", noop).connect("start", f"b{i}")
-    graph.add_node("merge", merge, wait_for=[f"b{i}" for i in range(branches)])
+        graph.add_node(f"b{i}", node).connect("start", f"b{i}")
+    graph.add_node("merge", join, wait_for=[f"b{i}" for i in range(branches)])
     return graph
+
+
+class ExecutorThreads(WorkerThreads):
+    """The hand-off converge used before ``WorkerThreads``: ``run_in_executor`` per call."""
+
+    def __init__(self, max_threads: int) -> None:
+        super().__init__(max_threads)
+        self.pool = ThreadPoolExecutor(max_threads)
+
+    async def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+def hop_floor_us(count: int = 5000, repeats: int = 3) -> float:
+    """The best µs per round trip of a value between two threads through two queues."""
+    there: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    back: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def echo() -> None:
+        while (item := there.get()) is not None:
+            back.put(item)
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(count):
+            there.put(i)
+            back.get()
+        best = min(best, (time.perf_counter() - start) / count)
+    there.put(None)
+    thread.join()
+    return best * 1e6
 
 
 async def best_rate(engine: Engine, graph: Graph, count: int, repeats: int) -> float:
@@ -210,10 +290,178 @@ async def case_inflight(quick: bool) -> None:
     )
 
 
+DEF_GRAPHS: dict[str, tuple[Callable[[], Graph], int, int]] = {
+    # case: (graph, invocations per repeat (full), per-invocation unit divisor)
+    "chain_50_def": (lambda: chain(50, noop_def), 100, 50),
+    "pipeline_3_def": (lambda: chain(3, noop_def), 2000, 1),
+    "fanout_100_def": (lambda: fanout(100, noop_def, merge_def), 100, 1),
+}
+
+
+async def case_def(lg: dict[str, dict[str, Any]], case: str, quick: bool) -> None:
+    make, count, steps = DEF_GRAPHS[case]
+    count = max(count // 10, 5) if quick else count
+    graph = make()
+    before_engine = Engine(threads=ExecutorThreads(8))
+    after_engine = Engine()
+    same_async = chain(50) if case == "chain_50_def" else None
+    befores, afters, asyncs = [], [], []
+    for _ in range(2 if quick else 3):  # alternated, so a noisy stretch hits both alike
+        befores.append(await best_rate(before_engine, graph, count, 1))
+        afters.append(await best_rate(after_engine, graph, count, 1))
+        if same_async is not None:
+            asyncs.append(await best_rate(after_engine, same_async, count, 1))
+    await before_engine.aclose()
+    await after_engine.aclose()
+    before, after = min(befores), min(afters)
+    name = PEER_CASES[case]
+    floor = hop_floor_us()
+    extra: dict[str, Any] = {}
+    if case == "chain_50_def":
+        value, prior, unit = after / steps * 1e6, before / steps * 1e6, "us/node step"
+        theirs = peer(lg, name, "value")
+        ratio = None if theirs is None else theirs / value
+        # What a perfect hand-off could reach in this run: an async step plus the floor.
+        async_step = min(asyncs) / steps * 1e6
+        extra["async_step_us"] = round(async_step, 2)
+        if theirs is not None:
+            extra["speedup_bound"] = round(theirs / (async_step + floor), 2)
+    elif case == "pipeline_3_def":
+        value, prior, unit = 1 / after, 1 / before, "invocations/s"
+        theirs = peer(lg, name, "value")
+        ratio = None if theirs is None else value / theirs
+    else:
+        value, prior, unit = after * 1e3, before * 1e3, "ms/invocation"
+        theirs = peer(lg, name, "value")
+        ratio = None if theirs is None else theirs / value
+    emit(
+        bench=BENCH,
+        case=case,
+        value=round(value, 3),
+        unit=unit,
+        before=round(prior, 3),
+        langgraph_invoke=theirs,
+        speedup=None if ratio is None else round(ratio, 2),
+        hop_floor_us=round(floor, 1),
+        **extra,
+        target=3,
+        ok=None if ratio is None else ratio >= 3,
+    )
+
+
+async def timed(call: Callable[[], Any], count: int) -> float:
+    """The seconds per call of ``count`` awaited calls (after a warm-up)."""
+    for _ in range(max(count // 10, 3)):
+        await call()
+    start = time.perf_counter()
+    for _ in range(count):
+        await call()
+    return (time.perf_counter() - start) / count
+
+
+async def drain(events: Any) -> None:
+    async for _ in events:
+        pass
+
+
+async def case_quickstart(quick: bool) -> None:
+    graph = chain(3, noop_def)
+    count = 50 if quick else 200
+    rounds = 4 if quick else 12
+    engine = Engine()
+    many = [{} for _ in range(10)]
+    calls: dict[str, tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any]]] = {
+        # case: (default engine, reused engine, a new engine per call: the old default)
+        "quickstart_execute": (
+            lambda: graph.execute(),
+            lambda: graph.execute(engine=engine),
+            lambda: graph.execute(engine=Engine()),
+        ),
+        "quickstart_stream": (
+            lambda: drain(graph.stream()),
+            lambda: drain(graph.stream(engine=engine)),
+            lambda: drain(graph.stream(engine=Engine())),
+        ),
+        "quickstart_batch": (
+            lambda: graph.batch(many),
+            lambda: graph.batch(many, engine=engine),
+            lambda: graph.batch(many, engine=Engine()),
+        ),
+    }
+    for case, (default, reused, fresh) in calls.items():
+        n = max(count // 10, 5) if case == "quickstart_batch" else count
+        contenders = {"default": (default, n), "reused": (reused, n), "before": (fresh, n // 4)}
+        best = dict.fromkeys(contenders, float("inf"))
+        for _ in range(rounds):  # short rounds in a shuffled order: noise hits all alike
+            order = list(contenders)
+            random.shuffle(order)
+            for name in order:
+                call, times = contenders[name]
+                best[name] = min(best[name], await timed(call, max(times, 3)))
+        ratio = best["default"] / best["reused"]
+        emit(
+            bench=BENCH,
+            case=case,
+            value=round(ratio, 3),
+            unit="x reused Engine",
+            default_us=round(best["default"] * 1e6, 1),
+            reused_us=round(best["reused"] * 1e6, 1),
+            before_us=round(best["before"] * 1e6, 1),
+            target=1.2,
+            ok=ratio <= 1.2,
+        )
+    await engine.aclose()
+
+
+def case_run_sync(quick: bool) -> None:
+    graph = chain(3, noop_def)
+    count = 50 if quick else 200
+    runner = asyncio.Runner()
+    engine = runner.run(_new_engine())
+
+    def sync_timed(call: Callable[[], Any]) -> float:
+        for _ in range(max(count // 10, 3)):
+            call()
+        start = time.perf_counter()
+        for _ in range(count):
+            call()
+        return (time.perf_counter() - start) / count
+
+    contenders: dict[str, Callable[[], Any]] = {
+        "default": graph.run_sync,
+        "reused": lambda: runner.run(graph.execute(engine=engine)),
+    }
+    best = dict.fromkeys(contenders, float("inf"))
+    for _ in range(4 if quick else 12):
+        order = list(contenders)
+        random.shuffle(order)
+        for name in order:
+            best[name] = min(best[name], sync_timed(contenders[name]))
+    runner.run(engine.aclose())
+    runner.close()
+    ratio = best["default"] / best["reused"]
+    emit(
+        bench=BENCH,
+        case="quickstart_run_sync",
+        value=round(ratio, 3),
+        unit="x reused Engine",
+        default_us=round(best["default"] * 1e6, 1),
+        reused_us=round(best["reused"] * 1e6, 1),
+        target=1.2,
+        ok=ratio <= 1.2,
+    )
+
+
+async def _new_engine() -> Engine:
+    return Engine()
+
+
 async def main(args: argparse.Namespace) -> None:
     only = list(args.only or CASES)
     lg: dict[str, dict[str, Any]] = {}
-    peer_cases = [c for c in only if c != "inflight_10000"]
+    peer_cases = sorted(
+        {PEER_CASES.get(c, c) for c in only if c not in ("inflight_10000", "quickstart")}
+    )
     if peer_cases and not args.no_peer:
         from peers.run_langgraph import run_langgraph
 
@@ -229,6 +477,17 @@ async def main(args: argparse.Namespace) -> None:
             await case_fanout(lg, args.quick)
         if "inflight_10000" in only:
             await case_inflight(args.quick)
+        for case in DEF_GRAPHS:
+            if case in only:
+                await case_def(lg, case, args.quick)
+        if "quickstart" in only:
+            await case_quickstart(args.quick)
+
+
+def run(args: argparse.Namespace) -> None:
+    asyncio.run(main(args))
+    if "quickstart" in (args.only or CASES):
+        case_run_sync(args.quick)  # run_sync makes its own loop: outside asyncio.run
 
 
 if __name__ == "__main__":
@@ -236,4 +495,4 @@ if __name__ == "__main__":
     parser.add_argument("--only", nargs="*", choices=CASES, help="run only these cases")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--no-peer", action="store_true", help="skip LangGraph (no ratios)")
-    asyncio.run(main(parser.parse_args()))
+    run(parser.parse_args())

@@ -1,6 +1,9 @@
-"""Write docs/guides/yaml-reference.md from the code (``--check``: exit 1 if it is out of date).
+"""Write docs/guides/yaml-reference.md from the code.
 
-    .venv/bin/python docs/gen_yaml_reference.py [--check]
+    .venv/bin/python docs/gen_yaml_reference.py            # write it
+    .venv/bin/python docs/gen_yaml_reference.py --check    # exit 1 if it is out of date
+
+``tests/docs/test_yaml_reference.py`` fails when the checked-in file is out of date.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
         if current != text:
-            print(f"{TARGET} is out of date: run python docs/gen_yaml_reference.py", file=sys.stderr)
+            sys.stderr.write(f"{TARGET} is out of date: run python docs/gen_yaml_reference.py\n")
             return 1
-        print(f"{TARGET} is up to date")
+        sys.stdout.write(f"{TARGET} is up to date\n")
         return 0
     TARGET.write_text(text, encoding="utf-8")
-    print(f"wrote {TARGET}")
+    sys.stdout.write(f"wrote {TARGET}\n")
     return 0
 
 

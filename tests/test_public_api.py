@@ -209,6 +209,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "TenderFailed",
         "UsageExceeded",
         "debate",
+        "default_engine",
         "fan_out",
         "hierarchy",
         "kind_names",

@@ -63,10 +63,15 @@ in parentheses is a second base: catch ``ValueError`` and you catch every ``Vali
         │   └── NoMatchingRoute               a rule-mode router matched nothing, no default
         └── UsageExceeded                     an agent went past its token or tool-call limit
 
-``tests/test_errors.py`` holds this drawing to the classes: each public subclass of
-``ConvergeError`` in converge is defined here and drawn under its parent. The packages that
-raise an error also export it where their users look (``converge.orchestration.RunFailed`` is
-this module's ``RunFailed``).
+``tests/test_errors.py`` holds this drawing to the classes: it imports every converge module,
+walks ``ConvergeError``'s subclasses and checks each public one is defined here and drawn under
+its parent. The packages that raise an error also export it where their users look
+(``converge.orchestration.RunFailed`` is this module's ``RunFailed``, pinned in
+``tests/test_public_api.py``), so ``except`` and ``isinstance`` on a path an error had before it
+moved here still match; only its ``__module__`` changed. Exceptions used as control flow inside
+one module (``_expr_eval.Fail`` and ``NotFound``, ``_expr_lex.ExprSyntaxError``,
+``_context.Paused``, ``yaml_reader._PastLimit``, delegation's ``_BrokenChain``, negotiation's
+``_Moved``) stay in it, are never raised out of it, and are not drawn.
 
 Errors carry their data as read-only attributes (``field``, ``source``, ``line``, ``retryable``…)
 so callers never parse messages. Third-party exceptions (``sqlite3``, ``msgspec``, ``cryptography``)
@@ -75,8 +80,10 @@ are translated at the boundary and chained with ``from``.
 This module is the bottom layer: it imports nothing from converge. An error whose data is an
 object of a higher layer (a ``RunResult``, a ``Task``, a ``SafetyViolation``) types it ``Any``
 and names its type in the docstring; a state is typed ``str`` (converge's state enums are
-``StrEnum`` members, so they compare equal to their values). Messages show values through the
-functions at the end of this module, so a credential in a URL never reaches a person.
+``StrEnum`` members, so they compare equal to their values). What messages need lives with them,
+at the end of this module: ``shown_url`` and ``mask_urls`` (every ``LLMError`` message masks the
+credentials of the URLs it quotes, so one never reaches a person) and ``shown_time`` and
+``shown_age`` (the times of ``RunOwned``, which ownership's verdicts use too).
 """
 
 from __future__ import annotations
@@ -319,7 +326,10 @@ class InvalidTransition(StateError):
 
 class BallotClosed(InvalidTransition):
     """A vote on a ballot that has closed: by the vote that settled it, at its deadline, or
-    by its opener. An ``InvalidTransition`` (CLOSED -> OPEN) that says when and how.
+    by its opener. An ``InvalidTransition`` (CLOSED -> OPEN) that says when and how, so code
+    catching ``InvalidTransition`` still catches it. Its ``from_state`` and ``to_state`` are the
+    strings ``"closed"`` and ``"open"``, equal to ``BallotState.CLOSED`` and ``OPEN`` (a
+    ``StrEnum``) but not those members: this module imports nothing of converge.
 
     Attributes:
         ballot_id: the ballot.
@@ -476,6 +486,9 @@ class RunOwned(StateError):
 class VoteAfterDeadline(StateError):
     """A vote cast at or after the ballot's deadline (the ballot may not be closed yet): the
     ballot no longer takes votes.
+
+    A ``StateError``, not a ``StaleMessage``: no message is stale or replayed, the ballot's state
+    refuses the vote. A ballot already closed refuses it as ``BallotClosed`` instead.
 
     Attributes:
         ballot_id: the ballot.

@@ -1,9 +1,13 @@
-"""Agents that do real work: function agents, LLM agents and their providers, tools, memory,
+"""Agents that do real work: functions, LLMs, roles, tools, memory.
+
+Function agents, LLM agents and their providers, tools, memory,
 the five roles of seed 002 (worker, router, critic, supervisor, planner) and goal planning.
 
 ``GoalPlanner`` runs its plans on the engine, so it lives in ``converge.orchestration``; it is
 still importable from here, resolved on first use: importing this package never imports
-orchestration.
+orchestration. The safe tool path (``SafeTools``, the sandbox, ``ToolError`` and its kin) lives
+in ``converge.runtime`` — the layer that executes decisions — and is re-exported here, so imports
+still point down.
 """
 
 import importlib

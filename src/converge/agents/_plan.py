@@ -1,12 +1,15 @@
-"""The goal planner's data and its checks: ``Plan``, ``PlanStep``, ``PlanConstraints``,
-``AvailableAgent``, and the keyword rules of rule-mode planning; a plan that does not fit is
-refused with ``PlanRejected`` (``converge.errors``).
+"""The goal planner's data and its checks.
+
+``Plan``, ``PlanStep``, ``PlanConstraints``, ``AvailableAgent``, and the keyword rules of
+rule-mode planning; a plan that does not fit is refused with ``PlanRejected``
+(``converge.errors``, with a ``reason`` and the ``step``).
 
 A plan is checked before anything runs (``check_plan``): at least one step; step ids are
-unique identifiers; every step's agent is available; every dependency names an earlier
-completed step or another step of the plan, without cycles; at most ``max_steps`` steps; and
-its critical path (the longest chain of dependent steps, each step taking its agent's
-``minutes``) fits ``time_budget_minutes``.
+unique identifiers (``goal`` and ``task`` are reserved); every step's agent is available; every
+dependency names an earlier completed step or another step of the plan, without cycles; at most
+``max_steps`` steps (completed steps of a re-plan count); and its critical path (the longest
+chain of dependent steps, each step taking its agent's ``minutes``) fits
+``time_budget_minutes``, which is also the graph's ``timeout_seconds``.
 """
 
 from __future__ import annotations

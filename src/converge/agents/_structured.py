@@ -1,5 +1,8 @@
-"""What the roles share in LLM mode: one structured call with checked, retried output, and the
-error it raises when the model never answers well.
+"""The roles' structured LLM calls: checked, shown back, retried.
+
+What the roles share in LLM mode: one structured call with checked, retried output, and the
+error it raises when the model never answers well. The answer checked is ``parsed``, else the
+content decoded as JSON.
 
 A role asks ``provider.chat(messages, response_schema=schema)`` and checks the answer with its
 own ``check`` (which raises ``ValueError`` naming the problem). A bad answer is shown back to

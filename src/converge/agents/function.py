@@ -1,4 +1,6 @@
-"""``FunctionAgent``: any Python callable as an ``Agent``, with typed inputs and output.
+"""``FunctionAgent``: any Python callable as an ``Agent``.
+
+Its inputs and its output are typed and checked.
 
 ```python
 class Order(msgspec.Struct):

@@ -1,4 +1,6 @@
-"""``PlanMaker``: a goal decomposed into steps for the available agents, checked before it
+"""``PlanMaker``: goals made into checked plans, and re-planned.
+
+A goal decomposed into steps for the available agents, checked before it
 runs, and re-planned when a step fails (seed 002 §9).
 
 ```python

@@ -1,4 +1,6 @@
-"""The file ``converge agents run`` reads: which agents to start, in which pools.
+"""The file ``converge agents run`` reads.
+
+It says which agents to start, in which pools.
 
 ```yaml
 pools:                         # optional: pools created if absent, then joined by agents

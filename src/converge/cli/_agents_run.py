@@ -1,12 +1,21 @@
-"""``converge agents run``: the decentralized runtime of seed 000 as a long-running command.
+"""``converge agents run``: the decentralized runtime as a command.
+
+Seed 000's runtime, as a long-running command.
 
 One ``AgentRuntime`` per agent of the file (see ``_agents_config``), all sharing one
 ``LocalNetwork`` and one ``TaskManager``, ``PoolManager`` and ``DiscoveryService`` over the
 configured SQLite store. Tasks other processes put on the board wake the agents through the
-store's follower. The command runs until SIGINT (Ctrl-C) or SIGTERM, or until every agent has
-stopped on its own (a budget in its ``limits`` ran out, or its runtime failed — its
-``max_consecutive_failures`` decisions failed in a row, say: a line says so for each as it
-happens; the command then exits 1 if any failed, else 0). On a signal:
+store's follower. A bad file is ``file:line: message``, exit 2, before the store is opened. A
+board worker (a plain callable, see ``_agents_config``) takes one task per ``decide()`` —
+claim, then report ``fn(task)`` or fail it with the exception — choosing among those it sees by
+a per-worker hash order, so workers seldom race for one task, and sends itself a message while
+more tasks are visible (the board wakes a runtime only when a task becomes PENDING). An agent
+without a ``key`` file gets a new identity each start.
+
+The command runs until SIGINT (Ctrl-C) or SIGTERM, or until every agent has stopped on its own
+(a budget in its ``limits`` ran out, or its runtime failed — its ``max_consecutive_failures``
+decisions failed in a row, say: a line says so for each as it happens; the command then exits 1
+if any failed, else 0). On a signal:
 
 1. stops every runtime, in reverse start order, after its current ``decide()`` and the
    decisions it made (each agent is unregistered from discovery and logs ``runtime.stopped``);

@@ -1,4 +1,4 @@
-"""The run-facing commands: ``run``, ``resume``, ``cancel``, ``runs``, ``show``, ``validate``.
+"""The run-facing commands: run, resume, cancel, runs, show, validate.
 
 Exit codes: 0 completed (or WAITING: the question is printed with how to answer it), 1 the run
 failed or was cancelled (or the store is locked, or ``resume`` found the run running in a live
@@ -7,10 +7,25 @@ process), 2 bad input, 130 interrupted by Ctrl-C (the run is logged ``run.interr
 the node, so the run: 1. Results go to stdout, live progress and errors to stderr. Settings
 (``--store``…) resolve as described in ``_config``.
 
-A completed run's output goes to stdout as it is when stdout is a pipe or a file (it is data
-for another program); on a terminal its control characters are shown as escapes, its lines
-and tabs kept. Everything else printed for people shows them as escapes (``_config.say``);
-``--json`` output is JSON-escaped.
+A ``SystemExit`` out of a task an agent started itself (asyncio stops its loop for it) is exit
+1, ``error: the run stopped: a task an agent started raised SystemExit(0) (converge show
+RUN)``, the run logged; one a signal handler raised exits as it asks. Live progress (a rich
+table on a terminal, else ``text`` or ``json`` lines per ``log_format``) covers ``resume`` too:
+the passes that finished before (from the log), then the continuation's events
+(``Engine.resume(..., listener=...)``). ``resume RUN`` of a run the store does not hold says
+``no run RUN in STORE`` (exit 2) before anything else.
+
+``validate`` imports the Python modules the graph (and an ``--agents`` file) names and calls a
+role's ``provider:`` factory, as ``run`` does, so their top-level code runs; its ``--help``
+says so. Reading the YAML before any import is bounded whatever the file holds
+(``orchestration.yaml_reader``). For each node that coordinates it prints what the node needs
+and who will provide it (``_services.explain``).
+
+A completed run's output goes to stdout as it is when stdout is a pipe or a file (it is data for
+another program); on a terminal its control characters are shown as escapes, its lines and tabs
+kept, as are a question's. Everything else printed for people shows them as escapes
+(``_config.say``), one line each (an error's newlines shown as ``\\n``); ``--json`` output is
+JSON-escaped.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The CLI's settings, and what its commands share: one-line errors, text printed for people.
+"""The CLI's settings, and what its commands share.
+
+They share one-line errors and text printed for people.
 
 Settings come from one precedence, highest first: a command-line flag, then an environment
 variable ``CONVERGE_<KEY>``, then ``converge.toml`` (in the current directory, else in
@@ -20,9 +22,12 @@ the standard library are imported here at module level: ``converge --help`` stay
 Everything printed for people goes through ``fail``, ``say`` or (for rich tables and trees)
 ``plain``, which show control characters as escapes (``converge.observability.terminal``): a
 name or an error from a graph file, an agent or the log cannot drive the terminal. JSON output
-is escaped by its encoder (``printable_json`` for the characters encoders pass through). Data
-another program may read — a run's output, ``trace --format mermaid``, the Prometheus text —
-goes through ``output``: as it is to a pipe or a file, with escapes on a terminal.
+is escaped by its encoder (``printable_json`` for the characters encoders pass through, as
+``\\uXXXX``: the same value, and a raw U+2028 would also split a JSON line for
+``splitlines``). Data another program may read — a run's output, ``trace --format
+mermaid|dot|html``, the Prometheus text — goes through ``output``: written as it is, directly
+(click's ``echo`` would strip ANSI sequences from it), to a pipe or a file, and with
+``printable(..., newlines=True)`` on a terminal.
 """
 
 from __future__ import annotations

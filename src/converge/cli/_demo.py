@@ -1,6 +1,9 @@
-"""``converge demo``: what the foundation does, end to end, on a real SQLite event log.
+"""``converge demo``: the foundation end to end on SQLite.
 
-Two agents get identities. The requester publishes a signed ``Intent`` inside a signed message;
+What the foundation does, end to end, on a real SQLite event log.
+
+It records into ``.converge/demo.db`` by default, one new trace per run. Two agents get
+identities. The requester publishes a signed ``Intent`` inside a signed message;
 the provider verifies both signatures and answers with a signed ``Offer``; the requester verifies
 and accepts it. Then an attacker's copies arrive: the offer with its price rewritten in transit,
 and a replay of the genuine message. Both are rejected with a reason. Every step is an event in

@@ -1,4 +1,6 @@
-"""Live progress of a run: a rich table on a terminal, plain (or JSON) lines otherwise.
+"""Live progress of a run: a rich table, or plain or JSON lines.
+
+The table on a terminal, the lines otherwise.
 
 A row per node: ``waiting`` (not started), ``running``, ``done``, ``failed``, ``skipped`` or
 ``paused`` (asked a question), with its elapsed time, tokens and cost; a totals line below.

@@ -1,18 +1,26 @@
-"""``converge run`` and ``converge resume``: run a graph file on the embedded SQLite store.
+"""``converge run`` and ``converge resume``: a graph file run.
+
+They run a graph file on the embedded SQLite store.
 
 - ``--input key=value``: the value is decoded as JSON when it parses as JSON (``n=3`` is an int,
   ``tags=["a","b"]`` a list, ``ok=true`` a bool, ``name="3"`` the string ``3``), else it is the
   raw string (``topic=cats``; ``x=NaN``: JSON has no NaN, and a run stores none). ``--input
   key=@file`` is the file's text, never decoded. ``--answer`` follows the ``key=value`` rule.
+  JSON is strict: ``NaN``, ``Infinity`` and ``1e999`` (which Python's reader takes as floats)
+  stay strings, since a run stores no non-finite number.
 - The graph file's absolute path is recorded beside the run, in the store key
   ``cli/run/<run id>`` (with the pid and host of the process running it), so ``converge
   resume`` finds it without ``--graph``.
 - ``converge cancel`` in another process writes ``cli/cancel/<run id>``; the running command
-  polls for it and cancels the run on purpose (``Engine.cancel``), which logs ``run.cancelled``.
-  Ctrl-C interrupts it (``run.interrupted``). Either way the run stays resumable: ``converge
-  resume`` finishes it.
+  polls for it (every 0.2 s) and cancels the run on purpose (``Engine.cancel``), which logs
+  ``run.cancelled``. A request carries its time and is honoured only by a command begun before
+  it. Ctrl-C interrupts the run (``run.interrupted``, exit 130). Either way the run stays
+  resumable: ``converge resume`` clears the request and finishes it.
 - The process running a run owns it (the engine's lease, ``converge.orchestration.ownership``):
-  ``converge resume`` of a run whose owner is alive is refused before anything is touched.
+  ``converge resume`` of a run whose owner is alive is refused (``RunOwned``, exit 1) before
+  anything is touched, its notes included. ``--run-id X`` reserves the id in the store
+  (``put_if_absent``) before anything runs, so two commands given one id cannot both run it.
+- A graph that needs coordination services gets them over the run's store (``_services``).
 """
 
 from __future__ import annotations

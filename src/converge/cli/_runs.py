@@ -1,5 +1,4 @@
-"""Runs read back from the store: the ``converge runs`` table, ``converge show`` and
-``converge cancel``.
+"""Runs read back: ``converge runs``, ``show`` and ``cancel``.
 
 A run's status is its last ``run.*`` event: ``completed``, ``failed``, ``waiting``,
 ``cancelled``, ``interrupted``; or, started or resumed and not ended, ``running`` while the
@@ -7,7 +6,13 @@ process that owns it is alive (``running (pid 123 on host, lease renewed 2 s ago
 ``interrupted`` once it is not (it died: ``converge resume`` continues it). Duration is from
 ``run.started`` to the run's last end event (pauses included); cost sums its nodes'
 ``usage.cost``. Child runs of subgraph nodes (ids with ``/``) are listed within their parent,
-not as runs.
+not as runs. A running run's owner (pid, host, lease) and an interrupted one's
+``interrupted_because`` are in ``--json``. A new run's ``run.started`` is durable with its first
+result, or 0.1-0.2 s after it starts if that is slower (the engine's announcer), so a running run
+is listed within 0.2 s (``cancel`` finds it earlier, through its ``cli/run/`` key).
+
+``cancel`` marks a run that is WAITING or interrupted (logged so, or its owner dead by the
+ownership rule) ``run.cancelled`` itself: no process runs it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The coordination services ``converge run`` and ``converge resume`` lend a run, on its store.
+"""The coordination services ``converge run`` lends a run.
+
+``converge run`` and ``converge resume`` lend them, on the run's store.
 
 A graph none of whose nodes needs a service gets none, and nothing more is imported. Otherwise
 the engine gets every service over the run's store (``converge.orchestration.needs_of`` says

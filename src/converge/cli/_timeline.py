@@ -1,5 +1,6 @@
 """Render events as a timeline people can read (a table) or as JSON lines.
 
+Dids are shown by name where the trace's ``agent.registered`` events (``data.name``) give one.
 Whatever an event holds is shown as plain text (never rich markup) with its control characters
 as escapes; a JSON line has them escaped as ``\\uXXXX`` (``printable_json``).
 """

@@ -1,5 +1,6 @@
-"""``converge trace``, ``converge replay`` and ``converge metrics``: a run, read back from the
-event log of a SQLite store.
+"""``converge trace``, ``replay`` and ``metrics``: a run read back.
+
+Each reads the event log of a SQLite store.
 
 The store resolves as for every command (``--store``, ``CONVERGE_STORE``, ``converge.toml``,
 the default: see ``_config``) and is opened read-only. An unknown store or run, or a file that

@@ -1,7 +1,10 @@
-"""Coordination: the task board, pools, discovery, contract-net bidding, negotiation, consensus,
+"""Coordination: the board, pools, bidding, voting, delegation.
+
+The task board, pools, discovery, contract-net bidding, negotiation, consensus,
 result resolution and delegation (and, as they land, teams). Module paths named by the seeds are
 public: ``converge.coordination.{task_manager,pool_manager,bidding,negotiation,consensus,
-delegation}``."""
+delegation}``.
+"""
 
 from __future__ import annotations
 

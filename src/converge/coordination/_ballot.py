@@ -1,10 +1,20 @@
-"""The ballot state machine, pure: a ballot, the voter, the option and ``now`` in; the new ballot
-(or a typed refusal) out. No I/O, no clock. How a ballot is decided lives in
-``_tally``; ``close`` takes the final tally from there.
+"""The ballot state machine, pure.
+
+A ballot, the voter, the option and ``now`` in; the new ballot (or a typed refusal) out. No
+I/O, no clock. How a ballot is decided lives in ``_tally``; ``close`` takes the final tally from
+there.
 
 A ballot is OPEN until it is closed (by its opener, at its deadline, or when a vote settles
 it), then CLOSED for good with its final ``BallotResult``. While OPEN each eligible voter has at
-most one counted vote: a second one replaces the first or is refused, as the ballot says.
+most one counted vote: a second one replaces the first or is refused, as the ballot says. One
+table, ``_BALLOT_TRANSITIONS``: OPEN -> OPEN (a vote) or CLOSED.
+
+``cast`` checks a closed ballot before the deadline: a vote on a ballot closed at its deadline is
+``BallotClosed`` too (when, how and with what outcome it closed: the common case is a vote that
+comes after another settled the ballot); one past the deadline of a ballot not yet closed is
+``VoteAfterDeadline``; one for an unknown option a ``ValidationError``. A voter's runtime records
+either refusal as ``decision.failed`` (``error_type`` the class), in the trace of the request
+it answered.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Keys that index records by a deadline, so "everything due by now" is one prefix range.
+"""Keys that index records by deadline, as one prefix range.
+
+So "everything due by now" is one prefix range.
 
 A key is ``<base><hex of the deadline's big-endian IEEE 754 double>/<id>``: for numbers >= 0 the
 big-endian bytes sort like the numbers and hex keeps that order, so every key up to

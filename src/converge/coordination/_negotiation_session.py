@@ -1,4 +1,6 @@
-"""The negotiation session, pure: its data (the session, its proposals, its states and their one
+"""The negotiation session, pure: its data and its state machine.
+
+Its data (the session, its proposals, its states and their one
 transition table, what an act did, the two refusals particular to negotiation) and the state
 machine that changes it: a session, the acting did, the input and ``now`` in; the new session,
 the events to record and (for a refused act) the error out. No I/O, no clock.

@@ -1,4 +1,6 @@
-"""How a ballot is decided, pure: ``tally`` turns a ballot and trust scores into a
+"""How a ballot is decided, pure.
+
+How a ballot is decided, pure: ``tally`` turns a ballot and trust scores into a
 ``BallotResult``; ``is_settled`` says whether any vote still allowed could change it.
 
 Rules (``Ballot.rule``):

@@ -1,4 +1,6 @@
-"""Consensus: ballots on which named agents vote, decided by majority, plurality, trust,
+"""Consensus: ballots on which named agents vote, over a store.
+
+Ballots on which named agents vote, decided by majority, plurality, trust,
 quorum or unanimity (seed 001: "majority and plurality voting"; issue 4: the rest).
 
 ``Consensus`` drives pure functions over a store: the ballot state machine of

@@ -1,10 +1,13 @@
-"""Delegation of scope: signed grants, narrowed down chains, revoked with everything below them.
+"""Delegation of scope: signed grants, narrowed chains, revocation.
+
+A grant is revoked with everything below it.
 
 An agent's **root scope** is what it may do on its own authority; it comes from the
 ``root_scopes`` the protocol is built with (a mapping or a function from did to actions), and an
 agent it does not name has none. An agent passes part of what it holds to another with a
 ``DelegationGrant`` it signs; the delegate may pass part of *that* on (a sub-delegation, naming
-the grant it derives from as ``parent_id``), and so on, up to ``max_depth`` grants in a chain.
+the grant it derives from as ``parent_id``), and so on, up to ``max_depth`` (8) grants in a
+chain.
 Scopes are exact action names plus ``"prefix:*"`` wildcards (see ``normalize_scope``).
 
 Rules:
@@ -12,7 +15,8 @@ Rules:
 - a grant's scope must be covered by what its delegator holds: its root scope for a root grant,
   the parent grant's scope otherwise; the delegator must be the parent's delegate and the
   parent's whole chain live. So a sub-delegation can only narrow.
-- a grant to oneself, or to an agent already up the chain, is a cycle and is refused.
+- a grant to oneself, or to an agent already up the chain, is a cycle and is refused
+  (``DelegationCycle``, naming the chain).
 - ``revoke`` may be called by the grant's delegator or any delegator up its chain; it revokes
   the grant and, in the same unit of work, every grant derived from it, transitively.
 - ``check(agent, action)``: the action is in the agent's root scope, or in the scope of a grant to
@@ -49,7 +53,13 @@ A **chain** is a grant followed by its ancestors, parent first, ending with a ro
 (``parent_id`` None) issued by an agent on its own authority.
 
 The rules are pure functions of a chain and the time (``_check_issue``, ``_chain_allows``); the
-protocol reads the chain from the store and hands it to them.
+protocol reads the chain from the store and hands it to them. Grants have no state machine of
+their own, so the scope algebra, those rules, the stored form, keys and events live in this one
+module beside ``DelegationProtocol``. ``require(agent, action)`` is ``check`` that records
+``delegation.refused`` and raises ``OutOfScope`` on a refusal. The ``StandardExecutor``, given a
+``delegation_protocol``, runs ``Delegate``/``RevokeDelegation`` through it and calls ``require``
+before every other decision, the action being the decision's tag (``invoke_tool:<tool>`` for
+tools).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Discovery: which agents are out there, what they can do, what they follow, where to reach them.
+"""Discovery: which agents are out there and what they can do.
+
+It says what agents can do, which topics they follow and where to reach them.
 
 An agent advertises an ``AgentDescriptor``; the ``DiscoveryService`` keeps it in the store while
 the agent heartbeats, and answers queries by capability, topic, pool and minimum trust. Keys:
@@ -21,7 +23,15 @@ would swamp a log that is never pruned; ``agent.expired`` records when the last 
 
 In process (the runtime) one calls ``register``. From outside the process a request is a signed
 ``discovery.register`` message (``register_signed``) and the descriptor must name the message's
-authenticated sender: a did typed into a payload is never believed on its own.
+authenticated sender: a did typed into a payload is never believed on its own. The runtime
+registers its agent on start, heartbeats three times per ``ttl_s`` (30 s by default) and
+unregisters it on stop; a heartbeat on a lapsed descriptor is refused (register again).
+Descriptors are self-declared: advertised pools are not checked (``PoolManager`` is
+authoritative). A descriptor's did must be an Ed25519 ``did:key``, its capability names unique,
+its topics valid NATS patterns; errors name the field. A query by topic or pool only, and
+``prune_expired``, read every descriptor; a query by capability reads the prefix
+``agent-cap/<name>/did:`` (names may hold ``/`` but never ``:``), checks version ranges on the
+index values, then reads the named descriptors in concurrent batches until ``limit``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Negotiation: sessions in which named parties propose, counter, accept and reject terms.
+"""Negotiation: parties propose, counter, accept and reject terms.
 
-``NegotiationProtocol`` drives the pure state machine of ``_negotiation_session`` over a
-store.
-Keys:
+A session names its parties; only they act in it.
+
+``NegotiationProtocol`` drives the pure state machine of ``_negotiation_session`` (its one
+table ``_NEGOTIATION_TRANSITIONS``: OPEN -> OPEN, AGREED, REJECTED, EXPIRED or FAILED; the four
+terminal states have no moves) over a store. Each act is one unit of work: a compare-and-set on
+the version read plus its events, recomputed on conflict (at most 32 times). Keys:
 
 - ``negotiation/<session id>``: the ``NegotiationSession`` (MessagePack), changed only by a
   compare-and-set on the version read, in one unit of work with its events;
@@ -16,7 +19,10 @@ every later proposal (a counter, or a party revising its own) supersedes the one
 only the latest can be answered, by a party other than its proposer. A proposal is AGREED when
 every party other than its proposer has accepted it; one rejection ends the session (REJECTED
 is terminal: whoever wants to go on counters instead of rejecting). Acting at or after the
-deadline expires the session and refuses the act; a proposal beyond ``max_rounds`` fails it.
+deadline expires the session and refuses the act; a proposal beyond ``max_rounds`` (counting the
+opening one; 10 by default) fails it. Both moves are recorded before the refusal. Checks run in a
+fixed order: who acts (a non-party is refused first, so it can never expire or fail a session),
+the state, the deadline, the proposal named, the act's own rules, the round limit.
 
 An act is relative to the latest proposal the caller saw: ``proposal_id`` (accept, reject) or
 ``replying_to`` (propose, counter) names it, and when omitted it is pinned to the latest one at
@@ -36,6 +42,12 @@ session id; ``data.state``: the session's state after the event) and their other
 - ``negotiation.expired``: ``deadline``, ``proposal_id``;
 - ``negotiation.failed``: ``reason``, ``max_rounds``, ``proposal_id``;
 - ``negotiation.refused``: ``act``, ``reason`` (the error's message), ``error`` (its class).
+
+Refusals raise ``NegotiationRefused`` (a ``PolicyViolation``; ``not_a_party``,
+``own_proposal``, ``already_accepted``), ``ProposalSuperseded`` (a ``StateError``),
+``InvalidTransition`` or ``ValidationError``. The ``StandardExecutor`` runs ``Propose`` (opening
+the session when it names parties and does not exist yet), ``AcceptProposal`` and
+``RejectProposal`` through its ``negotiation_protocol``.
 
 Every refused act on an existing session is recorded as ``negotiation.refused`` and raised;
 nothing else changes, except a refusal that itself expired or failed the session. An act on a

@@ -1,4 +1,6 @@
-"""Pools: create them, join and leave them under their admission policy, and settle disputes
+"""Pools: admission, membership, and disputes settled by governance.
+
+Create them, join and leave them under their admission policy, and settle disputes
 under their governance model.
 
 Everything lives in the store's key-value map, and every change commits with its event:
@@ -9,6 +11,7 @@ Everything lives in the store's key-value map, and every change commits with its
 - ``pool-size/<pool id>``: the member count, updated by compare-and-set in the same unit of work
   as the membership, so concurrent joins never exceed ``max_members``.
 
+A refused join is a ``pool.join_refused`` event, then a ``PolicyViolation`` carrying the reason.
 The acting agent is whoever the caller authenticated (a verified message's sender); the manager
 never takes an agent's word for who it is.
 """

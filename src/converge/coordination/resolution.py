@@ -18,6 +18,10 @@ a tuple; ``1``, ``1.0`` and ``True`` differ. A ``key`` (sync or async) maps outp
 compared instead (``normalize_text``, a critic's verdict). A ``digest`` is sha256 of those bytes
 (``output_digest(output)`` without a key). One result per agent; the order of the results never
 changes the outcome (a voting strategy returns the output of the winner with the smallest did).
+``normalize_text`` is NFKC, case-folded, whitespace collapsed. The result is a ``Resolution``
+(output, ``chosen``, ``winners``, support, one ``AnswerTally`` per distinct answer, reason,
+``dissent``, ``failed``), or ``ResolutionFailed`` (strategy, reason, the answers with their agents,
+the failed results).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The task board: submit, claim under a lease, start, heartbeat, report, fail, cancel.
+"""The task board: submit, claim under a lease, report, fail, cancel.
+
+A claim's holder also starts the task and heartbeats its lease.
 
 Every change is one unit of work in the store: the task's new state (a compare-and-set on the
 state and attempt number it was read in) and its event commit together or not at all. A claim
@@ -25,6 +27,30 @@ would write, judged by the same compare-and-set. What one task's refusal does to
 Bad input — an empty batch, one over ``MAX_BATCH``, an item of the wrong type, a task id twice
 in one batch, a ``limit`` below 1 — is a ``ValidationError`` naming the item, before anything is
 written.
+
+``release_expired_claims(now)`` also takes seed 001's ``time.monotonic()`` readings (see it); the
+other components that take a ``now`` (discovery, delegation, consensus, negotiation) accept only
+values within 30 days of their clock.
+
+Events: ``task.submitted``, ``task.claimed``, ``task.started``, ``task.heartbeat``,
+``task.completed``, ``task.failed``, ``task.cancelled``, ``task.released``; their trace id is the
+task's trace (its own id by default). Acting without the current lease is ``LeaseLost`` (a
+``StateError``) saying who holds it or that the token is stale. ``claim`` re-checks visibility
+against the agent's pools and capabilities. ``submitted_by`` records the submitting agent: only
+it may cancel the task through the executor.
+
+``watch(callback)`` calls back whenever this manager makes a task PENDING, and inside
+``following()`` (runtimes enter it) one follower per manager tails the store's
+``task.submitted``/``task.released`` events, so tasks made PENDING by another process call back
+too (events this manager wrote are skipped).
+
+A manager remembers the tasks it last wrote (up to 10,000, oldest out first; terminal tasks are
+forgotten), and claim, start, heartbeat and report start from that copy instead of reading the
+store — on SQLite a read is a hop to the reader thread. This is safe because every write is a
+compare-and-set on (state, attempts): a copy made stale by another manager or process loses. A
+copy is used only when it says the call will succeed; a conflict, or anything that would be
+refused, is judged again from a fresh read, so callers get the store's answer (``LeaseLost``,
+``InvalidTransition``, the idempotent repeat) exactly as without the copy.
 """
 
 from __future__ import annotations

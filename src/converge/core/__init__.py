@@ -1,8 +1,13 @@
-"""The core model: identity, messages, topics, capabilities, pools, tasks, decisions, agents, tools,
+"""The core model: identity, messages, tasks, decisions, agents, tools.
+
+Identity, messages, topics, capabilities, pools, tasks, decisions, agents, tools,
 and ``MISSING`` (a value that is not there).
 
 Everything else in converge is built from these. ``converge.core`` imports nothing of converge
-but ``converge.errors``.
+but ``converge.errors``. Its names are exported on first use (PEP 562, like
+``converge.orchestration``): importing one module of core (``core.missing``, which
+orchestration's references import) does not import the rest (``identity`` loads
+``cryptography``), so ``converge validate`` stays light.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""The ``Agent`` base class: an identity, capabilities, topics, and two entry points.
+"""The ``Agent`` base class: an identity and two entry points.
+
+An agent also has capabilities and topics. The entry points:
 
 - ``decide(messages, tasks) -> decisions`` for the decentralized runtime, which hands the agent
   its inbox and the tasks it can see and executes what it decides;
 - ``run(inputs, ctx) -> output`` for a node of a graph, called by the orchestration engine.
 
 An agent implements one or both. Using it where its entry point is missing raises
-``AgentModeError`` saying which method is missing.
+``AgentModeError`` (a ``ValidationError`` and a ``NotImplementedError``) naming the missing
+method. ``RunContext`` is the protocol the engine's node context implements.
 """
 
 from __future__ import annotations

@@ -1,4 +1,14 @@
-"""Capabilities: what an agent can do, with versions, and the requirements that select them."""
+"""Capabilities: what an agent can do, with versions.
+
+Requirements select them by name and version range. A version is a PEP 440 version and a
+requirement's range a PEP 440 specifier set (``summarize>=1.2,<2``), both parsed by
+``packaging`` (a core dependency: well kept, tiny, and the reference implementation of those
+rules) and cached. A range's versions are turned into numbers when it is parsed, not at its
+first match as ``packaging`` would: a number past Python's 4,300-digit limit is a
+``ValidationError`` there, never a ``ValueError`` out of a visibility query. A requirement's
+text is split in one pass (the name, then the rest stripped): the single regex it replaced
+backtracked quadratically over a run of spaces.
+"""
 
 from __future__ import annotations
 

@@ -3,8 +3,12 @@
 A peer chooses its did, its message ids, nonces and kinds, the ids it names and the text of the
 errors its input causes; nothing bounds their length on the way in. Every such string that
 converge writes into an event (above all a refusal: ``message.rejected``,
-``bidding.offer_refused``, ``ballot.refused``…) or into an error message goes through ``clip``
-first, so one hostile input cannot grow the log, a trace or a terminal line without bound.
+``bidding.offer_refused``, ``bidding.refused``, ``discovery.refused``, ``ballot.refused``,
+``delegation.refused``, ``negotiation.refused``; and the trace id an agent runtime takes from
+the messages it answers) or into an error message (a did, a topic, a capability, a version
+range, an id it quotes) goes through ``clip`` first, so one hostile input cannot grow the log,
+a trace or a terminal line without bound. Values converge itself chose (a round's trace, a
+ballot's id) are written as they are.
 
 The rule: a string of at most ``limit`` characters is kept as it is; a longer one keeps its
 first characters and ends with a marker that says how many were cut, ``…[+399958 chars]``, the

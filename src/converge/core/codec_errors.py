@@ -1,4 +1,13 @@
-"""Translating msgspec's and Python's encoding errors into converge's, at the boundary."""
+"""Encoding errors translated into converge's, at the boundary.
+
+It translates msgspec's and Python's encoding errors. Every decoding entry (``from_json``,
+``from_msgpack``, ``unseal``, memory's record reader) raises only ``ProtocolError``
+(not the format at all) or ``ValidationError`` (the format, with a bad field), whatever the
+input: invalid UTF-8, a ``str`` holding a lone surrogate (it has no UTF-8 form), an input that
+is not bytes (or, for JSON, a str), nesting deeper than the decoder goes, numbers out of range.
+The stores decode only rows they encoded themselves and do not translate: a row damaged on
+disk surfaces as msgspec's own error.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
-"""What an agent decides to do: one tagged union that the runtime validates and executes.
+"""What an agent decides to do: one tagged union of decisions.
+
+The runtime validates and executes them.
 
 An agent's ``decide()`` returns a list of these; ``validate_safety`` checks them against policy;
 the ``StandardExecutor`` applies them. They are plain data (tagged by ``type``), so they can be
-logged, sent, and checked by an allowlist of decision types.
+logged, sent, and checked by an allowlist of decision types (an allowlist names a decision by
+its tag: ``claim_task``, ``submit_bid``…). ``SubmitBid`` carries ``amount`` and ``terms``
+rather than an ``Offer`` because ``core`` may not import ``protocol``.
 """
 
 from __future__ import annotations

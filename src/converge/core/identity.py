@@ -2,11 +2,18 @@
 
 The did is ``did:key:z`` + base58btc(0xed 0x01 + the 32-byte public key), as the did:key method
 specifies for Ed25519, so every such did starts with ``did:key:z6Mk`` and has exactly 56
-characters (47 of base58 after the ``z``). A did of any other length or alphabet is refused before
-anything is decoded: a peer chooses the did it signs with, and decoding base58 costs time
-quadratic in its length. Private keys are saved as
-PKCS#8 PEM files with mode 0600 (optionally encrypted with a password) and never appear in
-``repr`` or ``str``.
+characters (47 of base58 after the ``z``). A did of any other length, prefix or alphabet is
+refused before anything is decoded, at the same cost whatever its length: a peer chooses the did
+it signs with, and decoding base58 with big integers costs time quadratic in its length (a
+400,000-character did once cost 28 s inside ``unseal``). A did that passes is decoded once and
+its key cached (LRU, 8,192 entries): dids repeat, and decoding costs more than a lookup.
+
+Private keys are saved as PKCS#8 PEM files (readable by ``openssl``), optionally encrypted with a
+password, created with ``O_EXCL`` and mode 0600: ``save`` never overwrites a file, and ``load``
+refuses one that group or others can access (as ``ssh`` does), saying how to fix it. Keys never
+appear in ``repr`` or ``str``; ``fingerprint`` (16 hex digits of the public key's sha256) is a
+short, stable name for display. ``Identity.verify(key, data, signature)`` returns a bool; a key
+that is neither an Ed25519 did nor 32 bytes is an ``IdentityError``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ They are written as 26 characters of Crockford base32 (``0-9A-Z`` without ``I L 
 ASCII order is the numeric order. Generation costs about a quarter of a microsecond: no
 ``uuid4()``, no syscall per id, and within one millisecond only the last two characters are
 looked up (the clock is ``time.time_ns`` itself, and ``new_id`` the factory's bound method).
+
+A factory is monotonic even within one millisecond: the random start uses 79 bits, so counting
+up cannot overflow inside a millisecond (were it to, the factory moves on to the next one).
+Encoding is 13 lookups in a table of the 1,024 two-character strings (``base64.b32encode`` is
+pure Python and cost 4 µs per id), and the encoding of all but the last two characters is kept
+while the counter changes only its low 10 bits.
 """
 
 from __future__ import annotations

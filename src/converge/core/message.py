@@ -1,4 +1,7 @@
-"""The signed message envelope agents exchange, and the guard against stale and replayed ones."""
+"""The signed message envelope, and the guard against replays.
+
+The guard refuses stale and replayed messages.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ def _nonce() -> str:
 class Message(Signed, frozen=True, tag="message"):
     """A message from one agent to another agent or to a topic.
 
-    Exactly one of ``recipient`` and ``topic`` is set. ``sign(identity)`` sets ``sender`` to the
-    identity's did and signs every other field; ``verify()`` checks the signature.
+    Exactly one of ``recipient`` and ``topic`` is set (checked when built and when decoded).
+    ``sign(identity)`` sets ``sender`` to the identity's did and signs every other field;
+    ``verify()`` checks every field's type, then the signature. Signed protocol objects travel in
+    ``payload`` sealed, so a forwarded object keeps its own signature.
     """
 
     __signers__ = (("signature", "sender"),)
@@ -113,6 +118,15 @@ class ReplayGuard:
     - Nothing makes it accept a replay of a message it accepted, nor hold more than
       ``max_entries`` nonces and as many senders (the heaps that drop forgotten nonces lazily
       are rebuilt once more than half stale).
+
+    Before the per-sender floors and ``max_ahead``, one fresh identity sending ``max_entries +
+    1`` authentic messages dated just inside the future edge raised a single shared floor past
+    the clock, and every honest sender was refused for about five minutes.
+
+    Check the signature first (``verify()``, which also checks the types), then the guard. A
+    guard has a length, so an empty one is falsy: the runtime, ``BiddingProtocol`` and
+    ``DiscoveryService``, which make a default guard when given none, test for ``None`` (an
+    injected guard is used even while empty).
 
     Args:
         window_s: accepted distance between a message's ``created_at`` and now, either way.

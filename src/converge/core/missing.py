@@ -1,9 +1,14 @@
-"""``MISSING``: the marker for a value that is not there, told apart from ``None``.
+"""``MISSING``: the marker for a value that is not there.
+
+It is told apart from ``None``.
 
 A graph node receives it for an input that is not there (a skipped node's output, a part of an
 output that does not exist, a node that has not run yet), and an agent compares with it
 (``value is MISSING``). It lives here, below the packages that make it (orchestration) and the
-ones that read it (agents' roles), so neither imports the other for it.
+ones that read it (agents' roles), so neither imports the other for it. It is falsy and cannot be
+stored: an output holding it fails its node with a clear error rather than turning into null
+(``orchestration._missing`` says where it sits and why). Only a node skipped by ``on_error:
+skip`` has ``MISSING`` as its output.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Pools: named groups of agents with an admission policy and a governance model."""
+"""Pools: named groups of agents, admission and governance.
+
+Each pool has an admission policy and a governance model.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Tools agents can call: a small protocol, function tools with schemas, and a registry."""
+"""Tools agents can call: a protocol, function tools, a registry.
+
+Function tools come with schemas.
+"""
 
 from __future__ import annotations
 
@@ -57,9 +60,11 @@ class Tool(Protocol):
 class FunctionTool:
     """A Python function (sync or async) as a ``Tool``, its schema read from its signature.
 
-    Arguments are converted and checked against the annotations before the call, so a wrong
-    type is a ``ValidationError`` naming the argument. A sync function runs in a worker thread,
-    so it cannot stall the event loop.
+    A msgspec struct is built from the function's signature: the JSON Schema comes from it, and
+    arguments are converted and checked against it before the call, so a wrong type is a
+    ``ValidationError`` naming the argument. A sync function runs in a worker thread
+    (``call_in_thread``, on the loop's bounded default executor), so it cannot stall the event
+    loop.
     """
 
     def __init__(

@@ -1,4 +1,7 @@
-"""Topics: dotted names agents publish to and subscribe on, with NATS-style wildcards."""
+"""Topics: dotted names with NATS-style wildcards.
+
+Agents publish to them and subscribe on them.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Networks agents talk over: the ``Transport`` protocol, the ``Inbox`` every transport delivers
-into, and ``LocalNetwork``, the in-process transport."""
+"""Networks agents talk over: ``Transport``, ``Inbox``, ``LocalNetwork``.
+
+The ``Transport`` protocol, the ``Inbox`` every transport delivers
+into, and ``LocalNetwork``, the in-process transport.
+"""
 
 from __future__ import annotations
 

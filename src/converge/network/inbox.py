@@ -1,4 +1,6 @@
-"""``Inbox``: where a transport delivers one agent's messages, and where its owner reads them.
+"""``Inbox``: where a transport delivers one agent's messages.
+
+Its owner reads them there.
 
 Every transport delivers into the same bounded queue, so a runtime reads its messages the same
 way whichever transport brought them. The owner (a runtime, a bidding protocol's ``serving()``)

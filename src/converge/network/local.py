@@ -1,5 +1,6 @@
-"""``LocalNetwork``: the in-process ``Transport``, to one agent by did or to every subscriber of
-a topic.
+"""``LocalNetwork``: the in-process ``Transport``.
+
+It sends to one agent by did, or to every subscriber of a topic.
 
 ``LocalNetwork`` is an object, not a process-wide singleton: tests and programs make as many
 separate networks as they like. Each registered agent has a bounded ``Inbox``; a sender whose

@@ -1,4 +1,6 @@
-"""``Transport``: what converge needs of a network to move signed messages between agents.
+"""``Transport``: what converge needs of a network.
+
+A network moves signed messages between agents.
 
 The runtime, the executor, the bidding and consensus services and the CLI use a network only
 through this protocol, so a transport that crosses processes (TCP, WebSocket, NATS) slots in

@@ -1,4 +1,6 @@
-"""Observability: everything derived from the event log — a run's coordination graph and its
+"""Observability: everything derived from the event log.
+
+Everything derived from the event log — a run's coordination graph and its
 renderings (tree, JSON, Mermaid, DOT, a self-contained HTML page), replay, the Prometheus
 exposition of its metrics — JSON-lines logging, and text made safe to print on a terminal
 (``printable``: control characters shown as escapes).

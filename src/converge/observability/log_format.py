@@ -1,4 +1,6 @@
-"""Logs as JSON lines: ``converge --log-format json`` (or ``CONVERGE_LOG_FORMAT=json``).
+"""Logs as JSON lines, or as text safe to print.
+
+``converge --log-format json`` (or ``CONVERGE_LOG_FORMAT=json``).
 
 ```python
 configure_logging("json")
@@ -12,7 +14,8 @@ extras when present; an exception is written as ``exc_info`` text.
 
 A message may quote anything (a node's error, a name from a graph file): a JSON line has the
 characters a terminal acts on escaped (``printable_json``), and a ``text`` line shows them as
-escapes (``printable``), one line per record plus the lines of its traceback.
+escapes (``printable``), one line per record plus the lines of its traceback. Configuring again
+replaces converge's own handler only.
 """
 
 from __future__ import annotations

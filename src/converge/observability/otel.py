@@ -1,4 +1,6 @@
-"""OpenTelemetry spans from a run's events: an engine listener, not code inside the engine.
+"""OpenTelemetry spans from a run's events, as an engine listener.
+
+It is a listener, not code inside the engine.
 
 ```python
 from converge.observability.otel import OTelListener
@@ -35,6 +37,12 @@ remote span context with that trace id and a span id made of the low 64 bits of 
 Span ids of converge's own spans are the SDK's (the API cannot set them); each span carries the
 id of the event that opened it as ``converge.event_id``, and ``converge.run_id`` and
 ``converge.trace_id``.
+
+``converge run --otel console|otlp`` builds an SDK provider (``tracer_provider``: console to
+stderr through a simple processor; OTLP over HTTP/protobuf, batched) and shuts it down (flushes)
+when the run ends; without the extra that is ``MissingExtra`` naming it (exit 1). The OTel
+spans of calls inside a node: ``converge.llm <model>`` with the GenAI token attributes,
+``converge.tool <name>``, ``converge.auction <id>``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""A run's §8.2 metrics in the Prometheus text exposition format (the ``metrics`` extra).
+"""A run's metrics in the Prometheus text format.
+
+Seed 002 §8.2's metrics, with the ``metrics`` extra.
 
 ```
 converge_node_latency_seconds{node="analyzer"} 0.012
@@ -8,8 +10,11 @@ converge_node_executions_total{status="success"} 4.0
 converge_checkpoints_total 2.0
 ```
 
-Every sample also carries ``run`` and ``graph`` labels, so the texts of many runs can be
-served side by side. ``prometheus-client`` is imported when a text is made, not before.
+Every sample also carries ``run`` and ``graph`` labels, so the texts of many runs can be served side
+by side; one collector per run. Also ``converge_retries_total``, ``converge_agents_spawned`` and
+``converge_success_ratio``. ``converge metrics --prometheus`` writes it; without the extra that is
+``MissingExtra`` naming it (exit 1). ``prometheus-client`` is imported when a text is made, not
+before.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""A run's coordination graph as ONE self-contained HTML file: no network needed to open it.
+"""A run's coordination graph as one self-contained HTML file.
+
+No network is needed to open it.
 
 The page holds inline CSS, inline JavaScript and two inline SVGs laid out here:
 
@@ -18,7 +20,13 @@ Every string from the log is HTML-escaped, its control characters shown as escap
 (``printable``); the embedded JSON holds no ``<`` and no raw control character, so nothing in the
 log can end the script, and the page is safe to print on a terminal too.
 
-Layout is linear in the number of nodes: a 1,000-node run renders in milliseconds.
+Layout is linear in the number of nodes: a 1,000-node run is written in about 0.06 s
+(``bench/bench_trace.py``; 0.5 s for the whole ``converge trace`` command in a new process), and
+headless chromium draws it in about 0.3 s from navigation. The browser tests
+(``tests/observability/test_render_browser.py``, marked ``browser``) drive Debian's ``chromium``
+over the DevTools protocol (``websockets``, in ``dev``): they count the status colours' pixels in
+the graph's viewport on a screenshot (``pillow``), click a node and read the details panel, and
+check that a 1,000-node chain does not widen the page.
 """
 
 from __future__ import annotations

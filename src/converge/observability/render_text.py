@@ -1,16 +1,22 @@
-"""A run's coordination graph (``run_graph``) as Mermaid flowchart text, Graphviz DOT text, or
-a rich tree for the terminal.
+"""A run's coordination graph as Mermaid, DOT or a terminal tree.
+
+``run_graph`` as Mermaid flowchart text, Graphviz DOT text, or a rich tree.
 
 Nodes of a subgraph's child run are drawn inside a ``subgraph`` (Mermaid) or ``cluster``
 (DOT) named for the subgraph node; coordination objects hang off the node they belong to
 (dashed), or off the run when no node claims them.
 
 Every name and detail comes from the log, so it is written so it can only be text: Mermaid and
-DOT identifiers are made of letters, digits and ``_`` only, one per node id (``_key``); a Mermaid
+DOT identifiers are ``n_`` (nodes), ``s_`` / ``cluster_n_`` (subgraphs) or ``c_`` (objects) plus
+the name with ASCII letters and digits kept, ``_`` doubled and any other character written
+``_<hex>_`` — only ``[0-9A-Za-z_]``, and one id per name (``a-b`` and ``a_b`` do not share
+one) (``_key``); a Mermaid
 label or comment keeps letters, digits, spaces and a few punctuation marks and writes every
 other character as a Mermaid entity code (``#34;``), so no quote, newline, ``%%`` or ``{`` can
 end it and start a statement; a DOT label is a quoted string whose control characters are shown
-as escapes (``printable``); the tree shows them so too.
+as escapes (``printable``), then JSON-quoted (which DOT reads the same way, checked with
+Graphviz); the tree shows them so too. A test reads every Mermaid line back as exactly one
+expected statement, for any text.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Replay: a run's state re-derived from its events alone, checked against what the engine
-recorded.
+"""Replay: a run's state re-derived from its events, then checked.
+
+The state is checked against what the engine recorded.
 
 ``replay(events, run_id, until=seq)`` folds the run's own events (those whose subject is the
 run id; a subgraph's child run is replayed on its own id) up to ``seq`` into the state the run
@@ -12,6 +13,11 @@ difference:
   checked key by key, any other value must equal the output of some node that completed);
 - each ``node.done`` / ``node.failed`` against the pass the §8.1 trace reports for it;
 - a run that ended ``completed`` with a pass still ``running`` or ``failed``.
+
+The log holds no graph, so replay cannot tell which nodes are sinks. Values that differ by ``==``
+are compared again by their MessagePack bytes: runs store no NaN now, but a log written before
+may hold one, and a NaN read back equals nothing. ``converge replay RUN [--until SEQ]`` exits 1
+on any difference.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-r"""Text made safe to show on a terminal: every control character becomes a visible escape.
+r"""Text made safe to show on a terminal.
+
+Every control character becomes a visible escape.
 
 Whatever converge prints for people — live progress, ``error:`` lines, the ``runs`` and
 ``show`` tables, the trace tree, the event timeline, ``agents run`` lines, log lines — may

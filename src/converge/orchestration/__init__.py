@@ -1,4 +1,6 @@
-"""Graph orchestration: graphs in YAML or Python, the engine, checkpoints and resume.
+"""Graph orchestration: graphs, the engine, checkpoints and resume.
+
+Graphs in YAML or Python.
 
 ```python
 from converge.orchestration import Engine, Graph, load_graph
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         RunHandle,
         RunResult,
         RunStatus,
+        default_engine,
     )
     from converge.orchestration.graph import Graph
     from converge.orchestration.kinds import KindContext, kind_names, register_kind
@@ -105,6 +108,7 @@ _EXPORTS: dict[str, str] = {
     "UnknownRoute": "converge.errors",
     "UsageExceeded": "converge.errors",
     "debate": "converge.orchestration.patterns",
+    "default_engine": "converge.orchestration.engine",
     "fan_out": "converge.orchestration.patterns",
     "hierarchy": "converge.orchestration.patterns",
     "kind_names": "converge.orchestration.kinds",
@@ -169,6 +173,7 @@ __all__ = [
     "UnknownRoute",
     "UsageExceeded",
     "debate",
+    "default_engine",
     "fan_out",
     "hierarchy",
     "kind_names",

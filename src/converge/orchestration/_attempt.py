@@ -1,12 +1,37 @@
-"""One attempt of one node's pass: its tries — each within the node's timeout, retried with
-backoff on the run's clock — then its ``on_error`` (skip it, ask a person, run its fallback,
-or run the replacement nodes ``on_node_failed`` gives), to a ``PassResult``; the statuses a
-pass moves through (``PassStatus``, ``_PASS_TRANSITIONS``); and calling an agent.
+"""One attempt of one node's pass: its tries, then its ``on_error``.
+
+Its tries — each within the node's timeout, retried with backoff on the run's clock — then its
+``on_error`` (skip it, ask a person, run its fallback, or run the replacement nodes
+``on_node_failed`` gives), to a ``PassResult``; the statuses a pass moves through (``PassStatus``,
+``_PASS_TRANSITIONS``); and calling an agent.
 
 An attempt needs of its run only what ``AttemptHost`` names (``_loop.RunLoop`` is one): its
 log, its clock, the pool for sync agents, a context for each try, and the failure hook. What
 comes before (a pass read back from the log, an answer standing in for it, ``max_iterations``)
 and after (storing the output, following edges) is the run's.
+
+**Policies.** Each try has the node's ``timeout``, else ``timeout_per_agent_seconds``; retries
+back off on the injected clock (the node's ``retry``, else ``execution.retry_policy``); then
+``on_error``: ``abort`` (the default: in-flight nodes are cancelled and the run FAILS naming the
+node and the cause), ``retry`` (the same, named for intent), ``skip`` (output ``MISSING``),
+``fallback`` (its agent runs once in the node's place), ``human`` (the run WAITS with a question;
+the answer becomes the output). Async callables run on the loop, sync ones in the engine's
+bounded thread pool (``AgentSpec(fn, inline=True)`` keeps a quick one on the loop; a timed-out
+sync call's thread runs on, as threads cannot be killed).
+
+**What an agent raises fails its node**, whatever its type (``core.user_code``):
+``sys.exit()``, its own ``KeyboardInterrupt``, ``GeneratorExit``, a ``BaseExceptionGroup``, a
+thread's ``StopIteration`` (reported as Python reports one leaving a coroutine:
+``RuntimeError: coroutine raised StopIteration``) — sync in the pool or inline, async, alone or
+as a task of the run's group; so do a fallback's and a replacement's. It is logged
+``node.failed`` with ``Type: message`` (``SystemExit: 0``) and the node's retry and ``on_error``
+apply as to any error. The process's own stop (a cancellation, a signal handler's exception)
+goes on; one that leaves the run logs ``run.interrupted`` first, as a cancellation does.
+
+**Statuses.** A pass moves through ``_PASS_TRANSITIONS``: RUNNING to how it ended, then, as it is
+settled, a ``Halt`` output halts it and an output that cannot be stored fails it. A refused move
+is ``InvalidTransition`` naming both statuses and the node; ``node.done`` logs the status as its
+word (a ``str``, not the enum).
 """
 
 from __future__ import annotations
@@ -14,11 +39,10 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from converge.core.clock import Clock
-from converge.core.user_code import call_in_thread, is_interruption
+from converge.core.user_code import WorkerThreads, is_interruption
 from converge.errors import InvalidTransition, ValidationError
 from converge.orchestration._agents import NodeAgent, resolve_agent
 from converge.orchestration._context import NodeContext, Paused
@@ -193,7 +217,7 @@ class AttemptHost(Protocol):
     """Where the tries are logged (``node.start``, ``node.retry``, ``node.replaced``)."""
     clock: Clock
     """The run's clock: backoff between tries waits on it."""
-    pool: Executor
+    pool: WorkerThreads
     """Where sync agents run."""
     on_node_failed: FailureHook | None
     """Asked for replacement nodes once a node has failed for good."""
@@ -388,7 +412,7 @@ async def call(
     inputs: dict[str, Any],
     ctx: NodeContext | None,
     timeout: float | None,
-    pool: Executor,
+    pool: WorkerThreads,
 ) -> Any:
     """Call ``agent`` with ``inputs`` (and ``ctx`` if it takes one) within ``timeout``."""
     args = (inputs, ctx) if agent.takes_ctx else (inputs,)
@@ -398,23 +422,28 @@ async def call(
 
 
 async def _call(
-    agent: NodeAgent, args: tuple[Any, ...], timeout: float | None, pool: Executor
+    agent: NodeAgent, args: tuple[Any, ...], timeout: float | None, pool: WorkerThreads
 ) -> Any:
     if timeout is None:
         return await invoke(agent, args, pool)
     async with asyncio.timeout(timeout):
-        return await invoke(agent, args, pool)
+        return await invoke(agent, args, pool, timed=True)
 
 
-async def invoke(agent: NodeAgent, args: tuple[Any, ...], pool: Executor) -> Any:
-    """Call ``agent``: on the loop if it is async (or ``inline``), else in ``pool``; await
-    what it returns if that is awaitable."""
+async def invoke(
+    agent: NodeAgent, args: tuple[Any, ...], pool: WorkerThreads, *, timed: bool = False
+) -> Any:
+    """Call ``agent``: on the loop if it is async (or ``inline``), else in ``pool`` (``timed``:
+    under a deadline, so never waited for on the loop's thread); await what it returns if
+    that is awaitable."""
     if agent.is_async:
         return await agent.fn(*args)
     if agent.inline:
         result = agent.fn(*args)
+    elif timed:
+        result = await pool.run_timed(agent.fn, *args)
     else:
-        result = await call_in_thread(agent.fn, *args, executor=pool)
+        result = await pool.run(agent.fn, *args)
     if isinstance(result, Awaitable):
         return await result
     return result

@@ -1,15 +1,27 @@
-"""Per-agent limits (seed 002 §7.2 ``max_tokens_per_agent``, ``max_tool_calls_per_agent``):
-what each agent of a run has used, counted over the whole run.
+"""Per-agent limits on tokens and tool calls, counted over a run.
+
+Seed 002 §7.2's ``max_tokens_per_agent`` and ``max_tool_calls_per_agent``: what each agent of
+a run has used, counted over the whole run.
 
 An agent is a node's agent by its name in the graph (``node.start``'s ``agent``, what
 ``metrics`` groups ``tokens_per_agent`` by): nodes that run the same agent share one count. A
 node's pass — every try, its fallback, its replacement nodes — is charged to the node's agent.
+The builder names a bare callable after its node, so two ``add_node`` calls with one function
+count apart unless they name one agent of ``agents``.
 Counts cover every node, loop pass and retry of the run, and the runs of its subgraph nodes:
 a child run shares its parent's counts and is held to the parent's limits as well as its own.
 
-Usage is counted as nodes report it (``ctx.report_usage``); the report that takes an agent past
-a limit raises ``UsageExceeded`` in that node, which fails its try like any error. A resumed run
-starts from the counts its log holds (``records.agent_usage``).
+Usage is counted as nodes report it (``ctx.report_usage``, under a lock: sync agents report from
+worker threads); the report that takes an agent past a limit raises ``UsageExceeded`` (agent,
+node, what, used, limit) in that node, which fails its try like any error, and concurrent passes
+of one agent see each other's usage. Counting is always on (a run without limits may start a
+child that has some): ~0.3 µs per report, nothing for a node that reports nothing. A resumed run
+starts from the counts its log holds (``records.agent_usage``, over the run and its child runs):
+every event that ends a try carries the usage it accounts for — ``node.retry``,
+``node.failed``, ``node.waiting`` and ``node.done`` (with a fallback or replacements, theirs
+added to the failed try's) — so the trace, metrics and the run's total count retried, failed and
+paused tries too. Usage a try reported before it was cancelled (the run aborted, the process
+died) is not in the log, and a resumed run does not count it.
 """
 
 from __future__ import annotations

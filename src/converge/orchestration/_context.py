@@ -1,5 +1,19 @@
-"""``NodeContext``: what a node's agent gets from the engine while it runs (``RunContext``),
-and ``NodeHost``: what a context reports to (the run, ``_loop.RunLoop``)."""
+"""``NodeContext``: what a node's agent gets from the engine.
+
+What a node's agent gets from the engine while it runs (``RunContext``), and ``NodeHost``: what
+a context reports to (the run, ``_loop.RunLoop``).
+
+The idempotency key is ``run/node/iteration``: the same for every try of one pass and for a try
+that runs again after a crash, so an agent deduplicates a side effect across retries and
+resumes alike (an attempt number in the key would make each retry repeat it). ``trace_id`` is
+the run's trace, a subgraph's child run's being its root run's: every coordination object a node
+causes (a tender's rounds, offers, awards, receipts and trust update; a gate's ballot and votes;
+a board node's task) is logged under it, with the object's own id as the events' ``subject``,
+so ``Engine.trace`` and ``converge trace`` read one trace. ``pause(question)`` raises inside the
+node; on resume with an answer the node runs again from its start and ``pause`` returns the
+answer. ``checkpoint(label)`` logs ``run.checkpoint``; ``record_call`` logs a ``node.call``
+(an LLM call, a tool call, an auction round) that the OTel listener draws as a span.
+"""
 
 from __future__ import annotations
 

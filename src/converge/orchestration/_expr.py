@@ -1,4 +1,6 @@
-r"""Edge conditions (``when:``): a small, safe expression language, parsed once, run often.
+r"""Edge conditions (``when:``): a small, safe expression language.
+
+Parsed once, run often.
 
 ::
 

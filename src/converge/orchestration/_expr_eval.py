@@ -1,4 +1,6 @@
-"""The evaluation half of edge conditions: the closures ``_expr`` compiles a condition into,
+"""The evaluation half of edge conditions.
+
+The evaluation half of edge conditions: the closures ``_expr`` compiles a condition into,
 and the rules for values they apply (truthiness, equality, ordering, arithmetic, membership,
 and stepping through a reference).
 

@@ -1,4 +1,6 @@
-"""The tokenizer of edge conditions (``when:``); ``_expr`` parses what it returns.
+"""The tokenizer of edge conditions (``when:``).
+
+``_expr`` parses what it returns.
 
 Tokens are numbers, strings, names, keywords and operators. Offsets are 0-based; errors give
 them to ``_expr``, which reports a 1-based column. Nothing here evaluates anything.

@@ -1,13 +1,28 @@
-"""The loop of one run: the queue of ready nodes, the task group their passes run in, and
-after each pass settle → scheduler → log — store its output, follow its edges
-(``_scheduler``), write the log when its durability rule says (``_run_log``) — until nothing
-more can run; the run then ends COMPLETED, FAILED or WAITING (``RunStatus``).
+"""The loop of one run: ready nodes, their task group, the settling.
+
+The queue of ready nodes, the task group their passes run in, and after each pass settle → scheduler
+→ log — store its output, follow its edges (``_scheduler``), write the log when its durability rule
+says (``_run_log``) — until nothing more can run; the run then ends COMPLETED, FAILED or WAITING
+(``RunStatus``).
 
 A pass is attempted by ``_attempt``; what comes before (a pass read back from the log, an
 answer standing in for it, ``max_iterations``) is the loop's. A node that is the only one ready
 while nothing else runs is awaited inline: a task per node costs more than the node when a
-graph is a chain. Nodes run as tasks of the run's ``TaskGroup`` only when several can run at
-once.
+graph is a chain (its attempt's coroutine is awaited directly: no frame between the loop and an
+async agent without a timeout). Nodes run as tasks of the run's ``TaskGroup``, at most
+``max_concurrent_agents`` at once, only when several can run. Each such node is a task from its
+first step: an "eager" first step on the loop's own task (what Python 3.12's
+``eager_task_factory`` does, with the new task set as current, which 3.11 cannot) was tried and
+removed — a node entering ``asyncio.timeout`` (or an SDK's cancel scope) on its first step bound
+it to the run's task, so an overrun cancelled the whole run (a 30-node fan-out of LLM agents
+found it; tests pin it). Passes that finished are settled together and written in one append
+before any node after them starts.
+
+Whatever escapes the loop itself (a write the store refuses: it closed, the disk is full; a
+failure hook's bug) leaves ``execute`` as that error, not wrapped in the task group, after the
+run is logged ``run.failed`` with it if the store still takes writes. A ``TimeoutError`` is the
+run's timeout only if the run's own deadline expired. A node left with some edges carried and
+others never carrying fails the run naming it ("cannot progress"), never hangs.
 
 ``RunLoop`` is also what its nodes' contexts report to (``_context.NodeHost``) and what an
 attempt needs of its run (``_attempt.AttemptHost``).
@@ -20,13 +35,13 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
 
 from converge.core.clock import Clock
 from converge.core.signing import maybe_nonfinite
+from converge.core.user_code import WorkerThreads
 from converge.errors import ConvergeError, ValidationError
 from converge.orchestration._attempt import (
     FailureHook,
@@ -82,7 +97,7 @@ class RunLoop:
         *,
         store: Store,
         clock: Clock,
-        pool: Executor,
+        pool: WorkerThreads,
         records: RunRecords | None = None,
         listener: Listener | None = None,
         on_node_failed: FailureHook | None = None,

@@ -1,14 +1,30 @@
-"""Why a node's output holds ``MISSING``: where in the output it sits, which of the node's inputs
-were ``MISSING``, and why each was (a node that did not run and the condition that kept it
-from running, a node skipped after it failed, a key an output lacks).
+"""Why a node's output holds ``MISSING`` (or a NaN), and where.
 
-``MISSING`` cannot be stored, so an output holding it fails its node. The engine asks for this
-explanation only then — after the output failed to encode, or when it is ``MISSING`` itself —
-so outputs without it cost nothing more.
+``MISSING`` cannot be stored, so an output holding it fails its node; so does returning
+``MISSING`` itself (it would be logged as null, and a resumed run would read ``null`` where the
+live run read ``MISSING``). The error names every place it sits (``output["x"][0]``; lists,
+tuples, sets, msgspec structs and dataclasses are walked), the node's inputs that are
+``MISSING`` and why — a node that did not run, followed back along its incoming edges to the
+``when:`` that was false (or a gate that halted); a node skipped after it failed; a key an
+output lacks; "has not run yet" for a later node of the same loop — or that no input was (its
+agent made it), and the fix (``inputs.get("<ref>") or None``, or a default). Which input
+produced it cannot be known (``MISSING`` is one object), so all that are ``MISSING`` are
+listed. The engine asks for this explanation only after the output failed to encode, or when it
+is ``MISSING`` itself, so outputs without it cost one identity test more.
 
-A NaN or an infinity is refused in an output too (``explain_nonfinite``), told the same way:
-where it sits. JSON has no such number, and a NaN equals nothing, not even itself: a run's output
-printed as JSON, its replay and a condition reading it could not agree with what ran.
+A NaN or an infinity is refused too (``explain_nonfinite``), as in protocol objects: JSON has no
+such number (``converge run --json`` would print invalid JSON), and a NaN equals nothing, not
+even itself, so a replay, a resumed run's conditions or a consensus on the value could not
+match what ran. It is told the same way: every place it sits (``output["score"] is NaN``,
+``output[1] is -Infinity``; up to three, then a count) and what to return instead (None, or the
+number as a string). The rule covers a person's answer (it becomes the output), a ``Halt``'s
+output and each replacement node's output (that replacement fails); graph inputs holding one
+are refused before the run starts (``ValidationError``, ``field="inputs"``). The output is
+MessagePack-encoded anyway to check it is storable (not for None, bools, finite floats, 64-bit
+ints, ASCII strings); its bytes are scanned for a float64 whose first byte is 0x7f or 0xff
+(~0.1 µs), and only a hit walks the value. Like any unstorable output, it fails the run at once
+(``node.failed``, then ``run.failed``), without the node's retry or ``on_error``: a retry would
+return the same thing.
 """
 
 from __future__ import annotations

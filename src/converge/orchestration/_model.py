@@ -1,4 +1,6 @@
-"""The parts of a graph as written: nodes, edges, policies and limits (seed 002 §4.1, §7.2, §7.3).
+"""The parts of a graph as written: nodes, edges, policies, limits.
+
+Seed 002 §4.1, §7.2, §7.3.
 
 These are plain frozen records. ``Graph`` (``graph.py``) collects them, the YAML loader
 (``yaml_loader.py``) reads them from a file, and ``_plan.py`` checks them together and turns

@@ -1,4 +1,4 @@
-"""Checking a graph as a whole and turning it into the plan the engine runs.
+"""Checking a graph as a whole; the plan the engine runs.
 
 Everything a run could trip over is refused here, before anything runs, with a
 ``ValidationError`` that names the file, line and key for YAML: duplicate or malformed ids,
@@ -14,6 +14,9 @@ read: an input from a node that no edge brings in contradicts the edges.
 **Cycles.** Edges are classified by a depth-first walk from the entry nodes in declaration
 order: an edge into a node still on the walk's stack is a *back* edge (it closes a loop). A
 node's first run waits for its forward edges only; a back edge, when taken, runs it again.
+``max_iterations`` bounds the passes of any node, so a graph with a cycle must set it. A run is
+resumed only by a graph with the same ``fingerprint`` (a digest of nodes, edges, policies and
+limits).
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""Input references: ``source_code`` (a graph input), ``analyzer.output`` (a node's output) and
+"""Input references: graph inputs, node outputs and their parts.
+
+``source_code`` (a graph input), ``analyzer.output`` (a node's output) and
 ``analyzer.output.summary`` / ``items.output.0`` (a part of it).
 
-A node receives a dict keyed by each reference as written. A reference to something that is
-not there (a node that was skipped, or has not run yet on a loop's first pass, or a key its
-output lacks) gives ``MISSING``.
+A node receives a dict keyed by each reference as written. Undotted references are graph
+inputs, which must all be given (checked before the run starts); ``node.output[.key…]`` reads
+an output. A node without ``inputs`` gets the outputs of the nodes with edges into it (an entry
+node: the graph's inputs). A reference to something that is not there (a node that was
+skipped, or has not run yet on a loop's first pass, or a key its output lacks) gives
+``MISSING``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ class Halt:
     """Returned by a node: "this is my output, and none of my edges is taken".
 
     A gate that did not open (a vote that failed) halts: its output is recorded as usual (and
-    read by anyone who asks), but the nodes after it run only on account of other nodes.
+    read by anyone who asks), but the nodes after it run only on account of other nodes. It is
+    logged as ``status: halted`` and replayed the same on resume.
 
     Args:
         output: the node's output.

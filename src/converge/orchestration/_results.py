@@ -1,5 +1,14 @@
-"""What a run looks like from outside: its status, its result, its streamed events, and the
-handle of a submitted run."""
+"""What a run looks like from outside.
+
+Its status, its result, its streamed events, and the handle of a submitted run.
+
+A run's ``RunStatus`` moves only through ``_RUN_TRANSITIONS``: RUNNING to WAITING, COMPLETED,
+FAILED, CANCELLED or INTERRUPTED; ``resume`` back to RUNNING from any of them but COMPLETED (a
+run whose owner died reads as INTERRUPTED). A node's failure is noted and the loop winds down;
+the run moves to FAILED once it stops, so a cancellation or the run's timeout that comes before
+that is one move from RUNNING, and decides how the run ends. A refused move is
+``InvalidTransition`` naming both statuses and the run.
+"""
 
 from __future__ import annotations
 

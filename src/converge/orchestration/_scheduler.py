@@ -1,5 +1,7 @@
-"""Which nodes run next, as a pure state machine: a finished node (and the outputs its edges'
-conditions read) in, newly ready nodes out. No I/O, no clock, no agents.
+"""Which nodes run next, as a pure state machine.
+
+A finished node (and the outputs its edges' conditions read) in, newly ready nodes out. No I/O, no
+clock, no agents.
 
 Each edge carries a token when its source finishes: *live* if the edge is taken (no condition,
 or its condition holds), *dead* if not. A node is resolved once every forward edge into it has
@@ -15,7 +17,9 @@ final. If, at that point, some node has received tokens on some of its edges but
 receive the rest, the run cannot progress, and ``stuck`` names those nodes.
 
 The scheduler says which nodes became ready; the run keeps them in its queue and decides when
-each starts (``_loop``).
+each starts (``_loop``). ``tests/orchestration/test_scheduler.py`` drives it directly
+(hypothesis: random DAGs with joins, conditions and halts, and loops under ``max_iterations``,
+finished in random orders).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The old path of ``BoardTask`` (``kind: board``), which lives in
-``converge.orchestration.kinds.board``.
+"""The old path of ``BoardTask`` (``kind: board``).
+
+It lives in ``converge.orchestration.kinds.board``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The old path of ``ConsensusGate`` (``kind: consensus``), which lives in
-``converge.orchestration.kinds.consensus``.
+"""The old path of ``ConsensusGate`` (``kind: consensus``).
+
+It lives in ``converge.orchestration.kinds.consensus``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The ``Engine``: runs graphs, and continues, forks, streams and batches their runs.
+"""The ``Engine``: runs graphs; continues, forks, streams, batches.
+
+It runs graphs, and continues, forks, streams and batches their runs.
 
 ```python
 async with Engine(store=await SQLiteStore.open("runs.db")) as engine:
@@ -18,23 +20,59 @@ store while they are in flight, and ``resume`` refuses a run whose owner is aliv
 (``RunOwned``), in this process or another. A run stopped on purpose (``cancel``,
 ``RunHandle.cancel``) ends CANCELLED; a run whose task is cancelled otherwise (Ctrl-C, a
 shutdown, a caller's timeout) ends INTERRUPTED. Both are resumable.
+
+**Modes.** ``execute`` raises ``RunFailed`` for FAILED and CANCELLED (WAITING is a result);
+``submit`` needs ``async with Engine`` (runs belong to its task group; ``RunHandle.cancel``
+stops one run, which logs ``run.cancelled``); ``stream`` yields events as they happen,
+``node.chunk`` included (chunks are streamed, never logged); ``batch`` keeps input order, is
+bounded, and returns failures as results. ``stream(run_id=...)`` runs under a chosen id: one
+without ``/`` that names no run in the store (else ``ValidationError``, field ``run_id``, before
+anything runs; one read, made only for a chosen id). A run starts one of three ways
+(``_run_new``, ``_run_resumed``, ``_run_forked``: what each logs first), then one driver
+executes it (``_drive``: the lease, the take-over, the timeout, cancelled vs interrupted). The
+run's timeout is the smaller of ``config.timeout_seconds`` and
+``execution.total_timeout_seconds``. ``aclose()`` (idempotent; ``async with`` calls it after the
+submitted runs end) shuts the thread pool and closes the lease.
+
+**Cancelled vs interrupted.** ``cancel(run_id)`` (also ``RunHandle.cancel()`` and ``converge
+cancel``) cancels the run's task with a count the engine keeps; if every cancellation of that
+task was one of these (``Task.uncancel()`` back to 0) the run logs ``run.cancelled`` and returns
+CANCELLED. Any other cancellation logs ``run.interrupted`` and the ``CancelledError`` goes on. A
+run whose owner died is read as interrupted without anything being written. ``cancel`` leaves
+alone a run whose end is being written and a subgraph's child run (it shares its parent's task).
+
+**Resume** replays the log: the scheduler is driven again from the start, finished passes are
+read (never re-run), the rest run; only a graph with the same fingerprint may resume a run.
+**Checkpoints**: ``ctx.checkpoint(label)`` / ``checkpoint(run_id, label)`` log
+``run.checkpoint``; ``fork(run_id, label, new_input=…)`` starts a new run whose log begins with
+copies of the passes finished before that point; the rest run again; the original is untouched.
+**Re-planning** (seed 002 §9.2): ``Engine(on_node_failed=hook)``; when a node has run out of
+retries and would fail the run, the hook gets a ``NodeFailure`` (node, error, inputs, outputs so
+far) and may return ``Replacement`` nodes: they run in a chain in the node's place (the first gets
+its inputs, each next one the previous output), each logged as a node of its own
+(``node.replaced``), and the last one's output becomes the node's (``status: replanned``). They
+are spliced into the failed node's place rather than into the graph, so resume needs nothing but
+the log: a pass that finished is read back; one interrupted mid-replacement fails and asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import msgspec
 
 from converge.core.clock import Clock, system_clock
 from converge.core.ids import new_id
 from converge.core.signing import maybe_nonfinite
+from converge.core.user_code import WorkerThreads
 from converge.errors import RunFailed, StateError, ValidationError
 from converge.orchestration._attempt import FailureHook
 from converge.orchestration._budget import AgentBudget
@@ -51,6 +89,7 @@ from converge.orchestration._results import (
 from converge.orchestration._run_log import Announcer, EventListener, Listener
 from converge.orchestration.graph import Graph
 from converge.orchestration.ownership import (
+    RUN_OWNER_KEY,
     LeasePolicy,
     OwnerLease,
     check_free,
@@ -65,10 +104,20 @@ from converge.protocol.event import Event
 from converge.store.base import Store
 from converge.store.memory import MemoryStore
 
-__all__ = ["Engine", "RunEvent", "RunFailed", "RunHandle", "RunResult", "RunStatus"]
+__all__ = [
+    "Engine",
+    "RunEvent",
+    "RunFailed",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "default_engine",
+]
 
+T = TypeVar("T")
 _log = logging.getLogger(__name__)
 _encoder = msgspec.msgpack.Encoder()
+_FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 _ANNOUNCE_AFTER = 0.1
 """Seconds after which a new run that has written nothing has its buffered start written:
 other processes (``converge runs``) see a run whose first node is slow within twice this."""
@@ -92,6 +141,9 @@ class Engine:
         lease: how long this engine's lease on its runs holds (``ttl``, 30 s) and how often it
             is renewed while runs are in flight (``renew_every``, 10 s): a process on another
             host may resume a run of this engine only once the lease has lapsed.
+        keep_runs: with an in-memory store, how many finished runs (COMPLETED, FAILED,
+            CANCELLED) it keeps: past that, the oldest one's log is dropped (its trace, resume
+            and fork are gone with it). None keeps every run. A durable store keeps every run.
     """
 
     def __init__(
@@ -105,6 +157,8 @@ class Engine:
         services: Services | None = None,
         listeners: Sequence[EventListener] = (),
         lease: LeasePolicy | None = None,
+        keep_runs: int | None = None,
+        threads: WorkerThreads | None = None,
     ) -> None:
         self.listeners = tuple(listeners)
         self.on_node_failed = on_node_failed
@@ -112,7 +166,10 @@ class Engine:
         self.store: Store = store if store is not None else MemoryStore()
         self.clock = clock
         self.id_factory = id_factory
-        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="converge-node")
+        self._own_pool = threads is None
+        self._pool = threads or WorkerThreads(max_threads, name="converge-node")
+        self._finished: collections.deque[str] = collections.deque()
+        self.keep_runs = keep_runs
         self._group: asyncio.TaskGroup | None = None
         self._handles: dict[str, RunHandle] = {}
         self._announcer = Announcer(_ANNOUNCE_AFTER)
@@ -122,6 +179,42 @@ class Engine:
             )
         self.owner = OwnerLease(self.store, clock, lease or LeasePolicy())
         """This engine's lease on the runs it executes (``owner.id`` names it in their log)."""
+
+    @property
+    def keep_runs(self) -> int | None:
+        """How many finished runs an in-memory store keeps (None: all); settable."""
+        return self._keep_runs
+
+    @keep_runs.setter
+    def keep_runs(self, value: int | None) -> None:
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValidationError(
+                    f"keep_runs must be an int >= 0 or None, not {value!r}", field="keep_runs"
+                )
+            if not isinstance(self.store, MemoryStore):
+                raise ValidationError(
+                    f"keep_runs bounds what an in-memory store keeps; "
+                    f"{type(self.store).__name__} keeps every run",
+                    field="keep_runs",
+                )
+        self._keep_runs = value
+
+    async def _retire(self, result: RunResult) -> None:
+        """Count a top-level run that ended; drop the oldest finished ones past ``keep_runs``."""
+        keep = self._keep_runs
+        if keep is None or result.status not in _FINISHED or "/" in result.run_id:
+            return
+        finished = self._finished
+        finished.append(result.run_id)
+        store = self.store
+        assert isinstance(store, MemoryStore)
+        while len(finished) > keep:
+            run_id = finished.popleft()
+            if run_id not in self.owner.active:  # resumed again meanwhile: it is running
+                store.forget(run_id)
+                if await store.get(RUN_OWNER_KEY + run_id) is not None:
+                    await store.delete(RUN_OWNER_KEY + run_id)
 
     async def __aenter__(self) -> Self:
         self._group = asyncio.TaskGroup()
@@ -146,7 +239,8 @@ class Engine:
         removed from the store when no run of it is in flight). Idempotent. ``async with``
         calls it once the runs submitted in it have ended; an engine used without (``execute``,
         ``resume``…) is closed with it once its runs have ended."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_pool:
+            self._pool.close()
         await self.owner.aclose()
 
     def _observe(self, event: Event) -> None:
@@ -631,6 +725,7 @@ class Engine:
                     owner.drop(run_id, state)
             if sink is not None:
                 sink.append(ended)
+            await self._retire(ended)
             if own:
                 return ended
             raise
@@ -664,6 +759,7 @@ class Engine:
             owner.drop(run_id, state)
         if sink is not None:
             sink.append(ended)
+        await self._retire(ended)
         return ended
 
 
@@ -711,3 +807,86 @@ def _event(engine: Engine, run_id: str, kind: str, data: dict[str, Any]) -> Any:
 
     trace = run_id.split("/", 1)[0]
     return Event(kind=kind, trace_id=trace, subject=run_id, data=data, at=engine.clock.now())
+
+
+# -- the quick start's engine ------------------------------------------------------------------
+
+DEFAULT_KEEP_RUNS = 1000
+"""How many finished runs a default engine keeps in memory unless told otherwise."""
+
+_ATTRIBUTE = "_converge_default_engine"
+_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Engine] = (
+    weakref.WeakKeyDictionary()
+)  # for a loop that takes no attribute of ours
+_default_threads: WorkerThreads | None = None
+
+
+def default_engine() -> Engine:
+    """The running event loop's default engine: what ``Graph.execute()``, ``stream()``,
+    ``batch()`` and ``run_sync()`` use when given no engine.
+
+    One per event loop, made on first use and gone with its loop: it is kept on the loop
+    itself, so the two are collected together once the loop is closed and dropped, and it
+    holds nothing that outlives them (its store is in memory; its threads are the default
+    engines' shared pool, at most 8). It keeps the last ``DEFAULT_KEEP_RUNS`` finished runs
+    (``default_engine().keep_runs = n`` to change that; older ones are dropped), so a loop
+    calling ``execute`` forever stays bounded. For a durable store, other limits or
+    ``resume`` across processes, make an ``Engine`` of your own.
+
+    Raises:
+        RuntimeError: no event loop is running in this thread.
+    """
+    loop = asyncio.get_running_loop()
+    engine: Engine | None = getattr(loop, _ATTRIBUTE, None) or _defaults.get(loop)
+    if engine is None:
+        global _default_threads
+        if _default_threads is None:
+            _default_threads = WorkerThreads(8, name="converge-default")
+        engine = Engine(keep_runs=DEFAULT_KEEP_RUNS, threads=_default_threads)
+        try:
+            setattr(loop, _ATTRIBUTE, engine)
+        except AttributeError:
+            _defaults[loop] = engine
+    return engine
+
+
+class _ThreadLoop:
+    """The event loop ``run_sync`` runs in, one per thread, closed with the thread (or at exit)."""
+
+    def __init__(self) -> None:
+        self.runner = asyncio.Runner()
+        self._done = weakref.finalize(self, _close_runner, self.runner)
+        self._done.atexit = True
+
+
+def _close_runner(runner: asyncio.Runner) -> None:
+    try:
+        runner.close()
+    except RuntimeError:  # closed from a thread that runs a loop of its own: just close it
+        runner.get_loop().close()
+
+
+_thread_loop = threading.local()
+
+
+def run_in_thread_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end in this thread's own event loop (made on first use, kept for the
+    next call: its default engine with it).
+
+    Raises:
+        StateError: an event loop is already running in this thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        coro.close()
+        raise StateError(
+            "run_sync() cannot run inside a running event loop (an async function, a "
+            "notebook): await graph.execute(...) there instead"
+        )
+    holder: _ThreadLoop | None = getattr(_thread_loop, "loop", None)
+    if holder is None:
+        holder = _thread_loop.loop = _ThreadLoop()
+    return holder.runner.run(coro)

@@ -1,4 +1,6 @@
-"""``Graph``: a graph built in Python (seed 002 §4.2) or read from YAML, and its ways to run.
+"""``Graph``: a graph built in Python or read from YAML.
+
+Seed 002 §4.2's builder, and the graph's ways to run.
 
 ```python
 graph = (
@@ -19,7 +21,6 @@ under its node's id (or the ``Agent``'s name), so YAML and Python graphs look al
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -224,8 +225,19 @@ class Graph:
     def run_sync(
         self, inputs: Mapping[str, Any] | None = None, *, engine: Engine | None = None
     ) -> RunResult:
-        """``execute`` for a script without an event loop of its own."""
-        return asyncio.run(self.execute(inputs, engine=engine))
+        """``execute`` for a script without an event loop of its own.
+
+        The calls of one thread share one event loop (closed when the thread ends) and so the
+        loop's default engine: a script calling ``run_sync`` in a loop costs what ``execute``
+        on one engine costs, and ``engine=`` may be an engine made for that loop.
+
+        Raises:
+            StateError: called inside a running event loop (an ``async def``, a notebook):
+                ``await graph.execute(...)`` there.
+        """
+        from converge.orchestration.engine import run_in_thread_loop
+
+        return run_in_thread_loop(self.execute(inputs, engine=engine))
 
     async def submit(self, inputs: Mapping[str, Any] | None = None, *, engine: Engine) -> RunHandle:
         """Start a run and return its handle at once (``status``, ``wait``, ``cancel``)."""
@@ -312,6 +324,6 @@ class Graph:
 def _engine(engine: Engine | None) -> Engine:
     if engine is not None:
         return engine
-    from converge.orchestration.engine import Engine
+    from converge.orchestration.engine import default_engine
 
-    return Engine()
+    return default_engine()

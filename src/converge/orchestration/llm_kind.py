@@ -1,4 +1,7 @@
-"""The old path of ``kind: llm``, which is declared in ``converge.orchestration.kinds.llm``."""
+"""The old path of ``kind: llm``.
+
+It is declared in ``converge.orchestration.kinds.llm``.
+"""
 
 from __future__ import annotations
 

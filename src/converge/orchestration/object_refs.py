@@ -1,4 +1,6 @@
-"""Object references: ``"module:attr"`` strings that name a Python object, as graph files,
+"""Object references: ``module:attr`` strings naming Python objects.
+
+``"module:attr"`` strings that name a Python object, as graph files,
 agents files and node kinds give agents, tools, providers and functions.
 
 One parser decides what a reference may look like, and one importer turns it into the object,
@@ -6,15 +8,23 @@ so every place that reads one refuses the same mistakes the same way:
 
 - ``check_object_ref(ref)``: a reference is ``module:attr`` where ``module`` is a dotted module
   name (``pkg.sub``: each part a Python identifier; never relative, as ``.os`` would be) and
-  ``attr`` a dotted attribute path (``Class.method``), at most ``MAX_OBJECT_REF_LENGTH``
-  characters. Nothing is imported.
+  ``attr`` a dotted attribute path (``Class.method``), at most ``MAX_OBJECT_REF_LENGTH`` (1,000)
+  characters (``.os:system`` once made ``importlib`` raise ``TypeError``). Nothing is imported;
+  it runs where a reference is read (the loaders, every kind, ``resolve_agent``, ``agents
+  run``), before anything is imported.
 - ``import_object_ref(ref, ...)``: the object, after the same check. Every failure is a
   ``ValidationError`` at the reference's file and line, never the import's own traceback: a
   module not found (the reference's module itself, not one it imports) says where modules are
   looked up (the current directory when it is on ``sys.path``, as the ``converge`` command puts
   it, ``PYTHONPATH`` and the installed packages); a module that raises while it is imported (a
-  ``SyntaxError``, a ``KeyError`` from ``os.environ[...]``, ``SystemExit``…) names the error and
-  the file and line it was raised at, and keeps it as ``__cause__``.
+  ``SyntaxError``, a ``KeyError`` from ``os.environ[...]``, a missing dependency,
+  ``SystemExit``…) names the error and the file and line it was raised at — the
+  ``SyntaxError``'s own, or the deepest frame of the user's code (not the standard library's, an
+  installed package's or converge's; else an installed package's) — and keeps it as
+  ``__cause__``: ``agent 'name' (mod:fn): importing mod failed: KeyError: 'API_KEY'
+  (mod.py:3)``. The error is at the line of the reference's ``agents:`` entry (the loader keeps
+  each entry's line; an entry replaced by ``load_graph(agents=…)`` has none). The CLI prints
+  it on one line, exit 2.
 
 Importing runs the module's top-level code, as ``import`` does: ``converge validate`` and
 ``converge run`` import the modules a file names, and only ``check_object_ref`` is free of it.

@@ -1,4 +1,6 @@
-"""Who executes a run: owners, their leases, and the rule that judges an owner alive.
+"""Who executes a run: owners, their leases, the liveness rule.
+
+The rule says when an owner is alive.
 
 A run is executed by one process at a time. Each ``Engine`` is an *owner*: it keeps one record
 in its store, ``owner/<owner id>``, saying which process it lives in (host, pid, the process's
@@ -20,7 +22,27 @@ event's owner while the owner is alive:
 Anything else (no owner recorded, an unknown record) is not alive. ``resume`` of a run whose
 owner is alive is refused with ``RunOwned``. Taking a run over is a compare-and-set of the key
 ``run-owner/<run id>`` written in the same unit of work as the ``run.resumed`` event, and read
-*before* the log: of two processes resuming one run, one writes and the other is refused.
+*before* the log: of two processes resuming one run, one writes and the other is refused,
+naming the winner, even if both saw the owner dead.
+
+Details: the start time is Linux's ``/proc/<pid>/stat`` field 22, and a zombie is not alive.
+Pids compare only within one host name, boot id and PID namespace (two machines may share a
+name, and every kernel's first namespace has the same inode). A live pid on this host keeps its
+runs even with a lapsed lease: a blocked loop must not let a second process in. A start time
+that cannot be read (not Linux, ``hidepid``) falls back to the lease. The lease
+(``LeasePolicy``: ``ttl`` 30 s, ``renew_every`` 10 s) is renewed by one timer per event loop
+while runs are in flight (a run that starts with the lease due renews it first), on the
+engine's clock, and deleted when the engine closes with no run in flight: 10,000 runs in flight
+renew one record, not 10,000. ``RunOwned`` (a ``StateError``) gives the pid, host, since when
+and the lease's age. An engine refuses a run it already has in flight before touching the store.
+The take-over write finishes even if the resume is cancelled meanwhile, so a resumed run that
+took over always logs its end; one cancelled before it took over writes nothing. ``converge
+cancel`` of a run nobody executes appends ``run.cancelled`` under the same guard, and
+``reserve`` (``converge run --run-id``) takes an id with ``put_if_absent`` before anything runs.
+A forked process (``os.register_at_fork``) becomes a new owner with nothing in flight.
+
+Known limit: an owner that stops renewing but keeps running (a loop blocked past ``ttl``) is not
+fenced off when a process on another host takes its run over.
 """
 
 from __future__ import annotations

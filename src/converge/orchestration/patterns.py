@@ -1,4 +1,6 @@
-"""The orchestration patterns of seed 002 §3, each a helper that builds an ordinary ``Graph``.
+"""The orchestration patterns of seed 002 §3, as graph builders.
+
+Each is a helper that builds an ordinary ``Graph``.
 
 ```python
 from converge.orchestration import pipeline, router
@@ -23,7 +25,11 @@ Every node receives a dict keyed by its input references as written (see ``_refs
 docstring of each helper lists which. The steps the helpers add themselves (``merge``,
 ``assign``, ``gather``, ``done``, ``unknown_route``, ``routed``, ``verdict``) live in
 ``_patterns_steps`` and are referenced from YAML as ``converge.orchestration.patterns:<name>``,
-or, for the two checks, by kind (``assign``, ``unknown_route``: ``kinds.pattern_checks``).
+or, for the two checks, by kind (``assign``, ``unknown_route``: ``kinds.pattern_checks``),
+since they must know the names they accept. ``hierarchy`` runs each manager's supervisor graph
+as a ``Subgraph`` node of the level above rather than nesting loops in one flat graph: nested
+loops would share one strongly connected component, where a manager's "not done yet" would
+reach the level above as "not taken".
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``GoalPlanner``: a goal decomposed into steps for the available agents, checked before it
+"""``GoalPlanner``: a ``PlanMaker`` that runs its plans as graphs.
+
+A goal decomposed into steps for the available agents, checked before it
 runs, run as an ordinary graph, and re-planned when a step fails (seed 002 §9).
 
 ```python

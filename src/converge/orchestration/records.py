@@ -1,7 +1,9 @@
-"""A run's log, read back: what ``resume`` and ``fork`` need, and the run's results.
+"""A run's log, read back: what resume and fork need, and results.
 
 Event kinds a run writes (all in the run's trace, ``subject`` = run id; ``data.node`` names the
-node where there is one):
+node where there is one). A ``node.start``'s parent is the ``node.done`` that made its pass
+ready (a retry's too; the run's ``run.started`` for entry nodes), so the trace is a causal
+graph:
 
 - ``run.started`` ``{graph, fingerprint, inputs, owner[, forked_from, label]}`` (``owner``: the
   engine executing it, see ``ownership``)

@@ -1,4 +1,6 @@
-"""``Services``: what the engine lends to nodes whose work goes beyond a plain agent.
+"""``Services``: what the engine lends to nodes beyond an agent.
+
+Nodes whose work goes beyond a plain agent get them.
 
 A tender node needs a bidding protocol, a board node a task manager, a consensus node a
 ballot box, a team node the pool to pick from and the trust model to weigh by. The graph says
@@ -10,7 +12,7 @@ A node kind says what it needs with a ``needs()`` method returning ``Needs``: th
 who beside the engine does its work (a board node's workers, a tender's providers, a consensus
 gate's voters). ``needs_of(graph)`` collects them for every node, subgraphs included, so a host
 (the command line) builds only what a graph uses and ``converge validate`` can say who provides
-what.
+what. A child graph reached through several nodes (a file the loader read once) is walked once.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The old path of ``Subgraph`` (``kind: subgraph``), which lives in
-``converge.orchestration.kinds.subgraph``.
+"""The old path of ``Subgraph`` (``kind: subgraph``).
+
+It lives in ``converge.orchestration.kinds.subgraph``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The old path of ``Team`` (``kind: team``), which lives in
-``converge.orchestration.kinds.team``.
+"""The old path of ``Team`` (``kind: team``).
+
+It lives in ``converge.orchestration.kinds.team``.
 """
 
 from __future__ import annotations

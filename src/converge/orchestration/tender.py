@@ -1,5 +1,6 @@
-"""The old path of ``Tender`` (``kind: tender``), which lives in
-``converge.orchestration.kinds.tender``.
+"""The old path of ``Tender`` (``kind: tender``).
+
+It lives in ``converge.orchestration.kinds.tender``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""A run's trace (seed 002 §8.1) and metrics (§8.2), derived from its events alone.
+"""A run's trace and metrics, derived from its events alone.
+
+Seed 002 §8.1 and §8.2.
 
 ```json
 {"trace_id": "...", "graph_id": "code_review", "status": "completed",
@@ -23,7 +25,13 @@ events in the run's trace (``coordination_objects``): each intent, offer, award,
 trust update of a tender node's auctions, each ballot and vote of a consensus node, each task
 of a board node. Node kinds log these under the run's trace id with the object's own id as
 the events' subject, and derive that id from the node's idempotency key, which says which node
-an object belongs to (``node``).
+an object belongs to (``node_of``; a trust update belongs to the round it names as ``cause``).
+The root run lists every object of its trace (those no node claims too); a subgraph's child run
+(``Engine.trace("<root>/<node>/<i>")``) lists those of its own nodes. Runs stored before node
+kinds logged under the run's trace id render as they are: a gate's ballot and votes (then in
+the ballot's own trace) and a child run's board task (then in the child's) are missing from
+them. ``node.call`` events (calls inside a node) are for the OTel listener: the trace and the
+metrics ignore them.
 """
 
 from __future__ import annotations

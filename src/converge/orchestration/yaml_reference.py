@@ -1,4 +1,6 @@
-"""The YAML reference (``docs/guides/yaml-reference.md``), written from the code itself.
+"""The YAML reference, written from the code itself.
+
+``docs/guides/yaml-reference.md``.
 
 ``render()`` reads the keys the loader accepts (``yaml_loader``'s key lists), the fields of the
 records they fill (``_model``'s msgspec structs: type, default and the docstring under each

@@ -1,4 +1,6 @@
-"""Policy: who may join a pool (admission), how its disputes are decided (governance), how
+"""Policy: admission, governance, trust and safety.
+
+Who may join a pool (admission), how its disputes are decided (governance), how
 far each agent is trusted (trust), and what an agent may do and consume (safety).
 
 Module paths named by the seeds are public: ``converge.policy.trust``, ``converge.policy.safety``.

@@ -1,4 +1,6 @@
-"""The pure core of trust: a beta reputation per agent, as data and functions of time.
+"""The pure core of trust: a beta reputation per agent.
+
+As data and functions of time.
 
 An agent's reputation is a beta distribution ``Beta(alpha, beta)``: ``alpha`` counts evidence of
 good behaviour, ``beta`` evidence of bad, both starting from a prior. The score is the mean,

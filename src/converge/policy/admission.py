@@ -12,7 +12,9 @@ policy by ``kind``::
 
 An empty spec means open admission. ``parse_admission(spec)`` checks a spec and names the bad
 field (``policies[1].score``); ``admit(policy, request)`` decides, with a reason either way. A token
-policy stores only the token's sha256, never the token, and compares in constant time.
+policy stores only the token's sha256, never the token, and compares in constant time. Specs
+are parsed into msgspec tagged unions, so a bad one names its field. ``min_trust`` needs a trust
+score: an agent whose score is unknown is refused.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ A pool's ``governance`` spec is plain data naming a model by ``kind``::
 An empty spec means democratic. The majority is of the **members**, not of the votes cast: a
 member who does not vote does not support any choice, so a dispute cannot be carried by a
 handful of voters in a large pool. Votes from non-members are ignored (and listed). Ties never
-decide. ``decide(model, question, votes, members, trust)`` is pure: the pool manager supplies the
+decide. Under ``trust_weighted`` a member whose score is unknown weighs ``default_trust`` (0.5).
+``decide(model, question, votes, members, trust)`` is pure: the pool manager supplies the
 members and their trust scores and records the outcome.
 """
 

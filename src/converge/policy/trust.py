@@ -24,7 +24,12 @@ update appends a ``trust.updated`` event in the same transaction, with ``data``:
 - ``cause``: the id of the object whose outcome it is (a contract round…), when the caller
   named one.
 
-With the event's ``at`` (the model's clock) the log is enough to recompute every record.
+With the event's ``at`` (the model's clock) the log is enough to recompute every record. By
+default the prior is Beta(1, 1), a success adds 1 to ``alpha``, a failure 1 and a timeout 1.5 to
+``beta`` (each times the call's weight), and the evidence beyond the prior halves every 7 days.
+An update is a compare-and-set retried on conflict; updates to one agent within a process queue
+on a per-agent lock. There is no cache of records: validating one would cost the same store
+read.
 """
 
 from __future__ import annotations

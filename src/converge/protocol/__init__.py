@@ -1,5 +1,8 @@
-"""The coordination protocol: ``Intent``, ``Offer``, ``TaskStart``, ``TaskProgress``,
-``TaskDone``, ``Receipt``, ``Attestation`` and ``Event``, with their codecs and JSON Schema."""
+"""The coordination protocol: its objects, events, codecs, schema.
+
+``Intent``, ``Offer``, ``TaskStart``, ``TaskProgress``,
+``TaskDone``, ``Receipt``, ``Attestation`` and ``Event``, with their codecs and JSON Schema.
+"""
 
 from __future__ import annotations
 

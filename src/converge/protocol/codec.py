@@ -1,4 +1,6 @@
-"""Encoding protocol objects: JSON for people and HTTP, MessagePack for the wire and the store,
+"""Encoding protocol objects: JSON, MessagePack, sealed bytes, schema.
+
+JSON for people and HTTP, MessagePack for the wire and the store,
 sealed bytes for signed objects in transit, and JSON Schema for all of them.
 
 Decoding is strict: unknown fields are refused, and a bad field raises ``ValidationError``

@@ -1,4 +1,7 @@
-"""The event: one entry of the log from which traces, replay and recovery are derived."""
+"""The event: one entry of the log everything is derived from.
+
+Traces, replay and recovery are derived from the log.
+"""
 
 from __future__ import annotations
 

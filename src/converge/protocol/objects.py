@@ -1,4 +1,6 @@
-"""The coordination objects agents exchange: intents, offers, task messages, receipts, attestations.
+"""The coordination objects agents exchange.
+
+Intents, offers, task messages, receipts, attestations.
 
 A contract-net round speaks in these: an ``Intent`` is published, providers answer with ``Offer``s,
 the requester assigns the work with a ``TaskStart``, the executor reports ``TaskProgress`` and a
@@ -66,7 +68,8 @@ class Constraints(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     """Requirements (``"summarize>=1.2"``) the provider must meet."""
     resource_limits: dict[str, NonNegative] = msgspec.field(default_factory=dict)
     """The most of each resource the issuer allows (``max_tokens``, ``max_tool_calls``,
-    ``max_seconds``…): an offer must state a limit of its own within each one."""
+    ``max_seconds``, ``max_cost``…): an offer must state a limit of its own within each one.
+    Omitted when empty, so intents signed before this field existed keep their bytes."""
 
     def __post_init__(self) -> None:
         _non_negative(self.max_cost, "max_cost")

@@ -1,5 +1,8 @@
-"""The decentralized runtime: ``AgentRuntime`` runs an agent's decide loop, and the
-``StandardExecutor`` applies its decisions (seed 000)."""
+"""The decentralized runtime: ``AgentRuntime`` and its executor.
+
+``AgentRuntime`` runs an agent's decide loop, and the
+``StandardExecutor`` applies its decisions (seed 000).
+"""
 
 from __future__ import annotations
 

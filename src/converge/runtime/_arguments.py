@@ -1,6 +1,9 @@
-"""Checks of the runtime's constructor arguments: a wrong one is refused when the runtime or its
+"""Checks of the runtime's and the executor's constructor arguments.
+
+Checks of the runtime's constructor arguments: a wrong one is refused when the runtime or its
 executor is built, as a ``ValidationError`` naming the argument, never later as an
-``AttributeError`` from deep inside a decision."""
+``AttributeError`` from deep inside a decision.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The child side of the sandbox: one tool call in a fresh interpreter, then exit.
+"""The child side of the sandbox: one tool call, then exit.
+
+One tool call in a fresh interpreter.
 
 Run by path (``python -I .../_sandbox_child.py``), never imported by the child itself, so it uses
 the standard library only and starts without importing converge. It reads one JSON request from

@@ -48,6 +48,33 @@ agent decides through ``validate_safety``, and has the executor apply the accept
   claim), and again after it joins or leaves a pool.
 - Tasks that another process puts on the board wake it too, through the board's follower of
   the store's event log.
+
+Details a user relies on:
+
+- The runtime yields to the loop once per round, so a self-busy agent cannot starve others.
+  The agent is on the network from ``start()``, before the loop runs, so nothing sent to it
+  right after ``async with`` is lost.
+- A rejected message's event carries ``reason`` (the protocol error's own, ``malformed`` for a
+  wrong type, or the exception's type), ``field``, and ``sender``, ``message_id`` and ``error``
+  capped by ``core.clip.shown``; it is filed in the agent's own trace unless the signature
+  verified (a claimed trace id is not believed). An exception no check expected is also logged
+  with its traceback. (Once, a signed message with ``created_at="yesterday"`` raised
+  ``TypeError`` in the guard and ended the runtime.)
+- A failed decision is logged on ``converge.runtime.agent_runtime``: a ``ConvergeError`` as a
+  warning, anything else as an error with its traceback. After ``max_consecutive_failures``
+  the decisions left in that batch are not executed, ``runtime.stopped`` says ``N decisions
+  failed in a row``, and ``run()``, ``wait()`` and ``shutdown()`` raise
+  ``TooManyFailedDecisions``, chained from the last failure: a failure, not a planned end like
+  a budget. ``decide()`` raising (``decide.failed``) does not count: it runs only when
+  something wakes the agent.
+- ``throttled`` counts the waits before ``decide()`` calls over the rate.
+- The lease reaper sleeps on the runtime's clock until the earliest lease, or one lease length
+  when none is out, then releases expired claims. Every runtime runs one by default
+  (``reap_leases=False`` to opt out); concurrent reapers are harmless (compare-and-set).
+- The agent's pools read once a round go to the executor with a claim (``pool_ids=``) and to
+  discovery's descriptor, so a membership changed elsewhere is seen at the next round; only the
+  wake-up pre-check on a task made PENDING uses the pools last read (a task in a pool the agent
+  just joined elsewhere waits for its next wake-up).
 """
 
 from __future__ import annotations

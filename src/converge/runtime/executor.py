@@ -1,4 +1,6 @@
-"""The ``StandardExecutor``: applies an agent's decisions to the network, the pools and the board.
+"""The ``StandardExecutor``: applies an agent's decisions.
+
+It applies them to the network, the pools and the board.
 
 The executor acts *for* an agent whose identity the runtime holds: outgoing messages are signed
 with that identity, claims and reports carry its did. It never decides anything itself; the

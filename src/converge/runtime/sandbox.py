@@ -1,4 +1,6 @@
-"""Running unsafe tools in a separate process, with limits and without the parent's secrets.
+"""Running unsafe tools in a separate process, with limits.
+
+The child gets none of the parent's secrets.
 
 ```python
 def fetch_and_parse(url: str) -> dict: ...             # in an importable module
@@ -65,6 +67,20 @@ environment of, and signal, other processes of the same uid, and a process it st
 session (``setsid``) is not in the killed process group and may outlive the call. On other
 POSIX systems (macOS) none of this isolation applies: only the environment scrubbing, the limits
 and the process-group kill do.
+
+Not POSIX at all: a ``ToolError`` (``error_type="sandbox"``). When root, the tool is not dropped
+to ``nobody``: the interpreter and the tool's modules may be unreadable to another uid (a
+Python under ``/root``, as with pyenv), and the namespaces give more.
+
+Defaults and costs: a call starts in ~40 ms (the child imports no converge); ``wall_time_s``
+10 s, ``memory_bytes`` 512 MiB, ``RLIMIT_CPU`` the wall time + 1 s, no core files. The child
+points its file descriptor 1 at stderr before anything runs, so the tool's prints never reach
+the answer channel; the parent holds at most the last 2,000 characters of them plus one read.
+How a call ended is decided from the child's exit and its answer, never from its output; the
+child builds its memory answer before the tool runs, so reporting a ``MemoryError`` needs no
+allocation. The parent kills the child's process group however the call ends, then reaps it
+and closes the pipes even if cancelled (a descendant that escaped the kill cannot hold the call:
+the pipes are waited for at most 5 s after the child exits).
 
 What the sandbox is not: a security boundary against hostile code. Same uid, same files and
 network: use a container or a VM for code you do not trust at all. It contains accidents —

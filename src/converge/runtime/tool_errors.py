@@ -1,4 +1,6 @@
-"""The errors a tool call ends in, other than a bad argument (``ValidationError``).
+"""The errors a tool call ends in, other than a bad argument.
+
+A bad argument is a ``ValidationError``.
 
 They are defined in ``converge.errors`` with every other error, and importable from here too::
 

@@ -1,4 +1,6 @@
-"""``SafeTools``: the one path every tool call takes, from the executor and from LLM agents.
+"""``SafeTools``: the one path every tool call takes.
+
+The executor and LLM agents both call tools through it.
 
 ```python
 tools = SafeTools(

@@ -1,4 +1,6 @@
-"""Stores: one async ``Store`` protocol (key-value map, event log, units of work) and backends.
+"""Stores: one async ``Store`` protocol and its backends.
+
+The protocol: a key-value map, an event log, units of work.
 
 ``MemoryStore`` keeps everything in memory; ``SQLiteStore`` is the embedded default, one file on
 disk. Every backend passes the same conformance suite.

@@ -1,4 +1,6 @@
-"""What every store shares for the task board: the task operation and the visibility keys.
+"""What every store shares for the task board.
+
+The task operation and the visibility keys.
 
 A store keeps tasks beside its key-value map and event log, with two indexes:
 
@@ -12,7 +14,20 @@ A store keeps tasks beside its key-value map and event log, with two indexes:
 
 Tasks change only through ``TaskOp``s inside a unit of work: ``put`` (a new task; the id must be
 free) and ``update`` (replace the task if its stored state and attempt number are still the
-ones the caller read — optimistic concurrency, so two claimers cannot both win).
+ones the caller read — optimistic concurrency, so two claimers cannot both win: the loser gets
+``TaskConflict`` (a ``ConflictError``) and nothing of its unit is written). A store's
+``write_task(task, event, expected_state=…, expected_attempts=…)`` is the board's everyday unit
+— one task write and its event — without a ``Transaction``'s bookkeeping (buffer lists, a
+context manager, two extra coroutine hops); it returns the task as the store keeps it, so a
+caller deriving its next write from it shares the store's own copy of ``inputs``.
+
+``MemoryStore`` keeps the board in ``_memory_board``. ``SQLiteStore`` keeps a ``tasks`` table
+(mutable columns for the compare-and-set and the indexes, the whole task as MessagePack in
+``body``) with partial indexes ``WHERE state = 'pending'`` (by key and priority) and ``WHERE
+state IN ('claimed', 'running')`` (by lease); an agent's visible tasks are one ordered index
+range per key, merged in the reader thread, bounded by keys x limit rows, where a single ``IN
+(…) ORDER BY`` would sort every matching task. Its writer applies a batch's single-task units in
+two ``executemany`` calls (``_sqlite_write``).
 """
 
 from __future__ import annotations

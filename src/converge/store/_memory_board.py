@@ -1,5 +1,6 @@
-"""The task board of ``MemoryStore``: tasks in a dict, the pending index in sorted lists, the
-lease index in a heap.
+"""The task board of ``MemoryStore``.
+
+Tasks are in a dict, the pending index in ordered lists, the lease index in a heap.
 
 The pending index must be read in order and paged (``after``), so each of its keys holds a
 ``_PendingList``: its entries in order, in a plain list. A board takes most tasks in the order

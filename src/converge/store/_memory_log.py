@@ -1,4 +1,4 @@
-"""The event log of ``MemoryStore``: every event's MessagePack, end to end in one buffer.
+"""The event log of ``MemoryStore``: each event end to end in one buffer.
 
 An event is kept as the bytes a persistent store would keep (so what is read back is a copy,
 and data no store could encode is refused when it is written), but not as one ``bytes``
@@ -13,6 +13,12 @@ the first event is 1.
 
 Reads by trace use an index of sequence numbers per trace that is built on the first such read
 and caught up on each one after: a log nobody reads by trace pays nothing for it.
+
+``forget(trace_id)`` drops a trace's events (an engine bounding the runs it keeps): their kind
+and trace become None (read as absent, a gap in the seqs), and their bytes are reclaimed once
+they are half the buffer. Forgotten events at the start of the log go entirely: ``base`` is the
+last seq no longer kept, and every index is ``seq - base - 1``. A log whose oldest traces are
+forgotten first (an engine's ``keep_runs``) so stays bounded.
 """
 
 from __future__ import annotations
@@ -32,20 +38,33 @@ __all__ = ["MemoryLog"]
 class MemoryLog:
     """Events by sequence number; see the module docstring."""
 
-    __slots__ = ("_buf", "_by_trace", "_encode_into", "_ends", "_kinds", "_traced", "_traces")
+    __slots__ = (
+        "_buf",
+        "_by_trace",
+        "_dead",
+        "_encode_into",
+        "_ends",
+        "_kinds",
+        "_traced",
+        "_traces",
+        "base",
+    )
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._ends = array("q")  # the end offset in ``_buf`` of each committed event
-        self._kinds: list[str] = []
-        self._traces: list[str] = []
+        self._kinds: list[str | None] = []  # None: forgotten
+        self._traces: list[str | None] = []
         self._by_trace: dict[str, list[int]] = {}
-        self._traced = 0  # events already in ``_by_trace``
+        self._traced = 0  # the last seq already in ``_by_trace``
         self._encode_into = msgspec.msgpack.Encoder().encode_into
+        self._dead = 0  # bytes of forgotten events still in ``_buf``
+        self.base = 0
+        """The last seq no longer kept at all (forgotten, at the start of the log)."""
 
     def __len__(self) -> int:
         """The last sequence number (0 if empty)."""
-        return len(self._ends)
+        return self.base + len(self._ends)
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -94,14 +113,14 @@ class MemoryLog:
             del self._buf[ends[-1] :]
         else:
             self.discard()
-        return len(self._ends)
+        return self.base + len(self._ends)
 
     def commit_one(self, event: Event, end: int) -> int:
         """``commit`` of one staged event: the board's everyday write."""
         self._ends.append(end)
         self._kinds.append(event.kind)
         self._traces.append(event.trace_id)
-        return len(self._ends)
+        return self.base + len(self._ends)
 
     def discard(self) -> None:
         """Drop every staged event."""
@@ -127,27 +146,72 @@ class MemoryLog:
 
     # -- reads -------------------------------------------------------------------------------------
 
-    def kind(self, seq: int) -> str:
-        """The kind of the event at ``seq``."""
-        return self._kinds[seq - 1]
+    def kind(self, seq: int) -> str | None:
+        """The kind of the event at ``seq`` (None if it was forgotten)."""
+        i = seq - self.base - 1
+        return self._kinds[i] if i >= 0 else None
 
     def event(self, seq: int) -> Event:
-        """The event at ``seq``, decoded (a copy)."""
+        """The event at ``seq``, decoded (a copy); it must be kept (``kind`` is not None)."""
         ends = self._ends
-        start = ends[seq - 2] if seq > 1 else 0
-        return decode_event(bytes(self._buf[start : ends[seq - 1]]), seq)
+        i = seq - self.base - 1
+        start = ends[i - 1] if i > 0 else 0
+        return decode_event(bytes(self._buf[start : ends[i]]), seq)
 
     def by_trace(self, trace_id: str) -> list[int]:
         """The seqs of ``trace_id``'s events, in order (the list is the index's: do not change
         it)."""
         index = self._by_trace
         traces = self._traces
-        for seq in range(self._traced + 1, len(traces) + 1):
-            trace = traces[seq - 1]
+        base = self.base
+        for seq in range(max(self._traced, base) + 1, base + len(traces) + 1):
+            trace = traces[seq - base - 1]
+            if trace is None:
+                continue
             seqs = index.get(trace)
             if seqs is None:
                 index[trace] = [seq]
             else:
                 seqs.append(seq)
-        self._traced = len(traces)
+        self._traced = base + len(traces)
         return index.get(trace_id, [])
+
+    # -- forgetting --------------------------------------------------------------------------------
+
+    def forget(self, trace_id: str) -> int:
+        """Drop the events of ``trace_id``; how many there were (none staged may be pending)."""
+        self.by_trace(trace_id)  # the index caught up
+        seqs = self._by_trace.pop(trace_id, [])
+        ends, kinds, traces, base = self._ends, self._kinds, self._traces, self.base
+        for seq in seqs:
+            i = seq - base - 1
+            self._dead += ends[i] - (ends[i - 1] if i > 0 else 0)
+            kinds[i] = traces[i] = None
+        if seqs:
+            self._compact()
+        return len(seqs)
+
+    def _compact(self) -> None:
+        """Drop forgotten events at the start entirely; reclaim the bytes of the others once
+        they are half the buffer."""
+        kinds = self._kinds
+        first = next((i for i, kind in enumerate(kinds) if kind is not None), len(kinds))
+        if first:
+            cut = self._ends[first - 1]
+            del self._buf[:cut]
+            self._ends = array("q", (end - cut for end in self._ends[first:]))
+            del kinds[:first], self._traces[:first]
+            self.base += first
+            self._dead -= cut
+        if self._dead * 2 <= len(self._buf):
+            return
+        buf, ends = self._buf, self._ends
+        kept = bytearray()
+        new_ends = array("q")
+        start = 0
+        for i, end in enumerate(ends):
+            if kinds[i] is not None:
+                kept += buf[start:end]
+            new_ends.append(len(kept))
+            start = end
+        self._buf, self._ends, self._dead = kept, new_ends, 0

@@ -1,4 +1,7 @@
-"""Pieces every store backend uses: waking waiters on new events, tailing the log, encoding."""
+"""Pieces every store backend uses.
+
+Waking waiters on new events, tailing the log, encoding.
+"""
 
 from __future__ import annotations
 

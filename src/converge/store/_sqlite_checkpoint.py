@@ -1,22 +1,33 @@
-"""Checkpoints of the WAL: off the commit path on a thread, and a bound the writer enforces.
+"""Checkpoints of the WAL: off the commit path, under a bound.
+
+The checkpoints run on a thread of their own; the writer enforces the bound.
 
 SQLite's automatic checkpoint runs inside the commit that crosses the threshold, so one unlucky
 caller waits for the whole WAL to be copied into the database and synced (100+ ms). Here the
 writer connection's automatic checkpoint is off; after each commit the writer pokes this thread,
 which runs a ``PASSIVE`` checkpoint on its own connection (it never blocks writers or readers)
-at most every ``interval`` seconds while writes keep coming.
+at most every ``interval`` seconds (200 ms for the store) while writes keep coming. Measured:
+the p99 of a 1,000-event batch went from 152 ms to 15 ms, and throughput from 109k to 150k
+events/s.
 
 A ``PASSIVE`` checkpoint copies the frames committed before it began; if commits arrive while
 it runs, the next writer cannot start the WAL over, so under a steady stream of commits the
-WAL would grow without end (hundreds of MB in a few seconds of a durable pipeline). And a
-thread that gets little CPU (a busy machine) falls behind any rate of commits. So the bound is
-the writer's: before it appends, it asks ``over_bound()`` (one ``stat`` of the WAL file); past
-``max_wal_bytes`` it runs ``restart()`` itself, a ``RESTART`` checkpoint on its own connection
-that copies what the thread has not copied yet, and its commit starts the WAL over (the
-writer's ``journal_size_limit``, at most ``max_wal_bytes``, trims the file). The WAL so never
-holds more than ``max_wal_bytes`` plus one batch of this process's commits, however the
-threads are scheduled — unless a reader keeps an older snapshot, which SQLite will not start
-the WAL over under.
+WAL would grow without end (a durable pipeline, each commit right after the last, grew it to
+1.3 GB in 10 s in a test). And a thread that gets little CPU (a busy machine) falls behind any
+rate of commits. So the bound is the writer's: before it appends, it asks ``over_bound()`` (one
+``stat`` of the WAL file, ~2 µs); past ``max_wal_bytes`` (64 MiB for the store) it runs
+``restart()`` itself, a ``RESTART`` checkpoint on its own connection after any checkpoint the
+thread is running, that copies what the thread has not copied yet (15-40 ms here, more on a busy
+machine), and its commit starts the WAL over. The writer's ``journal_size_limit`` (16 MiB for the
+store, never above the bound, so the file's size measures what the WAL holds) trims the file
+when it is reused. The WAL so never holds more than ``max_wal_bytes`` plus one batch of this
+process's commits, however the threads are scheduled — unless a reader keeps an older snapshot,
+which SQLite will not start the WAL over under (the writer tries again before each commit,
+without waiting). Before, the thread itself ran the ``RESTART`` once its last checkpoint had
+counted 64 MiB, and the WAL reached whatever was committed between two of its turns (100-160 MB
+in a durable pipeline on a busy machine). A durable 3-node pipeline runs as fast in total with
+the writer's bound (6,000 runs in 2.6 s either way); its stalls are more even and more frequent
+(one every 64 MiB).
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""The SQLite schema, its version table and its forward migrations."""
+"""The SQLite schema, its version table and its forward migrations.
+
+Tables: ``schema_version(version, applied_at, description)``, ``kv(key, value, version) WITHOUT
+ROWID``, ``events(seq INTEGER PRIMARY KEY, trace_id, kind, body)`` with indexes ``(trace_id,
+seq)`` and ``(kind, seq)`` (what ``read()`` filters on), and from version 2 ``tasks`` (see
+``MIGRATIONS``). An event's ``body`` is its MessagePack without its seq. ``MIGRATIONS`` is a list
+of (version, description, statements); ``migrate`` applies the missing ones in one write
+transaction, re-reading the version under the lock, so two processes opening a new file migrate
+it once. A version above ``SCHEMA_VERSION`` is ``SchemaVersionError``, the file left untouched.
+"""
 
 from __future__ import annotations
 

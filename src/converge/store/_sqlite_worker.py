@@ -1,4 +1,6 @@
-"""A thread that owns one ``sqlite3`` connection and runs jobs for an event loop, in batches.
+"""A thread that owns one ``sqlite3`` connection, running batches.
+
+A thread that owns one ``sqlite3`` connection and runs jobs for an event loop, in batches.
 
 The loop side puts jobs on a ``queue.SimpleQueue`` (no lock, no wake-up call per job). The thread
 takes every job waiting, runs the whole batch, and hands all the results back to the loop with a

@@ -1,13 +1,19 @@
-"""The writer thread's side of ``SQLiteStore``: committing batches of units of work.
+"""The writer thread's side of ``SQLiteStore``: committing batches.
 
-A batch is one SQLite transaction. Each unit in it is atomic on its own (a savepoint when it
-has several statements) and fails alone when its precondition does not hold; the others commit.
+A batch is one SQLite transaction (``BEGIN IMMEDIATE … COMMIT``), so its units share one commit.
+Each unit in it is atomic on its own (a unit of several operations runs inside its own
+``SAVEPOINT``; a single statement is atomic by itself) and fails alone when its precondition
+does not hold; the others commit. An unexpected SQLite error fails the whole batch (nothing of
+it commits) with a ``StoreError``; "database is locked" past the busy timeout is ``retryable``.
 The board's everyday unit — one task write with its event — is applied for the whole batch in
 two ``executemany`` calls when that cannot change any outcome (see ``_apply_board_writes``).
 A job of task writes (``Store.write_tasks``: payload ``("tasks", ops, rows)``, one event row
 per op) is many such units in one job: applied the same way, each write holding or failing on
 its own (``_apply_task_writes``). Events of the batch are inserted in one ``executemany``, their
 sequence numbers assigned under the write lock.
+Sequence numbers: ``max(seq)`` is read once per batch and SQLite assigns the rowids (max + 1 each),
+which is checked after the insert rather than trusted. Binding each seq explicitly cost 0.5-1 µs
+per event more.
 """
 
 from __future__ import annotations

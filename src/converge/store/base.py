@@ -1,4 +1,6 @@
-"""The ``Store`` protocol every backend implements, and the pieces backends share.
+"""The ``Store`` protocol every backend implements.
+
+Also the pieces backends share.
 
 A store holds two things:
 
@@ -7,9 +9,22 @@ A store holds two things:
 - an **event log**: ``Event``s with sequence numbers the store assigns, strictly increasing and
   never reused, readable by position, trace and kind, and waitable without polling.
 
+Values are ``bytes``: the store never guesses how to encode a value, callers encode (msgspec).
+``compare_and_set(key, 0, value)`` means "create".
+
 Writes are grouped in a ``Transaction`` (a unit of work): its key-value writes, its preconditions
 (``put_if_absent``, ``compare_and_set``) and its events commit together or not at all. Every
-``await`` that changes state returns only after the change is committed.
+``await`` that changes state returns only after the change is committed. Nothing is read inside
+a unit: read first, then write with a precondition — optimistic concurrency, which works with
+group commit. A failed precondition makes the commit raise ``ConflictError`` (key, expected and
+actual version) and writes nothing of that unit. Operations apply in order, so a later
+precondition sees the unit's earlier writes.
+
+Events get their ``seq`` from the store and are never deleted. ``wait_for_events`` and
+``tail()`` wake on this process's commits at once; ``tail()`` tracks the log's horizon, so
+events of other traces do not make it spin. Inputs (key type, bytes values, ``Event``
+instances, kind syntax, encodability of ``data``) are checked here, in the caller, so one
+caller's bad input never fails another caller's batch.
 """
 
 from __future__ import annotations

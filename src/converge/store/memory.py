@@ -1,4 +1,10 @@
-"""``MemoryStore``: the whole ``Store`` protocol in process memory, for tests and ephemeral runs."""
+"""``MemoryStore``: the whole ``Store`` protocol in process memory.
+
+It is for tests and ephemeral runs. Events are kept as MessagePack too: what is read back is a
+copy, and data a persistent store could not encode is refused here as well, so the backends
+behave alike under the conformance suite. The key-value map is a ``SortedDict``, so
+``list(prefix)`` is a range.
+"""
 
 from __future__ import annotations
 
@@ -123,7 +129,7 @@ class MemoryStore:
         kind_set = _kind_filter(kinds)
         log = self._log
         if trace_id is None:
-            candidates: Sequence[int] = range(max(after_seq, 0) + 1, len(log) + 1)
+            candidates: Sequence[int] = range(max(after_seq, log.base, 0) + 1, len(log) + 1)
         else:
             seqs = log.by_trace(trace_id)
             candidates = seqs[bisect.bisect_right(seqs, after_seq) :]
@@ -132,13 +138,26 @@ class MemoryStore:
         for seq in candidates:
             if len(out) >= cap:
                 break
-            if kind_set is None or log.kind(seq) in kind_set:
+            kind = log.kind(seq)
+            if kind is not None and (kind_set is None or kind in kind_set):  # None: forgotten
                 out.append(log.event(seq))
         return out
 
     async def last_seq(self) -> int:
         self._check_open()
         return len(self._log)
+
+    def forget(self, trace_id: str) -> int:
+        """Drop every event of trace ``trace_id`` from memory; how many there were.
+
+        For an owner that bounds what it keeps (an engine's ``keep_runs``): the other events
+        keep their seqs, and a reader past the forgotten ones reads on as before. Nothing else
+        (keys, tasks) is touched.
+        """
+        self._check_open()
+        if not isinstance(trace_id, str):
+            raise ValidationError(f"trace_id must be a str, not {trace_id!r}", field="trace_id")
+        return self._log.forget(trace_id)
 
     async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
         self._check_open()

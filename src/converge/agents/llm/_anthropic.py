@@ -1,11 +1,14 @@
-"""``AnthropicProvider``: Anthropic's messages API through the official SDK
-(``anthropic.AsyncAnthropic``).
+"""``AnthropicProvider``: Anthropic's messages API through its SDK.
+
+The SDK is the official one (``anthropic.AsyncAnthropic``).
 
 Translation to the messages API: ``system`` messages become the ``system`` parameter; a
 ``tool`` message becomes a ``tool_result`` block of a user turn, and consecutive turns of one
 role are merged (the API wants user and assistant to alternate, with every result of a round of
 tool calls in one user turn). Structured output is ``output_config.format`` (a JSON schema).
-As for OpenAI, the SDK's own retries are off: retrying is the caller's policy.
+As for OpenAI, the SDK's own retries are off: retrying is the caller's policy. The SDK no longer
+takes ``temperature`` as a keyword, so it goes in ``extra_body``. A stream's usage comes from
+``message_delta``, which is cumulative and replaces ``message_start``'s.
 """
 
 from __future__ import annotations

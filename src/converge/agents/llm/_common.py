@@ -1,4 +1,6 @@
-"""What the providers share: API keys from the environment, lazy SDK imports, and the
+"""What the providers share: keys, lazy SDK imports, SDK errors.
+
+API keys from the environment, lazy SDK imports, and the
 translation of SDK exceptions into ``LLMError`` (the typed errors are in ``converge.errors``).
 
 SDK exceptions are read by duck typing (``status_code``, the class names of the SDKs' timeout

@@ -1,9 +1,14 @@
-"""``OpenAIProvider`` (``openai.AsyncOpenAI``) and ``CompatibleProvider`` (the same SDK pointed
+"""``OpenAIProvider`` and ``CompatibleProvider``, on the OpenAI SDK.
+
+``OpenAIProvider`` (``openai.AsyncOpenAI``) and ``CompatibleProvider`` (the same SDK pointed
 at any OpenAI-compatible endpoint: Ollama, vLLM, LM Studio).
 
 The SDK's own retries are off (``max_retries=0``): retrying is the caller's policy (an
 ``LLMAgent`` retries with backoff on its injected clock), and two layers of retries would
-multiply. The client is created, and the SDK imported, on the first call.
+multiply. The client is created, and the SDK imported, on the first call. Structured output is
+``response_format: json_schema`` (``strict`` optional); a stream asks for ``include_usage`` so
+a streamed call reports its usage too. ``OpenAIProvider`` sends ``max_completion_tokens`` (what
+OpenAI's newer models require), ``CompatibleProvider`` ``max_tokens`` (what local servers read).
 """
 
 from __future__ import annotations

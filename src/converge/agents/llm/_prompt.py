@@ -1,4 +1,4 @@
-"""Prompts from a node's inputs: ``{name}`` placeholders filled from the inputs.
+"""Prompts from a node's inputs: ``{name}`` placeholders filled in.
 
 A placeholder names an input exactly as the node receives it, dots included
 (``{analyzer.output}``); ``{{`` and ``}}`` are literal braces. A string value is inserted as

@@ -1,4 +1,6 @@
-"""Check a decoded JSON value against the JSON Schema subset structured output uses.
+"""Checking a JSON value against the schema subset answers use.
+
+Check a decoded JSON value against the JSON Schema subset structured output uses.
 
 Supported: ``type`` (one or a list), ``properties``, ``required``, ``additionalProperties``
 (``false`` or a schema), ``items``, ``enum``, ``const``, ``anyOf``/``oneOf`` (as "any of"),

@@ -1,11 +1,21 @@
-"""Endpoint URLs as providers accept them (``check_url``), and as they show them.
+"""Endpoint URLs as providers accept them and as they show them.
+
+``check_url`` says which URLs a provider accepts.
 
 A ``base_url`` may carry a credential: ``http://user:key@gateway/v1`` (userinfo) or
 ``…/v1?api_key=…`` (a query parameter). Wherever a provider shows a URL — its ``repr``, an
 ``LLMError`` message (and so a node's error, an ``llm`` call event, a log line) — the
 credential is replaced by ``***`` (``shown_url``, ``mask_urls``, which live in
-``converge.errors`` since every ``LLMError`` message goes through them). The URL itself is used
-as given.
+``converge.errors`` since every ``LLMError`` message goes through them). ``shown_url`` masks the
+whole userinfo (``http://***@host/v1``: a token is often the user name alone) and the value of
+every query or fragment parameter whose name contains ``key``, ``token``, ``secret``,
+``passw``, ``pwd``, ``auth``, ``sig``, ``credential`` or ``session`` (``?api_key=***``,
+``X-Amz-Signature=***``); the providers' and ``OpenAIEmbedder``'s ``repr`` (and so
+``LLMAgent``'s) use it. The URL itself is used as given. A ``base_url`` that is not an
+``http(s)`` URL with a host and a valid port, or holds white space or a control character, is
+a ``ValidationError`` (``field="base_url"``, the URL masked) when the provider is built, not the
+HTTP library's own exception at the first call. (The OTLP exporter's endpoint is never printed
+by converge: the exporter reads it from the environment itself.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""What every LLM provider speaks: messages in, a response (text, tool calls, usage) out.
+"""What every LLM provider speaks: messages in, a response out.
+
+A response holds text, tool calls and usage.
 
 The types are provider-neutral msgspec structs; each provider translates them to and from its
 SDK's wire format at its boundary, and translates the SDK's errors into ``LLMError`` (with

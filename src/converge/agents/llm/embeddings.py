@@ -1,7 +1,11 @@
-"""Embeddings through a provider: ``OpenAIEmbedder`` turns texts into vectors with the OpenAI
+"""Embeddings through a provider: ``OpenAIEmbedder``.
+
+``OpenAIEmbedder`` turns texts into vectors with the OpenAI
 embeddings API or any endpoint that speaks it (Ollama, vLLM, LM Studio by ``base_url``). It is
 an ``Embedder`` for ``VectorMemory``; ``HashingEmbedder`` (offline) and the local
-``SentenceTransformerEmbedder`` (the ``embed`` extra) are the others.
+``SentenceTransformerEmbedder`` (the ``embed`` extra) are the others. Texts are sent in batches,
+errors are translated as for chat calls, and tokens are counted; with ``api_key_env=None`` no
+key is needed.
 """
 
 from __future__ import annotations

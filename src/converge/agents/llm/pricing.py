@@ -1,4 +1,6 @@
-"""What a call costs: prices per model, in US dollars per million tokens in and out.
+"""What a call costs: per-model prices per million tokens.
+
+Prices are in US dollars per million tokens in and out.
 
 ```python
 prices = PriceTable({"my-finetune": Price(0.30, 1.20)})   # added to (and overriding) the defaults

@@ -1,4 +1,6 @@
-"""Test LLM agents offline: ``FakeLLMServer``, a real HTTP server on 127.0.0.1 that speaks
+"""Test LLM agents offline against ``FakeLLMServer``.
+
+Test LLM agents offline: ``FakeLLMServer``, a real HTTP server on 127.0.0.1 that speaks
 OpenAI's chat completions API and Anthropic's messages API — JSON answers and SSE streams,
 tool calls, usage, error statuses — so tests drive the real SDK clients, never mocks of them.
 

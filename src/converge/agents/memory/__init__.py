@@ -9,8 +9,15 @@
 - The five context scopes (request, session, agent, graph, global) and ``Context``, which shows
   an agent only the scopes and keys it is granted.
 
-Everything persistent lives in the converge ``Store`` as MessagePack, so it survives a restart
-on ``SQLiteStore`` and each change is an event in the log.
+Everything persistent lives in the converge ``Store`` as MessagePack (no pickle, no second
+database), so it survives a restart on ``SQLiteStore`` and each change is a unit of work with
+one event (``memory.conversation.written``, ``memory.structured.written|deleted``,
+``memory.vector.added|deleted``, ``context.written|deleted|cleared``) naming the key, the
+version and the actor but never the content (see ``_persist``). Keys:
+``memory/conversation/<session>``, ``memory/structured/<namespace>/<id>``,
+``memory/vector/<namespace>/<id>``, ``context/<scope>/<owner>/<key>`` (``context/global/<key>``),
+``context/expiry/session/<session>``. Owners and namespaces are one key segment (no ``/``), so
+``s1`` and ``s1/x`` never share records; prefixes end in ``/``, so ``s1`` never lists ``s10``.
 """
 
 from converge.agents.memory._context import (

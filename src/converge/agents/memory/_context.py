@@ -1,11 +1,23 @@
-"""Context isolation (seed 002 §10): an agent sees only the scopes and keys it is granted.
+"""Context isolation: an agent sees only the scopes and keys granted.
+
+Seed 002 §10.
 
 ``Grants`` say which keys of which scope an agent may read and which it may write (patterns as
 in ``fnmatch``: ``"history"``, ``"notes/*"``, ``"*"``). A ``Context`` wraps the scopes of one
 execution — its request, session, agent, run and the global scope — and checks every call
 against the grants before touching them: anything not granted raises ``ContextAccessDenied``
 (a ``PolicyViolation``) naming the scope, the key and the access, and nothing is read or
-written. ``ContextScopes`` builds contexts over one store.
+written. Write does not imply read, and ``update`` needs both; ``Grants.of({...})`` grants both
+at once. ``keys(scope)`` lists only readable keys. Grants naming a scope the context has no owner
+for (no run id for ``graph``) are refused when the context is built. ``ContextScopes`` builds
+contexts over one store.
+
+A graph node gets its context as ``ctx.context`` when the engine has
+``Services(memory=ContextScopes(store))``: with the grants of its agent's name — the graph's
+``grants:`` (YAML top level, or ``Graph.grants``) first, else ``Services.grants``, else none (it
+sees nothing). The request scope is one per run, shared by its nodes; the session is the graph
+input ``session_id`` (if given); the agent scope is the agent's name; the graph scope is the
+run's trace (a subgraph shares its parent's).
 """
 
 from __future__ import annotations

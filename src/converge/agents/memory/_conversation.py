@@ -1,10 +1,14 @@
-"""``ConversationMemory``: a session's messages under a token budget, persisted in the store.
+"""``ConversationMemory``: a session's messages under a token budget.
+
+The session is persisted in the store.
 
 The prompt it gives back (``prompt()``) is the running summary (one system message) followed by
 the recent messages, and never costs more than ``max_tokens``. When an append goes over, the
 oldest messages are folded into the summary until the recent ones fit in ``max_tokens -
 summary_tokens`` (leaving room for the next turns, so the summarizer is not called on every
-append), and the summary is held to ``summary_tokens``.
+append), and the summary is held to ``summary_tokens`` (default a quarter of ``max_tokens``)
+whatever the summarizer returns. A tool result is never left at the head of the window without
+the call it answers.
 
 State is one record per session (``memory/conversation/<session_id>``), written by
 compare-and-set: two writers on one session never drop each other's messages; the loser reloads

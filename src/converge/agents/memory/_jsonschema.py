@@ -1,4 +1,6 @@
-"""A small JSON Schema validator for structured memory: the keywords a record's schema uses.
+"""A small JSON Schema validator for structured memory.
+
+It knows the keywords a record's schema uses.
 
 Supported: ``type`` (one or a list), ``properties``, ``required``, ``additionalProperties``
 (bool or schema), ``items``, ``enum``, ``const``, ``minimum``, ``maximum``,

@@ -1,4 +1,6 @@
-"""How memory records live in a store: MessagePack values, versions, compare-and-set writes, and
+"""How memory records live in a store.
+
+How memory records live in a store: MessagePack values, versions, compare-and-set writes, and
 one event per change.
 
 Every memory system keeps its records under its own key prefix (``memory/conversation/``,

@@ -13,7 +13,8 @@ global      the platform                   store, ``context/global/``
 Values are anything MessagePack holds (``None``, bools, numbers, str, bytes, lists, dicts,
 msgspec Structs, which read back as dicts). A session with a ``ttl`` expires ``ttl`` seconds
 after its last write, on an injected clock: an expired session reads as empty, and its old keys
-are removed before the next write, so they never come back.
+are removed before the next write, so they never come back. ``update`` is a compare-and-set
+with retries, as for structured memory.
 """
 
 from __future__ import annotations

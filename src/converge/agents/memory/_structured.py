@@ -1,10 +1,17 @@
-"""``StructuredMemory``: records that follow a schema, persisted with compare-and-set.
+"""``StructuredMemory``: records that follow a schema.
 
-A schema is a msgspec ``Struct`` type (records are instances of it) or a JSON Schema dict
-(records are plain dicts; see ``_jsonschema`` for the keywords checked). Every write is
+Records are persisted with compare-and-set.
+
+A schema is a msgspec ``Struct`` type (records are instances of it, validated by
+``msgspec.convert``, which runs ``Meta`` constraints; a hand-built instance is round-tripped
+through builtins, so wrong types are caught) or a JSON Schema dict (records are plain dicts;
+see ``_jsonschema`` for the keywords checked: ``jsonschema`` was not made a core dependency for
+this). Every write is
 validated first: a bad record is a ``ValidationError`` naming the field, and nothing is stored.
 Records live at ``memory/structured/<namespace>/<record_id>``; ``update`` is a read-modify-write
-retried on conflict, so concurrent writers never lose an update.
+retried on ``ConflictError`` (64 tries), so concurrent writers never lose an update; ``put``
+and ``delete`` take an optional ``expected_version``. A refusal's ``field`` is the dotted path
+(``address.city``, ``tags[1]``).
 """
 
 from __future__ import annotations

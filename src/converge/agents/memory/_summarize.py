@@ -3,7 +3,10 @@
 ``ConversationMemory`` needs two things it cannot know by itself: how many tokens a text costs
 (``TokenCounter``: a deterministic estimate by default, or a model's own tokenizer) and how to
 shorten the oldest turns (``Summarizer``: ``RuleSummarizer`` offline and deterministic, or
-``LLMSummarizer`` asking any object with ``LLMProvider.chat``).
+``LLMSummarizer`` asking any object with ``LLMProvider.chat``; the ``ChatModel`` protocol is that
+method's subset). ``estimate_tokens`` is about four characters a token; a message costs 4 more.
+``RuleSummarizer`` writes ``role: first sentence`` per turn, cut to 160 characters, and drops the
+oldest lines first.
 """
 
 from __future__ import annotations

@@ -1,10 +1,16 @@
-"""``VectorMemory``: texts with metadata and their embeddings, searched by cosine similarity.
+"""``VectorMemory``: texts and embeddings, searched by cosine similarity.
+
+Each text has metadata and its embedding.
 
 Each item is one record at ``memory/vector/<namespace>/<id>``: its text, its metadata and its
 embedding as little-endian float32 bytes, all MessagePack (no pickle). ``open`` loads every
 record into an in-process index; search is brute force in plain Python (a dot product of
 normalised vectors per candidate, ``heapq.nlargest`` for the top k), which is fine for the tens
-of thousands of items an agent's memory holds. Metadata filters run before scoring.
+of thousands of items an agent's memory holds; dot products use ``math.fsum``, and numpy is not
+a dependency. Metadata filters run before scoring (``{"k": v}`` equality, a list value means
+one of, or a predicate). Vectors are rounded to float32 before they are indexed, so scores are
+identical before and after a reopen. One embedder per namespace: a vector of another dimension
+is refused. Other processes' additions appear after ``reload()``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``Critic``: the role that scores an output against criteria and says why (seed 002 §2).
+"""``Critic``: scores an output against criteria and says why.
+
+The critic role of seed 002 §2.
 
 ```python
 review = Critic(Criteria(min_length=200, required=["conclusion"], forbidden=["TODO"]))

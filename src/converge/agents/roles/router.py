@@ -1,4 +1,6 @@
-"""``Router``: the role that picks one route from a described set (seed 002 §2, §3.6).
+"""``Router``: the role that picks one route from a described set.
+
+Seed 002 §2, §3.6.
 
 ```python
 triage = Router(

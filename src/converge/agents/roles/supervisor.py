@@ -1,5 +1,6 @@
-"""``Supervisor``: the role that splits work, assigns it to workers and aggregates (seed 002
-§2, §3.3), fitting the ``supervisor`` pattern's contract.
+"""``Supervisor``: splits work, assigns it to workers, aggregates.
+
+Seed 002 §2, §3.3, fitting the ``supervisor`` pattern's contract.
 
 ```python
 boss = Supervisor(["en", "fr"])                                   # rule mode

@@ -1,4 +1,6 @@
-"""``Worker``: the role that does one task (seed 002 §2), by rule or by asking a model.
+"""``Worker``: the role that does one task, by rule or by a model.
+
+Seed 002 §2.
 
 ```python
 upper = Worker(lambda inputs: inputs["text"].upper())         # a function

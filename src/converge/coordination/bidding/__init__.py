@@ -1,4 +1,6 @@
-"""Contract-net and auctions: ``BiddingProtocol`` runs a requester's rounds end to end.
+"""Contract-net and auctions: ``BiddingProtocol`` and its rounds.
+
+``BiddingProtocol`` runs a requester's rounds end to end.
 
 A round (seed 003): the requester's signed ``Intent`` goes as a signed message to the providers
 that discovery finds and the pool admits; they answer from their own runtimes with signed

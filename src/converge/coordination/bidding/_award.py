@@ -1,6 +1,10 @@
-"""Award selection, pure: which of a closed auction's valid offers wins, and what it is paid.
+"""Award selection, pure: which offer wins, and what it is paid.
+
 ``_round.close`` calls ``select`` with the offers still valid at close; the strategies, their
 scores, the weighted score's normalisation, the tie-breaks and the payment rules are here.
+Strategies: ``lowest_cost``, ``first_price``, ``second_price``, ``highest_quality``,
+``weighted``. Closing 1,000 offers under ``weighted`` takes about 1.5 ms
+(``bench/bench_auction.py``).
 
 Rules a caller can rely on:
 

@@ -1,4 +1,6 @@
-"""The provider's side of a contract-net round, pure: reading what the requester sends, turning a
+"""The provider's side of a contract-net round, pure.
+
+The provider's side of a contract-net round, pure: reading what the requester sends, turning a
 ``SubmitBid`` into a signed-ready ``Offer``, and building the signed replies that report the
 work (``TaskProgress``, ``TaskDone`` and the executor-signed ``Receipt``) as ``SendMessage``
 decisions an agent's ``decide()`` returns.

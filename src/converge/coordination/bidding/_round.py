@@ -1,8 +1,13 @@
-"""The contract-net round, pure: the ``Auction`` and the ``ContractRound`` that holds it, their
+"""The contract-net round, pure: its states, checks and steps.
+
+The ``Auction`` and the ``ContractRound`` that holds it, their
 states and transition tables, the checks on what arrives (offers before the close, the winner's
 reports after the award), and every change to a round as a pure step. No I/O, no clock, no
 store: ``BiddingProtocol`` (``_requester``) reads a round, applies a step with the time, and
 writes what it returns in one unit of work with its events; who wins at close is ``_award``'s.
+The tables: ``_AUCTION_TRANSITIONS`` (OPEN -> CLOSED_AWARDED or CLOSED_FAILED) and
+``_ROUND_TRANSITIONS`` (BIDDING -> AWARDED or FAILED; AWARDED -> AWARDED, a progress note, or
+DONE; DONE -> SETTLED or DISPUTED).
 
 **The auction.** ``open_auction`` starts one for a verified ``Intent``; ``receive`` validates
 each offer as it arrives and records it in ``offers`` or, with a machine-readable reason, in

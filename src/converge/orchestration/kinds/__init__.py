@@ -1,4 +1,6 @@
-"""Kinds of agents a graph's ``agents:`` section can declare, and how each is read from YAML.
+"""Kinds of agents a graph's ``agents:`` section can declare.
+
+Each kind says how it is read from YAML.
 
 ```yaml
 agents:
@@ -25,7 +27,8 @@ that table is the one place they are registered; importing a kind's module regis
 The table is read on first use, so reading a graph file imports the kinds' modules (and the
 coordination layer) only when one of its agents is a mapping (``{kind: ...}``).
 
-``register_kind`` adds a kind of one's own (or replaces a built-in one of the same name);
+``register_kind`` adds a kind of one's own (or replaces a built-in one of the same name, whether
+it is called before or after the table is first read);
 ``kind_info(name)`` reads back what a kind declared, and
 ``converge.orchestration.yaml_reference`` writes it into the YAML reference. An option that
 names a Python object (``module:attr``) is imported with ``ctx.reference(key, value)``, so

@@ -1,5 +1,6 @@
-"""``BoardTask``: a node whose work is a task on the board, done by decentralized workers
-(``kind: board``).
+"""``BoardTask``: a node whose work is a task on the board.
+
+Decentralized workers do it (``kind: board``).
 
 ```python
 graph.add_node("label", BoardTask(pool="labelers", capabilities=["label"]), timeout=600)
@@ -33,7 +34,10 @@ another node's failure — withdraws its task (``CANCELLED``), so no worker goes
 nobody will read, and the worker's late report is refused. A process killed outright cannot
 withdraw anything: its task stays on the board, and the resumed node waits for it.
 
-Inputs that are ``MISSING`` (from a skipped node) are left out of the task's inputs.
+Inputs that are ``MISSING`` (from a skipped node) are left out of the task's inputs. Options:
+``pool``, ``capabilities``, ``priority``, ``objective`` (default the node id) and
+``max_attempts`` (the claims a lapsing lease may use up). The lease's length is the board's
+(``claim_ttl_sec``), not the node's.
 """
 
 from __future__ import annotations

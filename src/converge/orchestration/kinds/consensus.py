@@ -1,5 +1,6 @@
-"""``ConsensusGate``: put the node's input to a vote; what follows runs only if it passes
-(``kind: consensus``, seed 003's consensus-based coordination).
+"""``ConsensusGate``: a vote on the node's input gates what follows.
+
+What follows runs only if it passes (``kind: consensus``, seed 003's consensus-based coordination).
 
 ```yaml
 agents:

@@ -23,6 +23,7 @@ agents:
 
 The provider's SDK (the ``llm`` extra) is needed only when a graph declares ``kind: llm``; its
 absence, like a missing API key, is a ``ValidationError`` at load time naming the agent's line.
+This module imports ``agents.llm``, which never imports an SDK.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The checking steps the orchestration patterns add, as kinds, because they must know the
+"""The checking steps of the orchestration patterns, as kinds.
+
+The checking steps the orchestration patterns add, as kinds, because they must know the
 names they accept (``{kind: assign, workers: [...]}``, ``{kind: unknown_route, routes: [...]}``):
 
 - ``Assign``: checks a supervisor's output and passes its assignment on;

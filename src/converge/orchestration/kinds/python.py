@@ -1,4 +1,6 @@
-"""``kind: python``, the default: an agent or callable named by ``module:attr``.
+"""``kind: python``, the default: an agent named by ``module:attr``.
+
+The reference names an agent or a callable.
 
 ```yaml
 agents:

@@ -1,4 +1,6 @@
-"""The agent roles (``converge.agents.roles``) as YAML kinds: ``kind: worker``, ``router``,
+"""The agent roles as YAML kinds.
+
+The agent roles (``converge.agents.roles``) as YAML kinds: ``kind: worker``, ``router``,
 ``critic``, ``supervisor``, ``planner``.
 
 ```yaml

@@ -1,4 +1,6 @@
-"""``Team``: one node done by several agents, their results resolved into one (``kind: team``).
+"""``Team``: one node done by several agents (``kind: team``).
+
+Their results are resolved into one.
 
 ```yaml
 agents:

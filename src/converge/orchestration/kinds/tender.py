@@ -1,4 +1,6 @@
-"""``Tender``: a node whose work is put out to tender among a pool's providers (``kind: tender``).
+"""``Tender``: a node whose work is put out to tender.
+
+The providers of a pool bid for it (``kind: tender``).
 
 The node's inputs become a signed ``Intent`` for ``capability``, sent by the engine's
 ``bidding`` service (a ``BiddingProtocol`` whose identity is the engine's, as requester) to the
@@ -24,6 +26,11 @@ What takes over when things go wrong, in order, within ``max_rounds`` rounds per
   ``fail``; ``fallback`` (the agent runs); ``retry`` (a new round after ``retry_after``
   seconds on the engine's clock, timed from the failed round's close, so a resumed node waits
   no longer than it had left).
+
+Measured (``bench/bench_tender.py``, 20 runtimes, one core): the auction adds ~9 ms per node on
+``MemoryStore`` and ~19 ms on ``SQLiteStore`` over a fixed agent — within seed 003's "2 ms plus
+the bid window" only because the window is seconds; the 20 signed, committed offers dominate,
+as in ``BiddingProtocol``'s own figures.
 """
 
 from __future__ import annotations
