@@ -193,7 +193,7 @@ class NodeFailure:
 
 
 class Replacement:
-    """A node ``on_node_failed`` splices in place of the failed one (seed 002 §9.2).
+    """A node ``on_node_failed`` splices in place of the failed one (re-planning).
 
     Args:
         id: its id in the log (unique among the replacements).

@@ -1,6 +1,6 @@
 """Graphs read from YAML files.
 
-Graphs in YAML, in the shape of seed 002 §4.1 plus the §7.2 ``execution`` block, per-node
+Graphs in YAML: nodes and edges, ``config`` and ``execution`` blocks, per-node
 policies, conditional edges and an ``agents`` section.
 
 ```yaml
