@@ -51,6 +51,7 @@ in parentheses is a second base: catch ``ValueError`` and you catch every ``Vali
     ├── ToolError                             a tool ran and failed; names the tool
     │   ├── ToolTimeout        (TimeoutError) past its time limit; a sandboxed one killed
     │   └── ToolMemoryExceeded (MemoryError)  a sandboxed tool past its memory limit
+    ├── ReportsRefused                        some reports of a batch were refused; the rest done
     ├── ResolutionFailed                      no answer could be picked among several results
     ├── TooManyFailedDecisions                a runtime stopped after that many failures in a row
     └── OrchestrationError                    a graph run failed
@@ -126,6 +127,7 @@ __all__ = [
     "ProposalSuperseded",
     "ProtocolError",
     "ReplayedMessage",
+    "ReportsRefused",
     "ResolutionFailed",
     "ResponseSchemaError",
     "RunFailed",
@@ -992,6 +994,29 @@ class ToolMemoryExceeded(ToolError, MemoryError):
             agent_id=agent_id,
         )
         self.limit_bytes = limit_bytes
+
+
+class ReportsRefused(ConvergeError):
+    """Some reports of one ``TaskManager.report_many`` call were refused; the others were
+    committed (they are not lost, and need not be sent again).
+
+    Attributes:
+        completed: the tasks the call completed, as stored, in the order of the reports
+            (``Task`` each).
+        refused: why each refused report was refused, by task id: the error a lone
+            ``report`` would have raised (``LeaseLost``, ``InvalidTransition``, ``StateError``,
+            or ``ValidationError`` for a task not on the board).
+    """
+
+    def __init__(self, completed: Sequence[Any], refused: dict[str, ConvergeError]) -> None:
+        shown = "; ".join(f"{task_id}: {error}" for task_id, error in list(refused.items())[:5])
+        more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+        super().__init__(
+            f"{len(refused)} of {len(refused) + len(completed)} reports refused "
+            f"({len(completed)} completed): {shown}{more}"
+        )
+        self.completed = tuple(completed)
+        self.refused = dict(refused)
 
 
 class ResolutionFailed(ConvergeError):

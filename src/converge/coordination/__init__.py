@@ -63,6 +63,8 @@ from converge.coordination.task_manager import (
     CapabilityDirectory,
     LeaseLost,
     Membership,
+    Report,
+    ReportsRefused,
     TaskManager,
 )
 
@@ -100,6 +102,8 @@ __all__ = [
     "Proposal",
     "ProposalSuperseded",
     "Rejection",
+    "Report",
+    "ReportsRefused",
     "Resolution",
     "ResolutionFailed",
     "RoundStage",

@@ -329,19 +329,22 @@ def node_of(object_id: str, run_id: str) -> str | None:
 
 
 def metrics_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:
-    """The §8.2 metrics of a run: agents used, tokens and tool calls per agent, latency per
-    node, success and failure counts and rate, retries, checkpoints (and per minute)."""
+    """The §8.2 metrics of a run: agents used, tokens, tool calls and cost (US dollars) per
+    agent and in all, latency per node, success and failure counts and rate, retries,
+    checkpoints (and per minute)."""
     if run_id is not None:
         events = [e for e in events if e.subject == run_id or e.subject.startswith(run_id + "/")]
     trace = trace_of(events, run_id)
     rows = trace["nodes"]
     tokens: dict[str, int] = {}
     tools: dict[str, int] = {}
+    cost: dict[str, float] = {}
     latency: dict[str, float] = {}
     for row in rows:
         agent = row["agent"]
         tokens[agent] = tokens.get(agent, 0) + row["tokens_in"] + row["tokens_out"]
         tools[agent] = tools.get(agent, 0) + row["tool_calls"]
+        cost[agent] = cost.get(agent, 0.0) + row["cost"]
         if row["latency_ms"] is not None:
             latency[row["node_id"]] = latency.get(row["node_id"], 0.0) + row["latency_ms"]
     finished = [r for r in rows if r["status"] not in ("running", "waiting")]
@@ -359,6 +362,8 @@ def metrics_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, 
         "node_executions": len(rows),
         "tokens_per_agent": tokens,
         "tool_calls_per_agent": tools,
+        "cost_per_agent": {k: round(v, 10) for k, v in cost.items()},
+        "total_cost": trace["total_cost"],
         "latency_ms_per_node": {k: round(v, 3) for k, v in latency.items()},
         "succeeded": succeeded,
         "failed": len(finished) - succeeded,
