@@ -8,8 +8,8 @@ SQLite store, with no-op ``async def`` nodes:
 - ``html_fanout_1000``: one node fans out to 998 branches, one node joins them (1,000 rows of
   concurrency on the timeline);
 
-each timed (best of 5) from opening the store to the HTML file written: read the trace, build
-the coordination graph, render, write. ``cli_fanout_1000`` runs the command itself
+each timed (best of 5) from opening the store to the HTML file written: read the trace, fold
+it into the run's model (``RunModel``), render, write. ``cli_fanout_1000`` runs the command itself
 (``converge trace RUN --format html -o FILE`` in a new process, once), interpreter start-up
 and imports included.
 
@@ -20,10 +20,9 @@ there is no ``chromium`` binary on ``PATH``):
   of 3): the browser's own start-up and exit, for scale;
 - ``chromium_screenshot_{chain,fanout}_1000``: the same command on the trace's page: start
   chromium, open the file, draw it, write a 1,280 x 900 PNG, exit (best of 3);
-- ``chromium_draw_{chain,fanout}_1000``: in a chromium already running, driven over the
-  DevTools protocol (``tests/observability/_chromium.py``; needs ``websockets``, in ``dev``):
-  from ``Page.navigate`` to the page's ``<body data-drawn="1">``, set after its first paint
-  (best of 5).
+- ``chromium_draw_{chain,fanout}_1000``: in a chromium already running, driven by Playwright
+  (``tests/observability/_browser.py``; ``playwright`` is in ``dev``): from navigation to the
+  page's ``<body data-drawn="1">``, set after its first paint (best of 5).
 
 Run: ``.venv/bin/python bench/bench_trace.py``
 """
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import best_of, emit
-from converge.observability import render_html, run_graph
+from converge.observability import RunModel, render_html
 from converge.orchestration import Engine, Graph
 from converge.store import SQLiteStore
 
@@ -83,9 +82,9 @@ async def read(path: Path, run_id: str) -> list[Any]:
 
 
 def write_html(path: Path, run_id: str, out: Path) -> int:
-    graph = run_graph(asyncio.run(read(path, run_id)), run_id)
-    out.write_text(render_html(graph), encoding="utf-8")
-    return len(graph["nodes"])
+    view = RunModel(run_id).add(asyncio.run(read(path, run_id))).view()
+    out.write_text(render_html(view), encoding="utf-8")
+    return len(view.nodes)
 
 
 def screenshot(chromium: str, page: Path, png: Path) -> None:
@@ -130,21 +129,21 @@ def browser_cases(pages: dict[str, Path], tmp: Path) -> None:
             target=BROWSER_TARGET_S,
             ok=seconds <= BROWSER_TARGET_S,
         )
-    sys.path.insert(0, str(ROOT))  # the DevTools client lives with the tests
+    sys.path.insert(0, str(ROOT))  # the Playwright helper lives with the tests
     try:
-        from tests.observability._chromium import Chromium
-    except ImportError as exc:  # websockets: in dev, not in a plain install
+        from tests.observability._browser import viewer
+    except ImportError as exc:  # playwright: in dev, not in a plain install
         for name in pages:
             emit(bench=BENCH, case=f"chromium_draw_{name}", value=None, unit="s", skipped=str(exc))
         return
-    with Chromium(width=1280, height=900) as browser:
+    with viewer() as browser:
         for name, page in pages.items():
             nodes = 0
 
             def draw(page: Path = page) -> None:
                 nonlocal nodes
-                browser.open(page.as_uri())
-                nodes = browser.evaluate("document.querySelectorAll('#graph .node').length")
+                shown = browser.show(page.as_uri(), 1280, 900)
+                nodes = shown.locator("#graph .node").count()
 
             seconds = best_of(draw)
             emit(

@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
             if embedded(text) != block:
                 sys.stderr.write(
                     f"{TARGET}: the layout tree is out of date: "
-                    "run python docs/gen_layout.py --write\n"
+                    "run .venv/bin/python docs/gen_layout.py --write\n"
                 )
                 return 1
             sys.stdout.write(f"{TARGET}: the layout tree is up to date\n")

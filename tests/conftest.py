@@ -4,6 +4,7 @@ pyproject.toml), so helpers are imported as ``tests.<dir>.<module>``."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -43,11 +44,22 @@ async def loop_clock(monkeypatch: pytest.MonkeyPatch) -> LoopClock:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``browser`` need a ``chromium`` binary: skipped, with the reason, where
-    there is none — unless ``CONVERGE_REQUIRE_BROWSER=1`` (CI sets it and installs chromium):
-    then they run, and fail for want of the browser."""
-    if shutil.which("chromium") is not None or os.environ.get("CONVERGE_REQUIRE_BROWSER") == "1":
+    """Tests marked ``browser`` need a ``chromium`` binary and Playwright (in ``dev``) to drive
+    it: skipped, with the reason, where either is missing — unless
+    ``CONVERGE_REQUIRE_BROWSER=1`` (CI sets it and installs chromium): then they run, and fail
+    for want of them."""
+    if os.environ.get("CONVERGE_REQUIRE_BROWSER") == "1":
+        return
+    missing = [
+        why
+        for why, absent in (
+            ("no chromium binary on PATH", shutil.which("chromium") is None),
+            ("Playwright is not installed", importlib.util.find_spec("playwright") is None),
+        )
+        if absent
+    ]
+    if not missing:
         return
     for item in items:
         if item.get_closest_marker("browser") is not None:
-            item.add_marker(pytest.mark.skip(reason="no chromium binary on PATH"))
+            item.add_marker(pytest.mark.skip(reason="; ".join(missing)))

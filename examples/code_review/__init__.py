@@ -1,1 +1,1 @@
-"""Seed 002 §4.1's code review graph, run on a real Python file by rule-based reviewers."""
+"""A code review graph, run on a real Python file by rule-based reviewers."""

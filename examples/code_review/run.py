@@ -1,6 +1,6 @@
-"""Review a Python file with seed 002 §4.1's graph and print the review as Markdown.
+"""Review a Python file with the code review graph and print the review as Markdown.
 
-    python examples/code_review/run.py [FILE] [--store PATH] [--llm]
+    .venv/bin/python examples/code_review/run.py [FILE] [--store PATH] [--llm]
 
 FILE defaults to ``sample.py`` beside this script. The run is logged in the embedded SQLite
 store (``.converge/converge.db`` unless ``--store`` says otherwise), so ``converge`` can show

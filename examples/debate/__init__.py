@@ -1,1 +1,1 @@
-"""Seed 002 §3.4: two rule-based debaters argue, then a judge — or a jury of three — decides."""
+"""A debate: two rule-based debaters argue, then a judge — or a jury of three — decides."""

@@ -1,4 +1,4 @@
-"""Rule-based debaters and judges for seed 002 §3.4's debate.
+"""Rule-based debaters and judges for the debate example.
 
 Each side argues from a small knowledge list: points with a weight (how strong the evidence is)
 and the opposing points they answer. In round ``r`` a debater makes its ``r`` strongest points

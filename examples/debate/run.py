@@ -1,6 +1,6 @@
-"""Run seed 002 §3.4's debate twice: once a judge decides, once a jury of three votes.
+"""Run the debate twice: once a judge decides, once a jury of three votes.
 
-    python examples/debate/run.py [--rounds N] [--store PATH]
+    .venv/bin/python examples/debate/run.py [--rounds N] [--store PATH]
 
 Offline and rule-based (see ``agents.py``). Both runs are logged in the embedded SQLite store,
 ``.converge/converge.db`` by default.

@@ -1,1 +1,1 @@
-"""Seed 003's contract-net: a requester auctions work among a dozen provider runtimes."""
+"""A contract-net: a requester auctions work among a dozen provider runtimes."""

@@ -1,6 +1,6 @@
 """Run the marketplace and print its awards, receipts and the providers' trust over time.
 
-    python examples/marketplace/run.py [--rounds N] [--seed S] [--store PATH]
+    .venv/bin/python examples/marketplace/run.py [--rounds N] [--seed S] [--store PATH]
 
 Offline and deterministic for a seed (the providers' prices and failures come from seeded
 RNGs). The rounds are logged in the embedded SQLite store, ``.converge/converge.db`` by default.

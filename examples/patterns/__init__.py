@@ -1,1 +1,1 @@
-"""One YAML graph per orchestration pattern (seed 002 §3), with the agents they reference."""
+"""One YAML graph per orchestration pattern, with the agents they reference."""

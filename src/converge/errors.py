@@ -53,6 +53,7 @@ in parentheses is a second base: catch ``ValueError`` and you catch every ``Vali
     │   ├── ToolTimeout        (TimeoutError) past its time limit; a sandboxed one killed
     │   └── ToolMemoryExceeded (MemoryError)  a sandboxed tool past its memory limit
     ├── ContractFailed                        a contract-net request ended with no accepted output
+    ├── ReportsRefused                        some reports of a batch were refused; the rest done
     ├── ResolutionFailed                      no answer could be picked among several results
     ├── TooManyFailedDecisions                a runtime stopped after that many failures in a row
     └── OrchestrationError                    a graph run failed
@@ -130,6 +131,7 @@ __all__ = [
     "ProposalSuperseded",
     "ProtocolError",
     "ReplayedMessage",
+    "ReportsRefused",
     "ResolutionFailed",
     "ResponseSchemaError",
     "RunFailed",
@@ -1050,6 +1052,29 @@ class ContractFailed(ConvergeError):
         self.stage = stage
         self.reason = reason
         self.round = round_
+
+
+class ReportsRefused(ConvergeError):
+    """Some reports of one ``TaskManager.report_many`` call were refused; the others were
+    committed (they are not lost, and need not be sent again).
+
+    Attributes:
+        completed: the tasks the call completed, as stored, in the order of the reports
+            (``Task`` each).
+        refused: why each refused report was refused, by task id: the error a lone
+            ``report`` would have raised (``LeaseLost``, ``InvalidTransition``, ``StateError``,
+            or ``ValidationError`` for a task not on the board).
+    """
+
+    def __init__(self, completed: Sequence[Any], refused: dict[str, ConvergeError]) -> None:
+        shown = "; ".join(f"{task_id}: {error}" for task_id, error in list(refused.items())[:5])
+        more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+        super().__init__(
+            f"{len(refused)} of {len(refused) + len(completed)} reports refused "
+            f"({len(completed)} completed): {shown}{more}"
+        )
+        self.completed = tuple(completed)
+        self.refused = dict(refused)
 
 
 class ResolutionFailed(ConvergeError):

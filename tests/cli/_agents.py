@@ -96,3 +96,42 @@ async def spin(inputs: dict[str, Any]) -> str:
 def scores(inputs: dict[str, Any]) -> dict[str, Any]:
     """A score computed as 0/0 would be: NaN."""
     return {"text": inputs["text"], "score": float("nan")}
+
+
+def flaky(inputs: dict[str, Any]) -> str:
+    """Fails its first two tries (counted in the file named by input ``counter``)."""
+    counter = Path(inputs["counter"])
+    tries = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(tries))
+    if tries < 3:
+        raise ValueError(f"try {tries} went wrong")
+    return str(inputs["text"]).upper()
+
+
+def priced(inputs: dict[str, Any], ctx: Any) -> str:
+    """Reports what a small model call costs: a few hundred-thousandths of a dollar."""
+    ctx.report_usage(tokens_in=120, tokens_out=30, cost=3.25e-05)
+    return f"{inputs['up.output']}!"
+
+
+async def holds_the_loop(inputs: dict[str, Any]) -> str:
+    """Holds the event loop a while without awaiting, as an SDK's first import does."""
+    import time
+
+    time.sleep(0.2)  # noqa: ASYNC251 - the point: the loop is held, as by a blocking import
+    return str(inputs["text"])
+
+
+def warns(inputs: dict[str, Any]) -> str:
+    """Logs a warning from inside the run."""
+    import logging
+
+    logging.getLogger("tests.cli.agent").warning("careful with %s", inputs["text"])
+    return str(inputs["text"])
+
+
+async def streams(inputs: dict[str, Any], ctx: Any) -> str:
+    """Streams its answer in three chunks, as an LLM agent with ``stream: true`` does."""
+    for piece in ("one ", "two ", "three"):
+        await ctx.emit(piece)
+    return "one two three"

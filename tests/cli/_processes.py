@@ -20,11 +20,15 @@ _AS_FROM_A_TERMINAL = (
 
 
 def spawn(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, stdout: int = subprocess.PIPE
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdout: int = subprocess.PIPE,
+    stderr: int = subprocess.PIPE,
 ) -> subprocess.Popen[str]:
     """Start ``converge *args`` in ``tmp_path`` on this checkout's sources (the test helpers'
     too), with ``env`` added to the environment; read its output with ``communicate``
-    (``stdout``: another file descriptor for it, a terminal's, say)."""
+    (``stdout``, ``stderr``: another file descriptor for it, a terminal's, say)."""
     exe = Path(sys.executable).with_name("converge")
     path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     return subprocess.Popen(
@@ -33,7 +37,7 @@ def spawn(
         env={**os.environ, "PYTHONPATH": path, **(env or {})},
         text=True,
         stdout=stdout,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
 
 

@@ -111,6 +111,9 @@ BAD = [
     ),
     ("agents:\n  a:\n    ref: a:b\n    policy:\n      deny_tools: ~\n", 5, "deny_tools"),
     ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: 0\n", 4, "an int >= 1"),
+    ("agents:\n  a:\n    ref: a:b\n    claim_batch: 0\n", 4, "claim_batch must be an int >= 1"),
+    ("agents:\n  a:\n    ref: a:b\n    claim_batch: true\n", 4, "claim_batch"),
+    (f"agents:\n  a:\n    ref: {W}:CannotStart\n    claim_batch: 3\n", 3, "board workers"),
     ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: 2.5\n", 4, "an int >= 1"),
     ("agents:\n  a:\n    ref: a:b\n    max_consecutive_failures: ~\n", 4, "a number"),
     # hostile files: each a traceback (or, for max_batch, a runtime that died) before
@@ -155,6 +158,75 @@ def test_limits_and_policy_are_read_into_each_agent(tmp_path: Path) -> None:
         deny_tools=frozenset({"shell"}),
     )
     assert (beta.limits, beta.policy) == (ResourceLimits(), ActionPolicy.allow_all())
+
+
+def test_the_claim_batch_is_read_into_each_agent(tmp_path: Path) -> None:
+    config = tmp_path / "agents.yaml"
+    config.write_text(
+        "agents:\n  alpha:\n    ref: a:b\n    claim_batch: 8\n  beta:\n    ref: a:b\n"
+    )
+    alpha, beta = load_agents_config(config).agents
+    assert (alpha.claim_batch, beta.claim_batch) == (8, 1)
+
+
+async def test_a_board_worker_takes_up_to_its_claim_batch_and_claims_and_reports_in_rows() -> None:
+    from converge.cli._agents_run import _WAKE, _BoardWorker
+    from converge.core import ClaimTask, FailTask, ReportTask, SendMessage
+
+    def work(task: Task) -> str:
+        if task.objective == "bad":
+            raise ValueError("no")
+        return task.objective.upper()
+
+    seen = [Task(objective=name) for name in ("a", "bad", "b", "c", "d")]
+    worker = _BoardWorker(work, "w", claim_batch=3)
+    async with asyncio.timeout(30):
+        decisions = await worker.decide([], seen)
+    claims = [d for d in decisions if isinstance(d, ClaimTask)]
+    assert len(claims) == 3 and decisions[:3] == claims
+    taken = {t.id: t for t in seen if t.id in {c.task_id for c in claims}}
+    rest = decisions[3:]
+    reports = [d for d in rest if isinstance(d, ReportTask)]
+    fails = [d for d in rest if isinstance(d, FailTask)]
+    assert rest == [*reports, *fails, SendMessage(kind=_WAKE, recipient=worker.did)]
+    assert {r.task_id: r.result for r in reports} == {
+        i: t.objective.upper() for i, t in taken.items() if t.objective != "bad"
+    }
+    assert [f.task_id for f in fails] == [i for i, t in taken.items() if t.objective == "bad"]
+
+
+async def test_board_workers_with_a_claim_batch_complete_every_task_in_units() -> None:
+    from converge.cli._agents_run import _BoardWorker
+    from converge.network import LocalNetwork
+    from converge.runtime import AgentRuntime, StandardExecutor
+    from converge.store import MemoryStore
+
+    async with MemoryStore() as store, LocalNetwork() as net:
+        board = TaskManager(store)
+        units: list[int] = []
+        claim_next = board.claim_next
+
+        async def counted(*args: object, **kwargs: object) -> list[Task]:
+            claimed = await claim_next(*args, **kwargs)  # type: ignore[arg-type]
+            units.append(len(claimed))
+            return claimed
+
+        board.claim_next = counted  # type: ignore[method-assign]
+        executor = StandardExecutor(network=net, tasks=board)
+        workers = [_BoardWorker(lambda t: t.inputs["n"] * 2, f"w{i}", 4) for i in range(2)]
+        runtimes = [AgentRuntime(w, network=net, tasks=board, executor=executor) for w in workers]
+        for rt in runtimes:
+            rt.start()
+        try:
+            submitted = await board.submit_many(
+                [Task(objective=f"job {n}", inputs={"n": n}) for n in range(20)]
+            )
+            done = [await board.wait(t.id, timeout=30) for t in submitted]
+        finally:
+            for rt in runtimes:
+                await rt.shutdown()
+    assert [(t.state, t.result) for t in done] == [(TaskState.COMPLETED, n * 2) for n in range(20)]
+    assert units and max(units) > 1  # several claims in one unit of the board
 
 
 def test_the_failure_limit_is_read_into_each_agent(tmp_path: Path) -> None:

@@ -55,7 +55,9 @@ def test_trace_json_is_the_trace_plus_the_coordination_graph(run: tuple[Path, st
         "ballot",
         "vote",
     }
-    assert {"from": "review", "to": "write"} in trace["edges"]
+    edges = {(e["from"], e["to"]): e for e in trace["edges"]}
+    assert edges[("review", "write")]["state"] == "taken"
+    assert {("analyze", "review"), ("lint", "review")} <= set(edges)  # both edges into the join
 
 
 def test_trace_tree_mermaid_dot_and_html(run: tuple[Path, str], tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from converge.core import IdFactory, new_id
-from converge.core.ids import id_timestamp, is_id
+from converge.core.ids import id_timestamp, is_id, new_ids
 from converge.errors import ValidationError
 
 MAX_MS = 2**48 - 1
@@ -103,3 +103,24 @@ def test_the_timestamp_of_a_huge_non_id_is_refused_with_a_short_message() -> Non
         id_timestamp("0" * 400_000)
     assert info.value.field == "id"
     assert len(str(info.value)) < 200
+
+
+def test_take_makes_the_ids_as_many_calls_would() -> None:
+    one = IdFactory(time_ms=lambda: 1_700_000_000_000, rng=random.Random(3))
+    other = IdFactory(time_ms=lambda: 1_700_000_000_000, rng=random.Random(3))
+    # Past several carries of the last ten bits, within one millisecond.
+    assert one.take(3000) == [other() for _ in range(3000)]
+    assert one.take(0) == []
+
+
+def test_taken_ids_stay_unique_and_in_order_with_calls_between() -> None:
+    ids = [new_id(), *new_ids(2500), new_id(), *new_ids(7), new_id()]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(is_id(i) for i in ids)
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, "3", True])
+def test_take_refuses_a_bad_count(n: object) -> None:
+    with pytest.raises(ValidationError):
+        IdFactory().take(n)  # type: ignore[arg-type]

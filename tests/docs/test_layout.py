@@ -38,7 +38,7 @@ def test_the_tree_in_architecture_md_is_the_generated_one() -> None:
     assert gen_layout.BEGIN in text and gen_layout.END in text
     assert gen_layout.embedded(text) == gen_layout.render(), (
         "the layout tree in docs/architecture.md is out of date: "
-        "run python docs/gen_layout.py --write"
+        "run .venv/bin/python docs/gen_layout.py --write"
     )
 
 

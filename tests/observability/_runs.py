@@ -1,18 +1,43 @@
 """Runs recorded in SQLite files for the observability tests: a fan-out with a subgraph, a
 failing run, a long chain, coordination events of a tender round and a board task added to a
-run's trace."""
+run's trace, and a review (``review_run``) with a retried node, a branch not taken, a
+three-way join, a real auction among three providers and a real ballot of three voters."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from converge.orchestration import Engine, Graph, RunFailed
+from converge.coordination import Consensus
+from converge.core import Agent, Identity, Message, Pool, Task, Vote
+from converge.core.decisions import Decision
+from converge.orchestration import (
+    ConsensusGate,
+    Engine,
+    Graph,
+    RetryPolicy,
+    RunFailed,
+    Services,
+    Tender,
+)
 from converge.orchestration.subgraph import Subgraph
 from converge.protocol import Event
+from converge.runtime import AgentRuntime, StandardExecutor
 from converge.store import SQLiteStore
+from tests.orchestration._tender_helpers import POOL, Provider, world
 
-__all__ = ["COORDINATION_KINDS", "add_coordination", "chain_run", "failing_run", "subgraph_run"]
+__all__ = [
+    "COORDINATION_KINDS",
+    "REVIEW_EDGES",
+    "add_coordination",
+    "chain_run",
+    "failing_run",
+    "review_graph",
+    "review_run",
+    "subgraph_run",
+]
 
 
 async def analyze(inputs: dict[str, Any], ctx: Any) -> str:
@@ -137,3 +162,108 @@ async def add_coordination(path: Path, run_id: str, *, ballot_trace: str | None 
     ]
     async with await SQLiteStore.open(path) as store:
         await store.append(events)
+
+
+class Voter(Agent):
+    """Votes ``choice`` on every ballot it is asked about, from its own runtime."""
+
+    def __init__(self, seed: int, choice: str) -> None:
+        super().__init__(Identity.from_private_bytes(bytes([seed + 101]) * 32), name=f"v{seed}")
+        self.choice = choice
+
+    async def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        return [
+            Vote(ballot_id=m.payload["ballot_id"], choice=self.choice)
+            for m in messages
+            if m.kind == ConsensusGate.REQUEST
+        ]
+
+
+def review_graph(tender: Tender, gate: ConsensusGate) -> Graph:
+    """ingest fans out to analyze (fails once, then reports usage), lint and route; route
+    takes ``quick``, not ``deep`` (nor ``deep_report`` after it); review joins analyze, lint,
+    quick and deep; write is put out to tender, approve is a vote, publish follows."""
+    tries: list[int] = []
+
+    async def analyze(inputs: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        tries.append(1)
+        if len(tries) == 1:
+            raise TimeoutError("model endpoint timed out")
+        ctx.report_usage(tokens_in=1500, tokens_out=800, tool_calls=3, cost=0.0325)
+        return {"summary": f"analysis of {inputs['ingest.output']}", "issues": 2}
+
+    return (
+        Graph("review")
+        .add_node("ingest", lambda inputs: inputs["code"].strip(), inputs=["code"])
+        .add_node("analyze", analyze, retry=RetryPolicy(max_retries=2, initial_delay=0.01))
+        .add_node("lint", lambda inputs: {"warnings": 1})
+        .add_node("route", lambda inputs: "quick")
+        .add_node("quick", lambda inputs: "looks fine")
+        .add_node("deep", lambda inputs: "a deep review")
+        .add_node("deep_report", lambda inputs: "a long report")
+        .add_node(
+            "review",
+            lambda inputs: f"{inputs['analyze.output.summary']}; {inputs['quick.output']}",
+            inputs=["analyze.output.summary", "lint.output", "quick.output", "deep.output"],
+        )
+        .add_node("write", tender, inputs=["review.output"])
+        .add_node("approve", gate, inputs=["write.output"])
+        .add_node(
+            "publish",
+            lambda inputs: f"published: {inputs['approve.output.proposal']}",
+            inputs=["approve.output.proposal"],
+        )
+        .connect("ingest", "analyze")
+        .connect("ingest", "lint")
+        .connect("ingest", "route")
+        .connect("route", "quick", when="route.output == 'quick'")
+        .connect("route", "deep", when="route.output == 'deep'")
+        .connect("deep", "deep_report")
+        .connect("analyze", "review")
+        .connect("lint", "review")
+        .connect("quick", "review")
+        .connect("deep", "review")
+        .connect("review", "write")
+        .connect("write", "approve")
+        .connect("approve", "publish")
+    )
+
+
+REVIEW_EDGES = 13
+"""The edges of ``review_graph``."""
+
+
+async def review_run(path: Path) -> str:
+    """Run ``review_graph`` into the store at ``path`` among three providers (p0, p1, p2,
+    bidding 10, 11, 12) and three voters (v0, v1, v2: yes, yes, no); its run id."""
+    async with await SQLiteStore.open(path) as store:
+
+        def three(clock: Any) -> list[Provider]:
+            return [Provider(i, clock) for i in range(3)]
+
+        async with world(store, three) as w, contextlib.AsyncExitStack() as stack:
+            ballots = Consensus(store)
+            if await w.pools.get_pool("council") is None:
+                await w.pools.create_pool(Pool(name="council", id="council"))
+            voters = [Voter(i, c) for i, c in enumerate(("yes", "yes", "no"))]
+            executor = StandardExecutor(votes_store=ballots, pools=w.pools)
+            for voter in voters:
+                await w.pools.join_pool(voter.did, "council")
+                runtime = AgentRuntime(
+                    voter, network=w.network, store=store, pools=w.pools, discovery=w.discovery,
+                    executor=executor,
+                )  # fmt: skip
+                await stack.enter_async_context(runtime)
+            services = Services(
+                identity=w.services.identity,
+                bidding=w.bidding,
+                trust=w.trust,
+                network=w.network,
+                pools=w.pools,
+                consensus=ballots,
+            )
+            tender = Tender(pool=POOL, capability="write", strategy="lowest_cost", bid_window=30)
+            gate = ConsensusGate("council", rule="majority", question="publish it?")
+            graph = review_graph(tender, gate)
+            result = await Engine(store, services=services).execute(graph, {"code": " x = 1 "})
+    return result.run_id

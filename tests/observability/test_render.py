@@ -11,12 +11,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
 from converge.observability import (
+    RunModel,
+    RunView,
     printable,
     render_dot,
     render_html,
@@ -25,6 +28,16 @@ from converge.observability import (
     run_graph,
 )
 from converge.observability.render_text import _label, _title
+from converge.observability.run_model import (
+    AuctionView,
+    AwardView,
+    BallotView,
+    EdgeView,
+    NodeView,
+    OfferView,
+    Pass,
+    VoteView,
+)
 from converge.store import SQLiteStore
 from tests.observability._hostile import HOSTILE, any_text, terminal_unsafe
 from tests.observability._runs import add_coordination, chain_run, failing_run, subgraph_run
@@ -33,6 +46,11 @@ from tests.observability._runs import add_coordination, chain_run, failing_run, 
 async def graph_of(path: Path, run_id: str) -> dict[str, Any]:
     async with await SQLiteStore.open(path) as store:
         return run_graph(list(await store.read(trace_id=run_id)), run_id)
+
+
+async def view_of(path: Path, run_id: str) -> RunView:
+    async with await SQLiteStore.open(path) as store:
+        return RunModel(run_id).add(await store.read(trace_id=run_id)).view()
 
 
 @pytest.fixture
@@ -55,7 +73,7 @@ async def test_graph_holds_nodes_nested_runs_edges_and_depths(recorded: dict[str
     ]
     edges = {(e["from"], e["to"]) for e in recorded["edges"]}
     assert {("review", "write"), ("write/x", "write/y")} <= edges
-    assert ("analyze", "review") in edges or ("lint", "review") in edges
+    assert {("analyze", "review"), ("lint", "review")} <= edges  # both edges into the join
     assert [nodes[n]["depth"] for n in ("analyze", "review", "write", "write/x", "write/y")] == [
         0,
         1,
@@ -84,7 +102,12 @@ async def test_coordination_objects_are_folded_and_attached_to_their_nodes(
     }
     assert objs[("intent", "analyze")]["status"] == "awarded"
     assert objs[("award", "analyze")]["detail"]["winner"] == "p1"
-    assert objs[("offer", "analyze")]["detail"] == {"provider": "p1", "cost": 3.0}
+    round_id = f"tender:{recorded['trace_id']}/analyze/1:1"
+    assert objs[("offer", "analyze")]["detail"] == {
+        "auction": round_id,
+        "provider": "p1",
+        "cost": 3.0,
+    }
     task = objs[("task", "lint")]
     assert task["status"] == "completed"
     assert task["events"] == 3
@@ -105,7 +128,7 @@ async def test_a_run_stored_with_the_gate_s_ballot_in_its_own_trace_still_render
     assert "review" in {n["node_id"] for n in graph["nodes"]}
     assert render_mermaid(graph).startswith("flowchart LR")
     assert render_dot(graph).startswith("digraph run {")
-    assert render_html(graph).startswith("<!DOCTYPE html>")
+    assert render_html(await view_of(path, run_id)).startswith("<!DOCTYPE html>")
     console = Console(record=True, width=120)
     console.print(render_tree(graph))
     assert "review" in console.export_text()
@@ -159,6 +182,7 @@ class _Page(HTMLParser):
         self.svgs: dict[str, dict[str, str | None]] = {}
         self.nodes: list[dict[str, str | None]] = []
         self.bars: list[dict[str, str | None]] = []
+        self.edges: list[dict[str, str | None]] = []
         self.scripts: list[dict[str, str | None]] = []
         self.links: list[str] = []
         self._script: dict[str, str | None] | None = None
@@ -168,10 +192,12 @@ class _Page(HTMLParser):
         a = dict(attrs)
         if tag == "svg":
             self.svgs[str(a.get("id"))] = a
-        if tag == "g" and a.get("class") == "node":
+        if tag == "g" and str(a.get("class")).split()[0] == "node":
             self.nodes.append(a)
-        elif tag == "rect" and a.get("class") == "bar":
+        elif tag == "div" and a.get("class") == "bar":
             self.bars.append(a)
+        elif tag == "path" and str(a.get("class")).startswith("edge"):
+            self.edges.append(a)
         elif tag == "script":
             self.scripts.append(a)
             self._script = a
@@ -188,41 +214,42 @@ class _Page(HTMLParser):
             self._script = None
 
 
-async def test_html_is_self_contained_with_nodes_timeline_and_details(
-    recorded: dict[str, Any],
+async def test_html_is_self_contained_with_nodes_edges_timeline_and_data(
+    tmp_path: Path,
 ) -> None:
+    path = tmp_path / "runs.db"
+    run_id = await subgraph_run(path)
+    await add_coordination(path, run_id)
+    view = await view_of(path, run_id)
     page = _Page()
-    page.feed(render_html(recorded))
-    assert sorted(str(n["data-node"]) for n in page.nodes) == sorted(
-        n["node_id"] for n in recorded["nodes"]
-    )
+    page.feed(render_html(view))
+    assert sorted(str(n["data-node"]) for n in page.nodes) == sorted(n.id for n in view.nodes)
     assert {n["data-status"] for n in page.nodes} == {"success"}
-    assert len(page.bars) == len(recorded["nodes"])
-    assert all(float(str(b["width"])) > 0 for b in page.bars)
+    # every edge: the join's two, the subgraph's own
+    assert sorted((str(e["data-from"]), str(e["data-to"])) for e in page.edges) == [
+        ("analyze", "review"),
+        ("lint", "review"),
+        ("review", "write"),
+        ("write/x", "write/y"),
+    ]
+    assert len(page.bars) == len(view.passes) == 6
     assert page.links == []  # no CDN, no external script or style
     assert all("src" not in s for s in page.scripts)
     embedded = json.loads(page.data)
-    assert [n["node_id"] for n in embedded["nodes"]] == [n["node_id"] for n in recorded["nodes"]]
+    assert [p["node"] for p in embedded["passes"]] == [p.node for p in view.passes]
     assert len(embedded["coordination"]) == 7
+    assert [a["id"] for a in embedded["auctions"]] == [f"tender:{run_id}/analyze/1:1"]
 
 
 async def test_html_colours_a_failed_node(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     run_id = await failing_run(path)
     page = _Page()
-    page.feed(render_html(await graph_of(path, run_id)))
+    page.feed(render_html(await view_of(path, run_id)))
     assert {str(n["data-node"]): n["data-status"] for n in page.nodes} == {
         "ok": "success",
         "bad": "failed",
     }
-
-
-async def test_html_escapes_what_the_log_holds(recorded: dict[str, Any]) -> None:
-    recorded["nodes"][0]["node_id"] = "<script>alert(1)</script>"
-    recorded["nodes"][0]["agent"] = "</script><b>"
-    text = render_html(recorded)
-    assert "<script>alert(1)" not in text
-    assert "</script><b>" not in text
 
 
 def _corner(node: dict[str, str | None]) -> tuple[float, float]:
@@ -230,46 +257,30 @@ def _corner(node: dict[str, str | None]) -> tuple[float, float]:
     return float(x), float(y)
 
 
-async def test_html_wraps_a_long_chain_into_bands_of_capped_width(tmp_path: Path) -> None:
+async def test_html_lays_a_graph_out_in_layers_of_capped_width(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     run_id = await chain_run(path, 23)
     page = _Page()
-    page.feed(render_html(await graph_of(path, run_id)))
+    page.feed(render_html(await view_of(path, run_id)))
     at = {str(n["data-node"]): _corner(n) for n in page.nodes}
     assert len(at) == 23
-    # 23 layers in bands of 4 columns: 4 columns wide, 6 bands tall, not 23 columns wide.
-    assert float(str(page.svgs["graph"]["width"])) == 2 * 20 + 4 * 200
-    assert len({x for x, _ in at.values()}) == 4
-    assert len({y for _, y in at.values()}) == 6
-    # read like text: left to right along a band, then the next band below
-    order = sorted(at, key=lambda n: (at[n][1], at[n][0]))
-    assert order == [f"n{i}" for i in range(23)]
-    # the SVG holds every node, and no two overlap
+    # a chain is one column, read top to bottom
+    assert len({x for x, _ in at.values()}) == 1
+    assert sorted(at, key=lambda n: at[n][1]) == [f"n{i}" for i in range(23)]
+    # a wide layer wraps into lines of 4: the SVG's width is capped
+    nodes = [synthetic_node(f"b{i}", depth=1) for i in range(10)] + [synthetic_node("a")]
+    page = _Page()
+    page.feed(render_html(synthetic_view(nodes, [])))
+    assert float(str(page.svgs["graph"]["width"])) == 2 * 20 + 4 * 200 - 30
+    at = {str(n["data-node"]): _corner(n) for n in page.nodes}
+    assert len({x for n, (x, _) in at.items() if n != "a"}) == 4
+    assert len({y for n, (_, y) in at.items() if n != "a"}) == 3  # 4 + 4 + 2
     height = float(str(page.svgs["graph"]["height"]))
     assert all(0 <= y and y + 36 <= height for _, y in at.values())
     assert all(
         abs(a[0] - b[0]) >= 170 or abs(a[1] - b[1]) >= 36
         for a, b in itertools.combinations(at.values(), 2)
     )
-
-
-@pytest.mark.browser
-def test_html_draws_nodes_in_a_headless_browser(recorded: dict[str, Any], tmp_path: Path) -> None:
-    page = tmp_path / "run.html"
-    page.write_text(render_html(recorded), encoding="utf-8")
-    chromium = shutil.which("chromium")
-    assert chromium is not None
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    parsed = _Page()
-    parsed.feed(dom)
-    assert len(parsed.nodes) == len(recorded["nodes"])
-    assert len(parsed.bars) == len(recorded["nodes"])
 
 
 # -- hostile names: every renderer keeps what the log holds as text ------------------------------
@@ -469,15 +480,148 @@ def test_graphviz_reads_the_hostile_dot_as_the_nodes_drawn() -> None:
 def test_html_and_tree_show_hostile_names_as_text() -> None:
     names = [HOSTILE, "up", f"sub/{HOSTILE}"]
     graph = synthetic(names, HOSTILE, graph_id=HOSTILE, trace_id=HOSTILE, detail=HOSTILE)
-    text = render_html(graph)
+    view = synthetic_view(
+        [synthetic_node(n, depth=i, agent=HOSTILE) for i, n in enumerate(names)]
+        + [synthetic_node(f"not/{HOSTILE}", depth=3, status="untaken", condition=HOSTILE)],
+        [
+            EdgeView(source=a, target=b, when=HOSTILE, back=False, state="taken")
+            for a, b in itertools.pairwise([*names, f"not/{HOSTILE}"])
+        ],
+        hostile=HOSTILE,
+    )
+    text = render_html(view)
     assert terminal_unsafe(text, newlines=True) == []
+    assert "<script>alert" not in text and "</script><b>" not in text
     page = _Page()
     page.feed(text)
-    assert [n["data-node"] for n in page.nodes] == [printable(n) for n in names]
+    assert [n["data-node"] for n in page.nodes] == [printable(n.id) for n in view.nodes]
     assert len(page.bars) == len(names) and page.links == []
-    assert [n["node_id"] for n in json.loads(page.data)["nodes"]] == names  # the exact values
+    assert len(page.edges) == len(names)
+    assert [p["node"] for p in json.loads(page.data)["passes"]] == names  # the exact values
     console = Console(record=True, width=400, emoji=False, highlight=False)
     console.print(render_tree(graph))
     shown = console.export_text()
     assert terminal_unsafe(shown, newlines=True) == []
     assert printable(HOSTILE) in shown  # markup and all, as text
+
+
+def synthetic_node(
+    node_id: str,
+    *,
+    depth: int = 0,
+    agent: str = "agent",
+    status: str = "success",
+    condition: str | None = None,
+) -> NodeView:
+    return NodeView(
+        id=node_id,
+        agent=agent,
+        run="r",
+        status=status,
+        depth=depth,
+        passes=(),
+        inputs=None,
+        condition=condition,
+    )
+
+
+def synthetic_view(nodes: list[NodeView], edges: list[EdgeView], *, hostile: str = "x") -> RunView:
+    """A view of ``nodes`` (each that has not a grey status with one pass) and ``edges``,
+    an auction and a ballot, every name ``hostile``."""
+    passes: list[Pass] = []
+    ran: list[NodeView] = []
+    for node in nodes:
+        if node.status in ("untaken", "not_run", "pending"):
+            ran.append(node)
+            continue
+        passes.append(
+            Pass(
+                index=len(passes),
+                node=node.id,
+                iteration=1,
+                agent=node.agent,
+                status=node.status,
+                run="r",
+                start_time=f"2025-01-01T00:00:0{len(passes) % 10}.000000Z",
+                end_time=f"2025-01-01T00:00:0{len(passes) % 10}.500000Z",
+                latency_ms=500.0,
+                attempts=2,
+                tokens_in=1,
+                tokens_out=2,
+                tool_calls=0,
+                cost=0.5,
+                inputs={hostile: hostile},
+                missing_inputs=(hostile,),
+                output=hostile,
+                error=hostile,
+                retries=(hostile,),
+            )
+        )
+        ran.append(msgspec.structs.replace(node, passes=(len(passes) - 1,)))
+    offer = OfferView(
+        id=hostile,
+        provider=hostile,
+        name=hostile,
+        price=1.0,
+        score=1.0,
+        rank=1,
+        status="accepted",
+        won=True,
+        reason=hostile,
+    )
+    auction = AuctionView(
+        id=hostile,
+        node=hostile,
+        capability=hostile,
+        strategy=hostile,
+        status="awarded",
+        reason=hostile,
+        invited=(hostile,),
+        offers=(offer,),
+        award=AwardView(
+            winner=hostile,
+            name=hostile,
+            offer_id=hostile,
+            price=1.0,
+            currency=hostile,
+            score=1.0,
+            reason=hostile,
+        ),
+        receipt=None,
+        trust=None,
+        start_time="2025-01-01T00:00:00.000000Z",
+        end_time=None,
+    )
+    ballot = BallotView(
+        id=hostile,
+        node=hostile,
+        question=hostile,
+        options=(hostile,),
+        rule=hostile,
+        status="closed",
+        votes=(VoteView(voter=hostile, name=hostile, option=hostile, status="cast"),),
+        winner=hostile,
+        cause=hostile,
+        reason=hostile,
+        tallies={hostile: 1},
+    )
+    return RunView(
+        run_id=hostile,
+        graph=hostile,
+        status="completed",
+        start_time=None,
+        duration_ms=10.0,
+        total_tokens=3,
+        total_cost=0.5,
+        shaped=True,
+        passes=tuple(passes),
+        nodes=tuple(ran),
+        edges=tuple(edges),
+        auctions=(auction,),
+        ballots=(ballot,),
+        tasks=(),
+        agents=(),
+        runs=(),
+        coordination=(),
+        names={hostile: hostile},
+    )

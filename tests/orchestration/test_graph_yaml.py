@@ -212,7 +212,7 @@ BASE = "name: g\nnodes:\n  - {id: a, agent: code_analyzer, inputs: [source_code]
         ("  - {id: b, agent: code_analyzer}\nedges:\n  - {from: a, to: b, when: 'q.output'}\n",
          6, "edges[0].when", "no node 'q'"),
         ("  - {id: b, agent: code_analyzer}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: a}\n",
-         3, "config.max_iterations", "closes a cycle"),
+         7, "config.max_iterations", "the edge b -> a (edges[1]) closes a cycle"),
         ("  - {id: b, agent: code_analyzer, inputs: [a.output]}\n"
          "  - {id: c, agent: code_analyzer}\nedges:\n  - {from: c, to: b}\n",
          4, "nodes[1].inputs[0]", "contradict"),

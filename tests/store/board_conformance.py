@@ -10,7 +10,7 @@ import pytest
 from converge.core.task import Task, TaskState
 from converge.errors import TaskConflict, ValidationError
 from converge.protocol.event import Event
-from converge.store import Store
+from converge.store import Store, TaskWrite
 
 __all__ = ["BoardConformance"]
 
@@ -346,3 +346,185 @@ class BoardConformance:
         claims = await store.read(kinds=["task.claimed"])
         assert len(claims) == len(others) + 1
         assert [e.seq for e in claims] == sorted(e.seq for e in claims)
+
+    # -- write_tasks: a batch of task writes, each with its event ----------------------------------
+
+    async def test_write_tasks_commits_each_write_with_its_event_in_order(
+        self, store: Store
+    ) -> None:
+        first, second = task("one"), task("two")
+        stored = await store.write_tasks(
+            [
+                TaskWrite(first, Event(kind="task.submitted", trace_id="a", subject=first.id)),
+                TaskWrite(second, Event(kind="task.submitted", trace_id="b", subject=second.id)),
+            ]
+        )
+        assert stored == [first, second]
+        held = claimed(first, "agent-a")
+        done = held.transition(TaskState.COMPLETED, at=2.0, result={"n": 1}, lease_expires_at=None)
+        # Two writes of one task in one batch apply in order: the second sees the first.
+        stored = await store.write_tasks(
+            [
+                TaskWrite(held, Event(kind="task.claimed", trace_id="a"), TaskState.PENDING, 0),
+                TaskWrite(done, Event(kind="task.completed", trace_id="a"), TaskState.CLAIMED, 1),
+            ]
+        )
+        assert stored == [held, done]
+        assert await store.get_task(first.id) == done
+        assert await store.get_task(second.id) == second
+        assert [t.id for t in await store.pending_tasks()] == [second.id]
+        assert await store.expiring_tasks(1e12) == []
+        events = await store.read()
+        assert [(e.kind, e.trace_id, e.seq) for e in events] == [
+            ("task.submitted", "a", 1),
+            ("task.submitted", "b", 2),
+            ("task.claimed", "a", 3),
+            ("task.completed", "a", 4),
+        ]
+        assert await store.write_tasks([]) == []
+        assert await store.last_seq() == 4
+
+    async def test_write_tasks_a_failed_write_fails_alone_and_writes_nothing(
+        self, store: Store
+    ) -> None:
+        taken, free, other = task("taken"), task("free"), task("other")
+        await put(store, taken, other)
+        results = await store.write_tasks(
+            [
+                TaskWrite(claimed(other), Event(kind="task.claimed", trace_id="t1")),  # new?
+                TaskWrite(free, Event(kind="task.submitted", trace_id="t2")),
+                TaskWrite(
+                    claimed(taken, "late"),
+                    Event(kind="task.claimed", trace_id="t3"),
+                    TaskState.CLAIMED,  # it is PENDING
+                    1,
+                ),
+                TaskWrite(
+                    claimed(other, "ok"),
+                    Event(kind="task.claimed", trace_id="t4"),
+                    TaskState.PENDING,
+                    0,
+                ),
+            ]
+        )
+        first, second, third, fourth = results
+        assert isinstance(first, TaskConflict) and first.expected_state is None
+        assert (first.task_id, first.actual_state) == (other.id, "pending")
+        assert second == free
+        assert isinstance(third, TaskConflict)
+        assert (third.task_id, third.actual_state, third.actual_attempts) == (
+            taken.id,
+            "pending",
+            0,
+        )
+        assert fourth == claimed(other, "ok")
+        assert await store.get_task(taken.id) == taken
+        assert await store.get_task(other.id) == claimed(other, "ok")
+        # Only the writes that held left an event, in the order of the batch.
+        assert [e.trace_id for e in await store.read()] == ["t2", "t4"]
+
+    async def test_write_tasks_refuses_bad_input_before_writing_anything(
+        self, store: Store
+    ) -> None:
+        ok = Event(kind="task.submitted", trace_id="tr")
+        good = TaskWrite(task(), ok)
+        bad_batches: list[tuple[object, str]] = [
+            ([good, "not a write"], "writes[1]"),
+            ([good, TaskWrite("not a task", ok)], "writes[1].task"),  # type: ignore[arg-type]
+            ([good, TaskWrite(task(), "not an event")], "writes[1]"),  # type: ignore[arg-type]
+            ([good, TaskWrite(task(inputs={"x": object()}), ok)], "writes[1].task"),
+            (
+                [good, TaskWrite(task(), Event(kind="task.x", trace_id="t", data={"x": object()}))],
+                "writes[1].event.data",
+            ),
+            (
+                [good, TaskWrite(task(), Event(kind="Not A Kind", trace_id="t"))],
+                "writes[1]",
+            ),
+            (
+                [good, TaskWrite(task(), ok, "nonsense")],  # type: ignore[arg-type]
+                "writes[1]",
+            ),
+            ([good, TaskWrite(task(), ok, TaskState.PENDING, -1)], "writes[1]"),
+            ("not a list", "writes"),
+        ]
+        for batch, field in bad_batches:
+            with pytest.raises(ValidationError) as info:
+                await store.write_tasks(batch)  # type: ignore[arg-type]
+            assert (info.value.field or "").startswith(field), (batch, info.value.field)
+        assert await store.pending_tasks() == []
+        assert await store.last_seq() == 0
+
+    async def test_write_tasks_keeps_its_own_copy(self, store: Store) -> None:
+        inputs = {"items": [1]}
+        t = task(inputs=inputs)
+        await store.write_tasks([TaskWrite(t, Event(kind="task.x", trace_id="t"))])
+        inputs["items"].append(2)
+        stored = await store.get_task(t.id)
+        assert stored is not None and stored.inputs == {"items": [1]}
+        result = {"out": [1]}
+        done = claimed(stored).transition(TaskState.COMPLETED, at=2.0, result=result)
+        await store.write_tasks(
+            [
+                TaskWrite(claimed(stored), Event(kind="task.y", trace_id="t"), TaskState.PENDING),
+            ]
+        )
+        await store.write_tasks(
+            [TaskWrite(done, Event(kind="task.z", trace_id="t"), TaskState.CLAIMED, 1)]
+        )
+        result["out"].append(2)
+        kept = await store.get_task(t.id)
+        assert kept is not None
+        assert (kept.inputs, kept.result) == ({"items": [1]}, {"out": [1]})
+
+    async def test_concurrent_write_tasks_claim_each_task_once(self, store: Store) -> None:
+        tasks = [task(f"t{i}") for i in range(40)]
+        await put(store, *tasks)
+
+        async def claim_all(agent: str) -> list[str]:
+            results = await store.write_tasks(
+                [
+                    TaskWrite(
+                        claimed(t, agent),
+                        Event(kind="task.claimed", trace_id="tr", actor=agent, subject=t.id),
+                        TaskState.PENDING,
+                        0,
+                    )
+                    for t in tasks
+                ]
+            )
+            return [r.id for r in results if isinstance(r, Task)]
+
+        won = await asyncio.gather(*(claim_all(f"agent-{i}") for i in range(5)))
+        assert sorted(task_id for ids in won for task_id in ids) == sorted(t.id for t in tasks)
+        for agent, ids in enumerate(won):
+            for task_id in ids:
+                stored = await store.get_task(task_id)
+                assert stored is not None and stored.assigned_to == f"agent-{agent}"
+        events = await store.read(kinds=["task.claimed"])
+        assert sorted(e.subject for e in events) == sorted(t.id for t in tasks)
+
+    async def test_atomic_write_tasks_writes_all_or_nothing(self, store: Store) -> None:
+        taken = task("taken")
+        await put(store, taken)
+        fresh = [task(f"new-{i}") for i in range(3)]
+        batch = [TaskWrite(t, Event(kind="task.submitted", trace_id=t.id)) for t in fresh]
+        with pytest.raises(TaskConflict) as info:
+            await store.write_tasks(
+                [*batch, TaskWrite(taken, Event(kind="task.submitted", trace_id="x"))],
+                atomic=True,
+            )
+        assert (info.value.task_id, info.value.actual_state) == (taken.id, "pending")
+        assert [await store.get_task(t.id) for t in fresh] == [None, None, None]
+        assert await store.last_seq() == 0
+        held = claimed(fresh[0])
+        stored = await store.write_tasks(
+            [
+                *batch,
+                TaskWrite(held, Event(kind="task.claimed", trace_id="y"), TaskState.PENDING, 0),
+            ],
+            atomic=True,
+        )
+        assert stored == [*fresh, held]
+        assert await store.get_task(fresh[0].id) == held
+        assert [e.kind for e in await store.read()] == ["task.submitted"] * 3 + ["task.claimed"]

@@ -37,7 +37,7 @@ _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 class PlanConstraints(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What a plan must fit (seed 002 §9.1)."""
+    """What a plan must fit."""
 
     max_steps: int | None = None
     """The most steps a run may take, completed ones included."""

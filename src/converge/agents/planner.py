@@ -1,7 +1,7 @@
 """``PlanMaker``: goals made into checked plans, and re-planned.
 
 A goal decomposed into steps for the available agents, checked before it
-runs, and re-planned when a step fails (seed 002 §9).
+runs, and re-planned when a step fails.
 
 ```python
 maker = PlanMaker(

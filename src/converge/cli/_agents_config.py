@@ -14,6 +14,7 @@ agents:                        # required: one runtime per agent, by name
     capabilities: [review@1.0] # optional: replaces the agent's own
     pools: [reviewers]         # optional: pools it joins before it starts
     max_batch: 10              # optional: messages and tasks per decide() (default 100)
+    claim_batch: 10            # optional, board workers: tasks taken per decide() (default 1)
     max_consecutive_failures: 20  # optional: failed decisions in a row that stop it (default 100)
     key: keys/alpha.pem        # optional: its Ed25519 key; created (mode 0600) if absent
     limits:                    # optional: its ResourceLimits, each optional
@@ -26,10 +27,13 @@ agents:                        # required: one runtime per agent, by name
 
 ``ref`` names an ``Agent`` class (instantiated without arguments) or instance that implements
 ``decide``, or any other callable, which becomes a *board worker*: it is shown the tasks it can
-see, claims one, and reports ``fn(task)`` (sync or async; a raise fails the task). A board worker
-computes the result before its claim is applied, so two workers racing for one task may both
-compute it (the loser's report is refused and logged): use it for idempotent work, and write an
-``Agent`` when work must happen once.
+see, claims one, and reports ``fn(task)`` (sync or async; a raise fails the task). With
+``claim_batch: N`` it takes up to N of them at a time, runs ``fn`` on them concurrently, and
+claims and reports them as one unit of the board each (``TaskManager.claim_next`` and
+``report_many``); ``claim_batch`` is for board workers only (an ``Agent`` decides how many tasks
+it claims). A board worker computes the result before its claim is applied, so two workers
+racing for one task may both compute it (the loser's report is refused and logged): use it for
+idempotent work, and write an ``Agent`` when work must happen once.
 
 A budget in ``limits`` (``max_wall_time_s``, ``max_tokens``, ``max_cost``) that runs out stops
 the agent's runtime (wall time when it is up, even for an idle agent); the other limits refuse
@@ -132,6 +136,12 @@ AGENT_KEYS: dict[str, KeyDoc] = {
     ),
     "pools": ("list of str", "`[]`", "Ids of pools (declared under `pools`) it joins first."),
     "max_batch": ("int", "`100`", "The most messages, and visible tasks, per `decide()` call."),
+    "claim_batch": (
+        "int",
+        "`1`",
+        "For a board worker: the most tasks it claims at a time (one unit of the board), "
+        "running its function on them concurrently.",
+    ),
     "max_consecutive_failures": (
         "int",
         "`100`",
@@ -205,6 +215,8 @@ class AgentEntry:
     """What it may do."""
     max_consecutive_failures: int = 100
     """Failed decisions in a row that stop its runtime (``AgentRuntime``'s default)."""
+    claim_batch: int = 1
+    """For a board worker: the most tasks it takes per ``decide()``."""
 
 
 @dataclass(frozen=True)
@@ -303,6 +315,7 @@ def _agent(
     max_batch = _count(reader, spec, "max_batch", field, 100)
     # AgentRuntime's defaults, repeated: this module is read before the runtime is imported.
     failures = _count(reader, spec, "max_consecutive_failures", field, 100)
+    claim_batch = _count(reader, spec, "claim_batch", field, 1)
     key = None
     if "key" in spec:
         key = base / Path(reader.string(spec["key"], f"{field}.key")).expanduser()
@@ -319,7 +332,9 @@ def _agent(
         names = {k: _names(reader, v, f"{where}.{k}") for k, v in given.items()}
         policy = reader.build(ActionPolicy, spec["policy"], where, names, given)
     line = node.start_mark.line + 1
-    return AgentEntry(name, ref, caps, joins, max_batch, key, line, limits, policy, failures)
+    return AgentEntry(
+        name, ref, caps, joins, max_batch, key, line, limits, policy, failures, claim_batch
+    )
 
 
 def _capabilities(reader: YamlReader, node: yaml.Node, field: str) -> tuple[str, ...]:

@@ -61,11 +61,13 @@ _WAKE = "converge.board_worker.more"
 
 
 class _BoardWorker(Agent):
-    """A callable as a board worker: claim one visible task, report ``fn(task)``."""
+    """A callable as a board worker: claim visible tasks (up to ``claim_batch`` at a time),
+    report ``fn(task)`` for each."""
 
-    def __init__(self, fn: Callable[[Task], Any], name: str) -> None:
+    def __init__(self, fn: Callable[[Task], Any], name: str, claim_batch: int = 1) -> None:
         super().__init__(name=name)
         self.fn = fn
+        self.claim_batch = claim_batch
         self._async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
         )
@@ -74,29 +76,36 @@ class _BoardWorker(Agent):
         if not tasks:
             return []
         # Each worker tries the tasks in its own order, so workers seldom race for one task.
-        task = min(tasks, key=lambda t: hashlib.sha256(f"{self.did}{t.id}".encode()).digest())
-        decisions: list[Decision] = [ClaimTask(task_id=task.id)]
+        chosen = sorted(tasks, key=lambda t: hashlib.sha256(f"{self.did}{t.id}".encode()).digest())[
+            : self.claim_batch
+        ]
+        outcomes = await asyncio.gather(*(self._run(task) for task in chosen))
+        # Claims, then reports, then failures, each in a row: the runtime applies a run of
+        # claims (or reports) as one unit of the board.
+        decisions: list[Decision] = [ClaimTask(task_id=task.id) for task in chosen]
+        decisions += [o for o in outcomes if isinstance(o, ReportTask)]
+        decisions += [o for o in outcomes if isinstance(o, FailTask)]
+        if len(tasks) > len(chosen):
+            # The board only wakes a runtime when a task becomes PENDING: a note to itself
+            # brings the worker back for the tasks it has not taken yet.
+            decisions.append(SendMessage(kind=_WAKE, recipient=self.did))
+        return decisions
+
+    async def _run(self, task: Task) -> ReportTask | FailTask:
         try:
             result = await (self.fn(task) if self._async else call_in_thread(self.fn, task))
         except BaseException as exc:  # the function's failure is the task's, not the runtime's
             if is_interruption(exc):
                 raise
-            decisions.append(FailTask(task_id=task.id, reason=f"{type(exc).__name__}: {exc}"))
-        else:
-            try:
-                msgspec.msgpack.encode(result)  # as the board will store it
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                # Reported, it would be refused and the task left claimed until its lease ran
-                # out, to be run again: the result is the function's failure, now.
-                reason = f"the result cannot be stored: {type(exc).__name__}: {exc}"
-                decisions.append(FailTask(task_id=task.id, reason=reason))
-            else:
-                decisions.append(ReportTask(task_id=task.id, result=result))
-        if len(tasks) > 1:
-            # The board only wakes a runtime when a task becomes PENDING: a note to itself
-            # brings the worker back for the tasks it has not taken yet.
-            decisions.append(SendMessage(kind=_WAKE, recipient=self.did))
-        return decisions
+            return FailTask(task_id=task.id, reason=f"{type(exc).__name__}: {exc}")
+        try:
+            msgspec.msgpack.encode(result)  # as the board will store it
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            # Reported, it would be refused and the task left claimed until its lease ran out,
+            # to be run again: the result is the function's failure, now.
+            reason = f"the result cannot be stored: {type(exc).__name__}: {exc}"
+            return FailTask(task_id=task.id, reason=reason)
+        return ReportTask(task_id=task.id, result=result)
 
 
 def build_agents(
@@ -129,6 +138,14 @@ def build_agent(spec: AgentEntry, source: str, create_keys: bool = True) -> Agen
             ) from None
     if isinstance(target, Agent):
         agent = target
+        if spec.claim_batch != 1:
+            raise ValidationError(
+                f"agent {spec.name!r} is an Agent, which decides how many tasks it claims: "
+                "claim_batch is for board workers (callables)",
+                field=f"agents.{spec.name}.claim_batch",
+                source=source,
+                line=spec.line,
+            )
         if not agent.supports_decide:
             raise ValidationError(
                 f"agent {spec.name!r} does not implement decide(), so it cannot run here",
@@ -138,7 +155,7 @@ def build_agent(spec: AgentEntry, source: str, create_keys: bool = True) -> Agen
             )
         agent.name = spec.name
     elif callable(target):
-        agent = _BoardWorker(target, spec.name)
+        agent = _BoardWorker(target, spec.name, spec.claim_batch)
     else:
         raise ValidationError(
             f"{spec.ref} is a {type(target).__name__}, not an Agent or a callable",

@@ -8,8 +8,9 @@ variable ``CONVERGE_<KEY>``, then ``converge.toml`` (in the current directory, e
 
 - ``store`` (``CONVERGE_STORE``): the SQLite store; default ``$CONVERGE_HOME/converge.db``,
   else ``.converge/converge.db``.
-- ``log_format`` (``CONVERGE_LOG_FORMAT``): live progress when stderr is not a terminal, as
-  ``text`` lines (default) or ``json`` lines.
+- ``log_format`` (``CONVERGE_LOG_FORMAT``; the flag is ``converge --log-format`` before the
+  command or ``--log-format`` after ``run``): ``text`` (the default) shows live progress as a
+  table on a terminal and as text lines elsewhere; ``json`` writes JSON lines everywhere.
 - ``busy_timeout`` (``CONVERGE_BUSY_TIMEOUT``): seconds to wait for a store another process holds
   locked (default 5).
 - ``lease_ttl`` (``CONVERGE_LEASE_TTL``) and ``lease_renew`` (``CONVERGE_LEASE_RENEW``): how long
@@ -41,11 +42,27 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-__all__ = ["Settings", "bad_input", "fail", "guard", "output", "plain", "say", "settings"]
+__all__ = [
+    "Settings",
+    "bad_input",
+    "fail",
+    "guard",
+    "output",
+    "plain",
+    "say",
+    "settings",
+    "use_log_format",
+]
 
 T = TypeVar("T")
 LOG_FORMATS = ("text", "json")
 _KEYS = ("store", "log_format", "busy_timeout", "lease_ttl", "lease_renew")
+_GLOBAL: dict[str, str | None] = {"log_format": None}  # ``converge --log-format`` of this call
+
+
+def use_log_format(fmt: str | None) -> None:
+    """Take ``converge --log-format FMT`` (None: not given) as this call's flag."""
+    _GLOBAL["log_format"] = fmt
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,8 @@ def settings(*, store: Path | None = None, log_format: str | None = None) -> Set
             store = Path(str(values["store"])).expanduser()
         else:
             store = Path(home) / "converge.db" if home else Path(".converge") / "converge.db"
+    if log_format is None:
+        log_format = _GLOBAL["log_format"]
     fmt = log_format if log_format is not None else str(values.get("log_format", "text"))
     if fmt not in LOG_FORMATS:
         fail(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}", 2)

@@ -26,12 +26,14 @@ They run a graph file on the embedded SQLite store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +42,13 @@ from converge.cli._config import Settings, fail
 if TYPE_CHECKING:
     from converge.cli._agents_config import AgentsConfig
     from converge.orchestration import Engine, Graph
+    from converge.protocol import Event
     from converge.store import SQLiteStore
+
+Observer = Callable[["Event"], None]
+"""Sees each event of the run as it is logged (an engine listener: when, for live progress)."""
+StreamListener = Callable[[str, str | None, dict[str, Any]], None]
+"""Hears each event the run streams, its chunks included (kind, node, data)."""
 
 __all__ = ["RunReport", "parse_inputs", "parse_value", "resume_run", "start_run"]
 
@@ -140,18 +148,22 @@ async def start_run(
     cfg: Settings,
     graph_path: Path,
     inputs: dict[str, Any],
-    run_id: str | None,
-    listener: Callable[[str, str | None, dict[str, Any]], None],
+    run_id: str,
+    *,
+    chosen: bool,
+    observe: Observer | None = None,
+    listener: StreamListener | None = None,
     tracer_provider: Any = None,
     agents: AgentsConfig | None = None,
     echo: Callable[[str], None] = _quiet,
 ) -> RunReport:
-    """Run the graph at ``graph_path``, feeding its events to ``listener`` (and to an
-    ``OTelListener`` on ``tracer_provider`` when one is given), with the coordination services
-    its nodes need on the store and the agents of ``agents`` running beside it
-    (``_services``)."""
+    """Run the graph at ``graph_path`` as run ``run_id`` (``chosen``: the user's ``--run-id``,
+    reserved before anything runs; else a new id made by the command, which knows it before
+    the run starts), streaming its events to ``listener`` and showing them to ``observe`` as
+    they are logged (and to an ``OTelListener`` on ``tracer_provider`` when one is given),
+    with the coordination services its nodes need on the store and the agents of ``agents``
+    running beside it (``_services``)."""
     from converge.cli._services import run_services
-    from converge.core.ids import new_id
     from converge.errors import ValidationError
     from converge.orchestration import Engine
 
@@ -164,8 +176,6 @@ async def start_run(
         )
     from converge.orchestration.ownership import reserve
 
-    chosen = run_id is not None
-    run_id = run_id or new_id()
     if "/" in run_id or not run_id.strip():
         raise ValidationError(f"bad run id {run_id!r}: no '/' and not empty", field="run_id")
     since = time.time()
@@ -179,12 +189,13 @@ async def start_run(
                 f"run {run_id} already exists: continue it with `converge resume {run_id}`"
             )
         await _record_run(store, run_id, graph_path)
-        listeners = []
+        listeners: list[Any] = [] if observe is None else [observe]
         if tracer_provider is not None:
             from converge.observability.otel import OTelListener
 
             listeners.append(OTelListener(tracer_provider))
         async with (
+            _agents_closed(graph),
             run_services(cfg, store, graph, agents, echo) as services,
             Engine(
                 store,
@@ -197,7 +208,8 @@ async def start_run(
             async def drive() -> RunReport:
                 outcome = RunReport(run_id, "cancelled", {})
                 async for ev in engine.stream(graph, inputs, run_id=run_id):
-                    listener(ev.kind, ev.node, ev.data)
+                    if listener is not None:
+                        listener(ev.kind, ev.node, ev.data)
                     if ev.kind == "node.done" and ev.node is not None:
                         outcome.outputs[ev.node] = ev.data.get("output")
                     if ev.kind in _ENDS:
@@ -205,6 +217,24 @@ async def start_run(
                 return outcome
 
             return await _cancellable(store, engine, run_id, drive, since)
+
+
+@contextlib.asynccontextmanager
+async def _agents_closed(graph: Graph) -> AsyncIterator[None]:
+    """Close, on the way out, the agents the graph file made (``kind: llm`` ones hold an HTTP
+    client): they live for this command only. A failure to close is logged, not raised: the
+    run's outcome is what the command reports."""
+    try:
+        yield
+    finally:
+        for name, agent in graph.agents.items():
+            close = getattr(agent, "aclose", None)
+            if isinstance(agent, str) or close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                logging.getLogger(__name__).warning("closing agent %r failed", name, exc_info=True)
 
 
 def lease_policy(cfg: Settings) -> Any:
@@ -219,13 +249,17 @@ async def resume_run(
     run_id: str,
     graph_path: Path | None,
     answer: Any,
-    listener: Callable[[str, str | None, dict[str, Any]], None] | None = None,
+    *,
+    observe: Observer | None = None,
+    listener: StreamListener | None = None,
+    history: Callable[[list[Event]], None] | None = None,
     agents: AgentsConfig | None = None,
     echo: Callable[[str], None] = _quiet,
 ) -> tuple[RunReport, Path]:
-    """Continue run ``run_id`` (``answer`` answers its open question); ``listener`` first hears
-    the passes that finished before, then the continuation's events as they happen. The run
-    gets the services and agents ``start_run`` gives it."""
+    """Continue run ``run_id`` (``answer`` answers its open question); ``history`` first gets
+    the events of the passes logged before, then ``listener`` hears the continuation's events
+    (chunks included) and ``observe`` sees them as they are logged. The run gets the services
+    and agents ``start_run`` gives it."""
     from converge.cli._services import run_services
     from converge.core.clock import system_clock
     from converge.errors import ValidationError
@@ -245,13 +279,18 @@ async def resume_run(
                 )
         graph = load(graph_path)
         await _record_run(store, run_id, graph_path)
-        if listener is not None:
-            for ev in await store.read(trace_id=run_id, kinds=("node.done",)):
-                if ev.subject == run_id:
-                    listener(ev.kind, ev.data.get("node"), ev.data)
+        if history is not None:
+            found = await store.read(trace_id=run_id.split("/", 1)[0])
+            history([ev for ev in found if ev.subject == run_id and ev.kind.startswith("node.")])
         async with (
+            _agents_closed(graph),
             run_services(cfg, store, graph, agents, echo) as services,
-            Engine(store, lease=lease_policy(cfg), services=services) as engine,
+            Engine(
+                store,
+                lease=lease_policy(cfg),
+                services=services,
+                listeners=[] if observe is None else [observe],
+            ) as engine,
         ):
 
             async def drive() -> RunReport:

@@ -13,6 +13,16 @@ is listed within 0.2 s (``cancel`` finds it earlier, through its ``cli/run/`` ke
 
 ``cancel`` marks a run that is WAITING or interrupted (logged so, or its owner dead by the
 ownership rule) ``run.cancelled`` itself: no process runs it.
+
+**Run ids** (``resolve_run_id``), wherever a command takes one: the id itself, ``last`` (the
+run started last), or a prefix of one, as git takes a commit (``01M95`` for
+``01M955TJNYBNR3MBYCPNSXMMZP``); a prefix that fits several runs is refused with them listed,
+and an id that fits none is refused with the closest known one (``did you mean``). A child run
+of a subgraph node is the parent's id (or prefix, or ``last``) then ``/node/pass``.
+
+``show`` lists each pass with its inputs as it got them (``records.pass_inputs``: the keys its
+``node.start`` logged, valued from the log), its attempts and each failed try's error
+(``errors``: the first is kept, whatever the retries did after it).
 """
 
 from __future__ import annotations
@@ -21,13 +31,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converge.cli._run import CANCEL_KEY, run_note
+from converge.cli._run import CANCEL_KEY, RUN_KEY, run_note
 
 if TYPE_CHECKING:
     from converge.orchestration.ownership import Verdict
     from converge.store import SQLiteStore
 
-__all__ = ["cancel_run", "list_runs", "show_run"]
+__all__ = ["cancel_run", "list_runs", "resolve_run_id", "show_run"]
 
 _RUN_KINDS = (
     "run.started",
@@ -121,21 +131,28 @@ def _owned(run: dict[str, Any], verdict: Verdict) -> None:
 async def show_run(store: SQLiteStore, run_id: str) -> dict[str, Any]:
     """Run ``run_id`` in detail: its inputs, status, result and nodes (exit 2 if unknown)."""
     from converge.errors import ValidationError
-    from converge.orchestration.records import read_records
+    from converge.orchestration.records import pass_inputs, read_records
     from converge.orchestration.trace import trace_of
 
     events = await store.read(trace_id=run_id.split("/", 1)[0])
     own = [e for e in events if e.subject == run_id]
     records = read_records(own)
     if records.started is None:
-        raise ValidationError(f"no run {run_id!r} in {store.path}", field="run_id")
+        raise ValidationError(f"no run {run_id} in {store.path}", field="run_id")
     trace = trace_of(events, run_id)
     note = await run_note(store, run_id)
-    declared = _declared_inputs(note.get("graph_path"))
+    given = pass_inputs(own)
+    errors: dict[tuple[str, int], list[str]] = {}
+    for ev in own:
+        if ev.kind in ("node.retry", "node.failed") and "node" in ev.data:
+            key = (ev.data["node"], int(ev.data.get("iteration", 1)))
+            errors.setdefault(key, []).append(str(ev.data.get("error")))
     last = next((e for e in reversed(own) if e.kind in (*_ENDS, "run.resumed")), None)
     nodes = []
     for row in trace["nodes"]:
-        done = records.done.get((row["node_id"], row["iteration"]))
+        key = (row["node_id"], row["iteration"])
+        done = records.done.get(key)
+        inputs = given.get(key)
         nodes.append(
             {
                 "node": row["node_id"],
@@ -143,9 +160,10 @@ async def show_run(store: SQLiteStore, run_id: str) -> dict[str, Any]:
                 "agent": row["agent"],
                 "status": row["status"],
                 "attempts": row["attempts"],
-                "inputs": declared.get(row["node_id"]),
+                "inputs": None if inputs is None else {k: _jsonable(v) for k, v in inputs.items()},
                 "output": None if done is None else done.output,
                 "error": row.get("error"),
+                "errors": errors.get(key, []),
                 "question": row.get("question"),
                 "tokens": row["tokens_in"] + row["tokens_out"],
                 "cost": row["cost"],
@@ -172,18 +190,11 @@ async def show_run(store: SQLiteStore, run_id: str) -> dict[str, Any]:
     return found
 
 
-def _declared_inputs(path: object) -> dict[str, list[str]]:
-    """Each node's declared inputs, from the recorded graph file (empty if it cannot load)."""
-    if not isinstance(path, str):
-        return {}
-    from converge.errors import ConvergeError
-    from converge.orchestration import load_graph
+def _jsonable(value: Any) -> Any:
+    """An input's value as ``show`` prints it: ``None`` for ``MISSING`` (nothing to read)."""
+    from converge.core.missing import MISSING
 
-    try:
-        graph = load_graph(path)
-    except (ConvergeError, ImportError):
-        return {}
-    return {n.id: list(n.inputs) for n in graph.nodes if n.inputs is not None}
+    return None if value is MISSING else value
 
 
 async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
@@ -212,7 +223,7 @@ async def cancel_run(store: SQLiteStore, run_id: str, wait: float) -> str:
             # A new run's `run.started` is written with its first result: until then, the
             # note `converge run` wrote beside it says it exists.
             if not await run_note(store, run_id):
-                raise ValidationError(f"no run {run_id!r} in {store.path}", field="run_id")
+                raise ValidationError(f"no run {run_id} in {store.path}", field="run_id")
             return await _request(store, run_id, None, wait, records)
         ended = state.ended
         if ended is not None and ended.kind != "run.interrupted":
@@ -286,3 +297,41 @@ def graph_label(path: object) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+async def resolve_run_id(store: SQLiteStore, text: str) -> str:
+    """The run ``text`` names: an id, ``last``, or an unambiguous prefix of an id (each
+    optionally followed by ``/node/pass``, a subgraph's child run).
+
+    Raises:
+        ValidationError: no run fits (with the closest id, if one is close), or several do.
+    """
+    from converge.core.spelling import did_you_mean
+    from converge.errors import ValidationError
+
+    head, sep, tail = text.partition("/")
+    if head != "last" and (
+        await store.read(trace_id=head, kinds=("run.started",), limit=1)
+        or await store.get(RUN_KEY + head) is not None
+    ):
+        return text  # an id as it is: found without reading every run
+    started: dict[str, float] = {}
+    for ev in await store.read(kinds=("run.started",)):
+        if "/" not in ev.subject:
+            started.setdefault(ev.subject, ev.at)
+    known = set(started) | {e.key[len(RUN_KEY) :] for e in await store.list(RUN_KEY)}
+    if head == "last":
+        if not started:
+            raise ValidationError(f"no runs yet in {store.path}", field="run_id")
+        return max(started, key=lambda r: (started[r], r)) + sep + tail
+    fits = sorted(k for k in known if head and k.startswith(head))
+    if len(fits) == 1:
+        return fits[0] + sep + tail
+    if fits:
+        shown = ", ".join(fits[:5]) + (", …" if len(fits) > 5 else "")
+        raise ValidationError(
+            f"run id {head!r} fits {len(fits)} runs ({shown}): give more of it", field="run_id"
+        )
+    raise ValidationError(
+        f"no run {text} in {store.path}{did_you_mean(head, known)}", field="run_id"
+    )

@@ -32,7 +32,9 @@ StoreOption = Annotated[
         show_default=False,
     ),
 ]
-RunArg = Annotated[str, typer.Argument(help="The run's id.")]
+RunArg = Annotated[
+    str, typer.Argument(help="The run's id, a prefix of it, or 'last'.", metavar="RUN")
+]
 
 
 class TraceFormat(StrEnum):
@@ -45,22 +47,32 @@ class TraceFormat(StrEnum):
     html = "html"
 
 
-def _events(store: Path | None, run_id: str) -> list[Any]:
-    """The events of ``run_id``'s trace; exits 2 when the store does not hold the run."""
+def _events(store: Path | None, run_id: str, *, names: bool = False) -> tuple[list[Any], str]:
+    """The events of the trace of the run ``run_id`` names (an id, a prefix, ``last``), and
+    its id (with ``names``, then the ``agent.registered`` events of the dids its coordination
+    shows, which name them); exits 2 when the store does not hold the run."""
     from converge.cli._config import settings
     from converge.cli._run import open_store
+    from converge.cli._runs import resolve_run_id
     from converge.cli.app import _fail, _guard
 
     cfg = settings(store=store)
 
-    async def read() -> list[Any]:
+    async def read() -> tuple[list[Any], str]:
         async with await open_store(cfg, create=False, read_only=True) as db:
-            return list(await db.read(trace_id=run_id.split("/", 1)[0]))
+            found = await resolve_run_id(db, run_id)
+            events = list(await db.read(trace_id=found.split("/", 1)[0]))
+            if names:
+                from converge.observability import RunModel
 
-    found = _guard(lambda: run_async(read()))
-    if not any(e.kind == "run.started" and e.subject == run_id for e in found):
-        _fail(f"no run {run_id} in {cfg.store}", 2)
-    return found
+                for did in sorted(RunModel(found).add(events).unnamed()):
+                    events += await db.read(trace_id=did, kinds=("agent.registered",))
+            return events, found
+
+    events, found = _guard(lambda: run_async(read()))
+    if not any(e.kind == "run.started" and e.subject == found for e in events):
+        _fail(f"no run {found} in {cfg.store}", 2)
+    return events, found
 
 
 def trace(
@@ -80,9 +92,14 @@ def trace(
 
     Example: [bold]converge trace 01J… --format html -o run.html[/]
     """
-    from converge.observability import run_graph
+    from converge.observability import RunModel, render_html, run_graph
 
-    graph = run_graph(_events(store, run_id), run_id)
+    if fmt is TraceFormat.html:
+        events, run_id = _events(store, run_id, names=True)
+        _write(render_html(RunModel(run_id).add(events).view()), output)
+        return
+    events, run_id = _events(store, run_id)
+    graph = run_graph(events, run_id)
     if fmt is TraceFormat.tree:
         from rich.console import Console
 
@@ -92,7 +109,10 @@ def trace(
         with output.open("w", encoding="utf-8") as fh:
             Console(file=fh, emoji=False, highlight=False, width=120).print(_tree(graph))
         return
-    text = _text(graph, fmt)
+    _write(_text(graph, fmt), output)
+
+
+def _write(text: str, output: Path | None) -> None:
     if output is None:
         write_out(text)
     else:
@@ -107,7 +127,7 @@ def _tree(graph: dict[str, Any]) -> Any:
 
 
 def _text(graph: dict[str, Any], fmt: TraceFormat) -> str:
-    from converge.observability import render_dot, render_html, render_mermaid
+    from converge.observability import render_dot, render_mermaid
 
     if fmt is TraceFormat.json:
         from converge.observability.terminal import printable_json
@@ -115,9 +135,7 @@ def _text(graph: dict[str, Any], fmt: TraceFormat) -> str:
         return printable_json(json.dumps(graph, indent=2, ensure_ascii=False, default=str)) + "\n"
     if fmt is TraceFormat.mermaid:
         return render_mermaid(graph)
-    if fmt is TraceFormat.dot:
-        return render_dot(graph)
-    return render_html(graph)
+    return render_dot(graph)
 
 
 def replay(
@@ -136,7 +154,8 @@ def replay(
 
     from converge.observability import replay as replay_run
 
-    report = replay_run(_events(store, run_id), run_id, until=until)
+    events, run_id = _events(store, run_id)
+    report = replay_run(events, run_id, until=until)
     if as_json:
         from converge.observability.terminal import printable_json
 
@@ -171,15 +190,15 @@ def metrics(
 ) -> None:
     """Print a run's metrics, as a table, JSON or the Prometheus text exposition.
 
-    Agents, tokens and tool calls per agent, latency per node, success and failure, retries
-    and checkpoints (seed 002 §8.2).
+    Agents, tokens, tool calls and cost per agent, latency per node, success and failure,
+    retries and checkpoints.
 
     Example: [bold]converge metrics 01J… --prometheus[/]
     """
     from converge.cli.app import _guard
     from converge.orchestration.trace import metrics_of, trace_of
 
-    events = _events(store, run_id)
+    events, run_id = _events(store, run_id)
     found = metrics_of(events, run_id)
     if prometheus:
         from converge.observability import prometheus_text
@@ -198,6 +217,9 @@ def _print_metrics(found: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from converge.cli._progress import cost_cell, duration
+    from converge.observability.cost import format_cost
+
     console = Console(emoji=False, highlight=False)
     rate = found["success_rate"]
     console.print(
@@ -206,16 +228,22 @@ def _print_metrics(found: dict[str, Any]) -> None:
             f"pass(es), {found['agents_spawned']} agent(s), {found['succeeded']} succeeded, "
             f"{found['failed']} failed"
             + (f" ({rate:.0%})" if rate is not None else "")
-            + f", {found['retries']} retries, {found['checkpoints']} checkpoint(s)"
+            + f", {found['retries']} retries, {found['checkpoints']} checkpoint(s), "
+            f"cost {format_cost(found['total_cost'])}"
         )
     )
-    agents = Table("agent", "tokens", "tool calls", header_style="bold")
+    agents = Table("agent", "tokens", "tool calls", "cost", header_style="bold")
     for agent, tokens in found["tokens_per_agent"].items():
-        agents.add_row(plain(agent), str(tokens), str(found["tool_calls_per_agent"].get(agent, 0)))
+        agents.add_row(
+            plain(agent),
+            str(tokens),
+            str(found["tool_calls_per_agent"].get(agent, 0)),
+            cost_cell(found["cost_per_agent"].get(agent, 0.0)),
+        )
     console.print(agents)
-    nodes = Table("node", "latency ms", header_style="bold")
+    nodes = Table("node", "latency", header_style="bold")
     for node, ms in found["latency_ms_per_node"].items():
-        nodes.add_row(plain(node), f"{ms:.3f}")
+        nodes.add_row(plain(node), duration(ms / 1000))
     console.print(nodes)
 
 

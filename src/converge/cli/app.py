@@ -6,8 +6,12 @@ Commands: ``--version``, ``--log-format``, ``schema``, ``keys new|show``, ``even
 
 Exit codes: 0 success, 1 the operation failed, 2 bad input (arguments, files, keys, a file that
 is not a converge store or is one from a newer converge). Errors print one line on stderr, never
-a traceback. Heavy modules are imported inside the commands that need them, so ``converge
---help`` imports only typer, and the CLI modules do not import asyncio (``_config.run_async``
+a traceback: a bad flag or argument too (``error: no such option: --ouput (did you mean
+--output?); see converge trace --help``), where typer would draw its usage and a boxed panel
+(``_OneLineErrors``: click's usage errors are caught around the whole command).
+
+Heavy modules are imported inside the commands that need them, so ``converge --help`` imports
+only typer, and the CLI modules do not import asyncio (``_config.run_async``
 imports it for the commands that run something: it was a third of ``--help``'s start-up).
 Measured (``bench/bench_cli.py``): ``--help`` takes 143 ms on a fast machine (target 200 ms);
 on a ~3x slower one ~400 ms, ~160 ms of it typer's help renderer importing rich (and rich's
@@ -19,6 +23,11 @@ Read-only commands never write: ``runs``, ``show``, ``trace``, ``replay``, ``met
 SQLite file given as ``--store`` is refused (exit 2) and left as it was. Every command resolves
 the store with the same settings (flag, ``CONVERGE_STORE``, ``converge.toml``, default: see
 ``_config``).
+
+``--log-format`` before the command (``converge --log-format json run …``) is the same setting
+as the command's own flag (which wins when both are given): it makes a run's progress and its
+last line JSON lines, and sends the process's log records to stderr as JSON lines carrying the
+run's ids (``observability.log_format``).
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from converge._version import __version__
 from converge.cli import _commands, _trace_cmd
@@ -40,7 +50,62 @@ __all__ = ["app", "main"]
 
 T = TypeVar("T")
 
+
+class _OneLineErrors(TyperGroup):
+    """The root command: a usage error (an unknown flag, a missing argument, a bad choice) is
+    one ``error:`` line, exit 2, like every other error, not typer's usage and boxed panel."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except _click_exception() as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # the help was printed already
+                typer.echo(f"error: {_usage_message(exc)}", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exception() -> type[Exception]:
+    """click's ``ClickException``, a base of typer's ``BadParameter`` (typer vendors click from
+    0.2x on, and used click itself before: either way it is found there)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _usage_message(exc: Any) -> str:
+    """``No such option: --foo`` as ``no such option: --foo; see converge run --help``."""
+    from converge.observability.terminal import printable
+
+    name, possible = getattr(exc, "option_name", None), getattr(exc, "possibilities", None)
+    if isinstance(name, str) and possible:  # click's NoSuchOption: "did you mean", as elsewhere
+        from converge.core.spelling import did_you_mean
+
+        message = f"no such option: {name}{did_you_mean(name, possible)}"
+    else:
+        import re
+
+        message = " ".join(str(exc.format_message()).split()).rstrip(".")
+        message = message[:1].lower() + message[1:]
+        message = re.sub(r"\. Did you mean (.+)\?$", r" (did you mean \1?)", message)
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see {ctx.command_path} --help" if ctx is not None else ""
+    return printable(message + where)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="converge",
     help="Coordinate many agents: signed identities, protocol objects and one event log.",
     no_args_is_help=True,
@@ -98,6 +163,9 @@ def _root(
     ] = None,
 ) -> None:
     """Coordinate many agents: signed identities, protocol objects and one event log."""
+    from converge.cli._config import use_log_format
+
+    use_log_format(log_format)
     if log_format is not None:
         from converge.observability.log_format import configure_logging
 
@@ -178,7 +246,10 @@ def events(
             show_default=False,
         ),
     ] = None,
-    trace: Annotated[str | None, typer.Option(help="Only this trace.")] = None,
+    trace: Annotated[
+        str | None,
+        typer.Option(help="Only this trace (a run's: its id, a prefix of it, or 'last')."),
+    ] = None,
     kind: Annotated[list[str] | None, typer.Option(help="Only these kinds (repeatable).")] = None,
     after: Annotated[int, typer.Option(help="Only events after this seq.")] = 0,
     limit: Annotated[int | None, typer.Option(help="At most this many events.")] = None,
@@ -194,8 +265,17 @@ def events(
     cfg = settings(store=store)
 
     async def read() -> list[object]:
+        from converge.cli._runs import resolve_run_id
+        from converge.errors import ValidationError
+
         async with await open_store(cfg, create=False, read_only=True) as db:
-            found = await db.read(after_seq=after, trace_id=trace, kinds=kind, limit=limit)
+            trace_id = trace
+            if trace is not None:
+                try:  # a run's trace by its id's prefix or `last`; any other trace as given
+                    trace_id = (await resolve_run_id(db, trace)).split("/", 1)[0]
+                except ValidationError:
+                    trace_id = trace
+            found = await db.read(after_seq=after, trace_id=trace_id, kinds=kind, limit=limit)
         return list(found)
 
     found = _guard(lambda: run_async(read()))

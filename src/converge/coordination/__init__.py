@@ -64,6 +64,8 @@ from converge.coordination.task_manager import (
     CapabilityDirectory,
     LeaseLost,
     Membership,
+    Report,
+    ReportsRefused,
     TaskManager,
 )
 
@@ -102,6 +104,8 @@ __all__ = [
     "ProposalSuperseded",
     "Provider",
     "Rejection",
+    "Report",
+    "ReportsRefused",
     "Resolution",
     "ResolutionFailed",
     "RoundStage",

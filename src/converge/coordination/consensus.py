@@ -1,7 +1,7 @@
 """Consensus: ballots on which named agents vote, over a store.
 
 Ballots on which named agents vote, decided by majority, plurality, trust,
-quorum or unanimity (seed 001: "majority and plurality voting"; issue 4: the rest).
+quorum or unanimity.
 
 ``Consensus`` drives pure functions over a store: the ballot state machine of
 ``_ballot`` (``cast``, closing) and the rules of ``_tally`` (``tally``,

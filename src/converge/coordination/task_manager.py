@@ -9,6 +9,25 @@ current holder with the current token may start, heartbeat or report, so a worke
 lease (stopped, partitioned, slow) can never overwrite the work of the one that took over.
 
 Leases read the manager's clock (wall-clock by default), so they mean the same after a restart.
+
+**Batches.** A worker that takes many tasks pays per call, not per task, with ``submit_many``
+(all the tasks or none, one unit), ``claim_next`` (up to ``limit`` tasks visible to the agent,
+each under its own lease and fencing token) and ``report_many`` (one ``Report`` per task: its
+id, result and token). A batch is one ``Store.write_tasks`` (one transaction where the store
+has them): every task still moves through the same states with the same event as a lone call
+would write, judged by the same compare-and-set. What one task's refusal does to the others:
+
+- ``submit_many``: nothing is submitted (a taken id is a ``TaskConflict``, as ``submit``'s).
+- ``claim_next``: a task another claimer took first is skipped, and the board read again
+  (``_CLAIM_ROUNDS`` times at most) for others; the call returns the tasks it did claim.
+- ``report_many``: the others are completed all the same; then ``ReportsRefused`` says which
+  task was refused and why (the error ``report`` would have raised for it), and carries the
+  tasks that were completed.
+
+Bad input — an empty batch, one over ``MAX_BATCH``, an item of the wrong type, a task id twice
+in one batch, a ``limit`` below 1 — is a ``ValidationError`` naming the item, before anything is
+written.
+
 ``release_expired_claims(now)`` also takes seed 001's ``time.monotonic()`` readings (see it); the
 other components that take a ``now`` (discovery, delegation, consensus, negotiation) accept only
 values within 30 days of their clock.
@@ -40,31 +59,53 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
 from converge.core.capability import Capability, CapabilitySet, Requirement
 from converge.core.clock import CLOCK_SKEW_LIMIT_S, Clock, system_clock
-from converge.core.task import TERMINAL_STATES, Task, TaskState
+from converge.core.ids import new_id, new_ids
+from converge.core.task import TERMINAL_STATES, Task, TaskState, check_transition
 from converge.errors import (
+    ConvergeError,
     InvalidTransition,
     LeaseLost,
     PolicyViolation,
+    ReportsRefused,
     StateError,
     StoreClosed,
     TaskConflict,
     ValidationError,
 )
 from converge.protocol.event import Event
-from converge.store.base import Store
+from converge.store.base import Store, TaskWrite
 
-__all__ = ["CapabilityDirectory", "LeaseLost", "Membership", "TaskManager"]
+__all__ = [
+    "MAX_BATCH",
+    "CapabilityDirectory",
+    "LeaseLost",
+    "Membership",
+    "Report",
+    "ReportsRefused",
+    "TaskManager",
+]
 
-_HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
+MAX_BATCH = 1000
+"""The most tasks one ``submit_many``, ``claim_next`` or ``report_many`` call takes."""
+
+# Enum members read through their class cost a lookup each: the hot paths use these names.
+_PENDING = TaskState.PENDING
+_CLAIMED = TaskState.CLAIMED
+_RUNNING = TaskState.RUNNING
+_COMPLETED = TaskState.COMPLETED
+_HELD = frozenset({_CLAIMED, _RUNNING})
+_replace = msgspec.structs.replace
 _PENDING_KINDS = ("task.submitted", "task.released")
 _KNOWN_MAX = 10_000  # tasks a manager remembers as it last wrote them
+# claim_next: how many times it reads the board again after losing tasks to other claimers.
+_CLAIM_ROUNDS = 3
 # release_expired_claims(now): how far `now` may be from time.monotonic() to be taken as read
 # from it just before the call (a descheduled process, a GC pause: seconds at worst), and how
 # close two clocks must read to be taken as one clock (the two are read one after the other,
@@ -87,6 +128,19 @@ class CapabilityDirectory(Protocol):
     async def capabilities_of(self, agent_id: str) -> CapabilitySet | None:
         """The agent's capabilities, or None if it is unknown."""
         ...
+
+
+class Report(msgspec.Struct, frozen=True):
+    """One report of ``TaskManager.report_many``: a held task's result, with the fencing token
+    of the claim that holds it."""
+
+    task_id: str
+    """The task."""
+    result: Any
+    """Its output (anything the store can encode)."""
+    token: int
+    """The fencing token its claim returned (``claim``'s result, or ``task.attempts`` of a task
+    ``claim_next`` returned)."""
 
 
 class TaskManager:
@@ -126,6 +180,9 @@ class TaskManager:
         # report reads here instead of the store. Every write is a compare-and-set on (state,
         # attempts), so a stale copy can never win; any refusal or conflict reads the store again.
         self._known: dict[str, Task] = {}
+        # Tasks a claim_next of this manager is claiming right now: the next one passes them by
+        # instead of racing it for them.
+        self._claiming: set[str] = set()
 
     def watch(self, callback: Callable[[Task], None]) -> Callable[[], None]:
         """Call ``callback(task)`` whenever this manager makes a task PENDING (a submit, or a
@@ -183,16 +240,33 @@ class TaskManager:
             ValidationError: a bad requirement, or a task that is not new and PENDING.
             TaskConflict: a task with this id exists.
         """
-        if task.state is not TaskState.PENDING or task.attempts or task.assigned_to:
-            raise ValidationError(
-                f"a submitted task must be new and pending, not {task.state.value}", field="state"
-            )
-        for req in task.required_capabilities:
-            Requirement.parse(req)
-        now = self.clock.now()
-        stored = msgspec.structs.replace(
+        if (
+            type(task) is not Task
+            or task.state is not _PENDING
+            or task.attempts
+            or task.assigned_to
+            or task.required_capabilities
+        ):
+            _check_new(task, "task")  # the full checks, requirements parsed
+        stored, event = self._submission(task, actor, self.clock.now())
+        kept = await self.store.write_task(stored, event)
+        known = self._known
+        known[kept.id] = kept
+        if len(known) > _KNOWN_MAX:
+            del known[next(iter(known))]  # the oldest entry: dicts keep insertion order
+        if self._watchers:
+            self._pending(stored)
+        return stored
+
+    def _submission(
+        self, task: Task, actor: str, now: float, event_id: str = ""
+    ) -> tuple[Task, Event]:
+        """The task as submitted at ``now`` and its ``task.submitted`` event (``event_id``: the
+        event's id, from a batch's ``new_ids``; a new one when empty)."""
+        trace = task.trace_id or task.id
+        stored = _replace(
             task,
-            trace_id=task.trace_id or task.id,
+            trace_id=trace,
             submitted_by=task.submitted_by or actor or None,
             created_at=now,
             updated_at=now,
@@ -202,10 +276,67 @@ class TaskManager:
             data["pool_id"] = stored.pool_id
         if stored.required_capabilities:
             data["required_capabilities"] = list(stored.required_capabilities)
-        self._remember(
-            await self.store.write_task(stored, self._event("task.submitted", stored, actor, data))
+        event = Event(
+            kind="task.submitted",
+            trace_id=trace,
+            actor=actor,
+            subject=stored.id,
+            data=data,
+            id=event_id or new_id(),
+            at=now,
         )
-        self._pending(stored)
+        if self._followers:
+            self._own_events.add(event.id)
+        return stored, event
+
+    async def submit_many(self, tasks: Sequence[Task], *, actor: str = "") -> list[Task]:
+        """Put new PENDING tasks on the board in one unit: all of them, or none.
+
+        Each is stored as ``submit`` stores it, with its own ``task.submitted`` event.
+
+        Returns:
+            The tasks as stored, in order.
+
+        Raises:
+            ValidationError: an empty batch or one over ``MAX_BATCH``, an item that is not a
+                new PENDING ``Task``, a bad requirement, or an id twice (``field`` names
+                ``tasks[i]``); nothing is written.
+            TaskConflict: a task with one of these ids is on the board; nothing is written.
+        """
+        batch = _batch(tasks, "tasks")
+        seen: set[str] = set()
+        for i, task in enumerate(batch):
+            if (
+                type(task) is not Task
+                or task.state is not _PENDING
+                or task.attempts
+                or task.assigned_to
+                or task.required_capabilities
+            ):
+                _check_new(task, f"tasks[{i}]")  # the full checks, requirements parsed
+            if task.id in seen:
+                raise ValidationError(
+                    f"tasks[{i}] has the id {task.id!r} of an earlier task of the batch",
+                    field=f"tasks[{i}].id",
+                )
+            seen.add(task.id)
+        now = self.clock.now()
+        submission = self._submission
+        writes = [
+            TaskWrite(*submission(task, actor, now, event_id))
+            for task, event_id in zip(batch, new_ids(len(batch)), strict=True)
+        ]
+        kept = await self.store.write_tasks(writes, atomic=True)
+        known = self._known
+        for task in kept:
+            assert isinstance(task, Task)  # atomic: a conflict raised
+            known[task.id] = task
+        while len(known) > _KNOWN_MAX:
+            del known[next(iter(known))]
+        stored = [write.task for write in writes]
+        if self._watchers:
+            for task in stored:
+                self._pending(task)
         return stored
 
     # -- claiming and holding ----------------------------------------------------------------------
@@ -230,44 +361,144 @@ class TaskManager:
             TaskConflict: another agent claimed it first.
             ValidationError: no such task.
         """
-        known = self._known.get(task_id)
-        if known is not None and known.state is TaskState.PENDING:
+        task = self._known.get(task_id)
+        fresh = task is None or task.state is not _PENDING
+        while True:
+            if fresh:
+                task = await self._get(task_id)
+            assert task is not None
+            if task.state is not _PENDING:
+                raise InvalidTransition(task.state, _CLAIMED, subject=task.id)
+            if task.pool_id is not None or task.required_capabilities:
+                # Only a task that asks for a pool or a capability needs the agent's.
+                pools = await self._pools(agent_id, pool_ids)
+                caps = await self._capabilities(agent_id, capabilities)
+                refusal = _invisibility(task, pools, caps)
+                if refusal:
+                    raise PolicyViolation(f"{agent_id} may not claim task {task.id}: {refusal}")
+            claimed, event = self._claim(task, agent_id, self.clock.now())
             try:
-                return await self._claim(agent_id, known, pool_ids, capabilities)
+                stored = await self.store.write_task(
+                    claimed, event, expected_state=_PENDING, expected_attempts=task.attempts
+                )
             except TaskConflict:
-                pass  # our copy was stale: judge again by the store's
-        return await self._claim(agent_id, await self._get(task_id), pool_ids, capabilities)
+                self._known.pop(task_id, None)
+                if fresh:
+                    raise
+                fresh = True  # our copy was stale: judge again by the store's
+                continue
+            known = self._known
+            known[task_id] = stored
+            if len(known) > _KNOWN_MAX:
+                del known[next(iter(known))]
+            return claimed.attempts
 
-    async def _claim(
-        self,
-        agent_id: str,
-        task: Task,
-        pool_ids: Iterable[str] | None,
-        capabilities: CapabilitySet | Iterable[Capability | str] | None,
-    ) -> int:
-        if task.state is not TaskState.PENDING:
-            raise InvalidTransition(task.state, TaskState.CLAIMED, subject=task.id)
-        if task.pool_id is not None or task.required_capabilities:
-            # Only a task that asks for a pool or a capability needs the agent's.
-            pools = await self._pools(agent_id, pool_ids)
-            caps = await self._capabilities(agent_id, capabilities)
-            refusal = _invisibility(task, pools, caps)
-            if refusal:
-                raise PolicyViolation(f"{agent_id} may not claim task {task.id}: {refusal}")
-        now = self.clock.now()
+    def _claim(
+        self, task: Task, agent_id: str, now: float, event_id: str = ""
+    ) -> tuple[Task, Event]:
+        """``task`` claimed by ``agent_id`` at ``now`` and its ``task.claimed`` event."""
+        check_transition(task.state, _CLAIMED, task.id)
         lease = now + self.claim_ttl_sec
         attempt = task.attempts + 1
-        claimed = task.transition(
-            TaskState.CLAIMED,
-            at=now,
+        claimed = _replace(
+            task,
+            state=_CLAIMED,
+            updated_at=now,
             attempts=attempt,
             assigned_to=agent_id,
             lease_expires_at=lease,
         )
-        await self._write(
-            claimed, task, "task.claimed", agent_id, {"attempt": attempt, "lease": lease}
+        return claimed, Event(
+            kind="task.claimed",
+            trace_id=task.trace_id or task.id,
+            actor=agent_id,
+            subject=task.id,
+            data={"attempt": attempt, "lease": lease},
+            id=event_id or new_id(),
+            at=now,
         )
-        return attempt
+
+    async def claim_next(
+        self,
+        agent_id: str,
+        *,
+        limit: int = 1,
+        pool_ids: Iterable[str] | None = None,
+        capabilities: CapabilitySet | Iterable[Capability | str] | None = None,
+        among: Iterable[str] | None = None,
+    ) -> list[Task]:
+        """Claim up to ``limit`` PENDING tasks visible to ``agent_id``, in board order
+        (priority, then submission), in one unit; returns them as claimed.
+
+        Each task is claimed as ``claim`` claims it: under its own lease, with its own fencing
+        token — the returned task's ``attempts`` (pass it to ``report``, ``heartbeat`` or a
+        ``Report``). The agent's pools and capabilities come from the arguments, else from
+        ``membership`` and ``directory``, else none. A task another claimer takes between the
+        read and the claim is skipped and the board read again for others (a few times at
+        most), so fewer than ``limit`` tasks — none, on an empty board — may come back.
+
+        With ``among`` (task ids), only those tasks are candidates, in that order: the ones
+        chosen already (a runtime applying an agent's several ``ClaimTask`` decisions). One not
+        claimed — not PENDING, not visible, taken first — is simply left out; ``claim`` of it
+        says why.
+
+        Raises:
+            ValidationError: ``limit`` is not an int from 1 to ``MAX_BATCH``, or ``among``
+                is not a collection of task ids.
+        """
+        if type(limit) is not int or not 1 <= limit <= MAX_BATCH:
+            raise ValidationError(
+                f"limit must be an int from 1 to {MAX_BATCH}, not {limit!r}", field="limit"
+            )
+        chosen = None if among is None else _task_ids(among)
+        pools = await self._pools(agent_id, pool_ids)
+        caps = await self._capabilities(agent_id, capabilities)
+        claimed: list[Task] = []
+        claiming = self._claiming
+        for _ in range(1 if chosen is not None else _CLAIM_ROUNDS):
+            wanted = limit - len(claimed)
+            if chosen is not None:
+                found = await asyncio.gather(*(self.store.get_task(i) for i in chosen))
+                candidates = [
+                    task
+                    for task in found
+                    if task is not None
+                    and task.state is _PENDING
+                    and task.id not in claiming
+                    and not _invisibility(task, pools, caps)
+                ][:wanted]
+            else:
+                # Read enough to skip the tasks other claims of this manager are taking.
+                visible = await self.list_pending_tasks_for_agent(
+                    agent_id, pools, caps, limit=wanted + len(claiming)
+                )
+                candidates = [task for task in visible if task.id not in claiming][:wanted]
+            if not candidates:
+                break
+            now = self.clock.now()
+            claim = self._claim
+            writes = [
+                TaskWrite(*claim(task, agent_id, now, event_id), _PENDING, task.attempts)
+                for task, event_id in zip(candidates, new_ids(len(candidates)), strict=True)
+            ]
+            ids = [task.id for task in candidates]
+            claiming.update(ids)
+            try:
+                results = await self.store.write_tasks(writes)
+            finally:
+                claiming.difference_update(ids)
+            lost = False
+            for result in results:
+                if type(result) is TaskConflict:
+                    self._known.pop(result.task_id, None)
+                    lost = True
+                else:
+                    assert isinstance(result, Task)
+                    self._remember(result)
+                    claimed.append(result)
+            if not lost or len(claimed) >= limit:
+                break
+        return claimed
 
     async def start(self, agent_id: str, task_id: str, token: int) -> Task:
         """Mark a held task RUNNING (the holder began work)."""
@@ -316,13 +547,24 @@ class TaskManager:
             InvalidTransition: the task failed or was cancelled.
         """
         known = self._known.get(task_id)
-        if known is not None and _holds(known, agent_id, token):
+        if (
+            known is not None
+            and known.state in _HELD
+            and known.assigned_to == agent_id
+            and known.attempts == token
+        ):
+            done, event = self._complete(known, agent_id, result, self.clock.now())
+            del self._known[task_id]  # finished, or our copy was stale: not kept either way
             try:
-                return await self._complete(known, agent_id, result, token)
+                await self.store.write_task(
+                    done, event, expected_state=known.state, expected_attempts=token
+                )
             except TaskConflict:
-                pass  # our copy was stale: judge again by the store's
+                pass  # judge again by the store's copy
+            else:
+                return done
         task = await self._get(task_id)
-        if task.state is TaskState.COMPLETED:
+        if task.state is _COMPLETED:
             if task.assigned_to != agent_id or task.attempts != token:
                 raise LeaseLost(task_id, agent_id, token, None, task.attempts, task)
             if task.result == result:
@@ -332,16 +574,133 @@ class TaskManager:
                 f"(attempt {task.attempts}); a different report is refused"
             )
         if task.state in TERMINAL_STATES:
-            raise InvalidTransition(task.state, TaskState.COMPLETED, subject=task_id)
+            raise InvalidTransition(task.state, _COMPLETED, subject=task_id)
         self._check_holder(task, agent_id, token)
-        return await self._complete(task, agent_id, result, token)
-
-    async def _complete(self, task: Task, agent_id: str, result: Any, token: int) -> Task:
-        done = task.transition(
-            TaskState.COMPLETED, at=self.clock.now(), result=result, lease_expires_at=None
-        )
-        await self._write(done, task, "task.completed", agent_id, {"attempt": token})
+        done, event = self._complete(task, agent_id, result, self.clock.now())
+        await self._write_event(done, task, event)
         return done
+
+    def _complete(
+        self, task: Task, agent_id: str, result: Any, now: float, event_id: str = ""
+    ) -> tuple[Task, Event]:
+        """``task`` completed by its holder with ``result`` at ``now``, and its event."""
+        check_transition(task.state, _COMPLETED, task.id)
+        done = _replace(
+            task, state=_COMPLETED, updated_at=now, result=result, lease_expires_at=None
+        )
+        return done, Event(
+            kind="task.completed",
+            trace_id=task.trace_id or task.id,
+            actor=agent_id,
+            subject=task.id,
+            data={"attempt": task.attempts},
+            id=event_id or new_id(),
+            at=now,
+        )
+
+    async def report_many(self, agent_id: str, reports: Sequence[Report]) -> list[Task]:
+        """Complete several held tasks, each with its own result and fencing token, in one unit.
+
+        Each report is judged as ``report`` judges it (the same result reported again is a
+        no-op that returns the task). The reports that hold are committed whatever happens to
+        the others.
+
+        Returns:
+            The completed tasks, in the order of ``reports``.
+
+        Raises:
+            ReportsRefused: some reports were refused (``refused``: the error ``report`` would
+                have raised for each, by task id); the others were completed (``completed``).
+            ValidationError: an empty batch or one over ``MAX_BATCH``, an item that is not a
+                ``Report``, a bad token, or a task reported twice (``field`` names
+                ``reports[i]``); nothing is written.
+        """
+        batch = _batch(reports, "reports")
+        seen: set[str] = set()
+        for i, item in enumerate(batch):
+            _check_report(item, i)
+            if item.task_id in seen:
+                raise ValidationError(
+                    f"reports[{i}] reports task {item.task_id!r} a second time",
+                    field=f"reports[{i}].task_id",
+                )
+            seen.add(item.task_id)
+        done: dict[str, Task] = {}
+        refused: dict[str, ConvergeError] = {}
+        pending = list(batch)
+        fresh = False  # first judged by this manager's copies; after a conflict by the store's
+        while pending:
+            writes: list[TaskWrite] = []
+            writing: list[Report] = []
+            now = self.clock.now()
+            event_ids = iter(new_ids(len(pending)))
+            for item in pending:
+                task = None if fresh else self._known.get(item.task_id)
+                if task is None or not _holds(task, agent_id, item.token):
+                    task = await self.store.get_task(item.task_id)
+                    try:
+                        if self._already_reported(task, item, agent_id):
+                            assert task is not None
+                            done[item.task_id] = task
+                            continue
+                    except ConvergeError as exc:
+                        refused[item.task_id] = exc
+                        continue
+                    assert task is not None
+                new, event = self._complete(task, agent_id, item.result, now, next(event_ids))
+                writes.append(TaskWrite(new, event, task.state, task.attempts))
+                writing.append(item)
+            if not writes:
+                break
+            results = await self.store.write_tasks(writes)
+            pending = []
+            for item, write, result in zip(writing, writes, results, strict=True):
+                self._known.pop(item.task_id, None)
+                if type(result) is not TaskConflict:
+                    done[item.task_id] = write.task
+                elif fresh:  # lost again to a write in between: judged by the store's copy
+                    task = await self.store.get_task(item.task_id)
+                    try:
+                        if self._already_reported(task, item, agent_id):
+                            assert task is not None
+                            done[item.task_id] = task
+                            continue
+                    except ConvergeError as exc:
+                        refused[item.task_id] = exc
+                        continue
+                    refused[item.task_id] = result
+                else:
+                    pending.append(item)
+            fresh = True
+        completed = [done[item.task_id] for item in batch if item.task_id in done]
+        if refused:
+            raise ReportsRefused(completed, refused)
+        return completed
+
+    @staticmethod
+    def _already_reported(task: Task | None, item: Report, agent_id: str) -> bool:
+        """Judge ``item`` by the stored ``task`` as ``report`` does: True if it is the same
+        report again (nothing to write), False if the agent holds the task (a write follows).
+
+        Raises:
+            ValidationError: no such task.
+            LeaseLost, StateError, InvalidTransition: the report is refused.
+        """
+        if task is None:
+            raise ValidationError(f"no task {item.task_id!r} on the board", field="task_id")
+        if task.state is _COMPLETED:
+            if task.assigned_to != agent_id or task.attempts != item.token:
+                raise LeaseLost(task.id, agent_id, item.token, None, task.attempts, task)
+            if task.result == item.result:
+                return True
+            raise StateError(
+                f"task {task.id} was already completed by {task.assigned_to} "
+                f"(attempt {task.attempts}); a different report is refused"
+            )
+        if task.state in TERMINAL_STATES:
+            raise InvalidTransition(task.state, _COMPLETED, subject=task.id)
+        TaskManager._check_holder(task, agent_id, item.token)
+        return False
 
     # -- ending ------------------------------------------------------------------------------------
 
@@ -521,12 +880,12 @@ class TaskManager:
     async def _write(
         self, new: Task, old: Task, kind: str, actor: str, data: dict[str, Any]
     ) -> None:
+        await self._write_event(new, old, self._event(kind, new, actor, data))
+
+    async def _write_event(self, new: Task, old: Task, event: Event) -> None:
         try:
             stored = await self.store.write_task(
-                new,
-                self._event(kind, new, actor, data),
-                expected_state=old.state,
-                expected_attempts=old.attempts,
+                new, event, expected_state=old.state, expected_attempts=old.attempts
             )
         except TaskConflict:
             self._known.pop(new.id, None)
@@ -606,6 +965,73 @@ def _lease_time(now: float | None, board_now: float, monotonic_now: float) -> fl
         "translated to the board's clock). Omit `now` to use the board's clock.",
         field="now",
     )
+
+
+def _batch(items: object, where: str) -> list[Any]:
+    """``items`` as a list of 1 to ``MAX_BATCH`` items, else ``ValidationError``."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise ValidationError(
+            f"{where} must be a list of items, not {type(items).__name__}", field=where
+        )
+    batch = list(items)
+    if not batch:
+        raise ValidationError(f"{where} is empty: a batch holds 1 to {MAX_BATCH}", field=where)
+    if len(batch) > MAX_BATCH:
+        raise ValidationError(
+            f"{where} holds {len(batch)} items; a batch holds at most {MAX_BATCH} "
+            "(split it into several calls)",
+            field=where,
+        )
+    return batch
+
+
+def _task_ids(among: object) -> list[str]:
+    """``among`` as a list of distinct task ids, in order, else ``ValidationError``."""
+    if isinstance(among, (str, bytes)) or not isinstance(among, Iterable):
+        raise ValidationError(
+            f"among must be a collection of task ids, not {type(among).__name__}", field="among"
+        )
+    ids = list(among)
+    for i, task_id in enumerate(ids):
+        if not isinstance(task_id, str):
+            raise ValidationError(
+                f"among[{i}] is a {type(task_id).__name__}, not a task id", field=f"among[{i}]"
+            )
+    return list(dict.fromkeys(ids))
+
+
+def _check_report(item: object, index: int) -> None:
+    """Raise ``ValidationError`` unless ``item`` is a well-formed ``Report``."""
+    where = f"reports[{index}]"
+    if type(item) is not Report:
+        raise ValidationError(
+            f"{where} is a {type(item).__name__}, not a Report(task_id, result, token)",
+            field=where,
+        )
+    if not isinstance(item.task_id, str) or not item.task_id:
+        raise ValidationError(
+            f"{where}.task_id must be a non-empty str, not {item.task_id!r}",
+            field=f"{where}.task_id",
+        )
+    if type(item.token) is not int or item.token < 1:
+        raise ValidationError(
+            f"{where}.token must be the int >= 1 a claim returned, not {item.token!r}",
+            field=f"{where}.token",
+        )
+
+
+def _check_new(task: object, where: str) -> None:
+    """Raise ``ValidationError`` unless ``task`` is a new, PENDING ``Task``."""
+    if not isinstance(task, Task):
+        raise ValidationError(f"{where} is a {type(task).__name__}, not a Task", field=where)
+    if task.state is not _PENDING or task.attempts or task.assigned_to:
+        raise ValidationError(
+            f"{where}: a submitted task must be new and pending, not {task.state.value} "
+            f"(attempts={task.attempts}, assigned_to={task.assigned_to!r})",
+            field=f"{where}.state",
+        )
+    for req in task.required_capabilities:
+        Requirement.parse(req)
 
 
 def _holds(task: Task, agent_id: str, token: int) -> bool:

@@ -1,6 +1,6 @@
 """A run's metrics in the Prometheus text format.
 
-Seed 002 §8.2's metrics, with the ``metrics`` extra.
+The metrics of ``converge metrics``, with the ``metrics`` extra.
 
 ```
 converge_node_latency_seconds{node="analyzer"} 0.012

@@ -25,6 +25,7 @@ import json
 import re
 from typing import Any
 
+from converge.observability.cost import format_cost
 from converge.observability.terminal import printable
 
 __all__ = ["STATUS_COLOURS", "render_dot", "render_mermaid", "render_tree"]
@@ -160,7 +161,7 @@ def render_tree(graph: dict[str, Any]) -> Any:
         f"  graph {printable(graph['graph_id'])}  ",
         (printable(graph["status"]), _RICH.get(graph["status"], "")),
         f"  {graph['duration_ms']:.1f} ms  tokens {graph['total_tokens']}"
-        f"  cost {graph['total_cost']:g}",
+        f"  cost {format_cost(graph['total_cost'])}",
     )
     tree = Tree(head)
     branches: dict[str, Any] = {"": tree}
@@ -179,6 +180,7 @@ def render_tree(graph: dict[str, Any]) -> Any:
             f"  {ms:.1f} ms" if ms is not None else "",
             f"  tokens {row['tokens_in']}+{row['tokens_out']}" if row["tokens_in"] else "",
             f"  tools {row['tool_calls']}" if row["tool_calls"] else "",
+            f"  cost {format_cost(row['cost'])}" if row.get("cost") else "",
             f"  attempts {row['attempts']}" if row["attempts"] > 1 else "",
         )
         branch = holder.add(label)
@@ -196,7 +198,7 @@ def render_tree(graph: dict[str, Any]) -> Any:
             agents.add(
                 Text(
                     f"{printable(a['agent'])}: {a['nodes']} node(s), tokens {a['tokens']}, "
-                    f"tools {a['tool_calls']}, cost {a['cost']:g}"
+                    f"tools {a['tool_calls']}, cost {format_cost(a['cost'])}"
                 )
             )
     return tree

@@ -193,7 +193,7 @@ class NodeFailure:
 
 
 class Replacement:
-    """A node ``on_node_failed`` splices in place of the failed one (seed 002 §9.2).
+    """A node ``on_node_failed`` splices in place of the failed one (re-planning).
 
     Args:
         id: its id in the log (unique among the replacements).
@@ -263,6 +263,7 @@ async def attempt(
                 "iteration": iteration,
                 "attempt": attempt,
                 "task_id": f"{events.run_id}/{node.id}/{iteration}",
+                "inputs": list(inputs),
             },
             parent=parent,
             at=started,
@@ -297,6 +298,7 @@ async def attempt(
                 "node": node.id,
                 "iteration": iteration,
                 "attempt": attempt,
+                "max_retries": retry.max_retries,
                 "error": error,
                 "delay": delay,
             }

@@ -1,7 +1,7 @@
 """Per-agent limits on tokens and tool calls, counted over a run.
 
-Seed 002 §7.2's ``max_tokens_per_agent`` and ``max_tool_calls_per_agent``: what each agent of
-a run has used, counted over the whole run.
+The ``execution`` block's ``max_tokens_per_agent`` and ``max_tool_calls_per_agent``: what each
+agent of a run has used, counted over the whole run.
 
 An agent is a node's agent by its name in the graph (``node.start``'s ``agent``, what
 ``metrics`` groups ``tokens_per_agent`` by): nodes that run the same agent share one count. A

@@ -1,7 +1,5 @@
 """The parts of a graph as written: nodes, edges, policies, limits.
 
-Seed 002 §4.1, §7.2, §7.3.
-
 These are plain frozen records. ``Graph`` (``graph.py``) collects them, the YAML loader
 (``yaml_loader.py``) reads them from a file, and ``_plan.py`` checks them together and turns
 them into the plan the engine runs.
@@ -32,7 +30,7 @@ __all__ = [
 ]
 
 OnError = Literal["retry", "skip", "fallback", "abort", "human"]
-"""What a node does once its retries are spent (seed 002 §7.3):
+"""What a node does once its retries are spent:
 
 - ``retry`` / ``abort``: the run fails with the node's error (``retry`` says the retries are the
   point; both end the same way when they are spent);
@@ -131,7 +129,7 @@ class NodePolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ExecutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The run's resource limits (seed 002 §7.2)."""
+    """The run's resource limits."""
 
     max_concurrent_agents: int = 10
     """Nodes running at once."""
@@ -156,7 +154,7 @@ class ExecutionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class GraphConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The graph's ``config`` block (seed 002 §4.1)."""
+    """The graph's ``config`` block."""
 
     max_iterations: int | None = None
     """How many times any one node may run in one run; a graph with a cycle needs it."""
@@ -194,6 +192,16 @@ class Node(msgspec.Struct, frozen=True):
     """Where it is defined in its YAML file."""
     field: str = ""
     """Where it is defined, as a path (``nodes[2]``) for error messages."""
+    lines: tuple[tuple[str, int], ...] = ()
+    """The YAML line of each of its keys and list items (``agent``, ``inputs[1]``,
+    ``wait_for[0]``…), so an error about one reference points at that reference."""
+
+    def line_of(self, key: str) -> int | None:
+        """The YAML line of ``key`` (``inputs[1]``), else of the node itself."""
+        for name, line in self.lines:
+            if name == key:
+                return line
+        return self.line
 
 
 class Edge(msgspec.Struct, frozen=True):
@@ -204,11 +212,21 @@ class Edge(msgspec.Struct, frozen=True):
     target: str
     """The node (or parallel group) it enters."""
     when: str | None = None
-    """A condition over node outputs (see ``_expr``); the edge is taken only when it holds."""
+    """A condition over node outputs (the expression language of the graphs guide); the edge
+    is taken only when it holds."""
     line: int | None = None
     """Where it is defined in its YAML file."""
     field: str = ""
     """Where it is defined, as a path (``edges[1]``) for error messages."""
+    lines: tuple[tuple[str, int], ...] = ()
+    """The YAML line of each of its keys (``from``, ``to``, ``when``)."""
+
+    def line_of(self, key: str) -> int | None:
+        """The YAML line of ``key``, else of the edge itself."""
+        for name, line in self.lines:
+            if name == key:
+                return line
+        return self.line
 
 
 def describe(value: Any) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from converge.core.spelling import did_you_mean
 from converge.errors import ValidationError
 from converge.orchestration._agents import NodeAgent, resolve_agent
 from converge.orchestration._expr import Expression, parse_expression
@@ -114,6 +115,7 @@ class ExecutionPlan:
     """A validated graph, ready to run."""
 
     __slots__ = (
+        "_shape",
         "by_id",
         "checkpoint",
         "edges",
@@ -141,6 +143,47 @@ class ExecutionPlan:
         self.checkpoint = True
         self.execution = ExecutionConfig()
         self.fingerprint = ""
+        self._shape: dict[str, Any] | None = None
+
+    @property
+    def shape(self) -> dict[str, Any]:
+        """The graph as drawn from its log: its nodes and edges as plain data, logged in the
+        ``run.started`` of each run (``records``), so a trace shows the edges into a join and
+        the nodes of a branch not taken, which no event of theirs names (made once per plan).
+
+        ``{"nodes": [{"id", "agent", "inputs"}], "edges": [{"from", "to", "when", "back"}]}``:
+        ``inputs`` is None for an entry node that gets the graph's inputs, else each reference
+        the node reads, ``{"ref": "a.output.x", "node": "a", "path": ["x"]}`` or ``{"ref":
+        "topic", "input": "topic", "path": []}``; ``when`` is the edge's condition as written
+        (None: always taken); ``back`` says it closes a loop.
+        """
+        if self._shape is None:
+            nodes = [
+                {
+                    "id": n.id,
+                    "agent": n.agent.name,
+                    "inputs": None
+                    if n.node.inputs is None and n.forward_in == 0 and not n.inputs
+                    else [
+                        {"ref": r.text, "input": r.name, "path": list(r.path)}
+                        if r.node is None
+                        else {"ref": r.text, "node": r.node, "path": list(r.path)}
+                        for r in n.inputs
+                    ],
+                }
+                for n in self.nodes
+            ]
+            edges = [
+                {
+                    "from": self.nodes[e.source].id,
+                    "to": self.nodes[e.target].id,
+                    "when": None if e.when is None else e.when.source,
+                    "back": e.back,
+                }
+                for e in self.edges
+            ]
+            self._shape = {"nodes": nodes, "edges": edges}
+        return self._shape
 
 
 def build_plan(
@@ -176,10 +219,10 @@ def build_plan(
                 known = ", ".join(sorted(agents)) or "none"
                 raise ValidationError(
                     f"node {where.id!r} names agent {agent_name!r}, which the graph does not "
-                    f"define (agents: {known})",
+                    f"define{did_you_mean(agent_name, agents)} (agents: {known})",
                     field=f"{where.field or 'node ' + where.id}.{key}",
                     source=source,
-                    line=where.line,
+                    line=where.line_of(key),
                 )
             resolved[agent_name] = resolve_agent(
                 agent_name,
@@ -198,11 +241,14 @@ def build_plan(
                 "'_' or '-')",
                 field=f"{where}.id",
                 source=source,
-                line=node.line,
+                line=node.line_of("id"),
             )
         if node.id in plan.by_id:
             raise ValidationError(
-                f"duplicate node id {node.id!r}", field=f"{where}.id", source=source, line=node.line
+                f"duplicate node id {node.id!r}",
+                field=f"{where}.id",
+                source=source,
+                line=node.line_of("id"),
             )
         planned = PlanNode(len(plan.nodes), node, agent_named(node.agent, node, "agent"))
         if node.policy.fallback is not None:
@@ -229,16 +275,22 @@ def build_plan(
         if ref in groups:
             return groups[ref]
         raise ValidationError(
-            f"{ref!r} is neither a node nor a parallel group", field=field, source=source, line=line
+            f"{ref!r} is neither a node nor a parallel group"
+            + did_you_mean(ref, [*plan.by_id, *groups]),
+            field=field,
+            source=source,
+            line=line,
         )
 
-    # Explicit edges, then wait_for, then edges implied by inputs.
+    # Explicit edges, then wait_for, then edges implied by inputs; ``implied`` keeps the line
+    # of what implied each edge that is not written, to point at it should it close a cycle.
     incoming: dict[str, dict[str, Edge | None]] = {n.id: {} for n in nodes}
+    implied: dict[tuple[str, str], tuple[int | None, str]] = {}
     explicit: set[str] = set()
     for i, edge in enumerate(edges):
         where = edge.field or f"edges[{i}]"
-        for src in members(edge.source, f"{where}.from", edge.line):
-            for dst in members(edge.target, f"{where}.to", edge.line):
+        for src in members(edge.source, f"{where}.from", edge.line_of("from")):
+            for dst in members(edge.target, f"{where}.to", edge.line_of("to")):
                 incoming[dst][src] = edge
                 explicit.add(dst)
     graph_inputs: set[str] = set()
@@ -246,28 +298,33 @@ def build_plan(
         node = planned.node
         where = node.field or f"node {node.id!r}"
         for j, group in enumerate(node.wait_for):
-            for src in members(group, f"{where}.wait_for[{j}]", node.line):
+            line = node.line_of(f"wait_for[{j}]")
+            for src in members(group, f"{where}.wait_for[{j}]", line):
                 if src == node.id:
                     raise ValidationError(
                         f"node {node.id!r} waits for itself",
                         field=f"{where}.wait_for[{j}]",
                         source=source,
-                        line=node.line,
+                        line=line,
                     )
-                incoming[node.id].setdefault(src, None)
+                if src not in incoming[node.id]:
+                    incoming[node.id][src] = None
+                    implied[(src, node.id)] = (line, f"{where}.wait_for[{j}]")
         refs = _input_refs(planned, incoming, source)
         planned.inputs = refs
         for j, ref in enumerate(refs):
             field = f"{where}.inputs[{j}]"
+            line = node.line_of(f"inputs[{j}]")
             if ref.node is None:
                 graph_inputs.add(ref.name)
                 continue
             if ref.node not in plan.by_id:
                 raise ValidationError(
-                    f"input {ref.text!r} of node {node.id!r}: no node {ref.node!r} produces it",
+                    f"input {ref.text!r} of node {node.id!r}: no node {ref.node!r} produces it"
+                    + did_you_mean(ref.node, plan.by_id),
                     field=field,
                     source=source,
-                    line=node.line,
+                    line=line,
                 )
             if ref.node in incoming[node.id]:
                 continue
@@ -277,12 +334,13 @@ def build_plan(
                     f"leads to it: the edges contradict its inputs",
                     field=field,
                     source=source,
-                    line=node.line,
+                    line=line,
                 )
             incoming[node.id][ref.node] = None
+            implied[(ref.node, node.id)] = (line, field)
     plan.graph_inputs = frozenset(graph_inputs)
 
-    _link(plan, incoming, source)
+    _link(plan, incoming, implied, source)
     plan.fingerprint = _fingerprint(name, nodes, edges, config, execution)
     return plan
 
@@ -294,7 +352,9 @@ def _input_refs(
     where = node.field or f"node {node.id!r}"
     if node.inputs is not None:
         return [
-            parse_ref(text, field=f"{where}.inputs[{j}]", source=source, line=node.line)
+            parse_ref(
+                text, field=f"{where}.inputs[{j}]", source=source, line=node.line_of(f"inputs[{j}]")
+            )
             for j, text in enumerate(node.inputs)
         ]
     # Not written: the outputs of the nodes with edges into it (none for an entry node, which
@@ -303,9 +363,14 @@ def _input_refs(
 
 
 def _link(
-    plan: ExecutionPlan, incoming: dict[str, dict[str, Edge | None]], source: str | None
+    plan: ExecutionPlan,
+    incoming: dict[str, dict[str, Edge | None]],
+    implied: Mapping[tuple[str, str], tuple[int | None, str]],
+    source: str | None,
 ) -> None:
-    """Create the plan's edges, classify back edges, find sinks, and check cycles."""
+    """Create the plan's edges, classify back edges, find sinks, and check cycles (a cycle
+    without ``max_iterations`` is reported at its back edge: the edge as written, or the input
+    or ``wait_for`` entry that implied it)."""
     out: dict[str, list[tuple[str, Edge | None]]] = {n.id: [] for n in plan.nodes}
     for dst, sources in incoming.items():
         for src, edge in sources.items():
@@ -354,12 +419,15 @@ def _link(
     plan.has_cycle = bool(back)
     if back and plan.max_iterations is None:
         src, dst = sorted(back, key=lambda e: (plan.by_id[e[0]].index, plan.by_id[e[1]].index))[0]
+        written = incoming[dst][src]
+        line, field = (written.line, written.field) if written is not None else implied[(src, dst)]
+        where = f" ({field})" if field else ""
         raise ValidationError(
-            f"the edge {src} -> {dst} closes a cycle: a graph with a cycle needs "
+            f"the edge {src} -> {dst}{where} closes a cycle: a graph with a cycle needs "
             "config.max_iterations to bound it",
             field="config.max_iterations",
             source=source,
-            line=plan.by_id[dst].node.line,
+            line=line if line is not None else plan.by_id[dst].node.line,
         )
 
 
@@ -422,9 +490,9 @@ def _condition(plan: ExecutionPlan, edge: Edge, source: str | None) -> Expressio
             f"a condition is a string, not {edge.when!r}",
             field=field,
             source=source,
-            line=edge.line,
+            line=edge.line_of("when"),
         )
-    expr = parse_expression(edge.when, source=source, line=edge.line, field=field)
+    expr = parse_expression(edge.when, source=source, line=edge.line_of("when"), field=field)
     for path in sorted(expr.paths):
         head, _, rest = path.partition(".")
         if head in plan.by_id:
@@ -434,14 +502,15 @@ def _condition(plan: ExecutionPlan, edge: Edge, source: str | None) -> Expressio
                     f"not {path!r}",
                     field=field,
                     source=source,
-                    line=edge.line,
+                    line=edge.line_of("when"),
                 )
         elif "." in path:
             raise ValidationError(
-                f"condition {edge.when!r} reads {path!r}, but there is no node {head!r}",
+                f"condition {edge.when!r} reads {path!r}, but there is no node {head!r}"
+                + did_you_mean(head, plan.by_id),
                 field=field,
                 source=source,
-                line=edge.line,
+                line=edge.line_of("when"),
             )
     return expr
 

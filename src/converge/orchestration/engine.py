@@ -46,7 +46,7 @@ read (never re-run), the rest run; only a graph with the same fingerprint may re
 **Checkpoints**: ``ctx.checkpoint(label)`` / ``checkpoint(run_id, label)`` log
 ``run.checkpoint``; ``fork(run_id, label, new_input=…)`` starts a new run whose log begins with
 copies of the passes finished before that point; the rest run again; the original is untouched.
-**Re-planning** (seed 002 §9.2): ``Engine(on_node_failed=hook)``; when a node has run out of
+**Re-planning**: ``Engine(on_node_failed=hook)``; when a node has run out of
 retries and would fail the run, the hook gets a ``NodeFailure`` (node, error, inputs, outputs so
 far) and may return ``Replacement`` nodes: they run in a chain in the node's place (the first gets
 its inputs, each next one the previous output), each logged as a node of its own
@@ -460,6 +460,7 @@ class Engine:
         started = {
             "graph": plan.name,
             "fingerprint": plan.fingerprint,
+            "shape": plan.shape,
             "inputs": args,
             "owner": self.owner.id,
         }
@@ -479,6 +480,7 @@ class Engine:
         started = {
             "graph": plan.name,
             "fingerprint": plan.fingerprint,
+            "shape": plan.shape,
             "inputs": args,
             "owner": self.owner.id,
             "forked_from": source,
@@ -618,7 +620,7 @@ class Engine:
     # -- reading runs ------------------------------------------------------------------------------
 
     async def trace(self, run_id: str) -> dict[str, Any]:
-        """The run's trace in the shape of seed 002 §8.1, from its log (see ``trace``), with
+        """The run's trace, from its log (see ``trace``), with
         ``coordination``: the intents, offers, awards, receipts, trust updates, ballots, votes
         and board tasks its nodes caused (``coordination_objects``), each attached to its node.
         """
@@ -626,7 +628,7 @@ class Engine:
         return trace_of(await self.store.read(trace_id=run_id.split("/", 1)[0]), run_id)
 
     async def metrics(self, run_id: str) -> dict[str, Any]:
-        """The run's §8.2 metrics, from its log (see ``trace``)."""
+        """The run's metrics, from its log (see ``trace``)."""
         await self._records(run_id)
         return metrics_of(await self.store.read(trace_id=run_id.split("/", 1)[0]), run_id)
 

@@ -1,6 +1,6 @@
 """``Graph``: a graph built in Python or read from YAML.
 
-Seed 002 §4.2's builder, and the graph's ways to run.
+The builder, and the graph's ways to run.
 
 ```python
 graph = (
@@ -172,7 +172,8 @@ class Graph:
         return self
 
     def connect(self, source: str, target: str, *, when: str | None = None) -> Graph:
-        """Add an edge; with ``when`` it is taken only when the condition holds (see ``_expr``)."""
+        """Add an edge; with ``when`` it is taken only when the condition holds (an expression
+        over references: ``"draft.output.words > 3"``)."""
         self._edges.append(Edge(source=source, target=target, when=when))
         return self
 
@@ -293,7 +294,7 @@ class Graph:
         return await engine.resume(self, run_id, answer=answer)
 
     async def checkpoint(self, run_id: str, label: str, *, engine: Engine) -> None:
-        """Name the current point of a run (seed 002 §6.2); ``fork`` starts from it."""
+        """Name the current point of a run; ``fork`` starts from it."""
         await engine.checkpoint(run_id, label)
 
     async def list_checkpoints(self, run_id: str, *, engine: Engine) -> list[dict[str, Any]]:

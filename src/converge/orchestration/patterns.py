@@ -1,4 +1,4 @@
-"""The orchestration patterns of seed 002 §3, as graph builders.
+"""The orchestration patterns, as graph builders.
 
 Each is a helper that builds an ordinary ``Graph``.
 
@@ -85,7 +85,7 @@ def pipeline(
     agents: Mapping[str, Any] | None = None,
     execution: ExecutionConfig | None = None,
 ) -> Graph:
-    """A sequential pipeline (§3.1): ``a -> b -> c``; the run's output is the last step's.
+    """A sequential pipeline: ``a -> b -> c``; the run's output is the last step's.
 
     Nodes: one per step, in order. The first receives ``inputs`` (references; None: all the
     graph's inputs as given); each next one ``{"<previous>.output": value}``.
@@ -119,7 +119,7 @@ def fan_out(
     registry: Mapping[str, Any] | None = None,
     execution: ExecutionConfig | None = None,
 ) -> Graph:
-    """A parallel fan-out (§3.2): every branch runs on the same input at once, ``merge``
+    """A parallel fan-out: every branch runs on the same input at once, ``merge``
     combines their outputs.
 
     Nodes: one per branch, in the parallel group ``group`` (``connect`` and ``wait_for`` may
@@ -158,7 +158,7 @@ def supervisor(
     agents: Mapping[str, Any] | None = None,
     execution: ExecutionConfig | None = None,
 ) -> Graph:
-    """Supervisor and workers (§3.3): the supervisor splits the work, assigns parts to workers,
+    """Supervisor and workers: the supervisor splits the work, assigns parts to workers,
     reads what they did, and loops until it declares done.
 
     Nodes (``S`` is the supervisor's id; ``assign``, ``gather``, ``done`` are reserved)::
@@ -220,7 +220,7 @@ def hierarchy(
     agents: Mapping[str, Any] | None = None,
     execution: ExecutionConfig | None = None,
 ) -> Graph:
-    """A hierarchy (§3.5): a top supervisor over managers, each a supervisor over its members,
+    """A hierarchy: a top supervisor over managers, each a supervisor over its members,
     nested to any depth.
 
     ``managers`` maps each manager's id to ``(manager agent, members)``; members are agents
@@ -283,7 +283,7 @@ def router(
     agents: Mapping[str, Any] | None = None,
     execution: ExecutionConfig | None = None,
 ) -> Graph:
-    """Dynamic routing (§3.6): the router's output names the route that runs.
+    """Dynamic routing: the router's output names the route that runs.
 
     Nodes (``R`` is the router's id; ``unknown_route`` and ``routed`` are reserved)::
 
@@ -332,7 +332,7 @@ def debate(
     agents: Mapping[str, Any] | None = None,
     execution: ExecutionConfig | None = None,
 ) -> Graph:
-    """Debate (§3.4): debaters argue for ``rounds`` rounds, then a judge (or a jury) decides.
+    """Debate: debaters argue for ``rounds`` rounds, then a judge (or a jury) decides.
 
     Nodes (``D`` a debater's id, ``r`` the round from 1)::
 

@@ -1,7 +1,7 @@
 """``GoalPlanner``: a ``PlanMaker`` that runs its plans as graphs.
 
 A goal decomposed into steps for the available agents, checked before it
-runs, run as an ordinary graph, and re-planned when a step fails (seed 002 §9).
+runs, run as an ordinary graph, and re-planned when a step fails.
 
 ```python
 planner = GoalPlanner(
@@ -145,7 +145,7 @@ class GoalPlanner(PlanMaker):
         engine: Engine | None = None,
         completed: Mapping[str, Any] | None = None,
     ) -> RunResult:
-        """Run ``plan``'s graph on the goal (seed 002 §9.1 ``planner.execute``).
+        """Run ``plan``'s graph on the goal.
 
         Args:
             plan: the plan (default: the last one made).

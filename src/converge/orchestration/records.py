@@ -5,11 +5,14 @@ node where there is one). A ``node.start``'s parent is the ``node.done`` that ma
 ready (a retry's too; the run's ``run.started`` for entry nodes), so the trace is a causal
 graph:
 
-- ``run.started`` ``{graph, fingerprint, inputs, owner[, forked_from, label]}`` (``owner``: the
-  engine executing it, see ``ownership``)
-- ``node.start`` ``{node, agent, iteration, attempt, task_id}`` (seed 003 ``TaskStart``)
+- ``run.started`` ``{graph, fingerprint, shape, inputs, owner[, forked_from, label]}``
+  (``owner``: the engine executing it, see ``ownership``; ``shape``: the graph's nodes and
+  edges, ``ExecutionPlan.shape``, for traces)
+- ``node.start`` ``{node, agent, iteration, attempt, task_id, inputs}`` (seed 003
+  ``TaskStart``; ``inputs``: the keys of the dict the pass is given, its values read back by
+  ``pass_inputs``)
 - ``node.progress`` ``{node, iteration, fraction, message}`` (``TaskProgress``)
-- ``node.retry`` ``{node, iteration, attempt, error, delay[, usage]}``
+- ``node.retry`` ``{node, iteration, attempt, max_retries, error, delay[, usage]}``
 - ``node.done`` ``{node, iteration, status, output[, usage], started_at, finished_at[, error]}``
   (``TaskDone``); ``status`` is ``completed``, ``skipped`` (output ``null``, read as
   ``MISSING``), ``fallback``, ``answered`` (a person's answer stood in for it) or
@@ -35,9 +38,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from converge.core.missing import MISSING
+from converge.errors import ValidationError
+from converge.orchestration._refs import parse_ref, resolve_path
 from converge.protocol.event import Event
 
-__all__ = ["ENDS", "DoneRecord", "RunRecords", "agent_usage", "read_records"]
+__all__ = ["ENDS", "DoneRecord", "RunRecords", "agent_usage", "pass_inputs", "read_records"]
 
 ENDS = ("run.completed", "run.failed", "run.cancelled", "run.interrupted")
 """The events that end a run (``run.waiting`` pauses it)."""
@@ -145,3 +151,42 @@ def agent_usage(events: Sequence[Event], run_id: str) -> dict[str, list[int]]:
                 tally[0] += int(usage.get("tokens_in", 0)) + int(usage.get("tokens_out", 0))
                 tally[1] += int(usage.get("tool_calls", 0))
     return spent
+
+
+def pass_inputs(events: Sequence[Event]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The inputs each pass of a run was given, by (node id, iteration), read back from its
+    events (in log order) as the engine made them: each key its ``node.start`` lists, resolved
+    against the graph's inputs and the latest output logged before it of the node it reads
+    (``MISSING`` when that node has none: skipped, or not run yet). Passes logged before
+    ``node.start`` listed its inputs are absent."""
+    graph_inputs: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for ev in events:
+        kind, data = ev.kind, ev.data
+        if kind == "run.started":
+            graph_inputs = dict(data.get("inputs") or {})
+        elif kind == "node.done":
+            skipped = data.get("status") == "skipped"
+            outputs[data["node"]] = MISSING if skipped else data.get("output")
+        elif kind == "node.start" and "replaces" not in data:
+            key = (data["node"], int(data.get("iteration", 1)))
+            keys = data.get("inputs")
+            if key not in found and isinstance(keys, list):
+                found[key] = {k: _input(k, graph_inputs, outputs) for k in keys}
+    return found
+
+
+def _input(key: str, graph_inputs: dict[str, Any], outputs: dict[str, Any]) -> Any:
+    """The value of input ``key`` (a reference as written) given what the log holds so far."""
+    try:
+        ref = parse_ref(key)
+    except ValidationError:  # an entry node's inputs are the graph's, under any name
+        return graph_inputs.get(key, MISSING)
+    if ref.node is not None and ref.node not in outputs and key in graph_inputs:
+        return graph_inputs[key]  # an entry node given a graph input named like a reference
+    if ref.node is None:
+        value = graph_inputs.get(ref.name, MISSING)
+    else:
+        value = outputs.get(ref.node, MISSING)
+    return resolve_path(value, ref.path) if ref.path else value

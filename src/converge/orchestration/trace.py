@@ -123,6 +123,16 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
       ``ballot.refused``, is a vote ``refused``, with the ``reason`` and ``code``);
     - ``task`` (a board task: the last ``task.*`` state).
 
+    ``detail`` holds what the events said, keys absent when they did not: an intent's
+    ``capability``, ``strategy``, ``invited`` (dids), ``reason``; an offer's ``auction`` (the
+    intent's id), ``provider``, ``cost``, ``reason`` (refused); an award's ``winner``,
+    ``offer_id``, ``price``, ``currency``, ``strategy``, ``score``, ``reason``, ``ranking``
+    (offer ids, best first), ``scores`` (theirs, in that order), ``task_id``; a receipt's
+    ``auction``, ``cost``, ``currency``, ``outcome``, ``reason``; a trust update's ``agent``,
+    ``score``; a ballot's ``question``, ``options``, ``rule``, ``cause``, ``winner``, ``reason``,
+    ``tallies``; a vote's ``ballot``, ``voter``, ``option`` (``code``, ``reason`` refused); a
+    task's ``worker`` (the did that claimed it last), ``attempt``, ``reason`` (failed).
+
     ``node`` is the node the object belongs to, read from its id (``node_of``), else None.
     The trace's own run (``run_id`` is the trace id) lists every object of its trace, those no
     node claims included; a subgraph's child run lists the objects of its own nodes.
@@ -154,7 +164,16 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
     for ev in events:
         kind, data, subject = ev.kind, ev.data, ev.subject
         if kind == "bidding.opened":
-            touch("intent", subject, ev, "open", subject, capability=data.get("capability"))
+            touch(
+                "intent",
+                subject,
+                ev,
+                "open",
+                subject,
+                capability=data.get("capability"),
+                strategy=data.get("strategy"),
+                invited=data.get("invited"),
+            )
         elif kind in ("bidding.awarded", "bidding.failed"):
             status = kind.removeprefix("bidding.")
             touch("intent", subject, ev, status, subject, reason=data.get("reason"))
@@ -168,7 +187,12 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                     winner=data.get("winner"),
                     offer_id=data.get("offer_id"),
                     price=data.get("price"),
+                    currency=data.get("currency"),
                     strategy=data.get("strategy"),
+                    score=data.get("score"),
+                    reason=data.get("reason"),
+                    ranking=data.get("ranking"),
+                    scores=data.get("scores"),
                     task_id=data.get("task_id"),
                 )
         elif kind in _OFFER_STATUS:
@@ -180,8 +204,10 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 _OFFER_STATUS[kind],
                 subject,
+                auction=subject,
                 provider=provider,
                 cost=data.get("cost"),
+                reason=data.get("reason"),
             )
         elif kind in ("bidding.settled", "bidding.disputed"):
             rid = str(data.get("receipt_id", subject))
@@ -192,7 +218,10 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 str(status),
                 subject,
+                auction=subject,
                 cost=data.get("cost"),
+                currency=data.get("currency"),
+                outcome=data.get("outcome"),
                 reason=data.get("reason"),
             )
         elif kind == "trust.updated":
@@ -214,6 +243,7 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 "open",
                 subject,
                 question=data.get("question"),
+                options=data.get("options"),
                 rule=data.get("rule"),
             )
         elif kind == "ballot.closed":
@@ -227,6 +257,7 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 cause=data.get("cause"),
                 winner=result.get("winner"),
                 reason=result.get("reason"),
+                tallies=result.get("tallies"),
             )
         elif kind == "ballot.voted":
             voter = str(data.get("voter", ev.actor))
@@ -236,6 +267,7 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 "cast",
                 subject,
+                ballot=subject,
                 voter=voter,
                 option=data.get("option"),
             )
@@ -247,13 +279,24 @@ def coordination_objects(events: Sequence[Event], run_id: str) -> list[dict[str,
                 ev,
                 "refused",
                 subject,
+                ballot=subject,
                 voter=voter,
                 option=data.get("option"),
                 code=data.get("code"),
                 reason=data.get("reason"),
             )
         elif kind.startswith("task.") and kind != "task.heartbeat":
-            touch("task", subject, ev, kind.removeprefix("task."), subject)
+            worker = ev.actor if kind == "task.claimed" else None
+            touch(
+                "task",
+                subject,
+                ev,
+                kind.removeprefix("task."),
+                subject,
+                worker=worker,
+                attempt=data.get("attempt"),
+                reason=data.get("reason"),
+            )
     out = []
     for obj in objects.values():
         start, end, own = obj.pop("_start"), obj.pop("_end"), obj.pop("_own")
@@ -286,19 +329,22 @@ def node_of(object_id: str, run_id: str) -> str | None:
 
 
 def metrics_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, Any]:
-    """The §8.2 metrics of a run: agents used, tokens and tool calls per agent, latency per
-    node, success and failure counts and rate, retries, checkpoints (and per minute)."""
+    """The §8.2 metrics of a run: agents used, tokens, tool calls and cost (US dollars) per
+    agent and in all, latency per node, success and failure counts and rate, retries,
+    checkpoints (and per minute)."""
     if run_id is not None:
         events = [e for e in events if e.subject == run_id or e.subject.startswith(run_id + "/")]
     trace = trace_of(events, run_id)
     rows = trace["nodes"]
     tokens: dict[str, int] = {}
     tools: dict[str, int] = {}
+    cost: dict[str, float] = {}
     latency: dict[str, float] = {}
     for row in rows:
         agent = row["agent"]
         tokens[agent] = tokens.get(agent, 0) + row["tokens_in"] + row["tokens_out"]
         tools[agent] = tools.get(agent, 0) + row["tool_calls"]
+        cost[agent] = cost.get(agent, 0.0) + row["cost"]
         if row["latency_ms"] is not None:
             latency[row["node_id"]] = latency.get(row["node_id"], 0.0) + row["latency_ms"]
     finished = [r for r in rows if r["status"] not in ("running", "waiting")]
@@ -316,6 +362,8 @@ def metrics_of(events: Sequence[Event], run_id: str | None = None) -> dict[str, 
         "node_executions": len(rows),
         "tokens_per_agent": tokens,
         "tool_calls_per_agent": tools,
+        "cost_per_agent": {k: round(v, 10) for k, v in cost.items()},
+        "total_cost": trace["total_cost"],
         "latency_ms_per_node": {k: round(v, 3) for k, v in latency.items()},
         "succeeded": succeeded,
         "failed": len(finished) - succeeded,

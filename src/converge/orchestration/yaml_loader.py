@@ -1,6 +1,6 @@
 """Graphs read from YAML files.
 
-Graphs in YAML, in the shape of seed 002 §4.1 plus the §7.2 ``execution`` block, per-node
+Graphs in YAML: nodes and edges, ``config`` and ``execution`` blocks, per-node
 policies, conditional edges and an ``agents`` section.
 
 ```yaml
@@ -273,11 +273,18 @@ class _GraphReader(YamlReader):
             if key in raw:
                 policy[key] = self.string(raw[key], f"{field}.{key}")
         inputs = None
+        lines = [(key, value.start_mark.line + 1) for key, value in raw.items()]
         if "inputs" in raw and not self.is_null(raw["inputs"]):
+            items = self.sequence(raw["inputs"], f"{field}.inputs")
             inputs = tuple(
-                self.string(item, f"{field}.inputs[{i}]")
-                for i, item in enumerate(self.sequence(raw["inputs"], f"{field}.inputs"))
+                self.string(item, f"{field}.inputs[{i}]") for i, item in enumerate(items)
             )
+            lines += [(f"inputs[{i}]", item.start_mark.line + 1) for i, item in enumerate(items)]
+        if "wait_for" in raw and isinstance(raw["wait_for"], yaml.SequenceNode):
+            lines += [
+                (f"wait_for[{i}]", item.start_mark.line + 1)
+                for i, item in enumerate(raw["wait_for"].value)
+            ]
         return Node(
             id=self.string(raw["id"], f"{field}.id"),
             agent=self.string(raw["agent"], f"{field}.agent"),
@@ -293,6 +300,7 @@ class _GraphReader(YamlReader):
             policy=self.build(NodePolicy, node, field, policy),
             line=node.start_mark.line + 1,
             field=field,
+            lines=tuple(lines),
         )
 
     def edges(self, node: yaml.Node, field: str) -> list[Edge]:
@@ -302,8 +310,9 @@ class _GraphReader(YamlReader):
                 raise self.fail(f"an edge needs `{required}`", node, f"{field}.{required}")
         when = self.string(raw["when"], f"{field}.when") if "when" in raw else None
         line = node.start_mark.line + 1
+        lines = tuple((key, value.start_mark.line + 1) for key, value in raw.items())
         return [
-            Edge(source=src, target=dst, when=when, line=line, field=field)
+            Edge(source=src, target=dst, when=when, line=line, field=field, lines=lines)
             for src in self.strings(raw["from"], f"{field}.from")
             for dst in self.strings(raw["to"], f"{field}.to")
         ]

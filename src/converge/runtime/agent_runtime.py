@@ -1,4 +1,4 @@
-"""``AgentRuntime``: runs one agent of the decentralized model (seed 000).
+"""``AgentRuntime``: runs one agent of the decentralized model.
 
 The runtime sleeps until something happens — a message arrives in the agent's inbox, or the
 board makes a task PENDING that the agent might see — never on a polling tick. Then it hands the
@@ -28,9 +28,13 @@ agent decides through ``validate_safety``, and has the executor apply the accept
   (1,000 by default): before a call that would exceed it the runtime waits on its clock, and
   what arrives meanwhile joins that call's batch. An agent that wakes itself on every call
   would otherwise spin a core.
-- Without an executor, seed 000's fallback applies: messages are signed and sent, every other
+- Without an executor, messages are signed and sent, and every other
   decision is refused with an event.
 - The runtime also returns expired leases to the board, on a timer set to the earliest lease.
+- Several ``ClaimTask`` decisions in a row go to the board as one unit (``claim_next`` among
+  their tasks), and so do several ``ReportTask`` decisions in a row (``report_many``); each
+  decision still succeeds or fails on its own, with the same events as one at a time (a claim
+  not made in the unit is tried alone, which says why).
 - The runtime keeps the fencing token of each claim its agent makes (``claims``) and hands it
   to the executor with the agent's ``ReportTask`` or ``FailTask`` of that task: ``decide()``
   never sees tokens. A claim is dropped when the report or failure is done, when the board
@@ -131,6 +135,7 @@ __all__ = ["DEFAULT_MAX_CONSECUTIVE_FAILURES", "AgentRuntime", "TooManyFailedDec
 
 _BUDGETS = frozenset({"max_wall_time_s", "max_tokens", "max_cost"})
 _HELD = frozenset({TaskState.CLAIMED, TaskState.RUNNING})
+_BATCHED = (ClaimTask, ReportTask)  # decisions a run of which goes to the board as one unit
 _log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 100
@@ -147,7 +152,7 @@ class AgentRuntime:
         tasks: the board whose visible tasks the agent is shown.
         pools: the pools, for the agent's memberships.
         discovery: where the agent is registered while it runs (and heartbeats).
-        executor: applies accepted decisions; None: only messages are sent (seed 000 fallback).
+        executor: applies accepted decisions; None: only messages are sent.
         limits: the agent's resource limits (``ResourceLimits()`` by default, which bounds
             its messages to 10,000 and its ``decide()`` calls to 1,000 a second; None in a
             field is unlimited).
@@ -471,7 +476,27 @@ class AgentRuntime:
             rule = next(v.rule for v in violations if v.rule in _BUDGETS)
             self._request_stop(f"budget exhausted: {rule}")
             return
-        for decision in accepted(decisions, violations):
+        todo = list(accepted(decisions, violations))
+        i = 0
+        while i < len(todo):
+            run = self._batch_at(todo, i)
+            if run:
+                # Several claims (or reports) in a row: one unit of the board, each decision's
+                # outcome kept apart. The whole run was applied, so a stop at the failure limit
+                # only leaves the decisions after it unexecuted.
+                assert self.executor is not None
+                outcomes = await self._apply_run(self.executor, run, trace_id)
+                for decision, failure in zip(run, outcomes, strict=True):
+                    if failure is None:
+                        self._succeeded(decision)
+                        continue
+                    await self._failed(decision, failure, trace_id)
+                    if self.failed_in_a_row >= self.max_consecutive_failures:
+                        return
+                i += len(run)
+                continue
+            decision = todo[i]
+            i += 1
             tag = type(decision).__struct_config__.tag
             try:
                 if self.executor is not None:
@@ -494,10 +519,76 @@ class AgentRuntime:
                 if self.failed_in_a_row >= self.max_consecutive_failures:
                     return  # the runtime stops: the decisions left are not executed
                 continue
-            self.failed_in_a_row = 0
-            self.usage.apply(decision, self.clock.now())
-            if isinstance(decision, (JoinPool, LeavePool)):
-                self._pools_read = False  # memberships changed: read them again
+            self._succeeded(decision)
+
+    def _succeeded(self, decision: Decision) -> None:
+        self.failed_in_a_row = 0
+        self.usage.apply(decision, self.clock.now())
+        if isinstance(decision, (JoinPool, LeavePool)):
+            self._pools_read = False  # memberships changed: read them again
+
+    def _batch_at(self, todo: list[Decision], start: int) -> list[Decision]:
+        """The claims (or reports) in a row from ``todo[start]``, if there are two or more and
+        the executor takes them as one unit; else nothing."""
+        executor = self.executor
+        first = todo[start]
+        if executor is None or not executor.batches or not isinstance(first, _BATCHED):
+            return []
+        end = start + 1
+        while end < len(todo) and type(todo[end]) is type(first):
+            end += 1
+        return todo[start:end] if end - start > 1 else []
+
+    async def _apply_run(
+        self, executor: StandardExecutor, run: list[Decision], trace_id: str | None
+    ) -> list[BaseException | None]:
+        """Apply a run of claims or of reports as one unit; per decision, what it raised (the
+        error a lone ``execute`` of it raises) or None."""
+        board = executor.tasks
+        assert board is not None
+        if isinstance(run[0], ClaimTask):
+            claims = [d for d in run if isinstance(d, ClaimTask)]
+            pools = None if self.pools is None else await self._agent_pools()
+            tokens = await executor.claim_tasks(self.agent, claims, pool_ids=pools)
+            outcomes: list[BaseException | None] = []
+            for decision in claims:
+                token = tokens.pop(decision.task_id, None)
+                if token is None:  # not claimed: alone, it says why (or wins a late race)
+                    outcomes.append(await self._alone(executor, decision, trace_id))
+                    continue
+                until = board.clock.now() + board.claim_ttl_sec
+                self._claims[decision.task_id] = _Claim(token, until)
+                self._next_check = min(self._next_check, until)
+                outcomes.append(None)
+            return outcomes
+        reports = [d for d in run if isinstance(d, ReportTask)]
+        held = {task_id: claim.token for task_id, claim in self._claims.items()}
+        try:
+            results = await executor.report_tasks(self.agent, reports, held)
+        except ValidationError:  # the batch as a whole cannot be written: one at a time
+            return [await self._alone(executor, decision, trace_id) for decision in reports]
+        outcomes = []
+        for report, result in zip(reports, results, strict=True):
+            claim = self._claims.get(report.task_id)
+            ours = report.token in (None, None if claim is None else claim.token)
+            failed = isinstance(result, ConvergeError)
+            # Done, or refused because the agent does not hold the task: its claim is gone.
+            if ours and (not failed or isinstance(result, StateError)):
+                self._drop(report.task_id)
+            outcomes.append(result if isinstance(result, ConvergeError) else None)
+        return outcomes
+
+    async def _alone(
+        self, executor: StandardExecutor, decision: Decision, trace_id: str | None
+    ) -> BaseException | None:
+        """``_execute`` one decision; what it raised, or None."""
+        try:
+            await self._execute(executor, decision, trace_id)
+        except BaseException as exc:  # a failure of this decision; cancellation goes on
+            if is_interruption(exc):
+                raise
+            return exc
+        return None
 
     async def _execute(
         self, executor: StandardExecutor, decision: Decision, trace_id: str | None

@@ -25,6 +25,11 @@ and vote id: a second is refused with ``BallotRefused``, ``reason="already_voted
 and records no event; count it with ``majority(dict(votes[vote_id]))`` or ``plurality(...)``.
 A ``Consensus`` is the form with eligible voters, rules, deadlines and events.
 
+Several ``ClaimTask`` or ``ReportTask`` decisions in a row go to the board as one unit each
+(``claim_tasks``: ``TaskManager.claim_next`` among their tasks; ``report_tasks``:
+``report_many``) when the runtime asks, with the outcome of each decision kept apart. Not with a
+``delegation_protocol``: its authority check stays one decision at a time.
+
 Every argument is checked when the executor is built: a wrong type is a ``ValidationError``
 naming it.
 """
@@ -39,7 +44,7 @@ from converge.coordination.consensus import Consensus
 from converge.coordination.delegation import DelegationProtocol
 from converge.coordination.negotiation import NegotiationProtocol
 from converge.coordination.pool_manager import PoolManager
-from converge.coordination.task_manager import TaskManager
+from converge.coordination.task_manager import MAX_BATCH, Report, TaskManager
 from converge.core.agent import Agent
 from converge.core.clock import Clock, system_clock
 from converge.core.decisions import (
@@ -66,7 +71,13 @@ from converge.core.message import Message
 from converge.core.pool import Pool
 from converge.core.task import Task
 from converge.core.tools import ToolRegistry
-from converge.errors import BallotRefused, PolicyViolation, ValidationError
+from converge.errors import (
+    BallotRefused,
+    ConvergeError,
+    PolicyViolation,
+    ReportsRefused,
+    ValidationError,
+)
 from converge.network.transport import Transport
 from converge.runtime._arguments import check_type, describe
 from converge.runtime.tools import SafeTools
@@ -173,6 +184,96 @@ class StandardExecutor:
         self.tools: SafeTools | None = (
             SafeTools(tools, clock=clock) if isinstance(tools, ToolRegistry) else tools
         )
+
+    @property
+    def batches(self) -> bool:
+        """Whether ``claim_tasks`` and ``report_tasks`` apply (a board, and no delegation
+        protocol, whose check is per decision)."""
+        return self.tasks is not None and self.delegation_protocol is None
+
+    async def claim_tasks(
+        self,
+        agent: Agent,
+        decisions: Sequence[ClaimTask],
+        *,
+        pool_ids: Sequence[str] | None = None,
+    ) -> dict[str, int]:
+        """Apply ``agent``'s ``ClaimTask`` decisions in one unit of the board (per
+        ``MAX_BATCH``); returns the fencing token of each task claimed, by task id.
+
+        A task not claimed — not PENDING, not visible to the agent, taken first — is left out,
+        without an error: ``execute`` of its decision alone says why.
+
+        Raises:
+            PolicyViolation: ``batches`` is false.
+        """
+        tasks = self._batch_board()
+        did = agent.did
+        if pool_ids is None:
+            pool_ids = await self.pools.get_pools_for_agent(did) if self.pools else []
+        ids = list(dict.fromkeys(d.task_id for d in decisions))
+        tokens: dict[str, int] = {}
+        for first in range(0, len(ids), MAX_BATCH):
+            chunk = ids[first : first + MAX_BATCH]
+            claimed = await tasks.claim_next(
+                did,
+                limit=len(chunk),
+                pool_ids=pool_ids,
+                capabilities=agent.capabilities,
+                among=chunk,
+            )
+            tokens.update((task.id, task.attempts) for task in claimed)
+        return tokens
+
+    async def report_tasks(
+        self, agent: Agent, decisions: Sequence[ReportTask], tokens: Mapping[str, int]
+    ) -> list[Task | ConvergeError]:
+        """Apply ``agent``'s ``ReportTask`` decisions (of distinct tasks) in one unit of the
+        board (``report_many``, per ``MAX_BATCH``); returns, per decision, the completed task or
+        the error that refused it (what ``execute`` of it alone would have raised).
+
+        Args:
+            agent: whose reports.
+            decisions: the reports; one without a ``token`` of its own goes with ``tokens``'.
+            tokens: the fencing token of each task the agent holds through the caller.
+
+        Raises:
+            PolicyViolation: ``batches`` is false.
+            ValidationError: the batch as a whole cannot be written (a result no store can
+                encode, a task twice): nothing was written; ``execute`` each decision instead.
+        """
+        tasks = self._batch_board()
+        did = agent.did
+        outcomes: dict[int, Task | ConvergeError] = {}
+        reports: list[tuple[int, Report]] = []
+        for i, decision in enumerate(decisions):
+            token = tokens.get(decision.task_id) if decision.token is None else decision.token
+            try:
+                held = _held(did, decision.task_id, token)
+            except PolicyViolation as exc:
+                outcomes[i] = exc
+                continue
+            reports.append((i, Report(decision.task_id, decision.result, held)))
+        for first in range(0, len(reports), MAX_BATCH):
+            chunk = reports[first : first + MAX_BATCH]
+            try:
+                done = await tasks.report_many(did, [report for _, report in chunk])
+                refused: dict[str, ConvergeError] = {}
+            except ReportsRefused as exc:
+                done, refused = list(exc.completed), exc.refused
+            by_id = {task.id: task for task in done}
+            for i, report in chunk:
+                task = by_id.get(report.task_id)
+                outcomes[i] = task if task is not None else refused[report.task_id]
+        return [outcomes[i] for i in range(len(decisions))]
+
+    def _batch_board(self) -> TaskManager:
+        if self.tasks is None or self.delegation_protocol is not None:
+            raise PolicyViolation(
+                "this executor applies task decisions one at a time (no board, or a "
+                "delegation protocol whose check is per decision)"
+            )
+        return self.tasks
 
     async def execute(
         self,

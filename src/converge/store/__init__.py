@@ -8,8 +8,8 @@ disk. Every backend passes the same conformance suite.
 
 from __future__ import annotations
 
-from converge.store.base import Entry, Store, Transaction
+from converge.store.base import Entry, Store, TaskWrite, Transaction
 from converge.store.memory import MemoryStore
 from converge.store.sqlite import SQLiteStore
 
-__all__ = ["Entry", "MemoryStore", "SQLiteStore", "Store", "Transaction"]
+__all__ = ["Entry", "MemoryStore", "SQLiteStore", "Store", "TaskWrite", "Transaction"]

@@ -20,13 +20,14 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Event)
 
 
-def encode_event(ev: Event, index: int = 0) -> bytes:
+def encode_event(ev: Event, index: int = 0, where: str = "events[{}]") -> bytes:
     """MessagePack of ``ev`` (its ``seq`` left out); a value that cannot be encoded is a
-    ``ValidationError`` naming ``events[index].data``."""
+    ``ValidationError`` naming ``where.format(index) + ".data"`` (``events[index].data``)."""
     try:
         return _encoder.encode(ev)
     except ENCODE_ERRORS as exc:
-        raise encode_error(exc, f"events[{index}]", field=f"events[{index}].data") from exc
+        name = where.format(index)
+        raise encode_error(exc, name, field=f"{name}.data") from exc
 
 
 def decode_event(body: bytes, seq: int) -> Event:

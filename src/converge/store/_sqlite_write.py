@@ -7,8 +7,11 @@ does not hold; the others commit. An unexpected SQLite error fails the whole bat
 it commits) with a ``StoreError``; "database is locked" past the busy timeout is ``retryable``.
 The board's everyday unit — one task write with its event — is applied for the whole batch in
 two ``executemany`` calls when that cannot change any outcome (see ``_apply_board_writes``).
-Events of the batch are inserted in one ``executemany``, their sequence numbers assigned under
-the write lock: ``max(seq)`` is read once per batch and SQLite assigns the rowids (max + 1 each),
+A job of task writes (``Store.write_tasks``: payload ``("tasks", ops, rows)``, one event row
+per op) is many such units in one job: applied the same way, each write holding or failing on
+its own (``_apply_task_writes``). Events of the batch are inserted in one ``executemany``, their
+sequence numbers assigned under the write lock.
+Sequence numbers: ``max(seq)`` is read once per batch and SQLite assigns the rowids (max + 1 each),
 which is checked after the insert rather than trusted. Binding each seq explicitly cost 0.5-1 µs
 per event more.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from converge.errors import ConflictError, StoreError, TaskConflict, ValidationError
@@ -106,7 +109,27 @@ def _commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> list[JobResult]:
         all_rows: list[_Row] = []
         applied = _apply_board_writes(conn, jobs)
         for job in jobs:
-            _, ops, rows = job.payload
+            kind, ops, rows = job.payload
+            if kind == "tasks":
+                try:
+                    outcomes = _apply_task_writes(conn, ops)
+                except sqlite3.Error:
+                    raise  # the database itself is in trouble: the whole batch fails
+                except Exception as exc:  # a value SQLite would not take
+                    failed.append((job.future, exc, None))
+                    continue
+                written: list[int | TaskConflict] = []
+                for outcome, row in zip(outcomes, rows, strict=True):
+                    if outcome is not None:
+                        written.append(outcome)
+                        continue
+                    if next_seq < 0:
+                        next_seq = last_seq(conn)
+                    next_seq += 1
+                    written.append(next_seq)
+                    all_rows.append(row)
+                done.append((job.future, None, written))
+                continue
             info = None
             if ops and job not in applied:
                 try:
@@ -148,7 +171,11 @@ def _apply_unit(conn: sqlite3.Connection, ops: list[Op | TaskOp]) -> Any:
         return _apply_ops(conn, ops)
     conn.execute("SAVEPOINT unit")
     try:
-        info = _apply_ops(conn, ops)
+        if _tasks_at_once(conn, ops):  # a unit of task writes only (a batch submitted)
+            info = None
+        else:
+            conn.execute("ROLLBACK TO unit")  # whatever the attempt applied
+            info = _apply_ops(conn, ops)  # raises the precondition that failed, if one did
     except BaseException:
         conn.execute("ROLLBACK TO unit")
         conn.execute("RELEASE unit")
@@ -224,7 +251,7 @@ def _task_row(op: TaskOp) -> tuple[Any, ...]:
     """The parameters of ``_INSERT_TASK`` (a put) or ``_UPDATE_TASK`` (an update) for ``op``."""
     task = op.task
     row = (
-        task.state.value,
+        str(task.state),  # a StrEnum: its value (``.value`` costs an enum lookup)
         task.attempts,
         pool_key(task.pool_id),
         index_capability(task),
@@ -236,7 +263,54 @@ def _task_row(op: TaskOp) -> tuple[Any, ...]:
     if op.kind == "put":
         return row
     assert op.expected_state is not None
-    return (*row, op.expected_state.value, op.expected_attempts)
+    return (*row, str(op.expected_state), op.expected_attempts)
+
+
+def _apply_task_writes(conn: sqlite3.Connection, ops: list[TaskOp]) -> list[TaskConflict | None]:
+    """Apply independent task writes; per op, None if it held, else the ``TaskConflict``.
+
+    At once when every op holds (the common case, ``_tasks_at_once``); else, rolled back to a
+    savepoint, op by op in order, each a single statement that holds or fails alone.
+    """
+    conn.execute("SAVEPOINT tasks")
+    held = _tasks_at_once(conn, ops)
+    if not held:
+        conn.execute("ROLLBACK TO tasks")
+    conn.execute("RELEASE tasks")
+    if held:
+        return [None] * len(ops)
+    outcomes: list[TaskConflict | None] = []
+    for op in ops:
+        try:
+            _apply_task_op(conn, op)
+        except TaskConflict as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+def _tasks_at_once(conn: sqlite3.Connection, ops: Sequence[Op | TaskOp]) -> bool:
+    """Apply ``ops`` in two ``executemany`` calls if they are all task writes of distinct tasks;
+    returns whether every one held (if not, the caller rolls back what was applied).
+
+    Each statement changes at most one row (the id is the key), so all held iff the rows changed
+    add up to the number of ops; writes to distinct tasks commute, so inserts may go first.
+    """
+    if len(ops) < 2 or not all(type(op) is TaskOp for op in ops):
+        return False
+    tasks = [op for op in ops if isinstance(op, TaskOp)]
+    if len({op.task.id for op in tasks}) != len(tasks):
+        return False
+    puts = [_task_row(op) for op in tasks if op.kind == "put"]
+    updates = [_task_row(op) for op in tasks if op.kind != "put"]
+    try:
+        changed = conn.executemany(_INSERT_TASK, puts).rowcount if puts else 0
+        if updates:
+            changed += conn.executemany(_UPDATE_TASK, updates).rowcount
+    except Exception:  # a value SQLite would not take: op by op, it fails alone
+        return False
+    return changed == len(tasks)
 
 
 def _apply_board_writes(conn: sqlite3.Connection, jobs: list[Job]) -> set[Job]:
@@ -252,12 +326,12 @@ def _apply_board_writes(conn: sqlite3.Connection, jobs: list[Job]) -> set[Job]:
     single: list[Job] = []
     seen: set[str] = set()
     for job in jobs:
-        ops = job.payload[1]
+        kind, ops, _ = job.payload
         ids = [op.task.id for op in ops if isinstance(op, TaskOp)]
         if not seen.isdisjoint(ids) or len(set(ids)) != len(ids):
             return set()
         seen.update(ids)
-        if len(ops) == 1 and ids:
+        if kind == "commit" and len(ops) == 1 and ids:
             single.append(job)
     if len(single) < 2:
         return set()

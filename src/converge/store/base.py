@@ -38,7 +38,7 @@ from typing import Protocol, Self, runtime_checkable
 import msgspec
 
 from converge.core.task import Task, TaskState
-from converge.errors import ValidationError
+from converge.errors import TaskConflict, ValidationError
 from converge.protocol.event import EVENT_KIND_PATTERN, Event
 from converge.store._board import TaskOp, encode_task
 
@@ -47,12 +47,15 @@ __all__ = [
     "Op",
     "Store",
     "TaskOp",
+    "TaskWrite",
     "Transaction",
+    "check_task_writes",
     "task_op",
     "validate_event",
     "validate_events",
     "validate_key",
     "validate_value",
+    "write_error",
 ]
 
 
@@ -78,6 +81,20 @@ class Op(msgspec.Struct, frozen=True, array_like=True):
     key: str
     value: bytes | None = None
     expected: int = 0
+
+
+class TaskWrite(msgspec.Struct, frozen=True, gc=False):
+    """One task write of ``Store.write_tasks``: a task, the event that records the change, and
+    the precondition the stored task must meet."""
+
+    task: Task
+    """The task as it is to be stored."""
+    event: Event
+    """The event appended with it (in the same unit, or not at all)."""
+    expected_state: TaskState | None = None
+    """None: a new task (its id must be free); else the state the stored task must be in."""
+    expected_attempts: int = 0
+    """With ``expected_state``: the attempt number the stored task must have."""
 
 
 class Transaction:
@@ -298,6 +315,30 @@ class Store(Protocol):
         """
         ...
 
+    async def write_tasks(
+        self, writes: Sequence[TaskWrite], *, atomic: bool = False
+    ) -> builtins.list[Task | TaskConflict]:
+        """Several task writes, each with its event, committed together: the board's batch.
+
+        Each write is ``write_task``'s unit on its own: it holds or fails by its own
+        precondition, judged after the writes before it in ``writes`` (two writes of one task
+        apply in order). Those that hold are committed at once (one transaction where the
+        store has them), their events in the order of ``writes``; one that fails writes
+        nothing and takes nothing else with it. With ``atomic``, the batch is one unit
+        instead: every write holds, or none is written and the first that fails raises.
+
+        Returns:
+            Per write, in order: the task as the store keeps it, or the ``TaskConflict`` that
+            refused it (never one with ``atomic``).
+
+        Raises:
+            ValidationError: an item that is not a ``TaskWrite``, or a task or event that
+                cannot be stored (``field`` names ``writes[i]``); nothing at all is written.
+            TaskConflict: with ``atomic``, the first write whose precondition failed; nothing
+                is written.
+        """
+        ...
+
     # -- units of work ---------------------------------------------------------------------------
 
     def transaction(self) -> Transaction:
@@ -336,6 +377,65 @@ def task_op(task: object, expected_state: TaskState | None, expected_attempts: i
             field="expected_attempts",
         )
     return TaskOp("update", task, encode_task(task), expected_state, expected_attempts)
+
+
+def check_task_writes(writes: object) -> list[TaskWrite]:
+    """``writes`` as a list of checked ``TaskWrite``s (a state given as its string value becomes
+    the ``TaskState``); each event's kind is checked too.
+
+    Raises:
+        ValidationError: ``writes`` is not a sequence of ``TaskWrite``s, or one holds something
+            that is not a ``Task`` or an ``Event``, or a bad precondition (``field`` names
+            ``writes[i]``).
+    """
+    if isinstance(writes, (str, bytes)) or not isinstance(writes, Sequence):
+        raise ValidationError(
+            f"writes must be a sequence of TaskWrite, not {type(writes).__name__}",
+            field="writes",
+        )
+    checked = list(writes)
+    for i, write in enumerate(checked):
+        if type(write) is not TaskWrite:
+            raise ValidationError(
+                f"writes[{i}] is a {type(write).__name__}, not a TaskWrite", field=f"writes[{i}]"
+            )
+        state = write.expected_state
+        if (
+            type(write.task) is Task
+            and type(write.event) is Event
+            and (state is None or type(state) is TaskState)
+            and type(write.expected_attempts) is int
+            and write.expected_attempts >= 0
+            and write.event.kind in _known_kinds
+        ):
+            continue
+        try:
+            op = task_op(write.task, state, write.expected_attempts)
+        except ValidationError as exc:
+            raise write_error(exc, i) from None
+        try:
+            validate_event(write.event)
+        except ValidationError as exc:
+            raise write_error(exc, i, "event") from None
+        checked[i] = TaskWrite(op.task, write.event, op.expected_state, op.expected_attempts)
+    return checked
+
+
+def write_error(exc: ValidationError, index: int, part: str | None = None) -> ValidationError:
+    """``exc``, raised about ``part`` (``"task"``, ``"event"``) of ``writes[index]``, as an
+    error that names it: its field becomes ``writes[index].part.field``."""
+    text = str(exc)
+    field = exc.field or ""
+    if field:
+        text = text.removesuffix(f" (field `{field}`)")
+    if field.startswith("events["):  # said of the event as the one of a list
+        field = field.partition("]")[2].lstrip(".")
+    path = [f"writes[{index}]"]
+    if part:
+        path.append(part)
+    if field and field != part:
+        path.append(field)
+    return ValidationError(f"writes[{index}]: {text}", field=".".join(path))
 
 
 def validate_key(key: object) -> str:

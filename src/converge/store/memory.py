@@ -12,30 +12,38 @@ import asyncio
 import bisect
 import builtins
 import itertools
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
+import msgspec
 from sortedcontainers import SortedDict
 
+from converge.core.codec_errors import ENCODE_ERRORS
 from converge.core.task import Task, TaskState
-from converge.errors import ConflictError, StoreClosed, ValidationError
+from converge.errors import ConflictError, StoreClosed, TaskConflict, ValidationError
 from converge.protocol.event import Event
-from converge.store._board import TaskOp
+from converge.store._board import TaskOp, encode_task
 from converge.store._memory_board import MemoryBoard
-from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
+from converge.store._memory_log import MemoryLog
+from converge.store._shared import EventWaiters, tail_events
 from converge.store.base import (
     Entry,
     Op,
+    TaskWrite,
     Transaction,
+    check_task_writes,
     task_op,
     validate_event,
     validate_events,
     validate_key,
     validate_value,
+    write_error,
 )
 
 __all__ = ["MemoryStore"]
+
+_encoder = msgspec.msgpack.Encoder()
 
 
 class MemoryStore:
@@ -43,16 +51,15 @@ class MemoryStore:
 
     Events are kept as MessagePack, exactly as a persistent store keeps them, so what is read back
     is a copy: mutating an event's ``data`` after appending it changes nothing stored, and data
-    that a persistent store could not encode is refused here too.
+    that a persistent store could not encode is refused here too (``converge.store._memory_log``
+    keeps them end to end in one buffer). Tasks are kept as objects, with a private copy of
+    whatever in them the caller could still change (``converge.store._memory_board``).
     """
 
     def __init__(self) -> None:
         # Sorted, so that list(prefix) is a range, not a scan of every key.
         self._kv: SortedDict[str, tuple[bytes, int]] = SortedDict()
-        # seq -> (trace_id, kind, body), in seq order; a forgotten trace leaves a gap.
-        self._events: dict[int, tuple[str, str, bytes]] = {}
-        self._seq = 0
-        self._by_trace: dict[str, builtins.list[int]] = {}
+        self._log = MemoryLog()
         self._board = MemoryBoard()
         self._waiters = EventWaiters()
         self._closed = False
@@ -120,29 +127,25 @@ class MemoryStore:
     ) -> builtins.list[Event]:
         self._check_open()
         kind_set = _kind_filter(kinds)
-        after_seq = max(after_seq, 0)
-        events = self._events
-        candidates: Iterable[int]
-        if trace_id is not None:
-            seqs = self._by_trace.get(trace_id, [])
+        log = self._log
+        if trace_id is None:
+            candidates: Sequence[int] = range(max(after_seq, log.base, 0) + 1, len(log) + 1)
+        else:
+            seqs = log.by_trace(trace_id)
             candidates = seqs[bisect.bisect_right(seqs, after_seq) :]
-        elif self._seq - after_seq <= len(events):  # a tail: fewer seqs after it than kept
-            candidates = (s for s in range(after_seq + 1, self._seq + 1) if s in events)
-        else:  # most of what was logged after it is forgotten: walk what is kept
-            candidates = itertools.dropwhile(after_seq.__ge__, events)
         out: builtins.list[Event] = []
-        cap = len(events) if limit is None else max(limit, 0)
+        cap = len(log) if limit is None else max(limit, 0)
         for seq in candidates:
             if len(out) >= cap:
                 break
-            _, kind, body = events[seq]
-            if kind_set is None or kind in kind_set:
-                out.append(decode_event(body, seq))
+            kind = log.kind(seq)
+            if kind is not None and (kind_set is None or kind in kind_set):  # None: forgotten
+                out.append(log.event(seq))
         return out
 
     async def last_seq(self) -> int:
         self._check_open()
-        return self._seq
+        return len(self._log)
 
     def forget(self, trace_id: str) -> int:
         """Drop every event of trace ``trace_id`` from memory; how many there were.
@@ -154,22 +157,18 @@ class MemoryStore:
         self._check_open()
         if not isinstance(trace_id, str):
             raise ValidationError(f"trace_id must be a str, not {trace_id!r}", field="trace_id")
-        seqs = self._by_trace.pop(trace_id, [])
-        events = self._events
-        for seq in seqs:
-            del events[seq]
-        return len(seqs)
+        return self._log.forget(trace_id)
 
     async def wait_for_events(self, after_seq: int, timeout: float | None = None) -> int:
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while self._seq <= after_seq and not self._closed:
+        while len(self._log) <= after_seq and not self._closed:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 break
             await self._waiters.wait(remaining)
-        return self._seq
+        return len(self._log)
 
     def tail(
         self,
@@ -209,12 +208,87 @@ class MemoryStore:
         expected_state: TaskState | None = None,
         expected_attempts: int = 0,
     ) -> Task:
-        self._check_open()
-        op = task_op(task, expected_state, expected_attempts)
-        body = encode_event(validate_event(event))
-        stored = self._board.write(op)
-        self._waiters.publish(self._log(event.trace_id, event.kind, body))
+        if self._closed:
+            raise StoreClosed("this MemoryStore is closed")
+        if not (
+            type(task) is Task
+            and (
+                expected_state is None
+                or (
+                    type(expected_state) is TaskState
+                    and type(expected_attempts) is int
+                    and expected_attempts >= 0
+                )
+            )
+        ):  # the checks (and the state given as a string) of ``task_op``, off the usual path
+            op = task_op(task, expected_state, expected_attempts)
+            expected_state, expected_attempts = op.expected_state, op.expected_attempts
+        body = encode_task(task)
+        log = self._log
+        end = log.stage_one(validate_event(event))
+        try:
+            stored = self._board.write(task, body, expected_state, expected_attempts)
+        except TaskConflict:
+            log.discard()
+            raise
+        self._waiters.publish(log.commit_one(event, end))
         return stored
+
+    async def write_tasks(
+        self, writes: Sequence[TaskWrite], *, atomic: bool = False
+    ) -> builtins.list[Task | TaskConflict]:
+        self._check_open()
+        checked = check_task_writes(writes)
+        # That every task encodes is the check that a store can keep it: one call for them
+        # all, and each on its own only to name the one that does not.
+        try:
+            _encoder.encode([write.task for write in checked])
+        except ENCODE_ERRORS:
+            for i, write in enumerate(checked):
+                try:
+                    encode_task(write.task)
+                except ValidationError as exc:
+                    raise write_error(exc, i, "task") from None
+        bodies: builtins.list[bytes | None] = [None] * len(checked)
+        log = self._log
+        events = [write.event for write in checked]
+        ends = log.stage(events, "writes[{}].event")
+        if atomic:  # every precondition first, as the earlier writes leave the board; then all
+            staged: dict[str, Task | None] = {}
+            kept: builtins.list[Task | TaskConflict] = []
+            try:
+                for item, body in zip(checked, bodies, strict=True):
+                    self._board.stage_write(
+                        item.task, body, item.expected_state, item.expected_attempts, staged
+                    )
+                    kept.append(staged[item.task.id] or item.task)  # what this write left
+            except BaseException:
+                log.discard()
+                raise
+            self._board.apply(staged)
+            if events:
+                self._waiters.publish(log.commit(events, ends))
+            return kept
+        # Each write against the board as the writes before it left it; nothing awaits in
+        # between, so the batch is one unit for every other caller.
+        board_write = self._board.write
+        out: builtins.list[Task | TaskConflict] = []
+        for item, body in zip(checked, bodies, strict=True):
+            try:
+                out.append(
+                    board_write(item.task, body, item.expected_state, item.expected_attempts)
+                )
+            except TaskConflict as exc:
+                out.append(exc)
+        held = [type(result) is not TaskConflict for result in out]
+        if not all(held):
+            ends = log.keep(ends, held)
+            events = list(itertools.compress(events, held))
+        if events:
+            self._waiters.publish(log.commit(events, ends))
+        else:
+            log.discard()
+        return out
 
     # -- units of work ---------------------------------------------------------------------------
 
@@ -225,32 +299,37 @@ class MemoryStore:
         self, ops: builtins.list[Op | TaskOp], events: builtins.list[Event]
     ) -> builtins.list[int]:
         self._check_open()
-        bodies = [encode_event(ev, i) for i, ev in enumerate(events)]
+        log = self._log
+        ends = log.stage(events)
+        first = len(log) + 1
         if not ops:  # an append: nothing to check
-            log = self._log
-            seqs = [log(ev.trace_id, ev.kind, b) for ev, b in zip(events, bodies, strict=True)]
-            if seqs:
-                self._waiters.publish(seqs[-1])
-            return seqs
+            last = log.commit(events, ends)
+            if events:
+                self._waiters.publish(last)
+            return list(range(first, last + 1))
         # Check every precondition against the state as the earlier ops leave it, then apply all:
         # nothing awaits in between, so the whole unit is atomic.
         staged: dict[str, tuple[bytes, int] | None] = {}
         staged_tasks: dict[str, Task | None] = {}
-        for op in ops:
-            if isinstance(op, TaskOp):
-                self._board.stage(op, staged_tasks)
-                continue
-            current = staged[op.key] if op.key in staged else self._kv.get(op.key)
-            version = 0 if current is None else current[1]
-            if op.kind == "delete":
-                staged[op.key] = None
-                continue
-            if op.kind == "put_if_absent" and version != 0:
-                raise ConflictError(op.key, 0, version)
-            if op.kind == "cas" and version != op.expected:
-                raise ConflictError(op.key, op.expected, version)
-            assert op.value is not None
-            staged[op.key] = (op.value, version + 1)
+        try:
+            for op in ops:
+                if isinstance(op, TaskOp):
+                    self._board.stage(op, staged_tasks)
+                    continue
+                current = staged[op.key] if op.key in staged else self._kv.get(op.key)
+                version = 0 if current is None else current[1]
+                if op.kind == "delete":
+                    staged[op.key] = None
+                    continue
+                if op.kind == "put_if_absent" and version != 0:
+                    raise ConflictError(op.key, 0, version)
+                if op.kind == "cas" and version != op.expected:
+                    raise ConflictError(op.key, op.expected, version)
+                assert op.value is not None
+                staged[op.key] = (op.value, version + 1)
+        except BaseException:
+            log.discard()
+            raise
         for key, item in staged.items():
             if item is None:
                 self._kv.pop(key, None)
@@ -258,20 +337,10 @@ class MemoryStore:
                 self._kv[key] = item
         if staged_tasks:
             self._board.apply(staged_tasks)
-        seqs = [self._log(ev.trace_id, ev.kind, b) for ev, b in zip(events, bodies, strict=True)]
-        if seqs:
-            self._waiters.publish(seqs[-1])
-        return seqs
-
-    def _log(self, trace_id: str, kind: str, body: bytes) -> int:
-        self._seq = seq = self._seq + 1
-        self._events[seq] = (trace_id, kind, body)
-        seqs = self._by_trace.get(trace_id)
-        if seqs is None:
-            self._by_trace[trace_id] = [seq]
-        else:
-            seqs.append(seq)
-        return seq
+        last = log.commit(events, ends)
+        if events:
+            self._waiters.publish(last)
+        return list(range(first, last + 1))
 
     # -- lifetime --------------------------------------------------------------------------------
 
@@ -281,7 +350,7 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         self._closed = True
-        self._waiters.publish(self._seq)
+        self._waiters.publish(len(self._log))
 
     async def __aenter__(self) -> Self:
         return self
@@ -297,7 +366,7 @@ class MemoryStore:
     def __repr__(self) -> str:
         return (
             f"MemoryStore(keys={len(self._kv)}, tasks={len(self._board.tasks)}, "
-            f"events={len(self._events)})"
+            f"events={len(self._log)})"
         )
 
 

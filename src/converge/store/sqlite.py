@@ -80,11 +80,12 @@ from converge.errors import (
     StoreClosed,
     StoreError,
     StoreReadOnly,
+    TaskConflict,
     ValidationError,
 )
 from converge.protocol.event import Event
 from converge.store import _sqlite_schema as schema
-from converge.store._board import TaskOp, pool_key, task_decoder
+from converge.store._board import TaskOp, encode_task, pool_key, task_decoder
 from converge.store._shared import EventWaiters, decode_event, encode_event, tail_events
 from converge.store._sqlite_checkpoint import Checkpointer
 from converge.store._sqlite_worker import BatchWorker, Job, JobResult, resolve
@@ -92,12 +93,15 @@ from converge.store._sqlite_write import commit_now, last_seq, translate, while_
 from converge.store.base import (
     Entry,
     Op,
+    TaskWrite,
     Transaction,
+    check_task_writes,
     task_op,
     validate_event,
     validate_events,
     validate_key,
     validate_value,
+    write_error,
 )
 
 __all__ = ["SQLiteStore"]
@@ -310,7 +314,7 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, jobs: builtins.list[Job]
     ) -> builtins.list[JobResult]:
         checkpointer = self._checkpointer
-        commits = any(job.payload[0] == "commit" for job in jobs)
+        commits = any(job.payload[0] != "call" for job in jobs)
         if checkpointer is not None and commits and checkpointer.over_bound():
             checkpointer.restart(conn)  # however far behind the checkpointer thread is
         completed = -1 if checkpointer is None else checkpointer.completed
@@ -443,6 +447,44 @@ class SQLiteStore:
         self._waiters.publish(seqs[0])
         return op.task  # stored as bytes: the caller's later changes do not reach it
 
+    async def write_tasks(
+        self, writes: Sequence[TaskWrite], *, atomic: bool = False
+    ) -> builtins.list[Task | TaskConflict]:
+        checked = check_task_writes(writes)
+        # Encode here, in the caller: a value that cannot be stored fails the whole call, before
+        # anything is sent to the writer.
+        ops: builtins.list[Op | TaskOp] = []
+        rows: builtins.list[_Row] = []
+        for i, write in enumerate(checked):
+            task, event = write.task, write.event
+            try:
+                body = encode_task(task)
+            except ValidationError as exc:
+                raise write_error(exc, i, "task") from None
+            rows.append((event.trace_id, event.kind, encode_event(event, i, "writes[{}].event")))
+            if write.expected_state is None:
+                ops.append(TaskOp("put", task, body))
+            else:
+                ops.append(
+                    TaskOp("update", task, body, write.expected_state, write.expected_attempts)
+                )
+        if not ops:
+            return []
+        if atomic:  # one unit of work: all hold, or its TaskConflict and nothing written
+            seqs, _ = await self._write(ops, rows)
+            self._waiters.publish(seqs[-1])
+            return [write.task for write in checked]
+        # One job: the writer applies the writes in one transaction, each holding or failing
+        # on its own (``_sqlite_write._apply_task_writes``).
+        outcomes: builtins.list[int | TaskConflict] = await self._write(ops, rows, "tasks")
+        seqs = [outcome for outcome in outcomes if type(outcome) is int]
+        if seqs:
+            self._waiters.publish(seqs[-1])
+        return [
+            outcome if type(outcome) is TaskConflict else write.task  # stored as bytes
+            for outcome, write in zip(outcomes, checked, strict=True)
+        ]
+
     # -- units of work ---------------------------------------------------------------------------
 
     def transaction(self) -> Transaction:
@@ -467,14 +509,17 @@ class SQLiteStore:
         return seqs, info
 
     def _write(
-        self, ops: builtins.list[Op | TaskOp], rows: builtins.list[_Row]
-    ) -> asyncio.Future[tuple[builtins.list[int], Any]]:
-        """Commit one unit, on the loop or the writer thread (see the module doc); the caller
-        awaits the returned future."""
+        self,
+        ops: builtins.list[Op | TaskOp],
+        rows: builtins.list[_Row],
+        kind: Literal["commit", "tasks"] = "commit",
+    ) -> asyncio.Future[Any]:
+        """Commit one unit (``"commit"``) or a job of task writes (``"tasks"``), on the loop or
+        the writer thread (see the module doc); the caller awaits the returned future."""
         if self.read_only and not self._closed:
             raise StoreReadOnly(f"the store at {self.path} is open read-only; nothing was written")
         writer = self._check_open(self._writer)
-        payload = ("commit", ops, rows)
+        payload = (kind, ops, rows)
         if self._held is not None:
             # A second unit in this turn: concurrent callers. The thread takes both, at once,
             # and every unit after them while it is busy.

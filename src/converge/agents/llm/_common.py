@@ -84,14 +84,22 @@ def translate_error(sdk: ModuleType, provider: str, exc: BaseException) -> LLMEr
             retryable=retryable,
         )
     if isinstance(exc, sdk.APITimeoutError):
-        return LLMError("the request timed out", provider=provider, retryable=True)
+        return LLMError(f"the request to {_url(exc)} timed out", provider=provider, retryable=True)
     if isinstance(exc, sdk.APIConnectionError):
-        return LLMError(f"cannot reach the endpoint: {exc}", provider=provider, retryable=True)
+        cause = exc.__cause__
+        why = f"{cause}" if cause is not None and str(cause) else f"{exc}"
+        return LLMError(f"cannot reach {_url(exc)}: {why}", provider=provider, retryable=True)
     if isinstance(exc, sdk.APIResponseValidationError):
         return LLMError(f"malformed answer: {exc}", provider=provider, status=exc.status_code)
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return LLMError(f"malformed answer: not JSON ({exc})", provider=provider)
     return LLMError(f"{type(exc).__name__}: {exc}", provider=provider)
+
+
+def _url(exc: Any) -> str:
+    """The URL a failed request went to (the SDKs keep it on the error), or "the endpoint"."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    return str(url) if url is not None else "the endpoint"
 
 
 def _status_message(exc: Any) -> str:

@@ -1,4 +1,4 @@
-"""Memory and context scopes (seed 002 §6.1, §6.3, §10).
+"""Memory and context scopes: what agents remember, and who may read it.
 
 - ``ConversationMemory``: a session's messages under a token budget; the oldest turns are folded
   into a summary (``RuleSummarizer`` offline, ``LLMSummarizer`` with any ``LLMProvider``).

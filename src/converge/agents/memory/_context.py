@@ -1,7 +1,5 @@
 """Context isolation: an agent sees only the scopes and keys granted.
 
-Seed 002 §10.
-
 ``Grants`` say which keys of which scope an agent may read and which it may write (patterns as
 in ``fnmatch``: ``"history"``, ``"notes/*"``, ``"*"``). A ``Context`` wraps the scopes of one
 execution — its request, session, agent, run and the global scope — and checks every call

@@ -1,4 +1,4 @@
-"""The five context scopes of seed 002 §6.1 and where each one lives.
+"""The five context scopes and where each one lives.
 
 ==========  =============================  ================================================
 scope       owner                          persistence

@@ -1,4 +1,4 @@
-"""The five agent roles of seed 002 §2.
+"""The five agent roles: worker, router, critic, supervisor, planner.
 
 ``Worker``, ``Router``, ``Critic``, ``Supervisor``, ``Planner``.
 

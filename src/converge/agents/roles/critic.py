@@ -1,7 +1,5 @@
 """``Critic``: scores an output against criteria and says why.
 
-The critic role of seed 002 §2.
-
 ```python
 review = Critic(Criteria(min_length=200, required=["conclusion"], forbidden=["TODO"]))
 verdict = await review.run({"draft.output": text}, ctx)

@@ -1,6 +1,6 @@
 """``Planner``: the role that decomposes a goal into steps.
 
-Seed 002 §2, as a graph node.
+A graph node; ``GoalPlanner`` runs plans.
 
 ```python
 plan_it = Planner({"architect": "designs APIs", "coder": "writes code"}, {"max_steps": 5})

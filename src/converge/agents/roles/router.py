@@ -1,7 +1,5 @@
 """``Router``: the role that picks one route from a described set.
 
-Seed 002 §2, §3.6.
-
 ```python
 triage = Router(
     {"billing": "invoices, refunds, payments", "tech": "bugs, errors, outages"},

@@ -1,6 +1,6 @@
 """``Supervisor``: splits work, assigns it to workers, aggregates.
 
-Seed 002 §2, §3.3, fitting the ``supervisor`` pattern's contract.
+It fits the ``supervisor`` pattern's contract.
 
 ```python
 boss = Supervisor(["en", "fr"])                                   # rule mode

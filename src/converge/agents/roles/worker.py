@@ -1,7 +1,5 @@
 """``Worker``: the role that does one task, by rule or by a model.
 
-Seed 002 §2.
-
 ```python
 upper = Worker(lambda inputs: inputs["text"].upper())         # a function
 greet = Worker(template="Dear {name},\\n{body}")                 # a template over the inputs

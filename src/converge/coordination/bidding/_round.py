@@ -66,7 +66,8 @@ Events (trace: the intent's; subject: the auction id; actor: who caused it), ``d
   holds it: offers that do not verify, come from another sender, or reach a closed auction are
   only logged); its actor is the authenticated sender, "" when none;
 - ``bidding.awarded``: ``winner``, ``offer_id``, ``price``, ``currency``, ``strategy``,
-  ``score``, ``reason``, ``ranking`` (offer ids, best first), ``task_id``;
+  ``score``, ``reason``, ``ranking`` (offer ids, best first), ``scores`` (each ranked offer's
+  score under the strategy, in ``ranking``'s order), ``task_id``;
 - ``bidding.failed``: ``reason`` (``no_offers``, ``no_valid_offers``, ``too_few_offers``),
   ``refused`` (count by reason);
 - ``bidding.progress``: ``task_id``, ``seq``, ``progress``, ``message``;
@@ -910,6 +911,7 @@ def close_step(
             score=award.score,
             reason=award.reason,
             ranking=[row.offer_id for row in award.ranking],
+            scores=[row.score for row in award.ranking],
             task_id=task_id,
         )
         return awarded, [event], None
