@@ -21,7 +21,8 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
         if current != text:
-            sys.stderr.write(f"{TARGET} is out of date: run python docs/gen_agents_reference.py\n")
+            fix = ".venv/bin/python docs/gen_agents_reference.py"
+            sys.stderr.write(f"{TARGET} is out of date: run {fix}\n")
             return 1
         sys.stdout.write(f"{TARGET} is up to date\n")
         return 0
