@@ -29,6 +29,7 @@ from converge.observability import (
 )
 from converge.observability.render_text import _label, _title
 from converge.observability.run_model import (
+    AgentUse,
     AuctionView,
     AwardView,
     BallotView,
@@ -625,3 +626,15 @@ def synthetic_view(nodes: list[NodeView], edges: list[EdgeView], *, hostile: str
         coordination=(),
         names={hostile: hostile},
     )
+
+
+def test_html_shows_costs_with_significant_digits_and_their_currency() -> None:
+    view = synthetic_view([synthetic_node("a", depth=0, agent="a")], [], hostile="h")
+    view = msgspec.structs.replace(
+        view,
+        total_cost=0.0000325,
+        agents=(AgentUse(agent="writer", nodes=1, tokens=10, tool_calls=0, cost=0.5),),
+    )
+    text = render_html(view)
+    assert "cost 0.0000325 USD" in text
+    assert "<td>0.50 USD</td>" in text

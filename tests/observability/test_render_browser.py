@@ -227,7 +227,7 @@ def test_a_click_shows_the_pass_as_a_form(
         "attempts\n2 (1 failed)",
         "tokens\n1500 in, 800 out",
         "tool calls\n3",
-        "cost\n0.0325",
+        "cost\n0.0325 USD",
         "Inputs\ningest.output\nx = 1",
         '"summary": "analysis of x = 1"',
         "Failed tries\ntry 1\nTimeoutError: model endpoint timed out",

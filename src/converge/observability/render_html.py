@@ -46,6 +46,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from converge.observability.cost import format_cost
 from converge.observability.render_text import STATUS_COLOURS
 from converge.observability.run_model import (
     AuctionView,
@@ -152,6 +153,10 @@ _JS = r"""
       t.length+' characters');b.onclick=function(){p.textContent=t;b.remove();};
       var d=el('div');d.appendChild(p);d.appendChild(b);return d;}
     p.textContent=t;return p;}
+  function usd(x){if(x===null||x===undefined)return '-';if(x===0)return '0 USD';
+    var m=Math.floor(Math.log10(Math.abs(x)));if(m<-12||!isFinite(x))return x.toPrecision(3)+' USD';
+    var d=Math.max(2,2-m),t=x.toFixed(d);if(d>2){var q=t.split('.'),f=q[1].replace(/0+$/,'');
+    while(f.length<2)f+='0';t=q[0]+'.'+f;}return t+' USD';}
   function num(x){return x===null||x===undefined?'-':
     (Math.abs(x)>=1e-4||x===0?String(+x.toPrecision(6)):x.toExponential(3));}
   function ms(x){return x===null||x===undefined?'-':x<1000?num(+x.toFixed(x<10?3:1))+' ms':
@@ -195,7 +200,7 @@ _JS = r"""
     row(dl,'duration',ms(p.latency_ms));
     row(dl,'attempts',p.attempts+(p.retries.length?' ('+p.retries.length+' failed)':''));
     row(dl,'tokens',p.tokens_in+' in, '+p.tokens_out+' out');
-    row(dl,'tool calls',p.tool_calls);row(dl,'cost',num(p.cost));
+    row(dl,'tool calls',p.tool_calls);row(dl,'cost',usd(p.cost));
     if(p.run!==data.run_id)row(dl,'run',p.run);
     if(p.question)row(dl,'asks',p.question);
     panel.appendChild(el('h3','','Inputs'));
@@ -295,7 +300,7 @@ def render_html(view: RunView) -> str:
     summary = (
         f"status <b>{_e(view.status)}</b> · {_count(len(view.nodes), 'node')}, "
         f"{_count(len(view.passes), 'pass', 'passes')} · {_duration(view.duration_ms)} · "
-        f"tokens {view.total_tokens} · cost {_number(view.total_cost)}"
+        f"tokens {view.total_tokens} · cost {_e(format_cost(view.total_cost))}"
         + "".join(f" · {c}" for c in counts if not c.startswith("0 "))
     )
     failed = next((p for p in reversed(view.passes) if p.status == "failed"), None)
@@ -655,7 +660,7 @@ def _agents_table(view: RunView) -> str:
         return ""
     body = "".join(
         f"<tr><td>{_e(a.agent)}</td><td>{a.nodes}</td><td>{a.tokens}</td>"
-        f"<td>{a.tool_calls}</td><td>{_number(a.cost)}</td></tr>"
+        f"<td>{a.tool_calls}</td><td>{_e(format_cost(a.cost))}</td></tr>"
         for a in view.agents
     )
     head = "<tr><th>agent</th><th>passes</th><th>tokens</th><th>tools</th><th>cost</th></tr>"
