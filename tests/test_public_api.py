@@ -381,6 +381,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "InvalidTransition",
         "LLMError",
         "LeaseLost",
+        "MessageTooLarge",
         "MissingAPIKey",
         "MissingExtra",
         "NegotiationRefused",

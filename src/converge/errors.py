@@ -43,6 +43,7 @@ in parentheses is a second base: catch ``ValueError`` and you catch every ``Vali
     │   ├── StoreReadOnly                     a write through a store opened read-only
     │   └── StoreClosed                       an operation on a closed store
     ├── TransportError         (ConnectionError) a transport could not deliver
+    │   ├── MessageTooLarge                   a message over the transport's size limit; not sent
     │   └── TransportClosed                   a send or register on a closed transport
     ├── MissingExtra           (ImportError)  an optional extra is not installed
     ├── LLMError                              a model provider's call failed
@@ -118,6 +119,7 @@ __all__ = [
     "InvalidTransition",
     "LLMError",
     "LeaseLost",
+    "MessageTooLarge",
     "MissingAPIKey",
     "MissingExtra",
     "NegotiationRefused",
@@ -867,6 +869,23 @@ class StoreClosed(StoreError):
 
 class TransportError(ConvergeError, ConnectionError):
     """A transport could not deliver or receive."""
+
+
+class MessageTooLarge(TransportError):
+    """A message whose encoding is over the transport's size limit (a NATS server's
+    ``max_payload``, a frame limit); it was not sent, nor cut.
+
+    Attributes:
+        size: the encoded message's size in bytes.
+        limit: the largest size the transport carries.
+    """
+
+    def __init__(self, size: int, limit: int, where: str) -> None:
+        super().__init__(
+            f"a message of {size} bytes is over the {limit}-byte limit of {where}; not sent"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class TransportClosed(TransportError):

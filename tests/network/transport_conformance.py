@@ -32,7 +32,14 @@ async def _local() -> Transport:
     return LocalNetwork()
 
 
-TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {"local": _local}
+async def _nats() -> Transport:
+    from converge.network.nats import NatsNetwork
+    from tests.network.nats_servers import nats_url, unique_prefix
+
+    return await NatsNetwork.connect(nats_url(), prefix=unique_prefix(), ack_timeout=WAIT)
+
+
+TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {"local": _local, "nats": _nats}
 """Transport name -> async factory of an open transport."""
 
 WAIT = 10.0
