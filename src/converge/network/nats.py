@@ -145,8 +145,9 @@ class _Interest(msgspec.Struct, frozen=True):
 class _Waiter:
     """A send waiting for answers."""
 
-    def __init__(self, expected: set[str] | None, now: float) -> None:
+    def __init__(self, expected: set[str] | None, now: float, topic: str = "") -> None:
         self.expected = expected  # None: a direct message, the first answer settles it
+        self.topic = topic
         self.answered: set[str] = set()
         self.delivered = 0
         self.error: str | None = None
@@ -269,7 +270,8 @@ class NatsNetwork:
                 file path for ``user_credentials``), as ``nats-py`` takes them.
             tls, tls_hostname: TLS, when the URL is ``tls://`` or the server requires it.
             connect_timeout, reconnect_time_wait, max_reconnect_attempts: as in ``nats-py``
-                (-1 attempts: for ever).
+                (-1 attempts: for ever), once connected; the first connection tries each
+                server twice, then raises.
 
         Raises:
             ValidationError: a ``prefix`` that is not a dotted name, or a non-positive
@@ -308,10 +310,14 @@ class NatsNetwork:
                 reconnected_cb=network._on_reconnected,
                 connect_timeout=connect_timeout,  # type: ignore[arg-type]
                 reconnect_time_wait=reconnect_time_wait,  # type: ignore[arg-type]
-                max_reconnect_attempts=max_reconnect_attempts,
-                allow_reconnect=True,
+                # The first connection fails after two tries of each server (nats-py would
+                # try for ever); reconnecting later follows the caller's settings.
+                max_reconnect_attempts=1,
+                allow_reconnect=False,
                 **{k: v for k, v in options.items() if v is not None},
             )
+            client.options["allow_reconnect"] = True
+            client.options["max_reconnect_attempts"] = max_reconnect_attempts
             network._reply_prefix = client.new_inbox()
             reply_sub = await client.subscribe(f"{network._reply_prefix}.*")
             interest_sub = await client.subscribe(f"{prefix}.interest")
@@ -342,6 +348,11 @@ class NatsNetwork:
     def closed(self) -> bool:
         """Whether ``aclose()`` was called."""
         return self._closed
+
+    @property
+    def interest(self) -> dict[str, frozenset[Topic]]:
+        """The other networks' topic patterns as they last told them, by network id."""
+        return dict(self._peers)
 
     @property
     def max_payload(self) -> int:
@@ -446,7 +457,7 @@ class NatsNetwork:
         else:
             assert message.topic is not None
             subject = topic_subject(self.prefix, message.topic)
-            waiter = _Waiter(self._interested(message.topic), loop.time())
+            waiter = _Waiter(self._interested(message.topic), loop.time(), message.topic)
             if not waiter.expected:
                 await self._publish(subject, data)
                 return 0
@@ -596,12 +607,16 @@ class NatsNetwork:
             return
         if told.gone:
             self._peers.pop(told.network, None)
-            for waiter in self._waiters.values():
-                if waiter.expected is not None and told.network in waiter.expected:
-                    waiter.expected.discard(told.network)
-                    waiter.changed.set()
         else:
             self._peers[told.network] = patterns
+        for waiter in self._waiters.values():  # no longer interested: not waited for
+            if (
+                waiter.expected is not None
+                and told.network in waiter.expected
+                and (told.gone or not _any_match(patterns, waiter.topic))
+            ):
+                waiter.expected.discard(told.network)
+                waiter.changed.set()
         if told.ask and not self._closed:
             self._announced = None  # tell ours again
             self._changed()
@@ -628,12 +643,14 @@ class NatsNetwork:
 
     async def _published(self, subject: str, reply: str, data: bytes) -> None:
         message = self._decode(data)
-        if message is None or message.topic is None:
-            if message is not None:
+        if (
+            message is None
+            or message.topic is None
+            or subject != topic_subject(self.prefix, message.topic)
+        ):
+            if message is not None:  # not a topic message, or not the topic of its subject
                 self.stats["dropped"] += 1
-            return
-        if subject != topic_subject(self.prefix, message.topic):
-            self.stats["dropped"] += 1  # its topic is not the subject it was published on
+            await self._answer(reply, _Answer("ok", self.id, 0))
             return
         copies = self._seen.pop(message.id, None)
         if copies is not None:  # a further copy, from another matching subscription
@@ -641,7 +658,7 @@ class NatsNetwork:
                 self._seen[message.id] = copies - 1
             return
         topic = message.topic
-        copies = sum(1 for p in self._topic_subs if p.matches(topic))
+        copies = sum(1 for p in self._topic_sids.values() if p.matches(topic))
         if copies > 1:
             self._seen[message.id] = copies - 1
             while len(self._seen) > _SEEN_LIMIT:
@@ -752,10 +769,14 @@ class NatsNetwork:
 
     async def _reconcile(self) -> None:
         client = self._client
+        # A message the server routed before it had an unsubscription still comes, on the old
+        # sid: it is answered (``err``, or ``ok`` for none) until a round trip shows the server
+        # has the unsubscription, so its sender does not wait in vain.
+        retired: list[int] = []
         for agent_id in [a for a in self._agent_subs if a not in self._inboxes]:
             sub = self._agent_subs.pop(agent_id)
-            self._agent_sids.pop(sub._id, None)
             await sub.unsubscribe()
+            retired.append(sub._id)
         for agent_id in [a for a in self._inboxes if a not in self._agent_subs]:
             sub = await client.subscribe(agent_subject(self.prefix, agent_id))
             self._agent_subs[agent_id] = sub
@@ -763,8 +784,8 @@ class NatsNetwork:
         wanted = frozenset(p for patterns in self._patterns.values() for p in patterns)
         for pattern in [p for p in self._topic_subs if p not in wanted]:
             sub = self._topic_subs.pop(pattern)
-            self._topic_sids.pop(sub._id, None)
             await sub.unsubscribe()
+            retired.append(sub._id)
         for pattern in sorted(wanted - self._topic_subs.keys()):
             sub = await client.subscribe(topic_subject(self.prefix, pattern))
             self._topic_subs[pattern] = sub
@@ -772,6 +793,11 @@ class NatsNetwork:
         if wanted != self._announced or self._announce_ask:
             await self._announce(ask=self._announce_ask)
         await self._flush_posts()
+        if retired:
+            await client.flush(timeout=max(1, round(self.ack_timeout)))
+            for sid in retired:
+                self._agent_sids.pop(sid, None)
+                self._topic_sids.pop(sid, None)
 
     async def _announce(self, *, ask: bool) -> None:
         wanted = frozenset(p for patterns in self._patterns.values() for p in patterns)
