@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["NatsServer", "nats_url", "unique_prefix"]
+__all__ = ["NatsServer", "nats_url", "self_signed", "unique_prefix"]
 
 
 def _unavailable(reason: str) -> None:
@@ -47,11 +47,53 @@ def _free_port() -> int:
         return port
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``127.0.0.1`` signed by itself, and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "server.pem", directory / "server.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 class NatsServer:
     """A ``nats-server`` of one test: ``start()``, ``stop()``, ``start()`` again on the same
     port and store (a restart)."""
 
-    def __init__(self, store: Path, *, token: str | None = None) -> None:
+    def __init__(
+        self, store: Path, *, token: str | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         binary = shutil.which("nats-server")
         if binary is None:
             _unavailable("no nats-server binary on PATH")
@@ -60,6 +102,7 @@ class NatsServer:
         self.port = _free_port()
         self.store = store
         self.token = token
+        self.tls = tls  # (certificate, key) PEM files: the server requires TLS
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -70,6 +113,8 @@ class NatsServer:
         args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
         if self.token is not None:
             args += ["--auth", self.token]
+        if self.tls is not None:
+            args += ["--tls", "--tlscert", str(self.tls[0]), "--tlskey", str(self.tls[1])]
         self._process = process = await asyncio.create_subprocess_exec(
             *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )

@@ -238,3 +238,62 @@ def test_without_nats_py_the_module_says_which_extra_to_install(
         __import__("converge.network.nats")
     assert caught.value.extra == "nats"
     assert "converge-agents[nats]" in str(caught.value)
+
+
+async def test_a_message_held_longer_than_ack_timeout_is_still_delivered() -> None:
+    url, prefix = nats_url(), unique_prefix()
+    async with (
+        await NatsNetwork.connect(url, prefix=prefix, ack_timeout=0.3) as a,
+        await NatsNetwork.connect(url, prefix=prefix, ack_timeout=0.3) as b,
+    ):
+        inbox = Inbox(maxsize=1)
+        b.register(BOB.did, inbox)
+        for _ in range(200):
+            try:
+                await a.send(to(BOB, ALICE, 1))  # now full
+                break
+            except TransportError:
+                await asyncio.sleep(0.02)
+        held = asyncio.ensure_future(a.send(to(BOB, ALICE, 2)))
+        done, _ = await asyncio.wait({held}, timeout=1.0)  # over three ack_timeouts
+        assert not done  # "held" answers keep the sender waiting
+        assert [m.payload for m in inbox.drain(1)] == [1]
+        assert await asyncio.wait_for(held, WAIT) == 1
+        assert [m.payload for m in inbox.drain(1)] == [2]
+
+
+async def test_a_direct_send_nobody_answers_fails_after_ack_timeout() -> None:
+    import nats
+
+    prefix = unique_prefix()
+    raw = await nats.connect(nats_url())
+    try:
+        await raw.subscribe(agent_subject(prefix, BOB.did))  # listens, never answers
+        await raw.flush()
+        async with await NatsNetwork.connect(nats_url(), prefix=prefix, ack_timeout=0.3) as a:
+            with pytest.raises(TransportError, match="no answer"):
+                await a.send(to(BOB, ALICE))
+    finally:
+        await raw.close()
+
+
+async def test_tls_is_passed_through(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.network.nats_servers import self_signed
+
+    cert, key = self_signed(tmp_path)
+    server = NatsServer(tmp_path / "js", tls=(cert, key))
+    await server.start()
+    try:
+        with pytest.raises(TransportError):  # the server requires TLS
+            await NatsNetwork.connect(server.url, connect_timeout=1, reconnect_time_wait=0.1)
+        context = ssl.create_default_context(cafile=str(cert))
+        url = server.url.replace("nats://", "tls://")
+        async with await NatsNetwork.connect(url, tls=context, tls_hostname="127.0.0.1") as net:
+            inbox = Inbox()
+            net.register(BOB.did, inbox)
+            assert await net.send(to(BOB, ALICE, "over tls")) == 1
+            assert [m.payload for m in inbox.drain(1)] == ["over tls"]
+    finally:
+        await server.stop()

@@ -194,6 +194,10 @@ class _OrderedClient(Client):
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
     ) -> None:
         owner = self.owner
+        if owner is not None and not owner._owns(sid):
+            sub = self._subs.get(sid)  # one the owner is still subscribing, maybe
+            if sub is not None:
+                owner._adopt(sid, sub.subject)
         if owner is not None and owner._owns(sid):
             self.stats["in_msgs"] += 1
             self.stats["in_bytes"] += len(data)
@@ -220,6 +224,7 @@ class NatsNetwork:
         self._topic_subs: dict[Topic, Subscription] = {}
         self._agent_sids: dict[int, str] = {}
         self._topic_sids: dict[int, Topic] = {}
+        self._subscribing: dict[str, str | Topic] = {}  # subject -> agent or pattern
         self._reply_sid = -1
         self._interest_sid = -1
         self._reply_prefix = ""
@@ -302,20 +307,24 @@ class NatsNetwork:
             "tls": tls,
             "tls_hostname": tls_hostname,
         }
+        # Each server twice (a TCP connect and a TLS handshake each), a wait between: a bound
+        # for the cases nats-py would not give up on (a TLS server met without a context).
+        first_bound = 2 * len(urls) * (2 * connect_timeout + reconnect_time_wait)
         try:
-            await client.connect(
-                urls,
-                error_cb=network._on_error,
-                disconnected_cb=network._on_disconnected,
-                reconnected_cb=network._on_reconnected,
-                connect_timeout=connect_timeout,  # type: ignore[arg-type]
-                reconnect_time_wait=reconnect_time_wait,  # type: ignore[arg-type]
-                # The first connection fails after two tries of each server (nats-py would
-                # try for ever); reconnecting later follows the caller's settings.
-                max_reconnect_attempts=1,
-                allow_reconnect=False,
-                **{k: v for k, v in options.items() if v is not None},
-            )
+            async with asyncio.timeout(first_bound):
+                await client.connect(
+                    urls,
+                    error_cb=network._on_error,
+                    disconnected_cb=network._on_disconnected,
+                    reconnected_cb=network._on_reconnected,
+                    connect_timeout=connect_timeout,  # type: ignore[arg-type]
+                    reconnect_time_wait=reconnect_time_wait,  # type: ignore[arg-type]
+                    # The first connection fails after two tries of each server (nats-py would
+                    # try for ever); reconnecting later follows the caller's settings.
+                    max_reconnect_attempts=1,
+                    allow_reconnect=False,
+                    **{k: v for k, v in options.items() if v is not None},
+                )
             client.options["allow_reconnect"] = True
             client.options["max_reconnect_attempts"] = max_reconnect_attempts
             network._reply_prefix = client.new_inbox()
@@ -326,7 +335,7 @@ class NatsNetwork:
             await network._announce(ask=True)
             await client.flush()
         except (NatsError, OSError, TimeoutError) as exc:
-            await _close_quietly(client)
+            await _close_quietly(client, connect_timeout)
             shown = ", ".join(shown_url(u) for u in urls)
             raise TransportError(f"could not connect to NATS at {shown}: {exc!r}") from exc
         network._spawn(network._control())
@@ -544,6 +553,15 @@ class NatsNetwork:
             raise TransportError(f"NATS refused a publish on {subject}: {exc!r}") from exc
 
     # -- receiving ---------------------------------------------------------------------------------
+
+    def _adopt(self, sid: int, subject: str) -> None:
+        """A message came on ``sid`` before ``subscribe`` returned it: take it if it is the
+        subscription being made for an agent or a pattern."""
+        key = self._subscribing.get(subject)
+        if isinstance(key, Topic):
+            self._topic_sids[sid] = key
+        elif key is not None:
+            self._agent_sids[sid] = key
 
     def _owns(self, sid: int) -> bool:
         return (
@@ -778,7 +796,12 @@ class NatsNetwork:
             await sub.unsubscribe()
             retired.append(sub._id)
         for agent_id in [a for a in self._inboxes if a not in self._agent_subs]:
-            sub = await client.subscribe(agent_subject(self.prefix, agent_id))
+            subject = agent_subject(self.prefix, agent_id)
+            self._subscribing[subject] = agent_id
+            try:
+                sub = await client.subscribe(subject)
+            finally:
+                del self._subscribing[subject]
             self._agent_subs[agent_id] = sub
             self._agent_sids[sub._id] = agent_id
         wanted = frozenset(p for patterns in self._patterns.values() for p in patterns)
@@ -787,7 +810,12 @@ class NatsNetwork:
             await sub.unsubscribe()
             retired.append(sub._id)
         for pattern in sorted(wanted - self._topic_subs.keys()):
-            sub = await client.subscribe(topic_subject(self.prefix, pattern))
+            subject = topic_subject(self.prefix, pattern)
+            self._subscribing[subject] = pattern
+            try:
+                sub = await client.subscribe(subject)
+            finally:
+                del self._subscribing[subject]
             self._topic_subs[pattern] = sub
             self._topic_sids[sub._id] = pattern
         if wanted != self._announced or self._announce_ask:
@@ -847,8 +875,11 @@ def _any_match(patterns: Iterable[Topic], topic: str) -> bool:
     return any(p.matches(topic) for p in patterns)
 
 
-async def _close_quietly(client: Client) -> None:
+async def _close_quietly(client: Client, within: float = 5.0) -> None:
+    """Close ``client``, giving up after ``within`` seconds (a connection that failed half-way
+    through a TLS handshake may never finish closing)."""
     try:
-        await client.close()
+        async with asyncio.timeout(within):
+            await client.close()
     except (NatsError, OSError, TimeoutError):
         pass
