@@ -297,3 +297,39 @@ async def test_tls_is_passed_through(tmp_path: Path) -> None:
             assert [m.payload for m in inbox.drain(1)] == ["over tls"]
     finally:
         await server.stop()
+
+
+async def test_a_durable_subscriber_that_comes_back_gets_what_it_missed() -> None:
+    import nats
+
+    url, prefix = nats_url(), unique_prefix()
+    publisher = await NatsNetwork.connect(url, prefix=prefix, ack_timeout=WAIT)
+    try:
+        first = await NatsNetwork.connect(url, prefix=prefix, ack_timeout=WAIT)
+        inbox = Inbox()
+        first.register(CAROL.did, inbox)
+        await first.subscribe_durable(CAROL.did, "news.>", name="carol-news")
+        await publisher.send(on("news.a", ALICE, "a"))
+        assert [m.payload for m in await received(inbox, 1)] == ["a"]
+        await first.aclose()  # CAROL's process stops
+        for payload in ("b", "c"):
+            await publisher.send(on(f"news.{payload}", ALICE, payload))
+        async with await NatsNetwork.connect(url, prefix=prefix, ack_timeout=WAIT) as second:
+            again = Inbox()
+            second.register(CAROL.did, again)
+            await second.subscribe_durable(CAROL.did, "news.>", name="carol-news")
+            assert [m.payload for m in await received(again, 2)] == ["b", "c"]
+            await publisher.send(on("news.d", ALICE, "d"))
+            assert [m.payload for m in await received(again, 1)] == ["d"]
+        with pytest.raises(ValidationError):
+            await publisher.subscribe_durable(CAROL.did, "news.>", name="carol-news")
+        with pytest.raises(ValidationError):
+            await publisher.subscribe_durable(ALICE.did, "news.>", name="two.tokens")
+    finally:
+        stream = publisher.stream
+        await publisher.aclose()
+        raw = await nats.connect(url)
+        try:
+            await raw.jetstream().delete_stream(stream)
+        finally:
+            await raw.close()

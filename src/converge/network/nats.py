@@ -53,6 +53,16 @@ it is away are buffered by the client. A message acknowledged before a server re
 inbox; one whose answer was lost in the restart makes its ``send`` raise ``TransportError``
 after ``ack_timeout`` (it may have arrived: at most once, never silently lost).
 
+**Durable topics (JetStream).** ``await subscribe_durable(agent, pattern, name=...)`` keeps
+what is published on matching topics in a JetStream stream of this prefix (``stream``, interest
+retention: a message stays until every durable consumer took it) read by a durable consumer
+called ``name``; an agent that stops and comes back with the same name — in this process or
+another — gets what was published meanwhile, then the rest. A message leaves the stream once it
+is in the inbox (acknowledged to JetStream after the put): a full inbox leaves it in the stream,
+and a publisher is never held back by a durable subscriber. Its messages come by their own path,
+so their order against the agent's other messages is not kept (each sender's durable messages
+keep their order); an agent should not subscribe to one topic both ways (it would get it twice).
+
 **Limits.** A message whose encoding is over the server's ``max_payload`` is refused with
 ``MessageTooLarge`` before anything is sent.
 
@@ -97,6 +107,9 @@ try:
     from nats.aio.client import Client
     from nats.aio.subscription import Subscription
     from nats.errors import Error as NatsError
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy
+    from nats.js.errors import NotFoundError
 except ImportError as exc:  # pragma: no cover - the nats extra is part of dev
     raise MissingExtra("nats-py", "nats", "NatsNetwork") from exc
 
@@ -240,6 +253,7 @@ class NatsNetwork:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._durables: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.stats: dict[str, int] = {"dropped": 0, "reconnects": 0, "disconnects": 0, "errors": 0}
         """Counters: ``dropped`` (received bytes that were not a deliverable message),
         ``reconnects``, ``disconnects`` and ``errors`` (as ``nats-py`` reported them) of the
@@ -359,6 +373,84 @@ class NatsNetwork:
         return self._closed
 
     @property
+    def stream(self) -> str:
+        """The JetStream stream durable subscriptions under this prefix read from."""
+        return "converge_" + self.prefix.replace(".", "_").replace("-", "_")
+
+    async def subscribe_durable(self, agent_id: str, topic: Topic | str, *, name: str) -> None:
+        """Deliver to ``agent_id`` what is published on topics matching ``topic``, kept in
+        JetStream while it is away, under the durable consumer ``name`` (see the module).
+
+        Raises:
+            ValidationError: ``topic`` or ``name`` is not valid (a name is one topic token),
+                or ``agent_id`` is not registered here.
+            TransportError: JetStream refused (not enabled on the server, say).
+            TransportClosed: the network is closed.
+        """
+        self._check_open()
+        pattern = topic if isinstance(topic, Topic) else Topic(topic)
+        if not isinstance(name, str) or len(Topic(name).tokens) != 1 or "*" in name or name == ">":
+            raise ValidationError(f"a durable name is one token, not {name!r}", field="name")
+        if agent_id not in self._inboxes:
+            raise ValidationError(f"{agent_id} is not registered on this network", field="agent")
+        if (agent_id, name) in self._durables:
+            return
+        subject = topic_subject(self.prefix, pattern)
+        js = self._client.jetstream()
+        try:
+            try:
+                info = await js.stream_info(self.stream)
+                subjects = list(info.config.subjects or [])
+                if subject not in subjects:
+                    info.config.subjects = [*subjects, subject]
+                    await js.update_stream(info.config)
+            except NotFoundError:
+                await js.add_stream(
+                    name=self.stream, subjects=[subject], retention=RetentionPolicy.INTEREST
+                )
+            reader = await js.pull_subscribe(
+                subject,
+                durable=name,
+                stream=self.stream,
+                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
+            )
+        except NatsError as exc:
+            raise TransportError(f"JetStream refused the durable {name!r}: {exc!r}") from exc
+        self._durables[agent_id, name] = self._spawn(self._read_durable(agent_id, reader))
+
+    async def _read_durable(self, agent_id: str, reader: Any) -> None:
+        """Move a durable consumer's messages into ``agent_id``'s inbox, acknowledging each
+        once it is in (a full inbox leaves the rest in the stream)."""
+        try:
+            while True:
+                inbox = self._inboxes.get(agent_id)
+                if inbox is None or inbox.closed:
+                    return
+                try:
+                    batch = await reader.fetch(batch=16, timeout=1.0)
+                except (NatsTimeout, TimeoutError):
+                    continue
+                except NatsError:
+                    await asyncio.sleep(min(1.0, self.ack_timeout / 3))  # reconnecting
+                    continue
+                for received in batch:
+                    message = self._decode(received.data)
+                    if message is not None and message.sender != agent_id:
+                        try:
+                            await inbox.put(message)
+                        except TransportError:
+                            return  # stopped: unacknowledged, it stays in the stream
+                    await received.ack()
+        finally:
+            for key in [k for k in self._durables if k[0] == agent_id]:
+                if self._durables[key] is asyncio.current_task():
+                    del self._durables[key]
+            try:
+                await reader.unsubscribe()
+            except NatsError:
+                pass
+
+    @property
     def interest(self) -> dict[str, frozenset[Topic]]:
         """The other networks' topic patterns as they last told them, by network id."""
         return dict(self._peers)
@@ -397,6 +489,8 @@ class NatsNetwork:
             return
         self._patterns.pop(agent_id, None)
         self._drop_queue(agent_id, "the recipient stopped")
+        for key in [k for k in self._durables if k[0] == agent_id]:
+            self._durables.pop(key).cancel()
         self._changed()
 
     def is_registered(self, agent_id: str) -> bool:
@@ -600,6 +694,8 @@ class NatsNetwork:
                 waiter.expected = set()  # none of the subscribers is there any more
             waiter.changed.set()
             return
+        if data.startswith(b"{"):
+            return  # JetStream's acknowledgement of a topic message a stream keeps
         try:
             answer = msgspec.msgpack.decode(data, type=_Answer)
         except msgspec.DecodeError:
