@@ -97,6 +97,7 @@ async def test_a_publisher_waits_for_a_full_subscriber_in_another_network(
     held = asyncio.ensure_future(a.send(on("feed.x", ALICE, 2)))
     done, _ = await asyncio.wait({held}, timeout=0.2)
     assert not done  # held back, not dropped
+    assert b.held == 1  # in CAROL's queue at b, waiting for room
     assert [m.payload for m in slow.drain(1)] == [1]
     assert await asyncio.wait_for(held, WAIT) == 1
     assert [m.payload for m in await received(slow, 1)] == [2]
@@ -333,3 +334,15 @@ async def test_a_durable_subscriber_that_comes_back_gets_what_it_missed() -> Non
             await raw.jetstream().delete_stream(stream)
         finally:
             await raw.close()
+
+
+def test_without_a_server_nats_tests_skip_or_fail_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CONVERGE_TEST_NATS_URL", raising=False)
+    monkeypatch.delenv("CONVERGE_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="CONVERGE_TEST_NATS_URL"):
+        nats_url()
+    monkeypatch.setenv("CONVERGE_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="CONVERGE_REQUIRE_SERVICES"):
+        nats_url()

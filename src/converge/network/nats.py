@@ -45,7 +45,8 @@ subscription; it is delivered once.
 
 **Receiving is the receiver's job.** Bytes that do not decode as a ``Message``, or a topic
 message whose topic is not the subject it came on, are dropped and counted (``stats``);
-signatures, timestamps and nonces are the receiving agent's to check.
+signatures, timestamps and nonces are the receiving agent's to check. ``stats`` also counts
+reconnects, disconnects and connection errors; ``held`` is the depth of the agents' queues.
 
 **Reconnect.** ``nats-py`` reconnects with backoff (``reconnect_time_wait`` between attempts,
 ``max_reconnect_attempts``, -1 for ever) and re-sends the subscriptions; publishes made while
@@ -371,6 +372,11 @@ class NatsNetwork:
     def closed(self) -> bool:
         """Whether ``aclose()`` was called."""
         return self._closed
+
+    @property
+    def held(self) -> int:
+        """How many received messages wait for room in their agents' inboxes (queue depth)."""
+        return sum(len(queue.items) for queue in self._queues.values())
 
     @property
     def stream(self) -> str:
