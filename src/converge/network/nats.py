@@ -549,14 +549,15 @@ class NatsNetwork:
         if len(data) > limit:
             raise MessageTooLarge(len(data), limit, "the NATS server (max_payload)")
         # Subscriptions registered before this send reach the server before it.
-        try:
-            async with asyncio.timeout(self.ack_timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            raise TransportError(
-                f"the NATS server took no subscription for {self.ack_timeout} s"
-            ) from None
-        self._check_open()
+        if not self._idle.is_set():
+            try:
+                async with asyncio.timeout(self.ack_timeout):
+                    await self._idle.wait()
+            except TimeoutError:
+                raise TransportError(
+                    f"the NATS server took no subscription for {self.ack_timeout} s"
+                ) from None
+            self._check_open()
         token = str(next(self._tokens))
         reply = f"{self._reply_prefix}.{token}"
         loop = asyncio.get_running_loop()
