@@ -4,8 +4,9 @@ Two cases, converge and raw run in alternating rounds on the same server:
 
 - ``one_way``: signed messages/s from one agent to another in a second connection, the
   receiver decoding and verifying each. converge: ``WINDOW`` senders, each awaiting its
-  ``send`` before the next (each is acknowledged once in the inbox). Raw: ``publish`` of the same signed bytes,
-  the subscriber decoding and verifying, then one ``flush``. Target (issue 18): >= 80% of raw.
+  ``send`` before the next (each is acknowledged once in the inbox). Raw: ``publish`` of the
+  same signed bytes, the subscriber decoding and verifying, then one ``flush``. Target
+  (issue 18): >= 80% of raw.
 - ``request_reply``: one signed request, a signed reply, verified at both ends; p50 and p99
   of the round trip. converge: a direct ``send``, the responder's reply ``send``, read from the
   inbox. Raw: ``request`` and a responder callback. Target: p50 <= 1.25x raw.
