@@ -21,11 +21,11 @@ matching subscription (below), and returns how many inboxes they reported.
 
 **Backpressure: held back, never dropped.** A message for a full inbox waits in the receiving
 network, in a queue of its agent, and is not answered until it got in: its sender, waiting for
-the answer, is held back, as on ``LocalNetwork``. Nothing is dropped for want of room. A sender
-runs one ``send`` at a time per recipient, so what waits is bounded by the number of senders
-(and sends one runs concurrently), not by how fast they go. The NATS server's slow-consumer
-limit is never reached by a slow reader, since what the server holds for a network is what its
-senders are allowed to have in flight.
+the answer, is held back, as on ``LocalNetwork``. Nothing is dropped for want of room. What
+waits in a receiving network is at most the sends in flight towards it (each waits for its
+answer), however fast their senders are, so a slow reader never pushes the connection to the
+NATS server's slow-consumer limit. (A topic message from a publisher that has not yet heard of
+this network's interest, below, is the exception: it is queued without holding its sender.)
 
 **Who is interested.** A publisher cannot ask NATS how many subscribers a subject has, so
 networks tell each other: each publishes the set of patterns its agents subscribe to on
