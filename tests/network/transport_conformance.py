@@ -24,6 +24,8 @@ import pytest
 from converge.core import Identity, Message
 from converge.errors import TransportClosed, TransportError, ValidationError
 from converge.network import Inbox, LocalNetwork, Transport
+from converge.network.tcp import tcp_network
+from tests.network.two_hosts import TwoHosts
 
 __all__ = ["TRANSPORTS", "TransportConformance", "received"]
 
@@ -32,7 +34,11 @@ async def _local() -> Transport:
     return LocalNetwork()
 
 
-TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {"local": _local}
+async def _tcp() -> Transport:
+    return await TwoHosts.open(tcp_network)
+
+
+TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {"local": _local, "tcp": _tcp}
 """Transport name -> async factory of an open transport."""
 
 WAIT = 10.0

@@ -1,0 +1,139 @@
+"""The TCP transport: ``SocketNetwork`` over asyncio streams.
+
+Frames (``converge.network.framing``) go back to back on a TCP stream. ``tcp_network`` listens
+on 127.0.0.1 unless told otherwise and advertises ``tcp://host:port``; what it needs of
+discovery is a ``Resolver`` (did -> endpoint, and the endpoints a topic goes to). Backpressure
+is TCP's own: a receiver that stops reading lets the socket buffers fill, and the sender's
+``drain()`` waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from converge.errors import TransportError
+from converge.network.endpoint import Endpoint
+from converge.network.framing import DEFAULT_MAX_FRAME, Frame, read_frame
+from converge.network.resolver import Resolver
+from converge.network.socket_network import Link, SocketNetwork
+
+__all__ = ["TcpWire", "tcp_network"]
+
+_CONNECT_TIMEOUT = 10.0
+
+
+class _StreamLink:
+    """One TCP connection as a ``Link``."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int, peer: str
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._limit = limit
+        self.peer = peer
+        self._closed = False
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            raise TransportError(f"the connection to {self.peer} broke: {exc}") from exc
+
+    async def receive(self) -> Frame | None:
+        try:
+            return await read_frame(self._reader, self._limit, peer=self.peer)
+        except (ConnectionError, OSError) as exc:
+            raise TransportError(f"the connection to {self.peer} broke: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+
+class _TcpListening:
+    def __init__(self, server: asyncio.Server, port: int) -> None:
+        self._server = server
+        self.port = port
+
+    async def aclose(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+class TcpWire:
+    """Frames over TCP streams (a ``Wire`` for ``SocketNetwork``).
+
+    Args:
+        max_frame: the largest frame body read; a larger one drops the connection.
+    """
+
+    scheme = "tcp"
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+
+    async def listen(
+        self, host: str, port: int, serve: Callable[[Link], Awaitable[None]]
+    ) -> _TcpListening:
+        """Accept TCP connections on ``host:port``.
+
+        Raises:
+            TransportError: the address cannot be bound.
+        """
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            address = writer.get_extra_info("peername")
+            peer = f"{address[0]}:{address[1]}" if address else "a peer"
+            await serve(_StreamLink(reader, writer, self.max_frame, peer))
+
+        try:
+            server = await asyncio.start_server(accepted, host, port)
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
+        bound = server.sockets[0].getsockname()[1]
+        return _TcpListening(server, bound)
+
+    async def dial(self, endpoint: Endpoint) -> _StreamLink:
+        """Connect to ``endpoint``.
+
+        Raises:
+            TransportError: refused, unreachable, or no answer within 10 s.
+        """
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"cannot reach {endpoint}: {exc}") from exc
+        return _StreamLink(reader, writer, self.max_frame, str(endpoint))
+
+
+async def tcp_network(
+    resolver: Resolver,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    advertise: Endpoint | str | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> SocketNetwork:
+    """A ``SocketNetwork`` over TCP, listening on ``host:port`` (see ``SocketNetwork.start``).
+
+    Raises:
+        ValidationError: a bad ``advertise``, ``port`` or ``max_frame``.
+        TransportError: the address cannot be bound.
+    """
+    return await SocketNetwork.start(
+        TcpWire(max_frame),
+        resolver,
+        host=host,
+        port=port,
+        advertise=advertise,
+        max_frame=max_frame,
+    )
