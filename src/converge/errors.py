@@ -891,15 +891,15 @@ class FrameTooLarge(FrameError):
     it is read (the connection is then dropped).
 
     Attributes:
-        size: the frame's size in bytes (for a received one, as its header announced it).
+        size: the frame's size in bytes (for a received one, as its header announced it; None
+            when the wire refused it before anything said its size, as WebSocket's limit does).
         limit: the limit it is over.
     """
 
-    def __init__(self, size: int, limit: int, *, peer: str | None = None) -> None:
+    def __init__(self, size: int | None, limit: int, *, peer: str | None = None) -> None:
         where = f" from {peer}" if peer else ""
-        super().__init__(
-            f"a frame of {size} bytes{where} is over the {limit}-byte limit", peer=peer
-        )
+        what = "a frame" if size is None else f"a frame of {size} bytes"
+        super().__init__(f"{what}{where} is over the {limit}-byte limit", peer=peer)
         self.size = size
         self.limit = limit
 

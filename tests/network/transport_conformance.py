@@ -25,6 +25,7 @@ from converge.core import Identity, Message
 from converge.errors import TransportClosed, TransportError, ValidationError
 from converge.network import Inbox, LocalNetwork, Transport
 from converge.network.tcp import tcp_network
+from converge.network.websocket import websocket_network
 from tests.network.two_hosts import TwoHosts
 
 __all__ = ["TRANSPORTS", "TransportConformance", "received"]
@@ -38,7 +39,15 @@ async def _tcp() -> Transport:
     return await TwoHosts.open(tcp_network)
 
 
-TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {"local": _local, "tcp": _tcp}
+async def _ws() -> Transport:
+    return await TwoHosts.open(websocket_network)
+
+
+TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {
+    "local": _local,
+    "tcp": _tcp,
+    "ws": _ws,
+}
 """Transport name -> async factory of an open transport."""
 
 WAIT = 10.0
