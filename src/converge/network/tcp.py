@@ -46,6 +46,8 @@ class _StreamLink:
     async def receive(self) -> Frame | None:
         try:
             return await read_frame(self._reader, self._limit, peer=self.peer)
+        except TransportError:  # a FrameError, which is a ConnectionError too: as it is
+            raise
         except (ConnectionError, OSError) as exc:
             raise TransportError(f"the connection to {self.peer} broke: {exc}") from exc
 

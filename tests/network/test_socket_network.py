@@ -1,0 +1,299 @@
+"""The TCP and WebSocket transports beyond the conformance suite: routing across three
+simulated hosts, reachability, the frame limit and bad frames on a live connection, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+import pytest
+
+from converge.core import Identity, Message
+from converge.errors import FrameTooLarge, TransportClosed, TransportError, ValidationError
+from converge.network import Endpoint, Inbox, StaticResolver, Transport
+from converge.network.framing import Deliver, Delivered, encode_frame
+from converge.network.socket_network import SocketNetwork
+from converge.network.tcp import tcp_network
+from converge.network.websocket import websocket_network
+from tests.network.transport_conformance import received
+
+ALICE, BOB, CAROL, DAVE = (Identity.generate() for _ in range(4))
+WAIT = 10.0
+
+Opener = Callable[..., Awaitable[SocketNetwork]]
+OPENERS: dict[str, Opener] = {"tcp": tcp_network, "ws": websocket_network}
+
+
+@pytest.fixture(params=list(OPENERS))
+def opener(request: pytest.FixtureRequest) -> Opener:
+    return OPENERS[request.param]
+
+
+@pytest.fixture
+async def hosts(opener: Opener) -> AsyncIterator[tuple[StaticResolver, list[SocketNetwork]]]:
+    """Three networks on 127.0.0.1, .2 and .3 sharing one resolver."""
+    resolver = StaticResolver()
+    networks = [await opener(resolver, host=f"127.0.0.{i}") for i in (1, 2, 3)]
+    try:
+        yield resolver, networks
+    finally:
+        for network in networks:
+            await network.aclose()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port  # closed again: nothing listens there
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Wait until ``check()`` holds: polled, at most ``WAIT`` seconds (for what another task
+    does after the event the test saw, such as a listener counting the frame it refused)."""
+    for _ in range(int(WAIT / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    assert check()
+
+
+def to(recipient: Identity, sender: Identity, payload: object = None) -> Message:
+    return Message(kind="note", payload=payload, recipient=recipient.did).sign(sender)
+
+
+async def test_a_network_advertises_the_address_it_listens_on(
+    hosts: tuple[StaticResolver, list[SocketNetwork]], opener: Opener
+) -> None:
+    _, networks = hosts
+    for i, network in enumerate(networks, start=1):
+        assert isinstance(network, Transport)
+        assert network.endpoint.host == f"127.0.0.{i}"
+        assert network.endpoint.scheme == ("tcp" if opener is tcp_network else "ws")
+        assert network.endpoint.port > 0
+    with pytest.raises(ValidationError, match="wildcard"):
+        await opener(StaticResolver(), host="0.0.0.0")
+
+
+async def test_messages_are_routed_by_did_and_topics_reach_every_hosts_subscribers(
+    hosts: tuple[StaticResolver, list[SocketNetwork]],
+) -> None:
+    resolver, (one, two, three) = hosts
+    inboxes = {who.did: Inbox() for who in (ALICE, BOB, CAROL, DAVE)}
+    for who, network in ((ALICE, one), (DAVE, one), (BOB, two), (CAROL, three)):
+        network.register(who.did, inboxes[who.did])
+        resolver.add(who.did, network.endpoint)
+    two.subscribe(BOB.did, "market.gpu")
+    three.subscribe(CAROL.did, "market.>")
+    one.subscribe(DAVE.did, "market.*")
+    one.subscribe(ALICE.did, "market.>")  # the sender: skipped
+
+    assert await one.send(to(CAROL, ALICE, 1)) == 1
+    assert await three.send(to(BOB, CAROL, 2)) == 1
+    assert await two.send(to(ALICE, BOB, 3)) == 1
+    assert [m.payload for m in inboxes[CAROL.did].drain(10)] == [1]
+    assert [m.payload for m in inboxes[BOB.did].drain(10)] == [2]
+    assert [m.payload for m in inboxes[ALICE.did].drain(10)] == [3]
+    published = Message(kind="ad", topic="market.gpu").sign(ALICE)
+    assert await one.send(published) == 3
+    for who in (BOB, CAROL, DAVE):
+        assert await received(inboxes[who.did], 1) == [published]
+    assert len(inboxes[ALICE.did]) == 0
+    # Agents on the same network meet without a connection.
+    connections = one.stats.connections
+    assert await one.send(to(DAVE, ALICE, 4)) == 1
+    assert one.stats.connections == connections
+    assert [m.payload for m in inboxes[DAVE.did].drain(10)] == [4]
+
+
+async def test_an_unknown_did_or_an_endpoint_that_refuses_is_a_transport_error(
+    hosts: tuple[StaticResolver, list[SocketNetwork]], opener: Opener
+) -> None:
+    resolver, (one, two, _) = hosts
+    with pytest.raises(TransportError, match="no endpoint"):
+        await one.send(to(BOB, ALICE))
+    scheme = one.endpoint.scheme
+    resolver.add(BOB.did, Endpoint(scheme, "127.0.0.2", _free_port("127.0.0.2")))
+    with pytest.raises(TransportError, match="cannot reach"):
+        await one.send(to(BOB, ALICE))
+    resolver.add(BOB.did, two.endpoint)  # the right host, but BOB is not there
+    with pytest.raises(TransportError, match="no agent"):
+        await one.send(to(BOB, ALICE))
+    resolver.add(BOB.did, one.endpoint)  # the sender's own endpoint, where BOB is not either
+    with pytest.raises(TransportError, match="no agent"):
+        await one.send(to(BOB, ALICE))
+    # A topic message: an endpoint that cannot be reached only misses it.
+    resolver.add_peer(Endpoint(scheme, "127.0.0.3", _free_port("127.0.0.3")))
+    assert await one.send(Message(kind="ad", topic="market").sign(ALICE)) == 0
+    assert one.stats.missed == 1
+
+
+async def test_a_network_advertising_an_address_it_does_not_listen_on_is_unreachable(
+    opener: Opener,
+) -> None:
+    # The bug the simulated hosts are there to show: bound to 127.0.0.3, advertising
+    # 127.0.0.1. Senders dial the advertised endpoint, so nothing reaches it.
+    resolver = StaticResolver()
+    port = _free_port("127.0.0.1")
+    wrong = await opener(resolver, host="127.0.0.3", port=port, advertise=f"tcp://127.0.0.1:{port}")
+    sender = await opener(resolver, host="127.0.0.2")
+    try:
+        wrong.register(BOB.did, Inbox())
+        resolver.add(BOB.did, wrong.endpoint)
+        with pytest.raises(TransportError, match="cannot reach"):
+            await sender.send(to(BOB, ALICE))
+    finally:
+        await sender.aclose()
+        await wrong.aclose()
+
+
+async def test_a_message_over_the_frame_limit_is_refused_on_both_sides(opener: Opener) -> None:
+    resolver = StaticResolver()
+    sender = await opener(resolver, host="127.0.0.2", max_frame=4096)
+    receiver = await opener(resolver, host="127.0.0.3", max_frame=1024)
+    try:
+        inbox = Inbox()
+        receiver.register(BOB.did, inbox)
+        resolver.add(BOB.did, receiver.endpoint)
+        # Over the sender's own limit: refused before anything is sent.
+        with pytest.raises(FrameTooLarge):
+            await sender.send(to(BOB, ALICE, "x" * 5000))
+        assert sender.stats.connections == 0
+        # Within the sender's limit, over the receiver's: the receiver drops the connection
+        # without delivering; the send fails.
+        with pytest.raises(TransportError):
+            await sender.send(to(BOB, ALICE, "x" * 2000))
+        await eventually(lambda: receiver.stats.bad_frames == 1)
+        assert len(inbox) == 0
+        # The next send dials again and gets through.
+        assert await sender.send(to(BOB, ALICE, "small")) == 1
+        assert [m.payload for m in inbox.drain(10)] == ["small"]
+        assert (sender.stats.connections, sender.stats.reconnects) == (2, 1)
+    finally:
+        await sender.aclose()
+        await receiver.aclose()
+
+
+# -- bad bytes on a live connection ----------------------------------------------------------------
+
+
+class _Raw:
+    """A raw client of a listener: writes bytes, waits for the listener to hang up."""
+
+    def __init__(
+        self, send: Callable[[bytes], Awaitable[None]], hung_up: Callable[[], Awaitable[None]]
+    ):
+        self.send = send
+        self.hung_up = hung_up
+
+
+@pytest.fixture
+async def raw(opener: Opener) -> AsyncIterator[Callable[[Endpoint], Awaitable[_Raw]]]:
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def connect(endpoint: Endpoint) -> _Raw:
+        if opener is tcp_network:
+            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+
+            async def write(data: bytes) -> None:
+                writer.write(data)
+                await writer.drain()
+
+            async def tcp_hung_up() -> None:
+                # A truncated frame only shows once the stream ends: end our side.
+                if writer.can_write_eof():
+                    writer.write_eof()
+                await reader.read()  # the answer to the good frame, then the end
+
+            async def close_tcp() -> None:
+                writer.close()
+
+            closers.append(close_tcp)
+            return _Raw(write, tcp_hung_up)
+        from websockets.asyncio.client import connect as ws_connect
+        from websockets.exceptions import ConnectionClosed
+
+        connection = await ws_connect(f"{endpoint.url}/", proxy=None, compression=None)
+
+        async def ws_hung_up() -> None:
+            with pytest.raises(ConnectionClosed):
+                while True:  # the answer to the good frame, then the close
+                    await connection.recv()
+
+        async def send(data: bytes) -> None:
+            await connection.send(data)
+
+        closers.append(connection.close)
+        return _Raw(send, ws_hung_up)
+
+    yield connect
+    for close in closers:
+        await close()
+
+
+def _prefixed(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _frame_bytes(message: Message) -> bytes:
+    return encode_frame(Deliver(1, message))
+
+
+BAD = {
+    "garbage": struct.pack(">I", 3) + b"\xc1\xc1\xc1",
+    "truncated": None,  # the frame of a message, cut short: built in the test
+    "oversized": struct.pack(">I", 1 << 30) + b"\x00" * 64,
+    "wrong way": encode_frame(Delivered(1, 1)),  # an answer, sent to the listening side
+    "no addressee": _prefixed(
+        msgspec.msgpack.encode(["deliver", 1, {"type": "message", "kind": "x"}])
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+async def test_a_bad_frame_drops_its_connection_and_delivers_nothing_of_it(
+    opener: Opener, raw: Callable[[Endpoint], Awaitable[_Raw]], case: str
+) -> None:
+    async with await opener(StaticResolver(), host="127.0.0.3") as network:
+        inbox = Inbox()
+        network.register(BOB.did, inbox)
+        network.subscribe(BOB.did, ">")
+        client = await raw(network.endpoint)
+        good = to(BOB, ALICE, "before")
+        await client.send(_frame_bytes(good))
+        bad = BAD[case]
+        if bad is None:
+            bad = _frame_bytes(to(BOB, ALICE, "cut"))[:-5]
+        await client.send(bad)
+        async with asyncio.timeout(WAIT):
+            await client.hung_up()
+        await eventually(lambda: network.stats.bad_frames == 1)
+        assert inbox.drain(10) == [good]
+        # The listener still serves others.
+        other = await raw(network.endpoint)
+        await other.send(_frame_bytes(to(BOB, ALICE, "after")))
+        assert [m.payload for m in await received(inbox, 1)] == ["after"]
+
+
+async def test_aclose_leaves_no_task_behind_and_refuses_what_comes_after(opener: Opener) -> None:
+    before = asyncio.all_tasks()
+    resolver = StaticResolver()
+    one = await opener(resolver, host="127.0.0.2")
+    two = await opener(resolver, host="127.0.0.3")
+    inbox = Inbox(maxsize=1)
+    two.register(BOB.did, inbox)
+    resolver.add(BOB.did, two.endpoint)
+    await one.send(to(BOB, ALICE, 1))
+    waiting = asyncio.ensure_future(one.send(to(BOB, ALICE, 2)))  # held back: BOB's inbox is full
+    await asyncio.sleep(0)
+    await two.aclose()  # the receiver goes away: the waiting send fails, it is not lost silently
+    with pytest.raises(TransportError):
+        await asyncio.wait_for(waiting, WAIT)
+    await one.aclose()
+    await one.aclose()
+    with pytest.raises(TransportClosed):
+        await one.send(to(BOB, ALICE, 3))
+    await eventually(lambda: not asyncio.all_tasks() - before - {asyncio.current_task()})
