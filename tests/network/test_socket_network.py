@@ -12,9 +12,11 @@ import msgspec
 import pytest
 
 from converge.core import Identity, Message
+from converge.core.clock import ManualClock
 from converge.errors import FrameTooLarge, TransportClosed, TransportError, ValidationError
 from converge.network import Endpoint, Inbox, StaticResolver, Transport
 from converge.network.framing import Deliver, Delivered, encode_frame
+from converge.network.limits import SocketLimits
 from converge.network.socket_network import SocketNetwork
 from converge.network.tcp import tcp_network
 from converge.network.websocket import websocket_network
@@ -297,3 +299,77 @@ async def test_aclose_leaves_no_task_behind_and_refuses_what_comes_after(opener:
     with pytest.raises(TransportClosed):
         await one.send(to(BOB, ALICE, 3))
     await eventually(lambda: not asyncio.all_tasks() - before - {asyncio.current_task()})
+
+
+# -- limits ----------------------------------------------------------------------------------------
+
+
+def test_limits_refuse_values_out_of_range() -> None:
+    assert SocketLimits().messages_per_second == 10_000.0
+    for bad in (
+        {"max_connections": 0},
+        {"max_connections_per_host": True},
+        {"burst": 1.5},
+        {"messages_per_second": 0},
+        {"messages_per_second": float("inf")},
+    ):
+        with pytest.raises(ValidationError):
+            SocketLimits(**bad)  # type: ignore[arg-type]
+
+
+async def test_connections_over_a_limit_are_closed_and_their_sends_fail(opener: Opener) -> None:
+    resolver = StaticResolver()
+    limits = SocketLimits(max_connections=2, max_connections_per_host=1)
+    listener = await opener(resolver, host="127.0.0.3", limits=limits)
+    senders = [await opener(resolver, host=h) for h in ("127.0.0.2", "127.0.0.2", "127.0.0.1")]
+    late = await opener(resolver, host="127.0.0.4")
+    try:
+        inbox = Inbox()
+        listener.register(BOB.did, inbox)
+        resolver.add(BOB.did, listener.endpoint)
+        first, same_host, other_host = senders
+        assert await first.send(to(BOB, ALICE, 1)) == 1
+        with pytest.raises(TransportError):  # a second connection from 127.0.0.2
+            await same_host.send(to(BOB, ALICE, 2))
+        assert await other_host.send(to(BOB, ALICE, 3)) == 1
+        with pytest.raises(TransportError):  # a third connection in all
+            await late.send(to(BOB, ALICE, 4))
+        assert [m.payload for m in inbox.drain(10)] == [1, 3]
+        assert listener.stats.rejected_connections == 2
+        await first.aclose()  # its connection ends: room for another from 127.0.0.2
+        await eventually(lambda: listener.incoming == 1)
+        assert await same_host.send(to(BOB, ALICE, 5)) == 1
+    finally:
+        for network in (*senders, late, listener):
+            await network.aclose()
+
+
+async def test_a_host_over_its_rate_is_slowed_down_not_dropped(opener: Opener) -> None:
+    clock = ManualClock()
+    resolver = StaticResolver()
+    limits = SocketLimits(messages_per_second=1.0, burst=2)
+    listener = await opener(resolver, host="127.0.0.3", limits=limits, clock=clock)
+    sender = await opener(resolver, host="127.0.0.2")
+    try:
+        inbox = Inbox()
+        listener.register(BOB.did, inbox)
+        resolver.add(BOB.did, listener.endpoint)
+
+        async def sends() -> None:
+            for i in range(4):
+                await sender.send(to(BOB, ALICE, i))
+
+        async with asyncio.TaskGroup() as group:
+            sending = group.create_task(sends())
+            await eventually(lambda: clock.sleepers == 1)  # the burst is spent
+            assert [m.payload for m in inbox.drain(10)] == [0, 1]
+            assert not sending.done()
+            assert sender.waiting_sends == 1
+            clock.advance(1.0)
+            await eventually(lambda: len(inbox) == 1 and clock.sleepers == 1)
+            clock.advance(1.0)
+        assert [m.payload for m in inbox.drain(10)] == [2, 3]
+        assert listener.stats.throttled == 2
+    finally:
+        await sender.aclose()
+        await listener.aclose()

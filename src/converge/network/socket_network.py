@@ -4,7 +4,9 @@ TCP (``converge.network.tcp``) and WebSocket (``converge.network.websocket``) ar
 over two wires; the wire only moves frames (``converge.network.framing``).
 
 Each network listens on one endpoint and advertises one (``endpoint``): what its resolver
-(``converge.network.resolver``) tells others. Its agents register on it as on
+(``converge.network.resolver``) tells others. Bound to a loopback address, it also dials from
+that address, so simulated hosts (127.0.0.2, 127.0.0.3) look like hosts to each other's
+per-host limits (``converge.network.limits``). Its agents register on it as on
 ``LocalNetwork``, which it keeps inside for them. ``send``:
 
 - a direct message to an agent registered here is delivered in process; any other is sent to
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -46,6 +49,7 @@ from typing import Protocol, Self
 
 import msgspec
 
+from converge.core.clock import Clock, system_clock
 from converge.core.message import Message
 from converge.core.topic import Topic
 from converge.errors import (
@@ -66,6 +70,7 @@ from converge.network.framing import (
     encode_message,
 )
 from converge.network.inbox import Inbox
+from converge.network.limits import HostRate, SocketLimits
 from converge.network.local import LocalNetwork
 from converge.network.resolver import Resolver
 
@@ -79,6 +84,8 @@ class Link(Protocol):
 
     peer: str
     """Who is at the other end (an address, for errors and logs)."""
+    host: str
+    """The other end's address, without the port: what per-host limits count by."""
 
     async def send(self, data: bytes) -> None:
         """Write one frame's bytes (prefix included)."""
@@ -121,8 +128,8 @@ class Wire(Protocol):
         """Accept connections on ``host:port``, running ``serve`` on each until it returns."""
         ...
 
-    async def dial(self, endpoint: Endpoint) -> Link:
-        """Connect to ``endpoint``.
+    async def dial(self, endpoint: Endpoint, source: str | None = None) -> Link:
+        """Connect to ``endpoint``, from the address ``source`` if given.
 
         Raises:
             TransportError: it cannot be reached.
@@ -144,6 +151,10 @@ class SocketStats(msgspec.Struct):
     connection broke)."""
     refused: int = 0
     """Direct messages this network refused to deliver (no such agent here, or stopped)."""
+    rejected_connections: int = 0
+    """Incoming connections closed at once: over a connection limit."""
+    throttled: int = 0
+    """Incoming messages held back to keep a host within its rate."""
 
 
 class SocketNetwork:
@@ -159,6 +170,9 @@ class SocketNetwork:
         resolver: Resolver,
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
+        limits: SocketLimits | None = None,
+        clock: Clock = system_clock,
+        source: str | None = None,
     ) -> None:
         if isinstance(max_frame, bool) or not isinstance(max_frame, int) or max_frame < 64:
             raise ValidationError(
@@ -171,6 +185,12 @@ class SocketNetwork:
         """Where agents and topic subscribers elsewhere are."""
         self.max_frame = max_frame
         """The largest frame body sent or accepted, in bytes."""
+        self.limits = SocketLimits() if limits is None else limits
+        """Bounds on incoming connections and each host's message rate."""
+        self._clock = clock
+        self._hosts: dict[str, HostRate] = {}
+        self.source = source
+        """The address its connections come from (None: the system's choice)."""
         self.stats = SocketStats()
         """Counters: connections, reconnects, bad frames, missed topic messages."""
         self._local = LocalNetwork()
@@ -191,6 +211,8 @@ class SocketNetwork:
         port: int = 0,
         advertise: Endpoint | str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
+        limits: SocketLimits | None = None,
+        clock: Clock = system_clock,
     ) -> SocketNetwork:
         """Listen on ``host:port`` (port 0: any free one) and return the open network.
 
@@ -202,6 +224,8 @@ class SocketNetwork:
             advertise: the endpoint others dial (default: ``wire.scheme://host:port``); needed
                 when binding a wildcard address.
             max_frame: the largest frame body sent or accepted, in bytes.
+            limits: bounds on incoming connections and each host's rate (``SocketLimits()``).
+            clock: what the rate limit sleeps on (injected in tests).
 
         Raises:
             ValidationError: a bad ``advertise`` or ``max_frame``, or a wildcard ``host`` with
@@ -213,7 +237,15 @@ class SocketNetwork:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValidationError(f"port is an int 0-65535, not {port!r}", field="port")
         placeholder = advertise or Endpoint(wire.scheme, host, port or 1)
-        network = cls(wire, placeholder, resolver, max_frame=max_frame)
+        network = cls(
+            wire,
+            placeholder,
+            resolver,
+            max_frame=max_frame,
+            limits=limits,
+            clock=clock,
+            source=_loopback(host),
+        )
         network._listening = await wire.listen(host, port, network.serve)
         if advertise is None:
             network.endpoint = Endpoint(wire.scheme, host, network._listening.port)
@@ -237,6 +269,17 @@ class SocketNetwork:
     def closed(self) -> bool:
         """Whether ``aclose()`` was called."""
         return self._closed
+
+    @property
+    def incoming(self) -> int:
+        """Incoming connections held now."""
+        return len(self._incoming)
+
+    @property
+    def waiting_sends(self) -> int:
+        """Sends written to a connection and not yet answered: the depth of the outgoing
+        queue (a receiver holding them back shows here)."""
+        return sum(len(peer.pending) for peer in self._peers.values())
 
     # -- agents here -------------------------------------------------------------------------------
 
@@ -330,7 +373,7 @@ class SocketNetwork:
         return peer
 
     async def _dial(self, endpoint: Endpoint) -> Link:
-        link = await self._wire.dial(endpoint)
+        link = await self._wire.dial(endpoint, self.source)
         self.stats.connections += 1
         if endpoint in self._dialed:
             self.stats.reconnects += 1
@@ -345,18 +388,42 @@ class SocketNetwork:
         if self._closed:
             await link.aclose()
             return
+        host = self._admit(link)
+        if host is None:
+            self.stats.rejected_connections += 1
+            _log.warning("refused a connection from %s: over the connection limits", link.peer)
+            await link.aclose()
+            return
         if task is not None:
             self._serving.add(task)
         self._incoming.add(link)
         try:
-            await self._serve(link)
+            await self._serve(link, host)
         finally:
             self._incoming.discard(link)
             if task is not None:
                 self._serving.discard(task)
+            host.connections -= 1
+            if host.connections == 0 and self._hosts.get(link.host) is host:
+                del self._hosts[link.host]
             await link.aclose()
 
-    async def _serve(self, link: Link) -> None:
+    def _admit(self, link: Link) -> HostRate | None:
+        """The rate of ``link``'s host, counting the connection; None when over a limit."""
+        limits = self.limits
+        if len(self._incoming) >= limits.max_connections:
+            return None
+        host = self._hosts.get(link.host)
+        if host is None:
+            host = self._hosts[link.host] = HostRate(
+                limits.messages_per_second, limits.burst, self._clock
+            )
+        if host.connections >= limits.max_connections_per_host:
+            return None
+        host.connections += 1
+        return host
+
+    async def _serve(self, link: Link, host: HostRate) -> None:
         while True:
             try:
                 frame = await link.receive()
@@ -372,6 +439,8 @@ class SocketNetwork:
                 self.stats.bad_frames += 1
                 _log.warning("dropped a connection from %s: a %s frame", link.peer, frame)
                 return
+            if await host.take():
+                self.stats.throttled += 1
             reply: Frame
             try:
                 reply = Delivered(frame.seq, await self._local.send(frame.message))
@@ -414,6 +483,16 @@ class SocketNetwork:
             raise TransportClosed("the network is closed")
 
 
+def _loopback(host: str) -> str | None:
+    """``host`` if it is a loopback address: a network bound to 127.0.0.3 dials from there, so
+    listeners tell "hosts" on one machine apart (the system would pick 127.0.0.1 for all).
+    Other addresses leave the choice to the system's routing."""
+    try:
+        return host if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
+
+
 class _Peer:
     """This network's one connection to an endpoint: dialed on first use, redialed after it
     ends; sends numbered frames and matches the answers to the waiting sends."""
@@ -425,7 +504,8 @@ class _Peer:
         self._reader: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
         self._writing = asyncio.Lock()
-        self._pending: dict[int, asyncio.Future[int]] = {}
+        self.pending: dict[int, asyncio.Future[int]] = {}
+        """Futures of the sends waiting for an answer, by seq."""
         self._seq = 0
         self._closed = False
 
@@ -435,7 +515,7 @@ class _Peer:
         self._seq += 1
         seq = self._seq
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending[seq] = future
+        self.pending[seq] = future
         try:
             async with self._writing:
                 if self._link is not link:
@@ -443,7 +523,7 @@ class _Peer:
                 await link.send(deliver_frame(seq, raw))
             return await future
         finally:
-            self._pending.pop(seq, None)
+            self.pending.pop(seq, None)
 
     async def _connected(self) -> Link:
         async with self._connecting:
@@ -472,7 +552,7 @@ class _Peer:
                 if isinstance(frame, Deliver):
                     error = TransportError(f"{self.endpoint} sent a deliver frame back")
                     return
-                future = self._pending.get(frame.seq)
+                future = self.pending.get(frame.seq)
                 if future is None or future.done():
                     continue  # its send was cancelled
                 if isinstance(frame, Delivered):
@@ -486,7 +566,7 @@ class _Peer:
             await link.aclose()
 
     def _fail(self, error: TransportError) -> None:
-        for future in self._pending.values():
+        for future in self.pending.values():
             if not future.done():
                 future.set_exception(error)
 

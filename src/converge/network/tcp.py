@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from converge.core.clock import Clock, system_clock
 from converge.errors import TransportError
 from converge.network.endpoint import Endpoint
 from converge.network.framing import DEFAULT_MAX_FRAME, Frame, read_frame
+from converge.network.limits import SocketLimits
 from converge.network.resolver import Resolver
 from converge.network.socket_network import Link, SocketNetwork
 
@@ -28,12 +30,18 @@ class _StreamLink:
     """One TCP connection as a ``Link``."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int, peer: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limit: int,
+        peer: str,
+        host: str,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._limit = limit
         self.peer = peer
+        self.host = host
         self._closed = False
 
     async def send(self, data: bytes) -> None:
@@ -93,8 +101,9 @@ class TcpWire:
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             address = writer.get_extra_info("peername")
-            peer = f"{address[0]}:{address[1]}" if address else "a peer"
-            await serve(_StreamLink(reader, writer, self.max_frame, peer))
+            host = str(address[0]) if address else "?"
+            peer = f"{host}:{address[1]}" if address else "a peer"
+            await serve(_StreamLink(reader, writer, self.max_frame, peer, host))
 
         try:
             server = await asyncio.start_server(accepted, host, port)
@@ -103,18 +112,22 @@ class TcpWire:
         bound = server.sockets[0].getsockname()[1]
         return _TcpListening(server, bound)
 
-    async def dial(self, endpoint: Endpoint) -> _StreamLink:
-        """Connect to ``endpoint``.
+    async def dial(self, endpoint: Endpoint, source: str | None = None) -> _StreamLink:
+        """Connect to ``endpoint`` (from the address ``source`` if given).
 
         Raises:
             TransportError: refused, unreachable, or no answer within 10 s.
         """
         try:
             async with asyncio.timeout(_CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+                reader, writer = await asyncio.open_connection(
+                    endpoint.host,
+                    endpoint.port,
+                    local_addr=None if source is None else (source, 0),
+                )
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"cannot reach {endpoint}: {exc}") from exc
-        return _StreamLink(reader, writer, self.max_frame, str(endpoint))
+        return _StreamLink(reader, writer, self.max_frame, str(endpoint), endpoint.host)
 
 
 async def tcp_network(
@@ -124,6 +137,8 @@ async def tcp_network(
     port: int = 0,
     advertise: Endpoint | str | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
+    limits: SocketLimits | None = None,
+    clock: Clock = system_clock,
 ) -> SocketNetwork:
     """A ``SocketNetwork`` over TCP, listening on ``host:port`` (see ``SocketNetwork.start``).
 
@@ -138,4 +153,6 @@ async def tcp_network(
         port=port,
         advertise=advertise,
         max_frame=max_frame,
+        limits=limits,
+        clock=clock,
     )

@@ -21,9 +21,11 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from converge.core.clock import Clock, system_clock
 from converge.errors import FrameError, FrameTooLarge, MissingExtra, TransportError
 from converge.network.endpoint import Endpoint
 from converge.network.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, Frame, unpack_frame
+from converge.network.limits import SocketLimits
 from converge.network.resolver import Resolver
 from converge.network.socket_network import Link, SocketNetwork
 
@@ -49,10 +51,11 @@ def _require() -> None:
 class _WebSocketLink:
     """One WebSocket connection as a ``Link``."""
 
-    def __init__(self, connection: Connection, limit: int, peer: str) -> None:
+    def __init__(self, connection: Connection, limit: int, peer: str, host: str) -> None:
         self._connection = connection
         self._limit = limit
         self.peer = peer
+        self.host = host
 
     async def send(self, data: bytes) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -127,8 +130,9 @@ class WebSocketWire:
 
         async def accepted(connection: ServerConnection) -> None:
             address = connection.remote_address
-            peer = f"{address[0]}:{address[1]}" if address else "a peer"
-            await serve(_WebSocketLink(connection, self.max_frame, peer))
+            host = str(address[0]) if address else "?"
+            peer = f"{host}:{address[1]}" if address else "a peer"
+            await serve(_WebSocketLink(connection, self.max_frame, peer, host))
 
         try:
             server = await ws_serve(accepted, host, port, **self._options())
@@ -137,8 +141,8 @@ class WebSocketWire:
         bound = next(iter(server.sockets)).getsockname()[1]
         return _WebSocketListening(server, bound)
 
-    async def dial(self, endpoint: Endpoint) -> _WebSocketLink:
-        """Connect to ``endpoint``.
+    async def dial(self, endpoint: Endpoint, source: str | None = None) -> _WebSocketLink:
+        """Connect to ``endpoint`` (from the address ``source`` if given).
 
         Raises:
             TransportError: refused, unreachable, a failed handshake, or no answer within 10 s.
@@ -149,11 +153,15 @@ class WebSocketWire:
         url = f"{endpoint.url}/"
         try:
             connection = await connect(
-                url, open_timeout=_OPEN_TIMEOUT, proxy=None, **self._options()
+                url,
+                open_timeout=_OPEN_TIMEOUT,
+                proxy=None,
+                local_addr=None if source is None else (source, 0),
+                **self._options(),
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise TransportError(f"cannot reach {endpoint}: {exc}") from exc
-        return _WebSocketLink(connection, self.max_frame, str(endpoint))
+        return _WebSocketLink(connection, self.max_frame, str(endpoint), endpoint.host)
 
 
 async def websocket_network(
@@ -163,6 +171,8 @@ async def websocket_network(
     port: int = 0,
     advertise: Endpoint | str | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
+    limits: SocketLimits | None = None,
+    clock: Clock = system_clock,
 ) -> SocketNetwork:
     """A ``SocketNetwork`` over WebSocket, listening on ``host:port`` (see
     ``SocketNetwork.start``).
@@ -179,4 +189,6 @@ async def websocket_network(
         port=port,
         advertise=advertise,
         max_frame=max_frame,
+        limits=limits,
+        clock=clock,
     )
