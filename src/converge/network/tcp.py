@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
 
 from converge.core.clock import Clock, system_clock
@@ -20,6 +21,7 @@ from converge.network.framing import DEFAULT_MAX_FRAME, Frame, read_frame
 from converge.network.limits import SocketLimits
 from converge.network.resolver import Resolver
 from converge.network.socket_network import Link, SocketNetwork
+from converge.network.tls import TlsConfig
 
 __all__ = ["TcpWire", "tcp_network"]
 
@@ -79,16 +81,23 @@ class _TcpListening:
 
 
 class TcpWire:
-    """Frames over TCP streams (a ``Wire`` for ``SocketNetwork``).
+    """Frames over TCP streams, or TLS over TCP (a ``Wire`` for ``SocketNetwork``).
 
     Args:
         max_frame: the largest frame body read; a larger one drops the connection.
+        tls: listen with TLS (endpoints ``tls://``) and dial ``tls://`` endpoints with these
+            certificates; None: listen in plain TCP (``tcp://``), and dial ``tls://``
+            endpoints checking them against the system's trusted CAs.
+
+    Raises:
+        ValidationError: TLS certificates that do not load.
     """
 
-    scheme = "tcp"
-
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, tls: TlsConfig | None = None) -> None:
         self.max_frame = max_frame
+        self.scheme = "tcp" if tls is None else "tls"
+        self._server_tls = None if tls is None else tls.server_context()
+        self._client_tls = None if tls is None else tls.client_context()
 
     async def listen(
         self, host: str, port: int, serve: Callable[[Link], Awaitable[None]]
@@ -106,7 +115,7 @@ class TcpWire:
             await serve(_StreamLink(reader, writer, self.max_frame, peer, host))
 
         try:
-            server = await asyncio.start_server(accepted, host, port)
+            server = await asyncio.start_server(accepted, host, port, ssl=self._server_tls)
         except OSError as exc:
             raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
         bound = server.sockets[0].getsockname()[1]
@@ -116,14 +125,21 @@ class TcpWire:
         """Connect to ``endpoint`` (from the address ``source`` if given).
 
         Raises:
-            TransportError: refused, unreachable, or no answer within 10 s.
+            TransportError: refused, unreachable, a failed TLS handshake, no answer within 10 s,
+                or an endpoint that is not ``tcp://`` or ``tls://``.
         """
+        if endpoint.scheme not in ("tcp", "tls"):
+            raise TransportError(f"cannot dial {endpoint} over TCP")
+        context: ssl.SSLContext | None = None
+        if endpoint.scheme == "tls":
+            context = self._client_tls or ssl.create_default_context()
         try:
             async with asyncio.timeout(_CONNECT_TIMEOUT):
                 reader, writer = await asyncio.open_connection(
                     endpoint.host,
                     endpoint.port,
                     local_addr=None if source is None else (source, 0),
+                    ssl=context,
                 )
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"cannot reach {endpoint}: {exc}") from exc
@@ -139,15 +155,17 @@ async def tcp_network(
     max_frame: int = DEFAULT_MAX_FRAME,
     limits: SocketLimits | None = None,
     clock: Clock = system_clock,
+    tls: TlsConfig | None = None,
 ) -> SocketNetwork:
-    """A ``SocketNetwork`` over TCP, listening on ``host:port`` (see ``SocketNetwork.start``).
+    """A ``SocketNetwork`` over TCP, listening on ``host:port`` (see ``SocketNetwork.start``);
+    with ``tls``, over TLS (``tls://`` endpoints, server-side or mutual: ``TlsConfig``).
 
     Raises:
-        ValidationError: a bad ``advertise``, ``port`` or ``max_frame``.
+        ValidationError: a bad ``advertise``, ``port``, ``max_frame`` or TLS certificate.
         TransportError: the address cannot be bound.
     """
     return await SocketNetwork.start(
-        TcpWire(max_frame),
+        TcpWire(max_frame, tls),
         resolver,
         host=host,
         port=port,

@@ -18,6 +18,7 @@ it would make the size limit apply to inflated bytes) and so is the client's pro
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from converge.network.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, Frame, unpa
 from converge.network.limits import SocketLimits
 from converge.network.resolver import Resolver
 from converge.network.socket_network import Link, SocketNetwork
+from converge.network.tls import TlsConfig
 
 if TYPE_CHECKING:
     from websockets.asyncio.connection import Connection
@@ -100,16 +102,21 @@ class WebSocketWire:
 
     Args:
         max_frame: the largest frame body read; a larger message drops the connection.
+        tls: listen with TLS (endpoints ``wss://``) and dial ``wss://`` endpoints with these
+            certificates; None: listen in plain WebSocket (``ws://``), and dial ``wss://``
+            endpoints checking them against the system's trusted CAs.
 
     Raises:
         MissingExtra: ``websockets`` is not installed (the ``ws`` extra).
+        ValidationError: TLS certificates that do not load.
     """
 
-    scheme = "ws"
-
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, tls: TlsConfig | None = None) -> None:
         _require()
         self.max_frame = max_frame
+        self.scheme = "ws" if tls is None else "wss"
+        self._server_tls = None if tls is None else tls.server_context()
+        self._client_tls = None if tls is None else tls.client_context()
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -135,7 +142,7 @@ class WebSocketWire:
             await serve(_WebSocketLink(connection, self.max_frame, peer, host))
 
         try:
-            server = await ws_serve(accepted, host, port, **self._options())
+            server = await ws_serve(accepted, host, port, ssl=self._server_tls, **self._options())
         except OSError as exc:
             raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
         bound = next(iter(server.sockets)).getsockname()[1]
@@ -145,11 +152,17 @@ class WebSocketWire:
         """Connect to ``endpoint`` (from the address ``source`` if given).
 
         Raises:
-            TransportError: refused, unreachable, a failed handshake, or no answer within 10 s.
+            TransportError: refused, unreachable, a failed handshake (TLS or WebSocket), no
+                answer within 10 s, or an endpoint that is not ``ws://`` or ``wss://``.
         """
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.exceptions import WebSocketException
 
+        if endpoint.scheme not in ("ws", "wss"):
+            raise TransportError(f"cannot dial {endpoint} over WebSocket")
+        tls: dict[str, Any] = {}
+        if endpoint.scheme == "wss":
+            tls["ssl"] = self._client_tls or ssl.create_default_context()
         url = f"{endpoint.url}/"
         try:
             connection = await connect(
@@ -157,9 +170,10 @@ class WebSocketWire:
                 open_timeout=_OPEN_TIMEOUT,
                 proxy=None,
                 local_addr=None if source is None else (source, 0),
+                **tls,
                 **self._options(),
             )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except (OSError, TimeoutError, WebSocketException) as exc:
             raise TransportError(f"cannot reach {endpoint}: {exc}") from exc
         return _WebSocketLink(connection, self.max_frame, str(endpoint), endpoint.host)
 
@@ -173,17 +187,18 @@ async def websocket_network(
     max_frame: int = DEFAULT_MAX_FRAME,
     limits: SocketLimits | None = None,
     clock: Clock = system_clock,
+    tls: TlsConfig | None = None,
 ) -> SocketNetwork:
     """A ``SocketNetwork`` over WebSocket, listening on ``host:port`` (see
-    ``SocketNetwork.start``).
+    ``SocketNetwork.start``); with ``tls``, over TLS (``wss://`` endpoints: ``TlsConfig``).
 
     Raises:
         MissingExtra: ``websockets`` is not installed (the ``ws`` extra).
-        ValidationError: a bad ``advertise``, ``port`` or ``max_frame``.
+        ValidationError: a bad ``advertise``, ``port``, ``max_frame`` or TLS certificate.
         TransportError: the address cannot be bound.
     """
     return await SocketNetwork.start(
-        WebSocketWire(max_frame),
+        WebSocketWire(max_frame, tls),
         resolver,
         host=host,
         port=port,
