@@ -78,6 +78,8 @@ async def test_a_network_advertises_the_address_it_listens_on(
         assert network.endpoint.port > 0
     with pytest.raises(ValidationError, match="wildcard"):
         await opener(StaticResolver(), host="0.0.0.0")
+    with pytest.raises(ValidationError, match="wrong protocol"):
+        await opener(StaticResolver(), host="127.0.0.2", advertise="wss://127.0.0.2:443")
 
 
 async def test_messages_are_routed_by_did_and_topics_reach_every_hosts_subscribers(
@@ -140,7 +142,10 @@ async def test_a_network_advertising_an_address_it_does_not_listen_on_is_unreach
     # 127.0.0.1. Senders dial the advertised endpoint, so nothing reaches it.
     resolver = StaticResolver()
     port = _free_port("127.0.0.1")
-    wrong = await opener(resolver, host="127.0.0.3", port=port, advertise=f"tcp://127.0.0.1:{port}")
+    scheme = "tcp" if opener is tcp_network else "ws"
+    wrong = await opener(
+        resolver, host="127.0.0.3", port=port, advertise=f"{scheme}://127.0.0.1:{port}"
+    )
     sender = await opener(resolver, host="127.0.0.2")
     try:
         wrong.register(BOB.did, Inbox())

@@ -228,12 +228,18 @@ class SocketNetwork:
             clock: what the rate limit sleeps on (injected in tests).
 
         Raises:
-            ValidationError: a bad ``advertise`` or ``max_frame``, or a wildcard ``host`` with
-                nothing to advertise.
+            ValidationError: a bad ``advertise`` (or one of another scheme than the wire's)
+                or ``max_frame``, or a wildcard ``host`` with nothing to advertise.
             TransportError: the address cannot be bound.
         """
         if advertise is not None:
             advertise = Endpoint.parse(advertise)
+            if advertise.scheme != wire.scheme:
+                raise ValidationError(
+                    f"advertising {advertise} on a {wire.scheme}:// listener: peers would dial "
+                    "it with the wrong protocol",
+                    field="advertise",
+                )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValidationError(f"port is an int 0-65535, not {port!r}", field="port")
         placeholder = advertise or Endpoint(wire.scheme, host, port or 1)
