@@ -17,6 +17,7 @@ from converge.errors import FrameTooLarge, TransportClosed, TransportError, Vali
 from converge.network import Endpoint, Inbox, StaticResolver, Transport
 from converge.network.framing import Deliver, Delivered, encode_frame
 from converge.network.limits import SocketLimits
+from converge.network.reconnect import ReconnectPolicy
 from converge.network.socket_network import SocketNetwork
 from converge.network.tcp import tcp_network
 from converge.network.websocket import websocket_network
@@ -378,3 +379,98 @@ async def test_a_host_over_its_rate_is_slowed_down_not_dropped(opener: Opener) -
     finally:
         await sender.aclose()
         await listener.aclose()
+
+
+# -- reconnecting ----------------------------------------------------------------------------------
+
+
+async def test_a_peer_that_cannot_be_dialed_is_retried_after_growing_delays(
+    opener: Opener,
+) -> None:
+    clock = ManualClock()
+    resolver = StaticResolver()
+    policy = ReconnectPolicy(initial_delay=1.0, max_delay=4.0)
+    sender = await opener(resolver, host="127.0.0.2", clock=clock, reconnect=policy)
+    port = _free_port("127.0.0.3")
+    resolver.add(BOB.did, Endpoint(sender.endpoint.scheme, "127.0.0.3", port))
+    receiver: SocketNetwork | None = None
+    try:
+        dials = []
+        for step in (0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 1.0):  # failures at 0, 1, 3: waits 1, 2, 4
+            clock.advance(step)
+            with pytest.raises(TransportError, match="cannot reach"):
+                await sender.send(to(BOB, ALICE))
+            dials.append(sender.stats.failed_dials)
+        assert dials == [1, 1, 2, 2, 3, 3, 3]
+        receiver = await opener(resolver, host="127.0.0.3", port=port)
+        receiver.register(BOB.did, Inbox())
+        with pytest.raises(TransportError, match="next attempt"):
+            await sender.send(to(BOB, ALICE))
+        clock.advance(1.0)  # 4 s after the last failure
+        assert await sender.send(to(BOB, ALICE)) == 1
+        assert (sender.stats.failed_dials, sender.stats.connections) == (3, 1)
+    finally:
+        await sender.aclose()
+        if receiver is not None:
+            await receiver.aclose()
+
+
+async def test_a_patient_send_waits_for_a_peer_that_comes_up(opener: Opener) -> None:
+    clock = ManualClock()
+    resolver = StaticResolver()
+    policy = ReconnectPolicy(initial_delay=1.0, patience=10.0)
+    sender = await opener(resolver, host="127.0.0.2", clock=clock, reconnect=policy)
+    port = _free_port("127.0.0.3")
+    resolver.add(BOB.did, Endpoint(sender.endpoint.scheme, "127.0.0.3", port))
+    receiver: SocketNetwork | None = None
+    try:
+        inbox = Inbox()
+        async with asyncio.TaskGroup() as group:
+            sending = group.create_task(sender.send(to(BOB, ALICE, "patient")))
+            await eventually(lambda: clock.sleepers == 1)  # the first dial failed; it waits
+            receiver = await opener(resolver, host="127.0.0.3", port=port)
+            receiver.register(BOB.did, inbox)
+            clock.advance(1.0)
+        assert sending.result() == 1
+        assert [m.payload for m in inbox.drain(10)] == ["patient"]
+    finally:
+        await sender.aclose()
+        if receiver is not None:
+            await receiver.aclose()
+
+
+async def test_a_restarted_peer_is_dialed_again(opener: Opener) -> None:
+    resolver = StaticResolver()
+    sender = await opener(resolver, host="127.0.0.2")
+    first = await opener(resolver, host="127.0.0.3")
+    port = first.endpoint.port
+    first.register(BOB.did, Inbox())
+    resolver.add(BOB.did, first.endpoint)
+    again: SocketNetwork | None = None
+    try:
+        assert await sender.send(to(BOB, ALICE, 1)) == 1
+        await first.aclose()
+        await eventually(lambda: not sender.is_connected(first.endpoint))
+        again = await opener(resolver, host="127.0.0.3", port=port)
+        inbox = Inbox()
+        again.register(BOB.did, inbox)
+        assert await sender.send(to(BOB, ALICE, 2)) == 1
+        assert [m.payload for m in inbox.drain(10)] == [2]
+        assert (sender.stats.connections, sender.stats.reconnects) == (2, 1)
+    finally:
+        await sender.aclose()
+        if again is not None:
+            await again.aclose()
+
+
+def test_a_reconnect_policy_refuses_values_out_of_range() -> None:
+    for bad in (
+        {"initial_delay": 0},
+        {"initial_delay": 2.0, "max_delay": 1.0},
+        {"factor": 0.5},
+        {"patience": -1},
+        {"patience": float("nan")},
+    ):
+        with pytest.raises(ValidationError):
+            ReconnectPolicy(**bad)  # type: ignore[arg-type]
+    assert ReconnectPolicy(max_delay=3.0).next_delay(2.0) == 3.0

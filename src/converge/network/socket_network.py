@@ -72,6 +72,7 @@ from converge.network.framing import (
 from converge.network.inbox import Inbox
 from converge.network.limits import HostRate, SocketLimits
 from converge.network.local import LocalNetwork
+from converge.network.reconnect import ReconnectPolicy
 from converge.network.resolver import Resolver
 
 __all__ = ["Link", "Listening", "SocketNetwork", "SocketStats", "Wire"]
@@ -151,6 +152,8 @@ class SocketStats(msgspec.Struct):
     connection broke)."""
     refused: int = 0
     """Direct messages this network refused to deliver (no such agent here, or stopped)."""
+    failed_dials: int = 0
+    """Dials that failed (refused, unreachable, a failed handshake)."""
     rejected_connections: int = 0
     """Incoming connections closed at once: over a connection limit."""
     throttled: int = 0
@@ -173,6 +176,7 @@ class SocketNetwork:
         limits: SocketLimits | None = None,
         clock: Clock = system_clock,
         source: str | None = None,
+        reconnect: ReconnectPolicy | None = None,
     ) -> None:
         if isinstance(max_frame, bool) or not isinstance(max_frame, int) or max_frame < 64:
             raise ValidationError(
@@ -191,6 +195,8 @@ class SocketNetwork:
         self._hosts: dict[str, HostRate] = {}
         self.source = source
         """The address its connections come from (None: the system's choice)."""
+        self.reconnect = ReconnectPolicy() if reconnect is None else reconnect
+        """When a peer that could not be dialed is dialed again."""
         self.stats = SocketStats()
         """Counters: connections, reconnects, bad frames, missed topic messages."""
         self._local = LocalNetwork()
@@ -213,6 +219,7 @@ class SocketNetwork:
         max_frame: int = DEFAULT_MAX_FRAME,
         limits: SocketLimits | None = None,
         clock: Clock = system_clock,
+        reconnect: ReconnectPolicy | None = None,
     ) -> SocketNetwork:
         """Listen on ``host:port`` (port 0: any free one) and return the open network.
 
@@ -225,7 +232,9 @@ class SocketNetwork:
                 when binding a wildcard address.
             max_frame: the largest frame body sent or accepted, in bytes.
             limits: bounds on incoming connections and each host's rate (``SocketLimits()``).
-            clock: what the rate limit sleeps on (injected in tests).
+            clock: what the rate limit and reconnection wait on (injected in tests).
+            reconnect: when a peer that could not be dialed is dialed again
+                (``ReconnectPolicy()``).
 
         Raises:
             ValidationError: a bad ``advertise`` (or one of another scheme than the wire's)
@@ -251,6 +260,7 @@ class SocketNetwork:
             limits=limits,
             clock=clock,
             source=_loopback(host),
+            reconnect=reconnect,
         )
         network._listening = await wire.listen(host, port, network.serve)
         if advertise is None:
@@ -280,6 +290,11 @@ class SocketNetwork:
     def incoming(self) -> int:
         """Incoming connections held now."""
         return len(self._incoming)
+
+    def is_connected(self, endpoint: Endpoint | str) -> bool:
+        """Whether this network holds an open connection to ``endpoint`` now."""
+        peer = self._peers.get(Endpoint.parse(endpoint))
+        return peer is not None and peer.connected
 
     @property
     def waiting_sends(self) -> int:
@@ -514,6 +529,13 @@ class _Peer:
         """Futures of the sends waiting for an answer, by seq."""
         self._seq = 0
         self._closed = False
+        self._retry_at: float | None = None
+        self._delay = network.reconnect.initial_delay
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up (as far as this side has seen)."""
+        return self._link is not None
 
     async def deliver(self, raw: msgspec.Raw) -> int:
         """Send one encoded message; returns how many inboxes it reached there."""
@@ -532,17 +554,40 @@ class _Peer:
             self.pending.pop(seq, None)
 
     async def _connected(self) -> Link:
+        network = self._network
+        policy, clock = network.reconnect, network._clock
         async with self._connecting:
-            if self._closed:
-                raise TransportClosed("the network is closed")
-            if self._link is None:
-                link = await self._network._dial(self.endpoint)
+            deadline = clock.now() + policy.patience
+            while True:
+                if self._closed:
+                    raise TransportClosed("the network is closed")
+                if self._link is not None:
+                    return self._link
+                now = clock.now()
+                if self._retry_at is not None and now < self._retry_at:
+                    if self._retry_at > deadline:
+                        raise TransportError(
+                            f"cannot reach {self.endpoint}: the next attempt is in "
+                            f"{self._retry_at - now:.3g}s"
+                        )
+                    await clock.sleep(self._retry_at - now)
+                    continue
+                try:
+                    link = await network._dial(self.endpoint)
+                except TransportError:
+                    network.stats.failed_dials += 1
+                    self._retry_at = clock.now() + self._delay
+                    self._delay = policy.next_delay(self._delay)
+                    if self._retry_at > deadline:
+                        raise
+                    continue
+                self._retry_at = None
+                self._delay = policy.initial_delay
                 if self._closed:
                     await link.aclose()
                     raise TransportClosed("the network is closed")
                 self._link = link
                 self._reader = asyncio.get_running_loop().create_task(self._read(link))
-            return self._link
 
     async def _read(self, link: Link) -> None:
         error: TransportError = TransportError(f"the connection to {self.endpoint} was lost")

@@ -19,6 +19,7 @@ from converge.errors import TransportError
 from converge.network.endpoint import Endpoint
 from converge.network.framing import DEFAULT_MAX_FRAME, Frame, read_frame
 from converge.network.limits import SocketLimits
+from converge.network.reconnect import ReconnectPolicy
 from converge.network.resolver import Resolver
 from converge.network.socket_network import Link, SocketNetwork
 from converge.network.tls import TlsConfig
@@ -156,6 +157,7 @@ async def tcp_network(
     limits: SocketLimits | None = None,
     clock: Clock = system_clock,
     tls: TlsConfig | None = None,
+    reconnect: ReconnectPolicy | None = None,
 ) -> SocketNetwork:
     """A ``SocketNetwork`` over TCP, listening on ``host:port`` (see ``SocketNetwork.start``);
     with ``tls``, over TLS (``tls://`` endpoints, server-side or mutual: ``TlsConfig``).
@@ -173,4 +175,5 @@ async def tcp_network(
         max_frame=max_frame,
         limits=limits,
         clock=clock,
+        reconnect=reconnect,
     )

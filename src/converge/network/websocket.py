@@ -27,6 +27,7 @@ from converge.errors import FrameError, FrameTooLarge, MissingExtra, TransportEr
 from converge.network.endpoint import Endpoint
 from converge.network.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, Frame, unpack_frame
 from converge.network.limits import SocketLimits
+from converge.network.reconnect import ReconnectPolicy
 from converge.network.resolver import Resolver
 from converge.network.socket_network import Link, SocketNetwork
 from converge.network.tls import TlsConfig
@@ -188,6 +189,7 @@ async def websocket_network(
     limits: SocketLimits | None = None,
     clock: Clock = system_clock,
     tls: TlsConfig | None = None,
+    reconnect: ReconnectPolicy | None = None,
 ) -> SocketNetwork:
     """A ``SocketNetwork`` over WebSocket, listening on ``host:port`` (see
     ``SocketNetwork.start``); with ``tls``, over TLS (``wss://`` endpoints: ``TlsConfig``).
@@ -206,4 +208,5 @@ async def websocket_network(
         max_frame=max_frame,
         limits=limits,
         clock=clock,
+        reconnect=reconnect,
     )
