@@ -474,3 +474,27 @@ def test_a_reconnect_policy_refuses_values_out_of_range() -> None:
         with pytest.raises(ValidationError):
             ReconnectPolicy(**bad)  # type: ignore[arg-type]
     assert ReconnectPolicy(max_delay=3.0).next_delay(2.0) == 3.0
+
+
+async def test_stats_show_the_queues_while_a_full_inbox_holds_a_sender_back(
+    opener: Opener,
+) -> None:
+    resolver = StaticResolver()
+    sender = await opener(resolver, host="127.0.0.2")
+    receiver = await opener(resolver, host="127.0.0.3")
+    try:
+        inbox = Inbox(maxsize=1)
+        receiver.register(BOB.did, inbox)
+        resolver.add(BOB.did, receiver.endpoint)
+        await sender.send(to(BOB, ALICE, 1))
+        waiting = asyncio.ensure_future(sender.send(to(BOB, ALICE, 2)))
+        await eventually(lambda: sender.stats.waiting_sends == 1)
+        sent, got = sender.stats, receiver.stats
+        assert (sent.outgoing, sent.waiting_sends, sent.connections) == (1, 1, 1)
+        assert (got.incoming, got.queued) == (1, 1)
+        assert [m.payload for m in inbox.drain(1)] == [1]
+        assert await asyncio.wait_for(waiting, WAIT) == 1
+        assert (sender.stats.waiting_sends, receiver.stats.queued) == (0, 1)
+    finally:
+        await sender.aclose()
+        await receiver.aclose()

@@ -138,8 +138,13 @@ class Wire(Protocol):
         ...
 
 
-class SocketStats(msgspec.Struct):
-    """Counters of a ``SocketNetwork`` since it started."""
+class SocketStats(msgspec.Struct, frozen=True):
+    """A ``SocketNetwork``'s metrics at one moment: counters since it started, then gauges.
+
+    Nothing is ever dropped silently: a topic message a peer did not get counts in ``missed``,
+    a connection cut for bad bytes in ``bad_frames``, a direct message refused in ``refused``
+    (its sender got a ``TransportError``).
+    """
 
     connections: int = 0
     """Connections dialed (each reconnection counts)."""
@@ -158,6 +163,27 @@ class SocketStats(msgspec.Struct):
     """Incoming connections closed at once: over a connection limit."""
     throttled: int = 0
     """Incoming messages held back to keep a host within its rate."""
+    incoming: int = 0
+    """Gauge: incoming connections held now."""
+    outgoing: int = 0
+    """Gauge: connections to peers open now."""
+    waiting_sends: int = 0
+    """Gauge: sends written and not yet answered (a receiver holding them back shows here)."""
+    queued: int = 0
+    """Gauge: messages delivered into the inboxes registered here and not yet read."""
+
+
+class _Counts(msgspec.Struct):
+    """The counters behind ``SocketStats``."""
+
+    connections: int = 0
+    reconnects: int = 0
+    bad_frames: int = 0
+    missed: int = 0
+    refused: int = 0
+    failed_dials: int = 0
+    rejected_connections: int = 0
+    throttled: int = 0
 
 
 class SocketNetwork:
@@ -197,8 +223,7 @@ class SocketNetwork:
         """The address its connections come from (None: the system's choice)."""
         self.reconnect = ReconnectPolicy() if reconnect is None else reconnect
         """When a peer that could not be dialed is dialed again."""
-        self.stats = SocketStats()
-        """Counters: connections, reconnects, bad frames, missed topic messages."""
+        self._counts = _Counts()
         self._local = LocalNetwork()
         self._listening: Listening | None = None
         self._peers: dict[Endpoint, _Peer] = {}
@@ -285,6 +310,17 @@ class SocketNetwork:
     def closed(self) -> bool:
         """Whether ``aclose()`` was called."""
         return self._closed
+
+    @property
+    def stats(self) -> SocketStats:
+        """Its metrics now: reconnects, drops (bad frames, missed, refused), queue depths."""
+        return SocketStats(
+            **msgspec.structs.asdict(self._counts),
+            incoming=len(self._incoming),
+            outgoing=sum(1 for peer in self._peers.values() if peer.connected),
+            waiting_sends=self.waiting_sends,
+            queued=self._local.queued(),
+        )
 
     @property
     def incoming(self) -> int:
@@ -383,7 +419,7 @@ class SocketNetwork:
         except TransportClosed:
             raise
         except TransportError as exc:
-            self.stats.missed += 1
+            self._counts.missed += 1
             _log.debug("topic message missed %s: %s", endpoint, exc)
             return 0
 
@@ -395,9 +431,9 @@ class SocketNetwork:
 
     async def _dial(self, endpoint: Endpoint) -> Link:
         link = await self._wire.dial(endpoint, self.source)
-        self.stats.connections += 1
+        self._counts.connections += 1
         if endpoint in self._dialed:
-            self.stats.reconnects += 1
+            self._counts.reconnects += 1
         self._dialed.add(endpoint)
         return link
 
@@ -411,7 +447,7 @@ class SocketNetwork:
             return
         host = self._admit(link)
         if host is None:
-            self.stats.rejected_connections += 1
+            self._counts.rejected_connections += 1
             _log.warning("refused a connection from %s: over the connection limits", link.peer)
             await link.aclose()
             return
@@ -449,7 +485,7 @@ class SocketNetwork:
             try:
                 frame = await link.receive()
             except FrameError as exc:
-                self.stats.bad_frames += 1
+                self._counts.bad_frames += 1
                 _log.warning("dropped a connection from %s: %s", link.peer, exc)
                 return
             except TransportError:
@@ -457,18 +493,18 @@ class SocketNetwork:
             if frame is None:
                 return
             if not isinstance(frame, Deliver):
-                self.stats.bad_frames += 1
+                self._counts.bad_frames += 1
                 _log.warning("dropped a connection from %s: a %s frame", link.peer, frame)
                 return
             if await host.take():
-                self.stats.throttled += 1
+                self._counts.throttled += 1
             reply: Frame
             try:
                 reply = Delivered(frame.seq, await self._local.send(frame.message))
             except TransportClosed:
                 return  # closing: the sender's waiting sends fail when the connection drops
             except (TransportError, ValidationError) as exc:
-                self.stats.refused += 1
+                self._counts.refused += 1
                 reply = Refused(frame.seq, f"{self.endpoint}: {exc}")
             try:
                 await link.send(encode_frame(reply, self.max_frame))
@@ -575,7 +611,7 @@ class _Peer:
                 try:
                     link = await network._dial(self.endpoint)
                 except TransportError:
-                    network.stats.failed_dials += 1
+                    network._counts.failed_dials += 1
                     self._retry_at = clock.now() + self._delay
                     self._delay = policy.next_delay(self._delay)
                     if self._retry_at > deadline:
