@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
@@ -498,3 +499,15 @@ async def test_stats_show_the_queues_while_a_full_inbox_holds_a_sender_back(
     finally:
         await sender.aclose()
         await receiver.aclose()
+
+
+def test_without_the_ws_extra_the_websocket_transport_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from converge.errors import MissingExtra
+    from converge.network.websocket import WebSocketWire
+
+    monkeypatch.setitem(sys.modules, "websockets", None)  # what an absent package looks like
+    with pytest.raises(MissingExtra) as caught:
+        WebSocketWire()
+    assert caught.value.extra == "ws"
