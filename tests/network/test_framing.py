@@ -137,3 +137,20 @@ def test_a_payload_messagepack_cannot_hold_is_a_frame_error() -> None:
     message = Message(kind="note", payload=object(), recipient=BOB.did)
     with pytest.raises(FrameError):
         encode_message(message)
+
+
+@given(st.binary(max_size=200), st.integers(0, 300))
+def test_any_bytes_decode_to_frames_or_a_frame_error_and_nothing_else(
+    data: bytes, cut: int
+) -> None:
+    # What a hostile peer can send: each call either returns frames or raises FrameError.
+    for call in (
+        lambda: decode_frame(data),
+        lambda: unpack_frame(data, limit=256),
+        lambda: unpack_frame(struct.pack(">I", len(data)) + data, limit=256),
+    ):
+        try:
+            frame = call()
+        except FrameError:
+            continue
+        assert isinstance(frame, Deliver | Delivered | Refused)
