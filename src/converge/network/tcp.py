@@ -5,12 +5,19 @@ on 127.0.0.1 unless told otherwise and advertises ``tcp://host:port``; what it n
 discovery is a ``Resolver`` (did -> endpoint, and the endpoints a topic goes to). Backpressure
 is TCP's own: a receiver that stops reading lets the socket buffers fill, and the sender's
 ``drain()`` waits.
+
+A send waits for its answer as long as the receiver holds it back, so a peer that vanished
+without closing its connections (a host powered off, a cable pulled) must be noticed some
+other way: connections use TCP keepalive (probes after 30 s idle, every 10 s, 3 unanswered
+ones end it), so such a peer fails its waiting sends with ``TransportError`` within about a
+minute. (WebSocket has its own pings for this.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -27,6 +34,21 @@ from converge.network.tls import TlsConfig
 __all__ = ["TcpWire", "tcp_network"]
 
 _CONNECT_TIMEOUT = 10.0
+_KEEPALIVE = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+"""Seconds idle before the first probe, seconds between probes, unanswered probes to give up."""
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    """Turn TCP keepalive on for the connection (the options a platform lacks are skipped)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE:
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 class _StreamLink:
@@ -110,6 +132,7 @@ class TcpWire:
         """
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            _keep_alive(writer)
             address = writer.get_extra_info("peername")
             host = str(address[0]) if address else "?"
             peer = f"{host}:{address[1]}" if address else "a peer"
@@ -144,6 +167,7 @@ class TcpWire:
                 )
         except (OSError, TimeoutError) as exc:
             raise TransportError(f"cannot reach {endpoint}: {exc}") from exc
+        _keep_alive(writer)
         return _StreamLink(reader, writer, self.max_frame, str(endpoint), endpoint.host)
 
 
