@@ -591,6 +591,10 @@ class _Peer:
             return await future
         finally:
             self.pending.pop(seq, None)
+            if future.done() and not future.cancelled():
+                # The write failed after the reader had failed this future too: its error
+                # is the one raised, so this one is read here, not reported as lost.
+                future.exception()
 
     async def _connected(self) -> Link:
         network = self._network
