@@ -4,10 +4,10 @@ TCP (``converge.network.tcp``) and WebSocket (``converge.network.websocket``) ar
 over two wires; the wire only moves frames (``converge.network.framing``).
 
 Each network listens on one endpoint and advertises one (``endpoint``): what its resolver
-(``converge.network.resolver``) tells others. Bound to a loopback address, it also dials from
-that address, so simulated hosts (127.0.0.2, 127.0.0.3) look like hosts to each other's
-per-host limits (``converge.network.limits``). Its agents register on it as on
-``LocalNetwork``, which it keeps inside for them. ``send``:
+(``converge.network.resolver``) tells others. Bound to a loopback address, it also dials other
+loopback endpoints from that address, so simulated hosts (127.0.0.2, 127.0.0.3) look like
+hosts to each other's per-host limits (``converge.network.limits``). Its agents register on it
+as on ``LocalNetwork``, which it keeps inside for them. ``send``:
 
 - a direct message to an agent registered here is delivered in process; any other is sent to
   the endpoint the resolver names for its recipient. No endpoint, the endpoint refuses the
@@ -220,7 +220,8 @@ class SocketNetwork:
         self._clock = clock
         self._hosts: dict[str, HostRate] = {}
         self.source = source
-        """The address its connections come from (None: the system's choice)."""
+        """The address its connections to loopback endpoints come from (None: the system's
+        choice; connections elsewhere always leave that to the system's routing)."""
         self.reconnect = ReconnectPolicy() if reconnect is None else reconnect
         """When a peer that could not be dialed is dialed again."""
         self._counts = _Counts()
@@ -433,7 +434,8 @@ class SocketNetwork:
         return peer
 
     async def _dial(self, endpoint: Endpoint) -> Link:
-        link = await self._wire.dial(endpoint, self.source)
+        source = self.source if _loopback(endpoint.host) is not None else None
+        link = await self._wire.dial(endpoint, source)
         self._counts.connections += 1
         if endpoint in self._dialed:
             self._counts.reconnects += 1
@@ -544,9 +546,10 @@ class SocketNetwork:
 
 
 def _loopback(host: str) -> str | None:
-    """``host`` if it is a loopback address: a network bound to 127.0.0.3 dials from there, so
-    listeners tell "hosts" on one machine apart (the system would pick 127.0.0.1 for all).
-    Other addresses leave the choice to the system's routing."""
+    """``host`` if it is a loopback address: a network bound to 127.0.0.3 dials other loopback
+    endpoints from there, so listeners tell "hosts" on one machine apart (the system would pick
+    127.0.0.1 for all). Other addresses, and dials to other addresses (a loopback network may
+    still send to remote hosts), leave the choice to the system's routing."""
     try:
         return host if ipaddress.ip_address(host).is_loopback else None
     except ValueError:
