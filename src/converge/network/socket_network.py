@@ -40,7 +40,6 @@ Shutdown: ``aclose()`` closes the listener and every connection, fails waiting s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -428,6 +427,7 @@ class SocketNetwork:
             return 0
 
     def _peer(self, endpoint: Endpoint) -> _Peer:
+        self._check_open()  # aclose() may have run while the resolver answered
         peer = self._peers.get(endpoint)
         if peer is None:
             peer = self._peers[endpoint] = _Peer(self, endpoint)
@@ -536,9 +536,9 @@ class SocketNetwork:
         serving = list(self._serving)
         for task in serving:
             task.cancel()
-        for task in serving:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Their CancelledErrors are collected, not raised; a cancellation of aclose() itself
+        # still propagates.
+        await asyncio.gather(*serving, return_exceptions=True)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -677,5 +677,4 @@ class _Peer:
         reader = self._reader
         if reader is not None:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await asyncio.gather(reader, return_exceptions=True)
