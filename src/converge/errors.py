@@ -44,7 +44,9 @@ in parentheses is a second base: catch ``ValueError`` and you catch every ``Vali
     │   └── StoreClosed                       an operation on a closed store
     ├── TransportError         (ConnectionError) a transport could not deliver
     │   ├── MessageTooLarge                   a message over the transport's size limit; not sent
-    │   └── TransportClosed                   a send or register on a closed transport
+    │   ├── TransportClosed                   a send or register on a closed transport
+    │   └── FrameError                        bytes from a peer that are not a frame
+    │       └── FrameTooLarge                 a frame over the size limit, sent or received
     ├── MissingExtra           (ImportError)  an optional extra is not installed
     ├── LLMError                              a model provider's call failed
     │   ├── MissingAPIKey                     no API key, given or in the environment
@@ -115,6 +117,8 @@ __all__ = [
     "DelegationRefused",
     "ExpressionError",
     "ExpressionSyntaxError",
+    "FrameError",
+    "FrameTooLarge",
     "IdentityError",
     "InvalidTransition",
     "LLMError",
@@ -890,6 +894,33 @@ class MessageTooLarge(TransportError):
 
 class TransportClosed(TransportError):
     """A send or a registration on a transport after its ``aclose()`` (or a send it cut short)."""
+
+
+class FrameError(TransportError):
+    """Bytes from a peer that are not a frame: truncated, or not a frame's encoding. The
+    connection they came on is dropped and nothing of the frame is delivered."""
+
+    def __init__(self, message: str, *, peer: str | None = None) -> None:
+        super().__init__(message, retryable=False)
+        self.peer = peer
+
+
+class FrameTooLarge(FrameError):
+    """A frame over the size limit: refused before it is sent, or, announced by a peer, before
+    it is read (the connection is then dropped).
+
+    Attributes:
+        size: the frame's size in bytes (for a received one, as its header announced it; None
+            when the wire refused it before anything said its size, as WebSocket's limit does).
+        limit: the limit it is over.
+    """
+
+    def __init__(self, size: int | None, limit: int, *, peer: str | None = None) -> None:
+        where = f" from {peer}" if peer else ""
+        what = "a frame" if size is None else f"a frame of {size} bytes"
+        super().__init__(f"{what}{where} is over the {limit}-byte limit", peer=peer)
+        self.size = size
+        self.limit = limit
 
 
 class MissingExtra(ConvergeError, ImportError):

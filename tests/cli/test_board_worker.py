@@ -48,3 +48,12 @@ async def test_a_result_the_board_cannot_store_fails_the_task() -> None:
     assert claim == ClaimTask(task_id=task.id)
     assert isinstance(failed, FailTask) and failed.task_id == task.id
     assert failed.reason.startswith("the result cannot be stored: TypeError")
+
+
+async def test_a_result_holding_a_nan_fails_the_task_at_once() -> None:
+    task = Task(objective="x")
+    [claim, failed] = await _BoardWorker(lambda t: {"score": float("nan")}, "w").decide([], [task])
+    assert claim == ClaimTask(task_id=task.id)
+    assert isinstance(failed, FailTask)
+    assert failed.reason.startswith("the result cannot be stored: ValidationError")
+    assert "result.score" in failed.reason

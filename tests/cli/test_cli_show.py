@@ -97,3 +97,19 @@ def test_run_interactive_asks_the_question_and_continues(tmp_path: Path) -> None
     # Without the flag, nothing is asked: the durable way stays.
     code, out, err = invoke(*args, input="yes\n")
     assert code == 0 and "answer: " not in err and "is waiting; answer with:" in out
+
+
+def test_show_cuts_long_run_inputs_as_it_cuts_the_output(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH)
+    store = str(tmp_path / "s.db")
+    text = "word " * 400  # 2,000 characters: `show --json` keeps them all
+    code, _, err = invoke(
+        "run", str(graph), "-i", f"text={text}", "-i", f"counter={tmp_path / 'n'}", "--store", store
+    )
+    assert code == 0, err
+    code, out, _ = invoke("show", "last", "--store", store)
+    shown = out[out.index("inputs: ") : out.index("\nnode")].replace("\n", "")  # rich wraps it
+    assert len(shown) <= len("inputs: ") + 400 and shown.endswith("…")
+    code, out, _ = invoke("show", "last", "--store", store, "--json")
+    assert json.loads(out)["inputs"]["text"] == text

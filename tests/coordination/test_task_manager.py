@@ -120,8 +120,9 @@ async def test_claims_check_pools_and_capabilities(board: TaskManager) -> None:
         await board.claim(A, needs.id, capabilities=["summarize@1.5.0"])
     assert await board.claim(A, pooled.id, pool_ids=["gpu"]) == 1
     assert await board.claim(B, needs.id, capabilities=["summarize@2.1.0"]) == 1
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(InvalidTransition) as info:
         await board.claim(B, pooled.id, pool_ids=["gpu"])  # already claimed
+    assert str(info.value) == f"task {pooled.id} is claimed by {A} (attempt 1): not pending"
     with pytest.raises(ValidationError):
         await board.claim(A, "no-such-task")
 

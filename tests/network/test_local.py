@@ -63,7 +63,9 @@ async def test_a_topic_message_waits_for_each_full_subscriber_in_turn() -> None:
         net.register(did, inbox)
         net.subscribe(did, "feed")
     assert await net.send(Message(kind="x", topic="feed", payload=1).sign(ALICE)) == 2
+    assert net.queued() == 2
     quick.drain(1)
+    assert net.queued() == 1
     publishing = asyncio.ensure_future(
         net.send(Message(kind="x", topic="feed", payload=2).sign(ALICE))
     )

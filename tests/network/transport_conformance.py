@@ -19,11 +19,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 from converge.core import Identity, Message
-from converge.errors import TransportClosed, TransportError, ValidationError
+from converge.errors import SignatureError, TransportClosed, TransportError, ValidationError
 from converge.network import Inbox, LocalNetwork, Transport
+from converge.network.tcp import tcp_network
+from converge.network.websocket import websocket_network
+from tests.network.two_hosts import TwoHosts
 
 __all__ = ["TRANSPORTS", "TransportConformance", "received"]
 
@@ -39,7 +43,20 @@ async def _nats() -> Transport:
     return await NatsNetwork.connect(nats_url(), prefix=unique_prefix(), ack_timeout=WAIT)
 
 
-TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {"local": _local, "nats": _nats}
+async def _tcp() -> Transport:
+    return await TwoHosts.open(tcp_network)
+
+
+async def _ws() -> Transport:
+    return await TwoHosts.open(websocket_network)
+
+
+TRANSPORTS: dict[str, Callable[[], Awaitable[Transport]]] = {
+    "local": _local,
+    "tcp": _tcp,
+    "ws": _ws,
+    "nats": _nats,
+}
 """Transport name -> async factory of an open transport."""
 
 WAIT = 10.0
@@ -205,6 +222,22 @@ class TransportConformance:
         await transport.send(on(FENCE, ALICE, kind="fence"))
         assert [m.kind for m in await received(again, 1)] == ["fence"]
         assert len(inbox) == 0
+
+    async def test_a_message_arrives_as_signed_and_a_tampered_one_is_left_to_the_receiver(
+        self, transport: Transport
+    ) -> None:
+        inbox = Inbox()
+        transport.register(BOB.did, inbox)
+        transport.subscribe(BOB.did, "feed")
+        honest = to(BOB, ALICE, {"amount": 10})
+        tampered = msgspec.structs.replace(on("feed", ALICE, {"amount": 10}), payload={"amount": 1})
+        await transport.send(honest)
+        await transport.send(tampered)
+        got = await received(inbox, 2)
+        assert got == [honest, tampered]
+        got[0].verify()
+        with pytest.raises(SignatureError):
+            got[1].verify()
 
     # -- order -------------------------------------------------------------------------------------
 

@@ -216,6 +216,19 @@ class BoardConformance:
             tx.put_task("not a task")  # type: ignore[arg-type]
         assert await store.pending_tasks() == []
 
+    async def test_a_nan_or_an_infinity_in_inputs_or_result_is_refused(self, store: Store) -> None:
+        tx = store.transaction()
+        with pytest.raises(ValidationError) as info:
+            tx.put_task(task(inputs={"x": [1.0, float("nan")]}))
+        assert info.value.field == "inputs.x[1]"
+        finished = msgspec.structs.replace(task(), result={"score": float("-inf")})
+        with pytest.raises(ValidationError) as info:
+            tx.put_task(finished)
+        assert info.value.field == "result.score"
+        tx.put_task(task(inputs={"text": "NaN and inf are fine as words", "x": 1.5}))
+        await tx.commit()
+        assert len(await store.pending_tasks()) == 1
+
     # -- write_task: one task and its event --------------------------------------------------------
 
     async def test_write_task_puts_and_updates_with_its_event(self, store: Store) -> None:

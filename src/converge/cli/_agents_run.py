@@ -48,6 +48,7 @@ from converge.core.agent import Agent
 from converge.core.decisions import ClaimTask, Decision, FailTask, ReportTask, SendMessage
 from converge.core.identity import Identity
 from converge.core.message import Message
+from converge.core.signing import check_finite, maybe_nonfinite
 from converge.core.task import Task
 from converge.core.user_code import call_in_thread, is_interruption
 from converge.errors import ConflictError, StateError, ValidationError
@@ -99,8 +100,9 @@ class _BoardWorker(Agent):
                 raise
             return FailTask(task_id=task.id, reason=f"{type(exc).__name__}: {exc}")
         try:
-            msgspec.msgpack.encode(result)  # as the board will store it
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            if maybe_nonfinite(msgspec.msgpack.encode(result)):  # as the board will store it
+                check_finite(result, "result")
+        except (TypeError, ValueError, msgspec.EncodeError, ValidationError) as exc:
             # Reported, it would be refused and the task left claimed until its lease ran out,
             # to be run again: the result is the function's failure, now.
             reason = f"the result cannot be stored: {type(exc).__name__}: {exc}"

@@ -610,7 +610,8 @@ def _show_table(found: dict[str, Any]) -> None:
             f"cost {format_cost(found['total_cost'])}"
         )
     )
-    console.print(plain(f"inputs: {json.dumps(found['inputs'], default=str)}"))
+    inputs = json.dumps(found["inputs"], default=str)  # cut as the output is: --json has all
+    console.print(plain("inputs: ").append_text(_cut(inputs, 400)))
     table = Table(box=None, pad_edge=False)
     for column in ("node", "status", "attempts", "inputs", "output / error", "tokens", "cost"):
         table.add_column(column, justify="right" if column in ("attempts", "tokens") else "left")

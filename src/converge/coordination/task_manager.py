@@ -368,7 +368,7 @@ class TaskManager:
                 task = await self._get(task_id)
             assert task is not None
             if task.state is not _PENDING:
-                raise InvalidTransition(task.state, _CLAIMED, subject=task.id)
+                raise _not_claimable(task, agent_id)
             if task.pool_id is not None or task.required_capabilities:
                 # Only a task that asks for a pool or a capability needs the agent's.
                 pools = await self._pools(agent_id, pool_ids)
@@ -1051,3 +1051,15 @@ def _invisibility(task: Task, pools: frozenset[str] | None, caps: CapabilitySet 
     if caps is not None and required and not caps.satisfies_all(required):
         return f"missing capabilities {', '.join(caps.missing(required))}"
     return ""
+
+
+def _not_claimable(task: Task, agent_id: str) -> InvalidTransition:
+    """Why ``agent_id`` cannot claim ``task`` (not PENDING), in words: who holds it, or how it
+    ended."""
+    state = task.state.value
+    if task.state in (TaskState.CLAIMED, TaskState.RUNNING):
+        holder = "this agent" if task.assigned_to == agent_id else task.assigned_to
+        why = f"task {task.id} is {state} by {holder} (attempt {task.attempts}): not pending"
+    else:
+        why = f"task {task.id} is {state}: not pending"
+    return InvalidTransition(task.state, _CLAIMED, subject=task.id, message=why)

@@ -102,6 +102,10 @@ class LocalNetwork:
         pattern = topic if isinstance(topic, Topic) else Topic(topic)
         self._subscriptions.get(agent_id, set()).discard(pattern)
 
+    def queued(self) -> int:
+        """Messages delivered into the inboxes registered here and not yet read."""
+        return sum(len(inbox) for inbox in self._inboxes.values())
+
     def recipients(self, message: Message) -> list[str]:
         """Who ``message`` would be delivered to (a topic message skips its sender)."""
         if message.recipient is not None:

@@ -25,7 +25,11 @@ What every transport guarantees:
   topic subscriber that stops meanwhile only misses the message.
 - **Receiving is the receiver's job.** A transport checks only what it needs to address a
   message; the receiver verifies its fields, signature and nonce, as it would bytes from a
-  socket.
+  socket. A transport delivers a message as it was sent, signature included, so that check
+  holds after any hop: one that crosses processes never re-signs, verifies or repairs what it
+  carries (verifying there too would double the cost of the most expensive step for no
+  protection the receiver does not already have; a transport that must stop floods limits
+  rates instead).
 - **Lifetime.** A transport is ready once built (or once its own ``connect``-style factory
   returns). ``aclose()`` is idempotent; after it ``send`` and ``register`` raise
   ``TransportClosed``, nothing is delivered any more, every inbox is unregistered, and a send

@@ -36,6 +36,7 @@ import msgspec
 
 from converge.core.capability import Requirement
 from converge.core.codec_errors import ENCODE_ERRORS, encode_error
+from converge.core.signing import check_finite, maybe_nonfinite
 from converge.core.task import Task, TaskState
 
 __all__ = ["TaskOp", "encode_task", "index_capability", "pool_key", "task_decoder"]
@@ -60,11 +61,16 @@ class TaskOp(msgspec.Struct, frozen=True):
 
 
 def encode_task(task: Task) -> bytes:
-    """The stored bytes of ``task``; a value that cannot be stored is a ``ValidationError``."""
+    """The stored bytes of ``task``; a value that cannot be stored is a ``ValidationError``,
+    a NaN or an infinity in its inputs or result too (no store keeps one: JSON has none)."""
     try:
-        return _encoder.encode(task)
+        data = _encoder.encode(task)
     except ENCODE_ERRORS as exc:
         raise encode_error(exc, f"task {task.id}", field="inputs") from exc
+    if maybe_nonfinite(data):  # a cheap scan; the values are walked only on a hit
+        check_finite(task.inputs, "inputs")
+        check_finite(task.result, "result")
+    return data
 
 
 def pool_key(pool_id: str | None) -> str:
