@@ -8,7 +8,7 @@ in-process transport, and what socket transports route with: ``Endpoint``, ``Res
 
 from __future__ import annotations
 
-from converge.network.endpoint import Endpoint
+from converge.core.endpoint import Endpoint
 from converge.network.inbox import Inbox
 from converge.network.local import LocalNetwork
 from converge.network.resolver import Resolver, StaticResolver

@@ -3,8 +3,8 @@
 A socket transport (TCP, WebSocket) routes a direct message by asking its resolver for the
 recipient's endpoint, and a topic message by asking which endpoints may hold subscribers of
 the topic. This is what those transports need of discovery; ``StaticResolver``, a mapping kept
-in memory, is the first implementation, and discovery across hosts (descriptors carrying their
-agents' endpoints) will be another.
+in memory, is one implementation, and ``converge.runtime.discovery_resolver.DiscoveryResolver``
+(agents' descriptors carrying their endpoints, across hosts sharing a store) is another.
 
 How subscriptions propagate: they do not travel. A subscription stays on the transport where
 its agent subscribed; a publisher sends a topic message to every endpoint the resolver names
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
+from converge.core.endpoint import Endpoint
 from converge.errors import ValidationError
-from converge.network.endpoint import Endpoint
 
 __all__ = ["Resolver", "StaticResolver"]
 

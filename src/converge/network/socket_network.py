@@ -49,6 +49,7 @@ from typing import Protocol, Self
 import msgspec
 
 from converge.core.clock import Clock, system_clock
+from converge.core.endpoint import Endpoint
 from converge.core.message import Message
 from converge.core.topic import Topic
 from converge.errors import (
@@ -57,7 +58,6 @@ from converge.errors import (
     TransportError,
     ValidationError,
 )
-from converge.network.endpoint import Endpoint
 from converge.network.framing import (
     DEFAULT_MAX_FRAME,
     Deliver,

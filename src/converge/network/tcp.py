@@ -22,8 +22,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from converge.core.clock import Clock, system_clock
+from converge.core.endpoint import Endpoint
 from converge.errors import TransportError
-from converge.network.endpoint import Endpoint
 from converge.network.framing import DEFAULT_MAX_FRAME, Frame, read_frame
 from converge.network.limits import SocketLimits
 from converge.network.reconnect import ReconnectPolicy

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from converge.core.clock import Clock, system_clock
+from converge.core.endpoint import Endpoint
 from converge.errors import FrameError, FrameTooLarge, MissingExtra, TransportError
-from converge.network.endpoint import Endpoint
 from converge.network.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, Frame, unpack_frame
 from converge.network.limits import SocketLimits
 from converge.network.reconnect import ReconnectPolicy

@@ -1,9 +1,12 @@
 """``Endpoint``: where a transport listens, as peers reach it.
 
+It is in core, beside ``Topic``, because both the socket transports (``converge.network``) and
+agent descriptors (``converge.coordination.discovery``) read it.
+
 Written as a URL: ``tcp://127.0.0.2:7400``, ``tls://host:7400``, ``ws://host:7401``,
 ``wss://host:7401``. A transport's *advertised* endpoint is the one it tells others (through a
-resolver, later discovery); it may differ from the address it binds (behind NAT or a proxy),
-but it is never a wildcard address, which nobody can dial.
+resolver, or an agent's descriptor in discovery); it may differ from the address it binds
+(behind NAT or a proxy), but it is never a wildcard address, which nobody can dial.
 """
 
 from __future__ import annotations
