@@ -28,7 +28,8 @@ registers its agent on start, heartbeats three times per ``ttl_s`` (30 s by defa
 unregisters it on stop; a heartbeat on a lapsed descriptor is refused (register again).
 Descriptors are self-declared: advertised pools are not checked (``PoolManager`` is
 authoritative). A descriptor's did must be an Ed25519 ``did:key``, its capability names unique,
-its topics valid NATS patterns; errors name the field. A query by topic or pool only, and
+its topics valid NATS patterns, its ``endpoints`` URLs ``Endpoint.parse`` accepts; errors name
+the field. A query by topic or pool only, and
 ``prune_expired``, read every descriptor; a query by capability reads the prefix
 ``agent-cap/<name>/did:`` (names may hold ``/`` but never ``:``), checks version ranges on the
 index values, then reads the named descriptors in concurrent batches until ``limit``.
@@ -49,6 +50,7 @@ from converge.core.capability import Capability, CapabilitySet, Requirement
 from converge.core.clip import clip, clip_text, shown
 from converge.core.clock import Clock, on_clock, system_clock
 from converge.core.codec_errors import validation_error
+from converge.core.endpoint import Endpoint
 from converge.core.identity import public_key_from_did
 from converge.core.message import Message, ReplayGuard
 from converge.core.topic import Topic
@@ -89,6 +91,9 @@ class AgentDescriptor(msgspec.Struct, frozen=True, forbid_unknown_fields=True, o
     """Ids of the pools it says it is in (advertised only: ``PoolManager`` is authoritative)."""
     endpoint: str | None = None
     """Where to reach it: ``local:`` for the in-process network, or a URL; None: by did only."""
+    endpoints: tuple[str, ...] = ()
+    """The endpoints socket transports dial to reach it (``tcp://127.0.0.2:7001``,
+    ``ws://host:7002``), checked by ``Endpoint.parse`` and kept as written; signed with the rest."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     """Details converge does not read; by convention ``description``, ``version``, ``owner``."""
     registered_at: float = 0.0
@@ -114,6 +119,14 @@ class AgentDescriptor(msgspec.Struct, frozen=True, forbid_unknown_fields=True, o
                     f"invalid topic pattern {pattern!r}: dot-separated tokens of letters, digits, "
                     "_ or -, or a wildcard ('*' for one token, '>' last for the rest)",
                     field=f"topics[{i}]",
+                ) from None
+        for i, url in enumerate(self.endpoints):
+            try:
+                Endpoint.parse(url)
+            except ValidationError as exc:
+                why = str(exc).removesuffix(f" (field `{exc.field}`)")
+                raise ValidationError(
+                    f"invalid endpoint {clip(url)!r}: {why}", field=f"endpoints[{i}]"
                 ) from None
         for i, pool in enumerate(self.pools):
             if not isinstance(pool, str) or not pool:
@@ -296,6 +309,11 @@ class DiscoveryService:
         entry = await self.store.get(_agent_key(did))
         descriptor = None if entry is None else _decode(entry)
         return descriptor if descriptor and descriptor.expires_at > self.clock.now() else None
+
+    async def live(self) -> list[AgentDescriptor]:
+        """Every live descriptor, by did (this reads every descriptor)."""
+        now = self.clock.now()
+        return await self._matching(None, lambda d: d.expires_at > now, None)
 
     async def capabilities_of(self, agent_id: str) -> CapabilitySet | None:
         """The capabilities a live agent registered, or None (``CapabilityDirectory``)."""
