@@ -3,7 +3,8 @@ message each other through agents' signed descriptors; lapsed or bad descriptors
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +12,42 @@ import msgspec
 import pytest
 
 from converge.coordination.discovery import AgentDescriptor, DiscoveryService
-from converge.core import Identity, Message
+from converge.core import Agent, Decision, Identity, Message, Task
 from converge.core.clock import ManualClock
 from converge.errors import SignatureError, TransportError, ValidationError
 from converge.network import Endpoint, Inbox, Resolver
 from converge.network.socket_network import SocketNetwork
 from converge.network.tcp import tcp_network
+from converge.network.websocket import websocket_network
+from converge.runtime import AgentRuntime
 from converge.runtime.discovery_resolver import DiscoveryResolver
 from converge.store.sqlite import SQLiteStore
 from tests.network.transport_conformance import received
 
 ALICE, BOB, CAROL = (Identity.generate() for _ in range(3))
+WAIT = 10.0
+
+
+class Listener(Agent):
+    """An agent that keeps what it is shown and decides nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Message] = []
+
+    async def decide(self, messages: Sequence[Message], tasks: Sequence[Task]) -> list[Decision]:
+        self.seen.extend(messages)
+        return []
+
+
+async def eventually(check: Callable[[], Any]) -> None:
+    """Wait until ``check()`` holds (awaited if it is a coroutine), at most ``WAIT`` seconds."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            result = check()
+            if await result if asyncio.iscoroutine(result) else result:
+                return
+            await asyncio.sleep(0.005)
 
 
 def signed(who: Identity, descriptor: AgentDescriptor, clock: ManualClock) -> Message:
@@ -42,15 +68,19 @@ class Host:
         self.store, self.service, self.network = store, service, network
 
 
-@pytest.fixture
-async def hosts(tmp_path: Path, clock: ManualClock) -> AsyncIterator[tuple[Host, Host]]:
-    """127.0.0.2 and 127.0.0.3, each opening the same store file."""
+@pytest.fixture(params=["tcp", "ws"])
+async def hosts(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[tuple[Host, Host]]:
+    """127.0.0.2 and 127.0.0.3, each opening the same store file, over TCP or WebSocket."""
+    scheme: str = request.param
+    opener = tcp_network if scheme == "tcp" else websocket_network
     made: list[Host] = []
     try:
         for ip in ("127.0.0.2", "127.0.0.3"):
             store = await SQLiteStore.open(tmp_path / "shared.db")
             service = DiscoveryService(store, ttl_s=30, clock=clock)
-            network = await tcp_network(DiscoveryResolver(service, schemes=["tcp"]), host=ip)
+            network = await opener(DiscoveryResolver(service, schemes=[scheme]), host=ip)
             made.append(Host(store, service, network))
         yield made[0], made[1]
     finally:
@@ -102,8 +132,9 @@ async def test_topic_endpoints_are_those_of_agents_that_may_follow_the_topic(
     assert await resolver.topic_endpoints("news") == []
     await join(three, CAROL, clock)  # declares no topics: it may follow any
     assert await resolver.topic_endpoints("news") == [three.network.endpoint]
-    # A transport of another scheme does not dial these tcp:// endpoints.
-    assert await DiscoveryResolver(two.service, schemes=["ws"]).resolve(BOB.did) is None
+    # A transport of another scheme does not dial these endpoints.
+    other = "wss" if two.network.endpoint.scheme == "ws" else "tls"
+    assert await DiscoveryResolver(two.service, schemes=[other]).resolve(BOB.did) is None
     with pytest.raises(ValidationError) as info:
         DiscoveryResolver(two.service, schemes=["http"])
     assert info.value.field == "schemes"
@@ -181,3 +212,22 @@ async def test_the_endpoints_are_signed_with_the_rest_of_the_descriptor(
         )
     finally:
         await store.aclose()
+
+
+async def test_a_runtime_on_a_socket_network_advertises_its_endpoint(
+    hosts: tuple[Host, Host], clock: ManualClock
+) -> None:
+    two, three = hosts
+    await join(two, ALICE, clock)
+    bob = Listener()
+    async with AgentRuntime(
+        bob, network=three.network, store=three.store, discovery=three.service, clock=clock
+    ):
+        await eventually(lambda: two.service.get(bob.did))
+        found = await two.service.get(bob.did)
+        assert found is not None
+        assert found.endpoints == (three.network.endpoint.url,)
+        assert await two.network.send(to(bob.identity, ALICE, 1)) == 1
+        await eventually(lambda: [m.payload for m in bob.seen] == [1])
+    with pytest.raises(TransportError, match="no endpoint known"):
+        await two.network.send(to(bob.identity, ALICE, 2))

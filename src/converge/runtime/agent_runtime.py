@@ -117,6 +117,7 @@ from converge.errors import (
     ValidationError,
 )
 from converge.network.inbox import Inbox
+from converge.network.socket_network import SocketNetwork
 from converge.network.transport import Transport
 from converge.policy.safety import (
     ActionPolicy,
@@ -151,7 +152,9 @@ class AgentRuntime:
         store: where the runtime's events go (default: the board's store).
         tasks: the board whose visible tasks the agent is shown.
         pools: the pools, for the agent's memberships.
-        discovery: where the agent is registered while it runs (and heartbeats).
+        discovery: where the agent is registered while it runs (and heartbeats); on a
+            ``SocketNetwork`` its descriptor carries the network's endpoint, so a
+            ``DiscoveryResolver`` on another host routes to it.
         executor: applies accepted decisions; None: only messages are sent.
         limits: the agent's resource limits (``ResourceLimits()`` by default, which bounds
             its messages to 10,000 and its ``decide()`` calls to 1,000 a second; None in a
@@ -732,6 +735,7 @@ class AgentRuntime:
         if self.discovery is None:
             return
         pools = await self._agent_pools() or []
+        url = self.network.endpoint.url if isinstance(self.network, SocketNetwork) else None
         await self.discovery.register(
             AgentDescriptor(
                 did=self.did,
@@ -739,7 +743,8 @@ class AgentRuntime:
                 capabilities=tuple(self.agent.capabilities),
                 topics=tuple(t.name for t in self.agent.topics),
                 pools=tuple(pools),
-                endpoint="local:",
+                endpoint=url or "local:",
+                endpoints=(url,) if url else (),
             )
         )
 
