@@ -231,3 +231,27 @@ async def test_a_runtime_on_a_socket_network_advertises_its_endpoint(
         await eventually(lambda: [m.payload for m in bob.seen] == [1])
     with pytest.raises(TransportError, match="no endpoint known"):
         await two.network.send(to(bob.identity, ALICE, 2))
+
+
+async def test_with_max_age_answers_are_reused_until_they_are_that_old(
+    hosts: tuple[Host, Host], clock: ManualClock
+) -> None:
+    two, three = hosts
+    await join(three, BOB, clock, topics=("market.>",))
+    caching = DiscoveryResolver(two.service, max_age_s=5)
+    fresh = DiscoveryResolver(two.service)
+    assert await caching.resolve(BOB.did) == three.network.endpoint
+    assert await caching.topic_endpoints("market.gpu") == [three.network.endpoint]
+    await three.service.unregister(BOB.did)
+    assert await fresh.resolve(BOB.did) is None
+    assert await fresh.topic_endpoints("market.gpu") == []
+    clock.advance(4)  # younger than max_age_s: the old answers still
+    assert await caching.resolve(BOB.did) == three.network.endpoint
+    assert await caching.topic_endpoints("market.gpu") == [three.network.endpoint]
+    clock.advance(1)
+    assert await caching.resolve(BOB.did) is None
+    assert await caching.topic_endpoints("market.gpu") == []
+    for bad in (-1, float("nan"), True, "5"):
+        with pytest.raises(ValidationError) as info:
+            DiscoveryResolver(two.service, max_age_s=bad)  # type: ignore[arg-type]
+        assert info.value.field == "max_age_s"
