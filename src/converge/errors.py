@@ -906,8 +906,9 @@ class FrameError(TransportError):
 
 
 class FrameTooLarge(FrameError):
-    """A frame over the size limit: refused before it is sent, or, announced by a peer, before
-    it is read (the connection is then dropped).
+    """A frame over the size limit: announced by a peer, refused before it is read (the
+    connection is then dropped), or one of the transport's own frames refused before it is
+    sent. A message of the caller's over the limit is ``MessageTooLarge``, on every transport.
 
     Attributes:
         size: the frame's size in bytes (for a received one, as its header announced it; None

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from converge.core import Identity, Message
-from converge.errors import FrameError, FrameTooLarge, TransportError
+from converge.errors import FrameError, FrameTooLarge, MessageTooLarge, TransportError
 from converge.network.framing import (
     HEADER_SIZE,
     Deliver,
@@ -124,9 +124,9 @@ def test_a_whole_message_frame_must_match_its_prefix() -> None:
 
 def test_a_message_over_the_limit_is_refused_before_it_is_sent() -> None:
     big = _message("x" * 2000)
-    with pytest.raises(FrameTooLarge) as caught:
+    with pytest.raises(MessageTooLarge) as caught:
         encode_message(big, limit=1024)
-    assert caught.value.size is not None and caught.value.size > 1024
+    assert caught.value.size > 1024 and caught.value.limit == 1024
     with pytest.raises(FrameTooLarge):
         encode_frame(Deliver(1, big), limit=1024)
     assert len(encode_message(big, limit=4096)) < 4096

@@ -14,7 +14,7 @@ import pytest
 
 from converge.core import Identity, Message
 from converge.core.clock import ManualClock
-from converge.errors import FrameTooLarge, TransportClosed, TransportError, ValidationError
+from converge.errors import MessageTooLarge, TransportClosed, TransportError, ValidationError
 from converge.network import Endpoint, Inbox, StaticResolver, Transport
 from converge.network.framing import Deliver, Delivered, encode_frame
 from converge.network.limits import SocketLimits
@@ -168,7 +168,7 @@ async def test_a_message_over_the_frame_limit_is_refused_on_both_sides(opener: O
         receiver.register(BOB.did, inbox)
         resolver.add(BOB.did, receiver.endpoint)
         # Over the sender's own limit: refused before anything is sent.
-        with pytest.raises(FrameTooLarge):
+        with pytest.raises(MessageTooLarge):  # as on every transport
             await sender.send(to(BOB, ALICE, "x" * 5000))
         assert sender.stats.connections == 0
         # Within the sender's limit, over the receiver's: the receiver drops the connection

@@ -24,7 +24,7 @@ import struct
 import msgspec
 
 from converge.core.message import Message
-from converge.errors import FrameError, FrameTooLarge
+from converge.errors import FrameError, FrameTooLarge, MessageTooLarge
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -107,7 +107,8 @@ def encode_message(message: Message, limit: int = DEFAULT_MAX_FRAME) -> msgspec.
     """A message encoded once, for ``deliver_frame`` to send to any number of peers.
 
     Raises:
-        FrameTooLarge: its frame would be over ``limit`` bytes (nothing is sent).
+        MessageTooLarge: its frame would be over ``limit`` bytes (nothing is sent), as every
+            transport refuses a message over its limit.
         FrameError: it cannot be encoded (a payload MessagePack cannot hold).
     """
     try:
@@ -115,7 +116,7 @@ def encode_message(message: Message, limit: int = DEFAULT_MAX_FRAME) -> msgspec.
     except (TypeError, ValueError, OverflowError) as exc:
         raise FrameError(f"cannot encode message {message.id}: {exc}") from exc
     if len(raw) + _DELIVER_OVERHEAD > limit:
-        raise FrameTooLarge(len(raw) + _DELIVER_OVERHEAD, limit)
+        raise MessageTooLarge(len(raw) + _DELIVER_OVERHEAD, limit, "a frame (max_frame)")
     return msgspec.Raw(raw)
 
 

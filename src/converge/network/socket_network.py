@@ -31,7 +31,7 @@ subscriber holds up a publisher on ``LocalNetwork``).
 Frames that are not frames (truncated, over ``max_frame``, garbage) drop the connection they
 came on; nothing of them is delivered, and the sender's waiting sends fail with
 ``TransportError``. A message whose frame would be over ``max_frame`` is refused by ``send``
-with ``FrameTooLarge`` before anything is sent.
+with ``MessageTooLarge`` (as by every transport) before anything is sent.
 
 Shutdown: ``aclose()`` closes the listener and every connection, fails waiting sends with
 ``TransportClosed`` and closes the inboxes registered here.
@@ -369,7 +369,7 @@ class SocketNetwork:
 
         Raises:
             ValidationError: not a ``Message``, or a recipient or topic that is not a str.
-            FrameTooLarge: its frame would be over ``max_frame`` (nothing was sent).
+            MessageTooLarge: its frame would be over ``max_frame`` (nothing was sent).
             TransportError: a direct message whose recipient the resolver does not know, whose
                 endpoint cannot be reached, or whose transport has no such agent (or it
                 stopped before the message got in).
