@@ -74,7 +74,7 @@ from converge.network.local import LocalNetwork
 from converge.network.reconnect import ReconnectPolicy
 from converge.network.resolver import Resolver
 
-__all__ = ["Link", "Listening", "SocketNetwork", "SocketStats", "Wire"]
+__all__ = ["Link", "Listening", "ServerListening", "SocketNetwork", "SocketStats", "Wire"]
 
 _log = logging.getLogger(__name__)
 
@@ -114,6 +114,25 @@ class Listening(Protocol):
     async def aclose(self) -> None:
         """Stop accepting and close the connections it accepted; idempotent."""
         ...
+
+
+class _Server(Protocol):
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+class ServerListening:
+    """A ``Listening`` over a server that closes with ``close()`` then ``wait_closed()`` (an
+    ``asyncio.Server``, a ``websockets`` server)."""
+
+    def __init__(self, server: _Server, port: int) -> None:
+        self._server = server
+        self.port = port
+
+    async def aclose(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
 
 
 class Wire(Protocol):

@@ -28,7 +28,7 @@ from converge.network.framing import DEFAULT_MAX_FRAME, Frame, read_frame
 from converge.network.limits import SocketLimits
 from converge.network.reconnect import ReconnectPolicy
 from converge.network.resolver import Resolver
-from converge.network.socket_network import Link, SocketNetwork
+from converge.network.socket_network import Link, ServerListening, SocketNetwork
 from converge.network.tls import TlsConfig
 
 __all__ = ["TcpWire", "tcp_network"]
@@ -93,16 +93,6 @@ class _StreamLink:
             await self._writer.wait_closed()
 
 
-class _TcpListening:
-    def __init__(self, server: asyncio.Server, port: int) -> None:
-        self._server = server
-        self.port = port
-
-    async def aclose(self) -> None:
-        self._server.close()
-        await self._server.wait_closed()
-
-
 class TcpWire:
     """Frames over TCP streams, or TLS over TCP (a ``Wire`` for ``SocketNetwork``).
 
@@ -124,7 +114,7 @@ class TcpWire:
 
     async def listen(
         self, host: str, port: int, serve: Callable[[Link], Awaitable[None]]
-    ) -> _TcpListening:
+    ) -> ServerListening:
         """Accept TCP connections on ``host:port``.
 
         Raises:
@@ -143,7 +133,7 @@ class TcpWire:
         except OSError as exc:
             raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
         bound = server.sockets[0].getsockname()[1]
-        return _TcpListening(server, bound)
+        return ServerListening(server, bound)
 
     async def dial(self, endpoint: Endpoint, source: str | None = None) -> _StreamLink:
         """Connect to ``endpoint`` (from the address ``source`` if given).

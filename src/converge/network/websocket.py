@@ -29,12 +29,12 @@ from converge.network.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, Frame, unpa
 from converge.network.limits import SocketLimits
 from converge.network.reconnect import ReconnectPolicy
 from converge.network.resolver import Resolver
-from converge.network.socket_network import Link, SocketNetwork
+from converge.network.socket_network import Link, ServerListening, SocketNetwork
 from converge.network.tls import TlsConfig
 
 if TYPE_CHECKING:
     from websockets.asyncio.connection import Connection
-    from websockets.asyncio.server import Server, ServerConnection
+    from websockets.asyncio.server import ServerConnection
 
 __all__ = ["WebSocketWire", "websocket_network"]
 
@@ -88,16 +88,6 @@ class _WebSocketLink:
             await self._connection.close()
 
 
-class _WebSocketListening:
-    def __init__(self, server: Server, port: int) -> None:
-        self._server = server
-        self.port = port
-
-    async def aclose(self) -> None:
-        self._server.close()
-        await self._server.wait_closed()
-
-
 class WebSocketWire:
     """Frames over WebSocket binary messages (a ``Wire`` for ``SocketNetwork``).
 
@@ -128,7 +118,7 @@ class WebSocketWire:
 
     async def listen(
         self, host: str, port: int, serve: Callable[[Link], Awaitable[None]]
-    ) -> _WebSocketListening:
+    ) -> ServerListening:
         """Accept WebSocket connections on ``host:port`` (any path).
 
         Raises:
@@ -147,7 +137,7 @@ class WebSocketWire:
         except OSError as exc:
             raise TransportError(f"cannot listen on {host}:{port}: {exc}") from exc
         bound = next(iter(server.sockets)).getsockname()[1]
-        return _WebSocketListening(server, bound)
+        return ServerListening(server, bound)
 
     async def dial(self, endpoint: Endpoint, source: str | None = None) -> _WebSocketLink:
         """Connect to ``endpoint`` (from the address ``source`` if given).
